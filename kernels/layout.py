@@ -1,0 +1,65 @@
+"""Where each real token sits in the block layout of its own sequence.
+
+MonarchAttention treats every sequence by its own length (like FlashAttention's variable-length
+mode): the real tokens of sequence ``b`` (those with ``key_padding_mask[b] == True``, in order) are
+laid out in ``m_b = ceil(L_b / block_size)`` blocks, padded at the end (``post``) or at the front
+(``pre``) up to ``m_b * block_size``. Blocks past ``m_b`` hold nothing. Because a sequence's layout
+depends on nothing but its own length, its outputs do not depend on how much padding the batch
+adds, or where.
+
+Shared by the PyTorch reference and the Triton launcher so that both place tokens identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+PAD_TYPES = ("post", "pre")
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    """Per-batch description of the block layout.
+
+    token_mask:  (B, N) bool, True at real tokens.
+    lengths:     (B,) int64, real tokens per sequence.
+    token_index: (B, N) int64, ``token_index[b, r]`` is the position in the input of sequence b's
+                 r-th real token (entries at ``r >= lengths[b]`` are 0 and unused).
+    offsets:     (B,) int64, position of the first real token in the padded layout (0 for
+                 ``post``, ``m_b * block_size - L_b`` for ``pre``).
+    num_blocks:  ``ceil(N / block_size)``, enough blocks for any sequence of the batch; known on
+                 the host without a device sync (a sequence simply leaves its trailing blocks empty).
+    """
+
+    token_mask: torch.Tensor
+    lengths: torch.Tensor
+    token_index: torch.Tensor
+    offsets: torch.Tensor
+    num_blocks: int
+
+
+def sequence_layout(
+    key_padding_mask: torch.Tensor | None,
+    batch: int,
+    seq_len: int,
+    block_size: int,
+    pad_type: str,
+    device: torch.device,
+) -> SequenceLayout:
+    if key_padding_mask is None:
+        mask = torch.ones((batch, seq_len), dtype=torch.bool, device=device)
+    else:
+        mask = key_padding_mask.to(device=device, dtype=torch.bool)
+    lengths = mask.sum(dim=1)
+    # A stable sort of "is padding" puts the real tokens first, in their original order.
+    token_index = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+    token_index = token_index.masked_fill(torch.arange(seq_len, device=device) >= lengths[:, None], 0)
+    blocks = (lengths + block_size - 1) // block_size
+    if pad_type == "pre":
+        offsets = blocks * block_size - lengths
+    else:
+        offsets = torch.zeros_like(lengths)
+    num_blocks = max(1, -(-seq_len // block_size))
+    return SequenceLayout(mask, lengths, token_index, offsets, num_blocks)

@@ -1,0 +1,85 @@
+"""The one functional entry point: ``monarch_attention``, in the style of
+``torch.nn.functional.scaled_dot_product_attention``."""
+
+from __future__ import annotations
+
+import torch
+
+from .layout import PAD_TYPES, sequence_layout
+from .reference import monarch_attention_torch
+
+BACKENDS = ("auto", "torch", "triton")
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a 4-D tensor (batch, heads, seq, head_dim), got {got}")
+        if x.dtype not in _DTYPES:
+            raise ValueError(f"{name} must be float16, bfloat16 or float32, got {x.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if q.shape[:3] != k.shape[:3] or k.shape[:3] != v.shape[:3]:
+        raise ValueError(
+            "q, k, v must agree in (batch, heads, seq) (self-attention), got "
+            f"q={tuple(q.shape)}, k={tuple(k.shape)}, v={tuple(v.shape)}"
+        )
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share head_dim, got q={q.shape[-1]}, k={k.shape[-1]}")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            got = key_padding_mask.dtype if isinstance(key_padding_mask, torch.Tensor) else type(key_padding_mask).__name__
+            raise ValueError(f"key_padding_mask must be a bool tensor (True = real token), got {got}")
+        if tuple(key_padding_mask.shape) != (q.shape[0], q.shape[2]):
+            raise ValueError(
+                f"key_padding_mask must have shape (batch, seq) = {(q.shape[0], q.shape[2])}, "
+                f"got {tuple(key_padding_mask.shape)}"
+            )
+    _check_int("block_size", block_size)
+    _check_int("num_steps", num_steps)
+    if pad_type not in PAD_TYPES:
+        raise ValueError(f"pad_type must be one of {PAD_TYPES}, got {pad_type!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def monarch_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    *,
+    block_size: int,
+    num_steps: int = 1,
+    pad_type: str = "post",
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """MonarchAttention of ``q, k, v`` (batch, heads, seq, head_dim); ``v`` may have its own head dim.
+
+    key_padding_mask: (batch, seq) bool, True = real token. Each sequence is treated by its own
+        length, so outputs at real tokens do not depend on padding; padding rows are zeros.
+    block_size: Monarch block size b (``b = 1`` and ``b >= seq`` are exact softmax attention).
+    num_steps: alternating (R, L) update pairs T.
+    pad_type: ``"post"`` pads each sequence at its end up to a multiple of b, ``"pre"`` at its front.
+    scale: softmax scale, ``head_dim ** -0.5`` by default.
+    backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (fastest available).
+
+    Returns (batch, heads, seq, v_head_dim) in the input dtype.
+    """
+    _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    batch, _, seq_len, _ = q.shape
+    layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
+    return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale))

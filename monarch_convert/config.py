@@ -1,0 +1,87 @@
+"""``MonarchConfig``: the conversion settings, their validation, and how presets fill them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal, Union
+
+PAD_TYPES = ("post", "pre")
+BACKENDS = ("auto", "torch", "triton")
+
+# Used for a field that neither the user nor the architecture's preset sets.
+DEFAULTS: dict[str, Any] = {
+    "block_size": "auto",
+    "num_steps": 1,
+    "pad_type": "post",
+    "layers": "all",
+    "backend": "auto",
+}
+
+BlockSize = Union[int, Literal["auto"]]
+Layers = Union[Literal["all"], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class MonarchConfig:
+    """Conversion settings. A field left as ``None`` is taken from the architecture's preset
+    (``monarch_convert/configs/<model_type>.json``), then from ``DEFAULTS``.
+
+    block_size: Monarch block size, or ``"auto"``: ``ceil(sqrt(N))`` for the model's maximum
+        sequence length N, fixed at conversion time (so that outputs never depend on padding).
+    num_steps: alternating (R, L) update pairs.
+    pad_type: ``"post"`` or ``"pre"``: where each sequence is padded up to a multiple of the block.
+    layers: ``"all"`` or the indices of the layers to convert.
+    backend: ``"auto"`` (Triton on CUDA, PyTorch elsewhere), ``"torch"`` or ``"triton"``.
+    """
+
+    block_size: BlockSize | None = None
+    num_steps: int | None = None
+    pad_type: str | None = None
+    layers: Layers | None = None
+    backend: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and self.layers != "all":
+            if isinstance(self.layers, (str, int)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.layers
+            ):
+                raise ValueError(f"layers must be 'all' or a list of layer indices >= 0, got {self.layers!r}")
+            object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
+        bs = self.block_size
+        if bs is not None and bs != "auto" and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
+            raise ValueError(f"block_size must be an integer >= 1 or 'auto', got {bs!r}")
+        ns = self.num_steps
+        if ns is not None and (isinstance(ns, bool) or not isinstance(ns, int) or ns < 1):
+            raise ValueError(f"num_steps must be an integer >= 1, got {ns!r}")
+        if self.pad_type is not None and self.pad_type not in PAD_TYPES:
+            raise ValueError(f"pad_type must be one of {PAD_TYPES}, got {self.pad_type!r}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    def merged(self, other: "MonarchConfig | dict[str, Any] | None" = None, **overrides: Any) -> "MonarchConfig":
+        """A copy where the fields set in ``other`` and then ``overrides`` win over this one's."""
+        unknown = set(overrides) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown MonarchConfig field(s): {', '.join(sorted(unknown))}")
+        layers = [other.to_dict() if isinstance(other, MonarchConfig) else dict(other or {}), overrides]
+        out = self
+        for layer in layers:
+            out = replace(out, **{k: v for k, v in layer.items() if v is not None})
+        return out
+
+    def resolved(self, preset: dict[str, Any] | None = None) -> "MonarchConfig":
+        """Every field set: this config's fields win over the preset's, which win over DEFAULTS."""
+        return MonarchConfig(**DEFAULTS).merged(preset).merged(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if isinstance(d["layers"], tuple):
+            d["layers"] = list(d["layers"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MonarchConfig":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown MonarchConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
