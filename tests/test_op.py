@@ -1,0 +1,239 @@
+"""The MonarchAttention op, PyTorch reference backend: exactness, batch invariance, numerics,
+cost, autograd and argument checking (shared/monarch-attention.md, sections 2-4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from monarch_convert import monarch_attention
+
+STEPS = (1, 2, 3)
+PADS = ("post", "pre")
+
+
+def qkv(batch=2, heads=3, seq=23, dim=16, dv=None, dtype=torch.float32, seed=0, spread=1.0):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (spread * torch.randn(batch, heads, seq, dim, generator=g) for _ in range(2))
+    v = torch.randn(batch, heads, seq, dv or dim, generator=g)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def ma(q, k, v, mask=None, **kw):
+    kw.setdefault("backend", "torch")
+    return monarch_attention(q, k, v, mask, **kw)
+
+
+def dense_matrix(q, k, mask=None, **kw):
+    """The attention matrix the op applies, read off by feeding v = identity."""
+    b, h, n, _ = q.shape
+    eye = torch.eye(n, dtype=q.dtype).expand(b, h, n, n)
+    return ma(q, k, eye, mask, **kw)
+
+
+def objective(a, q, k):
+    """Row-wise s<A, q k^T> + H(A): what softmax maximises and Monarch maximises over its set."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    entropy = -(torch.where(a > 0, a * a.clamp_min(1e-30).log(), 0.0)).sum(-1)
+    return ((a * scores).sum(-1) + entropy).sum()
+
+
+# --- exactness -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("pad_type", PADS)
+@pytest.mark.parametrize("block", ["one", "seq", "beyond"])
+def test_exact_softmax_at_extreme_block_sizes(steps, pad_type, block):
+    q, k, v = qkv(seq=23)
+    size = {"one": 1, "seq": 23, "beyond": 40}[block]
+    out = ma(q, k, v, block_size=size, num_steps=steps, pad_type=pad_type)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", STEPS)
+def test_exact_softmax_with_padding_mask(steps):
+    q, k, v = qkv(batch=1, seq=30)
+    mask = torch.zeros(1, 30, dtype=torch.bool)
+    mask[:, 4:21] = True
+    out = ma(q, k, v, mask, block_size=1, num_steps=steps)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    torch.testing.assert_close(out[:, :, mask[0]], want[:, :, mask[0]], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("pad_type", PADS)
+def test_dense_matrix_is_row_stochastic_and_applied(steps, pad_type):
+    q, k, v = qkv(seq=26)
+    a = dense_matrix(q, k, block_size=5, num_steps=steps, pad_type=pad_type)
+    assert (a >= 0).all()
+    torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ma(q, k, v, block_size=5, num_steps=steps, pad_type=pad_type), a @ v, rtol=1e-4, atol=1e-5)
+    # It really is an approximation: far from softmax on random inputs, and a Monarch matrix.
+    assert not torch.allclose(a, torch.softmax(q @ k.transpose(-1, -2) / 4, -1), atol=1e-2)
+
+
+def test_objective_never_decreases_with_steps():
+    q, k, _ = qkv(batch=1, heads=4, seq=36, spread=1.5)
+    values = [objective(dense_matrix(q, k, block_size=6, num_steps=t), q, k).item() for t in (1, 2, 3, 4)]
+    assert all(b >= a - 1e-4 for a, b in zip(values, values[1:])), values
+    exact = objective(torch.softmax(q @ k.transpose(-1, -2) / 4, -1), q, k).item()
+    assert values[-1] <= exact + 1e-4
+
+
+def test_value_head_dim_may_differ():
+    q, k, v = qkv(seq=17, dim=16, dv=24)
+    out = ma(q, k, v, block_size=17)
+    assert out.shape == (2, 3, 17, 24)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+# --- batch invariance --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("pad_type", PADS)
+def test_batch_invariance_any_left_or_right_padding(steps, pad_type):
+    n, total = 20, 47
+    q, k, v = qkv(batch=1, seq=n, seed=1)
+    alone = ma(q, k, v, block_size=6, num_steps=steps, pad_type=pad_type)
+    for left in (0, 3, 13, total - n):
+        bq, bk, bv = qkv(batch=3, seq=total, seed=2 + left)  # junk everywhere else
+        mask = torch.zeros(3, total, dtype=torch.bool)
+        mask[1, left : left + n] = True
+        mask[0, :] = True  # neighbours of other lengths share the batch
+        mask[2, 5:11] = True
+        for t, src in ((bq, q), (bk, k), (bv, v)):
+            t[1, :, left : left + n] = src[0]
+        out = ma(bq, bk, bv, mask, block_size=6, num_steps=steps, pad_type=pad_type)
+        torch.testing.assert_close(out[1:2, :, left : left + n], alone, rtol=1e-5, atol=1e-5)
+        assert (out[~mask[:, None, :].expand(-1, 3, -1)] == 0).all()
+
+
+# --- numerics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", STEPS)
+def test_no_nan_with_empty_blocks_and_empty_sequences(steps):
+    q, k, v = qkv(batch=3, seq=32)
+    mask = torch.zeros(3, 32, dtype=torch.bool)
+    mask[0, :3] = True  # one real token block; the rest are all padding
+    mask[1, [0, 9, 30]] = True  # scattered real tokens
+    # sequence 2 has no real token at all
+    for pad_type in PADS:
+        out = ma(q, k, v, mask, block_size=4, num_steps=steps, pad_type=pad_type)
+        assert torch.isfinite(out).all()
+        assert (out[2] == 0).all()
+    # All real tokens of sequence 1 form one block of 3 (b=4): exact softmax among them.
+    want = F.scaled_dot_product_attention(*(x[1:2, :, mask[1]] for x in (q, k, v)))
+    torch.testing.assert_close(out[1:2, :, mask[1]], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs_use_float32_statistics(dtype):
+    # Logits of several hundred overflow exp() in half precision and lose everything in bf16 sums.
+    q, k, v = qkv(seq=40, dtype=dtype, spread=6.0)
+    out = ma(q, k, v, block_size=7, num_steps=2)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    want = ma(q.float(), k.float(), v.float(), block_size=7, num_steps=2)
+    tol = 1e-2 if dtype == torch.float16 else 4e-2
+    torch.testing.assert_close(out.float(), want, rtol=tol, atol=tol)
+
+
+# --- cost --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+@pytest.mark.parametrize("seq", [64, 100, 256])
+def test_matmul_cost_follows_section_3(steps, seq):
+    d = 8
+    q, k, v = qkv(batch=1, heads=1, seq=seq, dim=d)
+    b = math.ceil(math.sqrt(seq))
+    m = -(-seq // b)
+    with FlopCounterMode(display=False) as counter:
+        ma(q, k, v, block_size=b, num_steps=steps)
+    n_pad = m * b
+    macs = (2 * steps + 1) * n_pad * b * d + 2 * steps * n_pad * m * d
+    assert counter.get_total_flops() == 2 * macs
+    if seq == 256 and steps == 1:  # 5 N^1.5 d: 15.6% of softmax's 2 N^2 d at N = 256
+        assert macs / (2 * seq * seq * d) == 0.15625
+
+
+# --- autograd ----------------------------------------------------------------------------------
+
+
+def test_gradients_match_finite_differences_and_stay_finite():
+    q, k, v = qkv(batch=2, heads=1, seq=10, dim=4, seed=3)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    params = [x.double().requires_grad_() for x in (q, k, v)]
+
+    def loss(*xs):
+        # The op computes in float32; finite differences on float32 inputs need a coarse step.
+        out = ma(*(x.float() for x in xs), mask, block_size=3, num_steps=2)
+        return (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+
+    loss(*params).backward()
+    for p in params:
+        assert torch.isfinite(p.grad).all()
+        assert p.grad.abs().sum() > 0
+    eps = 1e-2
+    for idx in [(0, 0, 2, 1), (1, 0, 4, 3), (1, 0, 6, 0)]:
+        for p in params:
+            with torch.no_grad():
+                p[idx] += eps
+                up = loss(*params)
+                p[idx] -= 2 * eps
+                down = loss(*params)
+                p[idx] += eps
+            assert abs((up - down).item() / (2 * eps) - p.grad[idx].item()) < 2e-2
+    # Padding tokens do not influence anything.
+    assert (params[1].grad[1, :, 7:] == 0).all() and (params[2].grad[1, :, 7:] == 0).all()
+
+
+def test_a_loss_backpropagates_in_a_training_step():
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(16, 48)
+    x = torch.randn(2, 12, 16)
+    target = torch.randn(2, 1, 12, 16)
+    opt = torch.optim.SGD(proj.parameters(), lr=0.1)
+    losses = []
+    for _ in range(5):
+        q, k, v = proj(x).unsqueeze(1).chunk(3, dim=-1)
+        loss = F.mse_loss(ma(q, k, v, block_size=4), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+# --- argument checking -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (dict(block_size=0), "block_size"),
+        (dict(block_size=2.5), "block_size"),
+        (dict(num_steps=0), "num_steps"),
+        (dict(pad_type="middle"), "pad_type"),
+        (dict(backend="cuda-magic"), "backend"),
+        (dict(mask=torch.ones(2, 5, dtype=torch.bool)), "key_padding_mask"),
+        (dict(mask=torch.ones(2, 9)), "key_padding_mask"),
+        (dict(k=torch.randn(2, 3, 8, 16)), "q, k, v"),
+        (dict(k=torch.randn(2, 3, 9, 8)), "head_dim"),
+        (dict(q=torch.randn(3, 9, 16)), "q must be a 4-D tensor"),
+        (dict(v=torch.randn(2, 3, 9, 16, dtype=torch.float64)), "v must be float16"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(change, needle):
+    q, k, v = qkv(seq=9)
+    args = dict(q=q, k=k, v=v, mask=None, block_size=3, num_steps=1, pad_type="post", backend="torch")
+    args.update(change)
+    with pytest.raises(ValueError, match=needle):
+        monarch_attention(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("mask"), **args)

@@ -1,0 +1,54 @@
+"""Packaging: kernels/, patches/, configs/ install only as monarch_convert subpackages, and
+running from the repository root leaves transformers' view of Hugging Face's `kernels` intact."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_repo_root_first_on_path_is_harmless():
+    out = run_python(
+        "import sys; sys.path.insert(0, '.')\n"
+        "import transformers, monarch_convert\n"
+        "from transformers.utils.import_utils import is_kernels_available\n"
+        "from monarch_convert.kernels.ops import monarch_attention\n"
+        "print(is_kernels_available(), monarch_attention.__module__)\n"
+    )
+    assert out.split() == ["False", "monarch_convert.kernels.ops"]
+
+
+def test_subpackages_map_to_top_level_folders():
+    out = run_python(
+        "import monarch_convert.kernels as k, monarch_convert.patches as p, monarch_convert.configs as c\n"
+        "print(k.__file__); print(p.__file__); print(c.__file__)\n"
+    )
+    paths = [Path(line) for line in out.split()]
+    assert [p.parent.name for p in paths] == ["kernels", "patches", "configs"]
+
+
+def test_top_level_folders_import_nothing():
+    for name in ("kernels", "patches", "configs"):
+        text = (ROOT / name / "__init__.py").read_text()
+        assert not any(line.lstrip().startswith(("import ", "from ")) for line in text.splitlines()), name
+
+
+def test_help_is_fast_and_imports_no_torch():
+    out = run_python(
+        "import sys\n"
+        "from monarch_convert import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "print('TORCH', 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    assert "--out" in out and "TORCH False False" in out
