@@ -11,6 +11,21 @@ __version__ = "0.1.0"
 # `import monarch_convert` (and `monarch-convert --help`) stays fast.
 _LAZY = {
     "monarch_attention": "monarch_convert.kernels.ops",
+    # Conversion lives in `conversion.py`, not `convert.py`: a submodule named like the function
+    # would replace `monarch_convert.convert` with the module as soon as it is imported.
+    "convert": "monarch_convert.conversion",
+    "revert": "monarch_convert.conversion",
+    "is_converted": "monarch_convert.conversion",
+    "conversion_report": "monarch_convert.conversion",
+    "ConversionReport": "monarch_convert.conversion",
+    "from_pretrained": "monarch_convert.loading",
+    "MonarchConfig": "monarch_convert.config",
+    "MonarchConvertError": "monarch_convert.errors",
+    "push_to_hub": "monarch_convert.hub",
+    "build_model_card": "monarch_convert.hub",
+    "evaluate": "monarch_convert.evaluation.core",
+    "EvaluationReport": "monarch_convert.evaluation.report",
+    "measure_fidelity": "monarch_convert.evaluation.fidelity",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -97,7 +97,6 @@ def _echo(message: str = "", err: bool = False) -> None:
 
 def _run(function, argv: list[str], prog: str, help_text: Optional[str] = None) -> int:
     """Run one command; every failure the user can act on is one line on stderr, exit 2."""
-    import click
     from typer.main import get_command
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -105,20 +104,24 @@ def _run(function, argv: list[str], prog: str, help_text: Optional[str] = None) 
     command = get_command(app)
     try:
         command.main(args=argv, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Exit as exc:  # --help
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("error: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        typer.echo(f"error: {exc.format_message()} (see {prog} --help)", err=True)
-        return 2
     except (MonarchConvertError, ValueError) as exc:
         if os.environ.get("MONARCH_CONVERT_DEBUG"):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         typer.echo(f"error: {message}", err=True)
         return 2
+    except Exception as exc:
+        # Click's exceptions (vendored inside newer typer, plain click in older ones), by shape.
+        kind = type(exc).__name__
+        if kind == "Exit":  # --help
+            return getattr(exc, "exit_code", 0)
+        if kind == "Abort":
+            typer.echo("error: aborted", err=True)
+            return 130
+        if hasattr(exc, "format_message"):
+            typer.echo(f"error: {exc.format_message()} (see {prog} --help)", err=True)
+            return 2
+        raise
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Union
 
@@ -17,6 +18,22 @@ DEFAULTS: dict[str, Any] = {
     "backend": "auto",
 }
 
+
+
+def auto_block_size(max_seq_len: int) -> int:
+    """The block size ``block_size="auto"`` stands for: ``ceil(sqrt(N))`` for the model's longest
+    sequence N, so that blocks and block count are both about sqrt(N) (the cheapest Monarch
+    factorisation, section 3 of the algorithm page). N comes from the architecture's patcher
+    (``patches/<model_type>.py``): ViT ``(image_size / patch_size) ** 2 + 1`` (197 for ViT-B/16 at
+    224 px, giving 15), text models ``max_position_embeddings`` less any reserved positions
+    (BERT 512 -> 23, RoBERTa 514 - 2 = 512 -> 23, BART 1024 -> 32). It is fixed at conversion time,
+    never per batch, so that outputs never depend on padding or batch composition.
+    """
+    if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be an integer >= 1, got {max_seq_len!r}")
+    return max(1, math.isqrt(max_seq_len - 1) + 1) if max_seq_len > 1 else 1
+
+
 BlockSize = Union[int, Literal["auto"]]
 Layers = Union[Literal["all"], tuple[int, ...]]
 
@@ -27,7 +44,8 @@ class MonarchConfig:
     (``monarch_convert/configs/<model_type>.json``), then from ``DEFAULTS``.
 
     block_size: Monarch block size, or ``"auto"``: ``ceil(sqrt(N))`` for the model's maximum
-        sequence length N, fixed at conversion time (so that outputs never depend on padding).
+        sequence length N, fixed at conversion time (so that outputs never depend on padding);
+        see :func:`auto_block_size` for how N is read from each architecture's config.
     num_steps: alternating (R, L) update pairs.
     pad_type: ``"post"`` or ``"pre"``: where each sequence is padded up to a multiple of the block.
     layers: ``"all"`` or the indices of the layers to convert.

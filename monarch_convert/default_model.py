@@ -16,6 +16,12 @@ SENTENCES = (
     "point of a zero-shot conversion that keeps the pretrained weights exactly as they were.",
     "Paris is the capital of France.",
     "How far did the embeddings move?",
+    # Sequences up to one block long (23 tokens for MiniLM's 512 positions) are attended exactly;
+    # a paragraph spans several blocks and shows the approximation at work.
+    "The museum opened its new wing on a rainy Saturday morning. Visitors queued around the block "
+    "to see the collection of early photographs, many of them never shown before, and the curators "
+    "spent the day answering questions about how the prints had been restored, where they had been "
+    "found, and why it had taken almost a decade to bring them together under one roof.",
 )
 
 

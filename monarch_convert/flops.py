@@ -1,0 +1,48 @@
+"""Attention cost of softmax and MonarchAttention (section 3 of the MonarchAttention algorithm).
+
+Per head, in multiply-accumulates (MACs), for a sequence of N tokens and head dim d, with
+``m = ceil(N / b)`` blocks and ``N' = m * b``::
+
+    softmax:  2 * N**2 * d                        (q k^T, then A v)
+    Monarch:  (2T + 1) * N' * b * d + 2T * N' * m * d
+
+FLOPs are 2 x MACs. Only the attention products are counted (not the q/k/v/output projections,
+which conversion leaves unchanged, nor the softmax exponentials).
+"""
+
+from __future__ import annotations
+
+
+def _check(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def softmax_attention_macs(seq_len: int, head_dim: int, num_heads: int = 1) -> int:
+    """MACs of softmax attention: ``2 N^2 d`` per head."""
+    n, d, h = _check("seq_len", seq_len), _check("head_dim", head_dim), _check("num_heads", num_heads)
+    return 2 * n * n * d * h
+
+
+def monarch_attention_macs(
+    seq_len: int, head_dim: int, block_size: int, num_steps: int = 1, num_heads: int = 1
+) -> int:
+    """MACs of MonarchAttention: ``(2T+1) N' b d + 2T N' m d`` per head."""
+    n, d, h = _check("seq_len", seq_len), _check("head_dim", head_dim), _check("num_heads", num_heads)
+    b, t = _check("block_size", block_size), _check("num_steps", num_steps)
+    m = -(-n // b)
+    n_padded = m * b
+    return ((2 * t + 1) * n_padded * b * d + 2 * t * n_padded * m * d) * h
+
+
+def softmax_attention_flops(seq_len: int, head_dim: int, num_heads: int = 1) -> int:
+    """FLOPs (2 x MACs) of softmax attention."""
+    return 2 * softmax_attention_macs(seq_len, head_dim, num_heads)
+
+
+def monarch_attention_flops(
+    seq_len: int, head_dim: int, block_size: int, num_steps: int = 1, num_heads: int = 1
+) -> int:
+    """FLOPs (2 x MACs) of MonarchAttention."""
+    return 2 * monarch_attention_macs(seq_len, head_dim, block_size, num_steps, num_heads)

@@ -1,0 +1,128 @@
+"""Load checkpoints: ``from_pretrained`` (converted, from a Hub id or folder) and the plain
+source loader the CLI uses.
+
+A converted model's ``save_pretrained`` writes unchanged weights and a config.json with one extra
+key, ``monarch_attention`` (the resolved settings). Plain transformers ignores that key and loads
+the original softmax model; :func:`from_pretrained` loads the model and reapplies the settings.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .config import MonarchConfig
+from .errors import MonarchConvertError
+
+# from_pretrained keyword arguments that also concern the config file.
+_CONFIG_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "proxies",
+    "revision",
+    "subfolder",
+    "token",
+    "trust_remote_code",
+)
+_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or os.path.isabs(path)
+
+
+def _load_config(path: str, hf_kwargs: dict[str, Any]):
+    from transformers import AutoConfig
+
+    if _looks_local(path) and not os.path.isdir(os.path.expanduser(path)):
+        raise MonarchConvertError(f"no such folder: {path!r} (give a local checkpoint folder or a Hub id)")
+
+    try:
+        return AutoConfig.from_pretrained(path, **{k: hf_kwargs[k] for k in _CONFIG_KWARGS if k in hf_kwargs})
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MonarchConvertError(f"cannot load a model config from {path!r}: {first}") from e
+
+
+def model_class_for(config: Any):
+    """The class to load a checkpoint with: ``config.architectures[0]`` when transformers has it
+    (``BertForQuestionAnswering``, ``ViTForImageClassification``, ...), else ``AutoModel``."""
+    import transformers
+    from transformers import AutoModel, PreTrainedModel
+
+    for name in getattr(config, "architectures", None) or ():
+        try:
+            cls = getattr(transformers, name)
+        except (AttributeError, ImportError, RuntimeError):
+            continue
+        if isinstance(cls, type) and issubclass(cls, PreTrainedModel):
+            return cls
+    return AutoModel
+
+
+def _check_supported(config: Any) -> None:
+    from .patches.registry import get_patch, supported_model_types
+
+    if get_patch(getattr(config, "model_type", None)) is None:
+        raise MonarchConvertError(
+            f"unsupported model type {getattr(config, 'model_type', None)!r}: monarch-convert supports "
+            f"{', '.join(supported_model_types())}"
+        )
+
+
+def _load(path: str, model_class: Any, hf_kwargs: dict[str, Any]):
+    config = hf_kwargs.get("config") or _load_config(path, hf_kwargs)
+    _check_supported(config)
+    cls = model_class or model_class_for(config)
+    try:
+        # The config is read again by from_pretrained, so that config-changing keyword arguments
+        # (num_labels=..., and the like) keep working as in transformers.
+        return cls.from_pretrained(path, **hf_kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MonarchConvertError(f"cannot load {cls.__name__} from {path!r}: {first}") from e
+
+
+def from_pretrained(
+    pretrained_model_name_or_path: str,
+    *,
+    monarch_config: MonarchConfig | dict[str, Any] | None = None,
+    model_class: Any = None,
+    **hf_kwargs: Any,
+):
+    """Load a checkpoint with MonarchAttention, from a Hub id or a local folder.
+
+    A checkpoint saved by a converted model is loaded with its saved settings, and gives the
+    outputs of the model that was saved. Any other checkpoint of a supported architecture is
+    converted on load (settings from ``monarch_config``, then the architecture's preset).
+    monarch_config: settings that override the saved ones (a ``MonarchConfig`` or a dict).
+    model_class: the class to load with (a model class or an ``AutoModelFor...``); by default the
+        checkpoint's ``architectures`` entry, else ``AutoModel``.
+    hf_kwargs: passed to transformers' ``from_pretrained`` (``dtype``, ``revision``, ``token``,
+        ``cache_dir``, ``device_map``, ...).
+    Raises :class:`MonarchConvertError` for a missing checkpoint or an unsupported architecture.
+    """
+    from .conversion import convert
+
+    model = _load(str(pretrained_model_name_or_path), model_class, dict(hf_kwargs))
+    return convert(model, monarch_config)
+
+
+def load_source_model(path: str, dtype: str = "auto", device: str = "cpu", model_class: Any = None, **hf_kwargs: Any):
+    """The unconverted model at ``path`` (Hub id or folder), in eval mode, for the CLI.
+
+    dtype: ``"auto"`` (the checkpoint's), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+    """
+    import torch
+
+    if dtype != "auto":
+        if dtype not in _DTYPES:
+            raise MonarchConvertError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}")
+        dtype = getattr(torch, _DTYPES[dtype])
+    model = _load(str(path), model_class, {"dtype": dtype, **hf_kwargs})
+    try:
+        model = model.to(device)
+    except (RuntimeError, AssertionError) as e:
+        raise MonarchConvertError(f"cannot move the model to device {device!r}: {e}") from e
+    return model.eval()
