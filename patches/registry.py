@@ -4,7 +4,7 @@ A patcher is data, not code: an :class:`ArchitecturePatch` says which module cla
 transformers' attention interface, which of them are cross-attention, how long the model's
 sequences can be, and (optionally) which configs add an attention bias. The one mechanism that
 acts on it lives in :mod:`monarch_convert.patches.dispatch` (the registered ``monarch_*`` attention
-and mask functions) and :mod:`monarch_convert.convert` (which marks the modules to convert).
+and mask functions) and :mod:`monarch_convert.conversion` (which marks the modules to convert).
 
 Adding an architecture is one small module in this folder with a ``PATCH`` and one line in
 ``_MODULES`` below, as long as its attention modules call
