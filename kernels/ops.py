@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import warnings
+
 import torch
 
 from .layout import PAD_TYPES, sequence_layout
@@ -73,13 +77,75 @@ def monarch_attention(
     num_steps: alternating (R, L) update pairs T.
     pad_type: ``"post"`` pads each sequence at its end up to a multiple of b, ``"pre"`` at its front.
     scale: softmax scale, ``head_dim ** -0.5`` by default.
-    backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (fastest available).
+    backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
+        tensors when triton is installed, the reference elsewhere). The Triton kernels are forward
+        only: inputs that require grad (with grad mode on) run on the reference, with a one-time
+        warning. Under ``torch.compile`` the kernels are one ``torch.library`` custom op
+        (``monarch_convert::monarch_attention_fwd``): no graph break, CUDA-graph safe.
 
     Returns (batch, heads, seq, v_head_dim) in the input dtype.
     """
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend)
     if scale is None:
         scale = q.shape[-1] ** -0.5
+    if _use_triton(q, backend):
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            _warn_no_backward()
+        else:
+            if torch.compiler.is_compiling():
+                # One opaque custom op for dynamo/inductor and CUDA graphs.
+                from .triton_op import monarch_attention_fwd
+
+                return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
+            # Eager: straight to the launcher (the custom op's Python dispatch costs tens of µs).
+            from . import triton_monarch
+
+            return triton_monarch.monarch_attention_triton(
+                q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale)
+            )
     batch, _, seq_len, _ = q.shape
     layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
     return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale))
+
+
+# Decided once, at import, without importing triton (the kernel module is imported on first use,
+# so that TRITON_INTERPRET set by a test before that still takes effect). A constant for dynamo.
+_TRITON_OK: bool = importlib.util.find_spec("triton") is not None
+_WARNED_BACKWARD = False
+
+
+def triton_available() -> bool:
+    """Whether the ``triton`` package is installed (the Triton backend's only requirement)."""
+    return _TRITON_OK
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _use_triton(q: torch.Tensor, backend: str) -> bool:
+    if backend == "torch":
+        return False
+    if backend == "auto":
+        return q.is_cuda and triton_available()
+    # backend == "triton": CUDA tensors, or any tensors under the Triton interpreter (CI).
+    if not (q.is_cuda or _interpreting()):
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors (got {q.device}); use backend='auto' or 'torch', "
+            "or set TRITON_INTERPRET=1 to run the kernels in Triton's CPU interpreter"
+        )
+    if not triton_available():
+        raise RuntimeError("backend='triton' needs the 'triton' package, which could not be imported")
+    return True
+
+
+def _warn_no_backward() -> None:
+    global _WARNED_BACKWARD
+    if not _WARNED_BACKWARD:
+        _WARNED_BACKWARD = True
+        warnings.warn(
+            "MonarchAttention's Triton kernels are forward-only: inputs that require grad run on the "
+            "PyTorch reference implementation instead (correct gradients, slower). Use torch.no_grad() "
+            "or torch.inference_mode() for inference.",
+            stacklevel=3,
+        )

@@ -1,0 +1,617 @@
+"""Triton forward kernels of MonarchAttention, and their launcher.
+
+Same semantics as ``reference.monarch_attention_torch`` (the spec); notation of
+``shared/monarch-attention.md``. Each sequence is laid out by its own length (``layout.py``):
+slot ``p = k*b + j`` of sequence ``s`` holds its real token of rank ``p - off[s]`` if that rank is in
+``[0, L[s])``; a sequence uses ``m_s = ceil(L[s] / b)`` blocks, and programs for blocks or query
+tiles past ``m_s`` exit at once (a sequence's cost follows its own length).
+
+Per step, two launches:
+
+* R-step (``_r_step_kernel``), one program per (batch*head, tile of blocks): the rows of block k are
+  queries (step 1: the token's own q; later steps: the block summary ``aR/cR`` written by the previous
+  L-step), the columns the keys of block k. A flash-style pass over the key tiles computes, per row,
+  ``aL = s * R @ k``, ``Y = R @ v`` and ``cL = sum R log R`` (online: ``sum p (x - max)`` rescaled
+  with the max, so ``0 log 0 = 0`` comes for free), and writes them "by offset": ``(BH, b, m, .)``.
+* L-step: one program per (batch*head, tile of offsets). Rows are the queries ``(j, l)`` (slot
+  ``l*b + j``), columns the blocks ``k`` of offset ``j``, logits ``q . aL - cL``; blocks past ``m_s``
+  get no weight. The final L-step (``_l_out_kernel``) accumulates ``Z = L @ Y`` flash-style and writes
+  the output rows (and zeros at the input's padding positions). A non-final L-step
+  (``_l_sum_kernel``) instead writes the next R-step's summaries ``aR/cR`` (padding queries weigh
+  nothing; ``cR = 0`` gives a zero summary, i.e. a uniform R row).
+
+Alternatively (``_fused_kernel``, chosen for T >= 2 on short sequences with many heads), one
+program per (batch, head) runs all those tiles and steps in turn, in one launch. With a key-padding
+mask, ``_layout_kernel`` first builds each sequence's token index, length and pre-padding offset
+(one launch; same placement as ``layout.sequence_layout``).
+
+Small blocks are grouped: when ``b`` (R-step) or ``m`` (L-step) is below the tile size, one program
+handles ``G = tile // b`` blocks (offsets) at once with a block-diagonal mask, so tiles stay large
+enough for the tensor cores. Larger ones loop over column tiles with an online softmax.
+
+All logits and softmax statistics are float32; the intermediates ``aL``, ``Y`` and summaries are
+stored in the input dtype (``cL`` in float32). Inputs may be arbitrarily strided (no copies).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": masked logits never make NaN (no inf - inf, no 0 * inf)
+
+
+@triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK: tl.constexpr):
+    if HAS_MASK:
+        L = tl.load(len_ptr + bi).to(tl.int32)
+        off = tl.load(off_ptr + bi).to(tl.int32)
+    else:
+        L = seq_len
+        off = pad_off
+    return L, off
+
+
+@triton.jit
+def _token(slot, inside, off, L, tok_ptr, bi, N, HAS_MASK: tl.constexpr):
+    """Input position of the token in ``slot`` and whether there is one."""
+    rank = slot - off
+    ok = inside & (rank >= 0) & (rank < L)
+    if HAS_MASK:
+        tok = tl.load(tok_ptr + bi.to(tl.int64) * N + rank, mask=ok, other=0)
+    else:
+        tok = rank
+    return tok.to(tl.int64), ok
+
+
+@triton.jit
+def _block_ok(j_c, k_c, inside, mb, off, L):
+    """Columns (offset j, block k) of an L-step that may carry weight: blocks below the sequence's
+    m_b; when it has a single block, only its real slots (the R-step skips the others)."""
+    rank = j_c - off
+    multi = (k_c * 0 + mb) > 1
+    return inside & (k_c < mb) & (multi | ((rank >= 0) & (rank < L)))
+
+
+@triton.jit
+def _r_tile(
+    bh, t, q_ptr, k_ptr, v_ptr, sum_ptr,
+    al_ptr, cl_ptr, y_ptr,
+    len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off,
+    sqb, sqh, sqn, sqd,
+    skb, skh, skn, skd,
+    svb, svh, svn, svd,
+    scale,
+    D: tl.constexpr, DV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    bi = bh // H
+    hi = bh % H
+    L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
+    mb = (L + b - 1) // b
+    if GROUPED:
+        G = BQ // b
+        k0 = t * G
+        q0 = 0
+        RB = b
+    else:
+        nqt = (b + BQ - 1) // BQ
+        G = 1
+        k0 = t // nqt
+        q0 = (t % nqt) * BQ
+        RB = BQ
+    # Valid key slots of block k0 (looped case: one block per program). When the sequence has a
+    # single block, rows of padding slots are never read by any query: skip them too. Tiles past
+    # the sequence's m_b do nothing (a sequence's cost follows its own length).
+    lo = tl.maximum(off - k0 * b, 0)
+    hi_ = tl.minimum(off + L - k0 * b, b)
+    active = k0 < mb
+    if not GROUPED:
+        active = active & ((mb > 1) | ((q0 < hi_) & (q0 + BQ > lo)))
+    if active:
+
+        bh64 = bh.to(tl.int64)
+        r = tl.arange(0, BQ)
+        blk_r = k0 + r // RB
+        i_r = q0 + r % RB
+        row_in = (r < G * RB) & (i_r < b) & (blk_r < mb)
+        slot_r = blk_r * b + i_r
+        dd = tl.arange(0, BD)
+        ddv = tl.arange(0, BDV)
+        dmask = dd < D
+        dvmask = ddv < DV
+        if FROM_SUMMARY:
+            # Summaries exist for every slot of a multi-block sequence, for the real slots of a
+            # single-block one (the others are never read by any query).
+            srow = (bh64 * m + blk_r) * b + i_r
+            s_ok = _block_ok(i_r, blk_r, row_in, mb, off, L)
+            qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0)
+        else:
+            tok_r, qv = _token(slot_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
+            qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
+            qt = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
+
+        kbase = k_ptr + bi.to(tl.int64) * skb + hi.to(tl.int64) * skh
+        vbase = v_ptr + bi.to(tl.int64) * svb + hi.to(tl.int64) * svh
+        qk_scale = scale * 1.4426950408889634
+
+        m_i = tl.full([BQ], NEG, tl.float32)
+        l_i = tl.zeros([BQ], tl.float32)
+        w_i = tl.zeros([BQ], tl.float32)  # sum_i p_i * (x_i - m_i), base-2 logits
+        acc_k = tl.zeros([BQ, BD], tl.float32)
+        acc_v = tl.zeros([BQ, BDV], tl.float32)
+        c = tl.arange(0, BK)
+        if GROUPED:
+            c_start = 0
+            c_end = BK
+        else:
+            c_start = (lo // BK) * BK
+            c_end = hi_
+        for c0 in range(c_start, c_end, BK):
+            if GROUPED:
+                blk_c = k0 + c // b
+                i_c = c % b
+                col_in = (c < G * b) & (blk_c < mb)
+            else:
+                blk_c = k0 + c * 0
+                i_c = c0 + c
+                col_in = i_c < b
+            tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, tok_ptr, bi, N, HAS_MASK)
+            kt = tl.load(kbase + tok_c[:, None] * skn + dd[None, :] * skd, mask=kv[:, None] & dmask[None, :], other=0.0)
+            vt = tl.load(vbase + tok_c[:, None] * svn + ddv[None, :] * svd, mask=kv[:, None] & dvmask[None, :], other=0.0)
+            s = _dot(qt, tl.trans(kt), IEEE) * qk_scale
+            ok = kv[None, :] & (blk_c[None, :] == blk_r[:, None])
+            s = tl.where(ok, s, NEG)
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            sc = s - m_new[:, None]
+            p = tl.exp2(sc)
+            w_i = alpha * (w_i + (m_i - m_new) * l_i) + tl.sum(p * sc, 1)
+            l_i = alpha * l_i + tl.sum(p, 1)
+            pd = p.to(kt.dtype)
+            acc_k = acc_k * alpha[:, None] + _dot(pd, kt, IEEE)
+            acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
+            m_i = m_new
+
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        c_l = 0.6931471805599453 * (w_i / l_safe - tl.log2(l_safe))
+        a_l = acc_k * (scale / l_safe)[:, None]
+        y = acc_v / l_safe[:, None]
+        # Written "by offset": row (i, blk) of (BH, b, m, .).
+        orow = (bh64 * b + i_r) * m + blk_r
+        tl.store(cl_ptr + orow, c_l, mask=row_in)
+        tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l.to(al_ptr.dtype.element_ty), mask=row_in[:, None] & dmask[None, :])
+        tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty), mask=row_in[:, None] & dvmask[None, :])
+
+
+@triton.jit
+def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr, IEEE: tl.constexpr):
+    """Base-2 logits of queries (rows) against blocks (columns); masked entries are NEG."""
+    crow = (bh64 * b + j_c) * m + k_c
+    a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
+    c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0)
+    s = (_dot(q_t, tl.trans(a_l), IEEE) - c_l[None, :]) * 1.4426950408889634
+    ok = col_in[None, :] & (j_c[None, :] == j_r[:, None])
+    return tl.where(ok, s, NEG), crow
+
+
+@triton.jit
+def _l_out_tile(
+    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr,
+    len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off,
+    sqb, sqh, sqn, sqd,
+    sob, soh, son, sod,
+    smb, smn,
+    D: tl.constexpr, DV: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    bi = bh // H
+    hi = bh % H
+    L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
+    mb = (L + b - 1) // b
+    if GROUPED:
+        G = BQ // m
+        j0 = t * G
+        l0 = 0
+        RM = m
+    else:
+        nlt = (m + BQ - 1) // BQ
+        G = 1
+        j0 = t // nlt
+        l0 = (t % nlt) * BQ
+        RM = BQ
+    r = tl.arange(0, BQ)
+    j_r = j0 + r // RM
+    l_r = l0 + r % RM
+    row_in = (r < G * RM) & (j_r < b) & (l_r < m)
+    ddv = tl.arange(0, BDV)
+    dvmask = ddv < DV
+    obase = o_ptr + bi.to(tl.int64) * sob + hi.to(tl.int64) * soh
+    if HAS_MASK:
+        # Input positions n = l*b + j (each n < N is covered by exactly one program): zero the
+        # output rows of padding tokens.
+        n = l_r.to(tl.int64) * b + j_r
+        inb = row_in & (n < N)
+        real = tl.load(mask_ptr + bi.to(tl.int64) * smb + n * smn, mask=inb, other=1)
+        pad = inb & (real == 0)
+        tl.store(obase + n[:, None] * son + ddv[None, :] * sod,
+                 tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty),
+                 mask=pad[:, None] & dvmask[None, :])
+    if l0 < mb:
+
+        bh64 = bh.to(tl.int64)
+        dd = tl.arange(0, BD)
+        dmask = dd < D
+        tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
+        qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
+        q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
+
+        m_i = tl.full([BQ], NEG, tl.float32)
+        l_i = tl.zeros([BQ], tl.float32)
+        acc = tl.zeros([BQ, BDV], tl.float32)
+        c = tl.arange(0, BK)
+        if GROUPED:
+            c_end = BK
+        else:
+            c_end = mb
+        for c0 in range(0, c_end, BK):
+            if GROUPED:
+                j_c = j0 + c // m
+                k_c = c % m
+                col_in = _block_ok(j_c, k_c, (c < G * m) & (j_c < b), mb, off, L)
+            else:
+                j_c = j0 + c * 0
+                k_c = c0 + c
+                col_in = _block_ok(j_c, k_c, k_c < m, mb, off, L)
+            s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
+            yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = alpha * l_i + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + _dot(p.to(yt.dtype), yt, IEEE)
+            m_i = m_new
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        z = acc / l_safe[:, None]
+        tl.store(obase + tok_r[:, None] * son + ddv[None, :] * sod, z.to(o_ptr.dtype.element_ty),
+                 mask=qv[:, None] & dvmask[None, :])
+
+
+@triton.jit
+def _l_sum_tile(
+    bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr,
+    len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off,
+    sqb, sqh, sqn, sqd,
+    D: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+):
+    """Non-final L-step: summaries aR/cR of every (block k, offset j) for the next R-step."""
+    bi = bh // H
+    hi = bh % H
+    L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
+    mb = (L + b - 1) // b
+    if GROUPED:
+        G = BK // m
+        j0 = t * G
+        k0 = 0
+        RM = m
+    else:
+        nkt = (m + BK - 1) // BK
+        G = 1
+        j0 = t // nkt
+        k0 = (t % nkt) * BK
+        RM = BK
+    if k0 < mb:
+        bh64 = bh.to(tl.int64)
+        dd = tl.arange(0, BD)
+        dmask = dd < D
+        c = tl.arange(0, BK)
+        j_c = j0 + c // RM
+        k_c = k0 + c % RM
+        col_in = _block_ok(j_c, k_c, (c < G * RM) & (j_c < b), mb, off, L)
+        qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
+        r = tl.arange(0, BQ)
+        a_r = tl.zeros([BK, BD], tl.float32)
+        c_r = tl.zeros([BK], tl.float32)
+        if GROUPED:
+            l_end = BQ
+        else:
+            l_end = mb
+        for l0 in range(0, l_end, BQ):
+            if GROUPED:
+                j_r = j0 + r // m
+                l_r = r % m
+                row_in = (r < G * m) & (j_r < b)
+            else:
+                j_r = j0 + r * 0
+                l_r = l0 + r
+                row_in = l_r < mb
+            tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
+            q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
+            s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
+            if GROUPED:
+                m_i = tl.max(s, 1)
+                p = tl.exp2(s - m_i[:, None])
+                l_i = tl.sum(p, 1)
+            else:
+                # Row statistics over all the blocks of the query's offset, then this tile's weights.
+                m_i = tl.full([BQ], NEG, tl.float32)
+                l_i = tl.zeros([BQ], tl.float32)
+                for c1 in range(0, mb, BK):
+                    k2 = c1 + c
+                    s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L), b, m, dd, dmask, D, IEEE)
+                    m_new = tl.maximum(m_i, tl.max(s2, 1))
+                    l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[:, None]), 1)
+                    m_i = m_new
+                p = tl.exp2(s - m_i[:, None])
+            l_safe = tl.where(l_i > 0, l_i, 1.0)
+            # Padding queries put no weight anywhere.
+            p = tl.where(qv[:, None], p / l_safe[:, None], 0.0)
+            a_r += _dot(tl.trans(p.to(q_t.dtype)), q_t, IEEE)
+            c_r += tl.sum(p, 0)
+        summ = a_r / tl.where(c_r > 0, c_r, 1.0)[:, None]
+        srow = (bh64 * m + k_c) * b + j_c
+        tl.store(sum_ptr + srow[:, None] * D + dd[None, :], summ.to(sum_ptr.dtype.element_ty),
+                 mask=col_in[:, None] & dmask[None, :])
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels: one program per tile (two launches per step), or one program per (batch, head) that
+# runs every tile of its head in turn ("fused": the intermediates it writes are read back by the
+# same program right away, from L2, and one launch does all steps).
+
+
+@triton.jit
+def _r_step_kernel(
+    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, TILES,
+    sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, scale,
+    D: tl.constexpr, DV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    _r_tile(pid // TILES, pid % TILES, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+            tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
+            scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
+
+
+@triton.jit
+def _l_out_kernel(
+    q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, TILES,
+    sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
+    D: tl.constexpr, DV: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    _l_out_tile(pid // TILES, pid % TILES, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
+                tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
+                D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
+
+
+@triton.jit
+def _l_sum_kernel(
+    q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, TILES,
+    sqb, sqh, sqn, sqd,
+    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    _l_sum_tile(pid // TILES, pid % TILES, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+                H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
+
+
+@triton.jit
+def _fused_kernel(
+    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, R_TILES, L_TILES,
+    sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, smb, smn, scale,
+    D: tl.constexpr, DV: tl.constexpr, NUM_STEPS: tl.constexpr,
+    HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, L_GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    R_TILE: tl.constexpr, L_TILE: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    bh = tl.program_id(0)
+    for step in tl.static_range(NUM_STEPS):
+        for t in range(R_TILES):
+            _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+                    tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
+                    svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_TILE, BD, BDV)
+        # The whole CTA's global writes are visible to it after a barrier.
+        tl.debug_barrier()
+        if step < NUM_STEPS - 1:
+            for t in range(L_TILES):
+                _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+                            H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, IEEE,
+                            L_TILE, L_TILE, BD)
+            tl.debug_barrier()
+    for t in range(L_TILES):
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
+                    tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
+                    D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_TILE, BD, BDV)
+
+
+@triton.jit
+def _layout_kernel(mask_ptr, smb, smn, tok_ptr, len_ptr, off_ptr, N, b, PRE: tl.constexpr, CH: tl.constexpr):
+    """Per sequence: token_index (real positions in order), length, and the pre-padding offset.
+    One program per sequence, in one launch (the sort-based ``layout.sequence_layout`` takes many)."""
+    bi = tl.program_id(0).to(tl.int64)
+    x = tl.arange(0, CH)
+    total = tl.sum(x * 0, 0)
+    for n0 in range(0, N, CH):
+        n = n0 + x
+        real = tl.load(mask_ptr + bi * smb + n * smn, mask=n < N, other=0).to(tl.int32)
+        rank = tl.cumsum(real, 0) - 1 + total
+        tl.store(tok_ptr + bi * N + rank, n.to(tl.int64), mask=(real != 0) & (n < N))
+        total += tl.sum(real, 0)
+    tl.store(len_ptr + bi, total.to(tl.int64))
+    if PRE:
+        tl.store(off_ptr + bi, (((total + b - 1) // b) * b - total).to(tl.int64))
+    else:
+        tl.store(off_ptr + bi, (total * 0).to(tl.int64))
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _tiling(x: int, width: int, max_tile: int | None, group_rows: int = 64):
+    """Tile size for rows of extent x (b for the R-step, m for the L-step): (grouped, tile)."""
+    cap = max_tile if max_tile is not None else (128 if width <= 128 else 64)
+    p = max(16, _pow2(x))
+    if p <= cap:
+        # Group several small blocks per program, up to ``group_rows`` rows.
+        return True, max(p, min(group_rows, cap))
+    return False, cap
+
+
+def _warps(tile: int, width: int) -> int:
+    return 8 if tile * width >= 128 * 128 else 4
+
+
+_SM_COUNT: dict = {}
+
+
+def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
+    """One program per head, all steps in one launch: measured on an H100 (docs/benchmarks.md) it
+    pays only for T >= 2 on short sequences with many heads (4% at N = 256); for T = 1 the two
+    launches of tile programs are faster (1.26 vs 1.33 ms at N = 256, batch 1024)."""
+    if not q.is_cuda or num_steps < 2:
+        return False
+    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if dev not in _SM_COUNT:
+        _SM_COUNT[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
+    return n_pad <= 512 and bh >= 4 * _SM_COUNT[dev]
+
+
+def output_like(q: torch.Tensor, dv: int) -> torch.Tensor:
+    """Uninitialised output (B, H, N, dv) laid out like q: when q is the (B, N, H, d) -> (B, H, N, d)
+    transposed view that transformers passes, so is the output (its transpose back is free)."""
+    B, H, N, _ = q.shape
+    if q.stride(1) < q.stride(2):
+        return torch.empty((B, N, H, dv), dtype=q.dtype, device=q.device).transpose(1, 2)
+    return torch.empty((B, H, N, dv), dtype=q.dtype, device=q.device)
+
+
+def monarch_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None,
+    block_size: int,
+    num_steps: int,
+    pad_type: str,
+    scale: float,
+    out: torch.Tensor | None = None,
+    _max_tile: int | None = None,
+    _poison: bool = False,
+    _cfg: dict | None = None,
+) -> torch.Tensor:
+    """Launch the kernels. Inputs as validated by ``ops.monarch_attention``; no host sync."""
+    B, H, N, D = q.shape
+    DV = v.shape[-1]
+    b = int(block_size)
+    m = max(1, -(-N // b))
+    BH = B * H
+    dev = q.device
+    if out is None:
+        out = output_like(q, DV)
+    if BH == 0 or N == 0:
+        return out
+    has_mask = key_padding_mask is not None
+    if has_mask:
+        mask_u8 = key_padding_mask.to(device=dev).view(torch.uint8)
+        smb, smn = mask_u8.stride()
+        tok = torch.empty((B, N), dtype=torch.int64, device=dev)
+        lens, offs = torch.empty((2, B), dtype=torch.int64, device=dev).unbind(0)
+        _layout_kernel[(B,)](mask_u8, smb, smn, tok, lens, offs, N, b, PRE=pad_type == "pre",
+                             CH=min(1024, max(16, _pow2(N))))
+        seq_len, pad_off = N, 0
+    else:
+        lens = offs = tok = mask_u8 = q  # unused pointers
+        smb = smn = 0
+        seq_len = N
+        pad_off = m * b - N if pad_type == "pre" else 0
+    ieee = q.dtype == torch.float32
+    BD, BDV = max(16, _pow2(D)), max(16, _pow2(DV))
+    width = max(BD, BDV)
+
+    # Intermediates: aL (BH, b, m, D), Y (BH, b, m, DV), summaries (BH, m, b, D) in the input
+    # dtype, in one allocation; cL (BH, b, m) in float32.
+    n_al, n_y = BH * b * m * D, BH * b * m * DV
+    n_s = BH * m * b * D if num_steps > 1 else 0
+    buf = torch.empty(n_al + n_y + n_s, dtype=q.dtype, device=dev)
+    al = buf[:n_al].view(BH, b, m, D)
+    y = buf[n_al:n_al + n_y].view(BH, b, m, DV)
+    summ = buf[n_al + n_y:].view(BH, m, b, D) if num_steps > 1 else al
+    cl = torch.empty((BH, b, m), dtype=torch.float32, device=dev)
+    if _poison:  # tests: reading an intermediate nobody wrote shows up as NaN
+        buf.fill_(float("nan"))
+        cl.fill_(float("nan"))
+
+    cfg = _cfg or {}  # benchmark/tuning knobs: fused, group_rows, max_tile, r_warps, l_warps, stages
+    _max_tile = cfg.get("max_tile", _max_tile)
+    group = cfg.get("group_rows", 64)
+    r_grouped, r_tile = _tiling(b, width, _max_tile, group)
+    r_tiles = -(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile)
+    l_grouped, l_tile = _tiling(m, width, _max_tile, group)
+    l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
+    stages = {"num_stages": cfg["stages"]} if "stages" in cfg else {}
+    seq_args = (lens, offs, tok)
+    dims = (H, N, b, m, seq_len, pad_off)
+
+    fused = cfg.get("fused", _use_fused(BH, m * b, q, num_steps))
+    if fused:
+        # One program per (batch, head): all steps in one launch, intermediates read back from L2.
+        _fused_kernel[(BH,)](
+            q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, *dims, r_tiles, l_tiles,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
+            D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, L_GROUPED=l_grouped,
+            IEEE=ieee, R_TILE=r_tile, L_TILE=l_tile, BD=BD, BDV=BDV,
+            num_warps=cfg.get("warps", 4), **stages,
+        )
+        return out
+
+    r_warps = cfg.get("r_warps", _warps(r_tile, width))
+    l_warps = cfg.get("l_warps", _warps(l_tile, width))
+    for step in range(num_steps):
+        _r_step_kernel[(BH * r_tiles,)](
+            q, k, v, summ, al, cl, y, *seq_args, *dims, r_tiles,
+            *q.stride(), *k.stride(), *v.stride(), float(scale),
+            D=D, DV=DV, FROM_SUMMARY=step > 0, HAS_MASK=has_mask, GROUPED=r_grouped, IEEE=ieee,
+            BQ=r_tile, BK=r_tile, BD=BD, BDV=BDV, num_warps=r_warps, **stages,
+        )
+        if step < num_steps - 1:
+            _l_sum_kernel[(BH * l_tiles,)](
+                q, al, cl, summ, *seq_args, *dims, l_tiles, *q.stride(),
+                D=D, HAS_MASK=has_mask, GROUPED=l_grouped, IEEE=ieee,
+                BQ=l_tile, BK=l_tile, BD=BD, num_warps=l_warps, **stages,
+            )
+        else:
+            _l_out_kernel[(BH * l_tiles,)](
+                q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
+                *q.stride(), *out.stride(), smb, smn,
+                D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, IEEE=ieee,
+                BQ=l_tile, BK=l_tile, BD=BD, BDV=BDV, num_warps=l_warps, **stages,
+            )
+    return out

@@ -1,0 +1,220 @@
+"""The Triton kernels on a CUDA GPU at realistic sizes (BERT-base, ViT-B, BART-base; N up to 16384).
+
+Run on the GPU machine: ``pytest -m gpu tests/gpu``. Compared with the PyTorch reference run in
+float32 on the same GPU; outputs and the kernels' intermediates are poisoned with NaN first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+@pytest.fixture(scope="module")
+def kern():
+    pytest.importorskip("triton")
+    import triton.language as tl
+
+    if "Interpreted" in type(tl.zeros).__name__:
+        pytest.skip("TRITON_INTERPRET=1 is set: the GPU tests need compiled kernels")
+    import monarch_convert.kernels.triton_monarch as mod
+
+    return mod
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _qkv(B, H, N, d, dv, dtype, strided=False, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def make(dim):
+        if strided:
+            return torch.randn(B, N, H, dim, device="cuda", generator=g, dtype=dtype).transpose(1, 2)
+        return torch.randn(B, H, N, dim, device="cuda", generator=g, dtype=dtype)
+
+    return make(d), make(d), make(dv)
+
+
+def _mask(kind, B, N, seed=0):
+    if kind is None:
+        return None
+    g = torch.Generator(device="cuda").manual_seed(seed + 1)
+    lengths = torch.randint(1, N + 1, (B,), device="cuda", generator=g)
+    lengths[0] = N
+    pos = torch.arange(N, device="cuda")
+    if kind == "right":
+        return pos[None] < lengths[:, None]
+    if kind == "left":
+        return pos[None] >= (N - lengths)[:, None]
+    return torch.rand(B, N, device="cuda", generator=g) > 0.4
+
+
+def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False):
+    from monarch_convert.kernels.layout import sequence_layout
+    from monarch_convert.kernels.reference import monarch_attention_torch
+
+    q, k, v = _qkv(B, H, N, d, dv, dtype, strided)
+    mask = _mask(mask_kind, B, N)
+    out = torch.full((B, H, N, dv), float("nan"), device="cuda", dtype=dtype)
+    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out, _poison=True)
+    lay = sequence_layout(mask, B, N, b, pad, q.device)
+    ref = monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, d**-0.5)
+    assert torch.isfinite(out).all()
+    err = _rel(out, ref)
+    assert err < TOL[dtype], err
+    if mask is not None:
+        assert (out.transpose(1, 2)[~mask] == 0).all()
+
+
+# (B, H, N, d, dv, b, T, pad, mask, strided)
+SHAPES = {
+    "bert-base": (8, 12, 512, 64, 64, 23, 1, "post", "right", True),
+    "bert-base-T2": (8, 12, 512, 64, 64, 23, 2, "post", "right", True),
+    "vit-b": (32, 12, 197, 64, 64, 14, 1, "pre", None, True),
+    "vit-b-T3": (32, 12, 197, 64, 64, 14, 3, "pre", None, True),
+    "bart-base-4096": (2, 12, 4096, 64, 64, 64, 2, "pre", "left", True),
+    "n16384": (1, 12, 16384, 64, 64, 128, 1, "post", None, False),
+    "n16384-T2-mask": (2, 12, 16384, 64, 64, 128, 2, "pre", "random", False),
+    "n8192-b32": (1, 12, 8192, 64, 64, 32, 1, "post", None, False),  # m = 256: looped L-step
+    "n4096-b512": (1, 4, 4096, 64, 64, 512, 2, "post", "right", False),  # looped R-step
+    "d72": (2, 8, 1000, 72, 72, 32, 1, "post", "random", False),
+    "d80-dv48": (2, 8, 1000, 80, 48, 32, 2, "pre", "left", False),
+    "d96": (2, 8, 1000, 96, 96, 32, 1, "pre", None, True),
+    "d128": (2, 8, 1000, 128, 128, 32, 1, "post", "right", False),
+    "d256": (2, 4, 1000, 256, 256, 32, 2, "post", None, False),
+    "b1": (2, 4, 300, 64, 64, 1, 1, "post", "right", False),
+    "b-equals-N": (2, 4, 300, 64, 64, 300, 2, "pre", None, False),
+}
+
+
+# float16 on every shape; bfloat16 and float32 on a subset (each new dtype/shape compiles kernels).
+CASES = [(name, torch.float16) for name in SHAPES] + [
+    (name, torch.bfloat16) for name in ("bert-base", "vit-b-T3", "n16384", "d80-dv48", "n8192-b32")
+] + [(name, torch.float32) for name in ("bert-base-T2", "d72", "b-equals-N")]
+
+
+@pytest.mark.parametrize("name,dtype", CASES, ids=lambda x: str(x).replace("torch.", ""))
+def test_matches_reference(kern, name, dtype):
+    B, H, N, d, dv, b, T, pad, mask, strided = SHAPES[name]
+    if dtype == torch.float32 and N * B > 20000:
+        B = max(1, 20000 // N)
+    _check(kern, B, H, N, d, dv, b, T, pad, mask, dtype, strided)
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_fused_path(kern, T):
+    """One program per head (chosen for T >= 2, short sequences, many heads), forced here."""
+    q, k, v = _qkv(64, 12, 197, 64, 64, torch.float16, strided=True)
+    mask = _mask("random", 64, 197)
+    a = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, _cfg={"fused": True}, _poison=True)
+    b = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, _cfg={"fused": False})
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("N", [256, 1024])
+def test_exact_softmax_limits(kern, N):
+    """b = 1 and b = N are softmax attention."""
+    q, k, v = _qkv(2, 4, N, 64, 64, torch.float16)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    for b in (1, N):
+        out = kern.monarch_attention_triton(q, k, v, None, b, 2, "post", 64**-0.5)
+        assert _rel(out, ref) < 5e-3
+
+
+@pytest.mark.parametrize("pad", ["post", "pre"])
+def test_batch_invariance(kern, pad):
+    N, L, b = 1024, 700, 32
+    q, k, v = _qkv(1, 12, L, 64, 64, torch.float16, seed=3)
+    alone = kern.monarch_attention_triton(q, k, v, None, b, 2, pad, 0.125)
+    Q, K, V = _qkv(2, 12, N, 64, 64, torch.float16, seed=4)
+    mask = torch.zeros(2, N, dtype=torch.bool, device="cuda")
+    mask[0, N - L:] = True
+    mask[1, :] = True
+    Q[0, :, N - L:], K[0, :, N - L:], V[0, :, N - L:] = q[0], k[0], v[0]
+    out = kern.monarch_attention_triton(Q, K, V, mask, b, 2, pad, 0.125)
+    torch.testing.assert_close(out[0, :, N - L:], alone[0], rtol=2e-3, atol=2e-3)
+
+
+def _attn(q, k, v, mask):
+    from monarch_convert.kernels.ops import monarch_attention
+
+    return monarch_attention(q, k, v, mask, block_size=16, num_steps=2, pad_type="pre")
+
+
+def test_auto_backend_compile_and_cuda_graph(kern):
+    q, k, v = _qkv(4, 12, 256, 64, 64, torch.float16, strided=True)
+    mask = _mask("right", 4, 256)
+    eager = _attn(q, k, v, mask)
+    from monarch_convert.kernels.ops import monarch_attention
+
+    ref = monarch_attention(q, k, v, mask, block_size=16, num_steps=2, pad_type="pre", backend="torch")
+    assert _rel(eager, ref.float()) < 5e-3
+    torch._dynamo.reset()
+    compiled = torch.compile(_attn, fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, mask), eager)
+    graphed = torch.compile(_attn, fullgraph=True, mode="reduce-overhead")
+    for _ in range(3):
+        torch.testing.assert_close(graphed(q, k, v, mask), eager)
+    # A manual CUDA graph capture, replayed on new inputs.
+    static = [x.clone() for x in (q, k, v)]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        _attn(*static, mask)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = _attn(*static, mask)
+    q2, k2, v2 = _qkv(4, 12, 256, 64, 64, torch.float16, strided=True, seed=9)
+    for x, y in zip(static, (q2, k2, v2)):
+        x.copy_(y)
+    graph.replay()
+    torch.testing.assert_close(out, _attn(q2, k2, v2, mask))
+
+
+def test_converted_model_runs_triton(kern):
+    transformers = pytest.importorskip("transformers")
+    import monarch_convert
+
+    cfg = transformers.BertConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=512, max_position_embeddings=1024)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg, add_pooling_layer=False).cuda().half().eval()
+    ids = torch.randint(0, cfg.vocab_size, (2, 1000), device="cuda")
+    am = torch.ones_like(ids)
+    am[1, 600:] = 0
+    monarch_convert.convert(model, block_size=32, num_steps=1)
+    calls = []
+    from monarch_convert.kernels import triton_monarch
+
+    orig = triton_monarch.monarch_attention_triton
+
+    def spy(*a, **kw):
+        calls.append(1)
+        return orig(*a, **kw)
+
+    triton_monarch.monarch_attention_triton = spy
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=am).last_hidden_state
+    finally:
+        triton_monarch.monarch_attention_triton = orig
+    assert calls, "the converted model did not run the Triton kernels"
+    assert torch.isfinite(out).all()
+    monarch_convert.convert(model, backend="torch")
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=am).last_hidden_state
+    assert _rel(out[0], ref[0].float()) < 2e-2 and _rel(out[1, :600], ref[1, :600].float()) < 2e-2
+    assert math.isfinite(out.float().sum().item())

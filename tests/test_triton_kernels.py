@@ -1,0 +1,229 @@
+"""The Triton kernels against the PyTorch reference, on the CPU through Triton's interpreter.
+
+Triton picks its interpreter when it is first imported (``TRITON_INTERPRET=1``), and transformers
+imports it early, so ``tests/conftest.py`` sets the variable on machines without CUDA; these tests
+skip (saying why) if the interpreter is off. bfloat16 is left to the GPU tests (the
+interpreter of triton 3.9 computes garbage for it). Every output is poisoned with NaN before the
+call, and so are the kernels' intermediate buffers (``_poison``): a read or a write that is missing
+shows up as NaN, and numpy's "invalid value" warnings (NaN made inside a dot) fail the test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from monarch_convert.kernels import ops  # noqa: E402
+from monarch_convert.kernels.layout import sequence_layout  # noqa: E402
+from monarch_convert.kernels.reference import monarch_attention_torch  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+TOL = {torch.float32: 2e-5, torch.float16: 4e-3}
+
+
+def _interpreting() -> bool:
+    import triton.language as tl
+
+    return "Interpreted" in type(tl.zeros).__name__
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kern():
+    if not _interpreting():
+        pytest.skip("Triton's interpreter is off: export TRITON_INTERPRET=1 before triton is first "
+                    "imported (tests/conftest.py does it on machines without CUDA)")
+    import monarch_convert.kernels.triton_monarch as mod
+
+    if "Interpreted" not in type(mod._r_step_kernel).__name__:
+        mod = importlib.reload(mod)
+    return mod
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _inputs(B, H, N, d, dv, dtype, layout="bhnd", gen=None):
+    def make(dim):
+        if layout == "bnhd":  # what transformers passes: (B, N, H, d) transposed
+            return torch.randn(B, N, H, dim, generator=gen).to(dtype).transpose(1, 2)
+        if layout == "gapped":  # last dim strided too
+            return torch.randn(B, H, N, 2 * dim, generator=gen).to(dtype)[..., ::2]
+        return torch.randn(B, H, N, dim, generator=gen).to(dtype)
+
+    return make(d), make(d), make(dv)
+
+
+def _reference(q, k, v, mask, b, T, pad):
+    B, _, N, _ = q.shape
+    lay = sequence_layout(mask, B, N, b, pad, q.device)
+    return monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, q.shape[-1] ** -0.5)
+
+
+def _run(kern, q, k, v, mask, b, T, pad, max_tile=None, fused=False):
+    out = torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=q.dtype)
+    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, q.shape[-1] ** -0.5, out=out,
+                                  _max_tile=max_tile, _poison=True, _cfg={"fused": fused})
+    return out
+
+
+def _mask(kind, B, N, gen):
+    if kind is None:
+        return None
+    if kind == "random":
+        m = torch.rand(B, N, generator=gen) > 0.35
+        m[0, 0] = True
+        return m
+    lengths = torch.randint(1, N + 1, (B,), generator=gen)
+    lengths[0] = N
+    pos = torch.arange(N)
+    if kind == "right":
+        return pos[None, :] < lengths[:, None]
+    if kind == "left":
+        return pos[None, :] >= (N - lengths)[:, None]
+    if kind == "empty_row":  # one sequence has no real token at all
+        m = pos[None, :] < lengths[:, None]
+        m[-1] = False
+        return m
+    raise ValueError(kind)
+
+
+# (B, H, N, d, dv, b, T, pad, mask, dtype, layout, max_tile)
+CASES = [
+    # any N, any b: N not a multiple of b, b = 1, b = N, b > N
+    (2, 2, 37, 16, 16, 5, 1, "post", None, torch.float32, "bhnd", None),
+    (2, 2, 37, 16, 16, 5, 1, "pre", None, torch.float32, "bhnd", None),
+    (1, 2, 29, 16, 16, 1, 1, "post", None, torch.float32, "bhnd", None),
+    (1, 2, 29, 16, 16, 29, 2, "pre", None, torch.float32, "bhnd", None),
+    (1, 2, 23, 16, 16, 40, 1, "post", "right", torch.float32, "bhnd", None),
+    (2, 1, 64, 32, 32, 8, 1, "post", None, torch.float16, "bhnd", None),
+    # steps
+    (2, 2, 45, 16, 16, 7, 2, "post", "random", torch.float32, "bhnd", None),
+    (2, 2, 45, 16, 16, 7, 3, "pre", "random", torch.float16, "bhnd", None),
+    # masks, both pad types
+    (3, 2, 50, 16, 16, 6, 1, "pre", "left", torch.float32, "bhnd", None),
+    (3, 2, 50, 16, 16, 6, 2, "post", "right", torch.float16, "bhnd", None),
+    (3, 1, 30, 16, 16, 4, 2, "pre", "empty_row", torch.float32, "bhnd", None),
+    # head dims incl. non-powers of two, dv != d, d up to 256
+    (1, 2, 40, 72, 72, 6, 1, "post", "random", torch.float16, "bhnd", None),
+    (1, 2, 40, 80, 48, 6, 2, "pre", None, torch.float16, "bhnd", None),
+    (1, 1, 33, 96, 128, 5, 1, "post", "right", torch.float32, "bhnd", None),
+    (1, 1, 33, 256, 64, 5, 2, "post", None, torch.float16, "bhnd", None),
+    (1, 1, 20, 16, 256, 4, 1, "pre", None, torch.float32, "bhnd", None),
+    # strided inputs: transformers' transposed view, and a strided last dim
+    (2, 3, 41, 64, 64, 7, 1, "pre", "random", torch.float16, "bnhd", None),
+    (2, 2, 41, 24, 40, 7, 2, "post", "left", torch.float32, "gapped", None),
+    # looped regimes (b > tile: R-step over key tiles; m > tile: L-step over block tiles)
+    (2, 1, 70, 16, 16, 20, 1, "pre", "random", torch.float32, "bhnd", 16),
+    (2, 1, 70, 16, 16, 20, 2, "post", "left", torch.float16, "bhnd", 16),
+    (2, 1, 70, 16, 24, 3, 2, "post", "right", torch.float32, "bhnd", 16),
+    (2, 1, 70, 16, 16, 3, 3, "pre", "random", torch.float16, "bhnd", 16),
+    (1, 2, 33, 16, 16, 40, 2, "pre", "random", torch.float32, "bhnd", 16),
+    (1, 1, 50, 16, 16, 1, 2, "post", None, torch.float32, "bhnd", 16),
+]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["per-tile", "fused"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(x).replace("torch.", "") for x in c))
+def test_matches_reference(kern, case, fused):
+    """Both kernel paths: a program per tile (two launches per step), and one program per head."""
+    B, H, N, d, dv, b, T, pad, mask_kind, dtype, lay, max_tile = case
+    gen = torch.Generator().manual_seed(abs(hash((case, fused))) % 2**31)
+    q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
+    mask = _mask(mask_kind, B, N, gen)
+    out = _run(kern, q, k, v, mask, b, T, pad, max_tile, fused)
+    ref = _reference(q, k, v, mask, b, T, pad)
+    assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
+    assert out.dtype == dtype
+    assert _rel(out, ref) < TOL[dtype]
+    if mask is not None:
+        assert (out[~mask[:, None, :].expand(B, H, N)] == 0).all()
+
+
+@pytest.mark.parametrize("pad", ["post", "pre"])
+@pytest.mark.parametrize("T", [1, 2])
+def test_batch_invariance(kern, pad, T):
+    """A 19-token sequence gives the same outputs alone and inside batches padded left or right."""
+    gen = torch.Generator().manual_seed(7 + T)
+    L, N, b = 19, 32, 5
+    q, k, v = _inputs(1, 2, L, 16, 16, torch.float32, gen=gen)
+    alone = _run(kern, q, k, v, None, b, T, pad)
+    for where in ("right", "left", "middle"):
+        Q, K, V = (torch.randn(3, 2, N, 16, generator=gen) for _ in range(3))
+        mask = torch.rand(3, N, generator=gen) > 0.5
+        pos = {"right": torch.arange(L), "left": torch.arange(N - L, N),
+               "middle": torch.sort(torch.randperm(N, generator=gen)[:L]).values}[where]
+        mask[1] = False
+        mask[1, pos] = True
+        Q[1][:, pos], K[1][:, pos], V[1][:, pos] = q[0], k[0], v[0]
+        for fused in (False, True):
+            out = _run(kern, Q, K, V, mask, b, T, pad, fused=fused)
+            assert torch.isfinite(out).all()
+            torch.testing.assert_close(out[1][:, pos], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_public_api_dispatch_and_layout(kern):
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = _inputs(2, 3, 26, 32, 32, torch.float16, "bnhd", gen)
+    mask = _mask("random", 2, 26, gen)
+    out = ops.monarch_attention(q, k, v, mask, block_size=5, num_steps=2, pad_type="pre", backend="triton")
+    ref = ops.monarch_attention(q, k, v, mask, block_size=5, num_steps=2, pad_type="pre", backend="torch")
+    assert _rel(out, ref.float()) < TOL[torch.float16]
+    # The output is laid out like q: its transpose back to (B, N, H, d) needs no copy.
+    assert out.transpose(1, 2).is_contiguous()
+    # "auto" on CPU tensors is the reference.
+    auto = ops.monarch_attention(q, k, v, mask, block_size=5, num_steps=2, pad_type="pre")
+    torch.testing.assert_close(auto, ref)
+
+
+def test_custom_op_opcheck(kern):
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = _inputs(1, 2, 12, 16, 16, torch.float32, gen=gen)
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    mask[0, -3:] = False
+    from monarch_convert.kernels.triton_op import monarch_attention_fwd
+
+    torch.library.opcheck(monarch_attention_fwd, (q, k, v, mask, 4, 2, "post", 0.25),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_compiles_without_graph_breaks(kern):
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = _inputs(1, 2, 20, 16, 16, torch.float32, "bnhd", gen)
+
+    def f(q, k, v):
+        return ops.monarch_attention(q * 1.0, k, v, block_size=4, num_steps=1, backend="triton") + 1.0
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v), f(q, k, v))
+
+
+def test_requires_grad_falls_back_to_reference_once(kern, monkeypatch):
+    monkeypatch.setattr(ops, "_WARNED_BACKWARD", False)
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = (x.requires_grad_() for x in _inputs(1, 2, 12, 16, 16, torch.float32, gen=gen))
+    with pytest.warns(UserWarning, match="forward-only"):
+        out = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
+    out.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.monarch_attention(q, k, v, block_size=4, backend="triton")
+    with torch.no_grad():
+        out2 = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
+    torch.testing.assert_close(out2, out.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_triton_backend_on_cpu_needs_interpreter(kern, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    q = torch.randn(1, 1, 4, 16)
+    with pytest.raises(ValueError, match="CUDA"):
+        ops.monarch_attention(q, q, q, block_size=2, backend="triton")
