@@ -36,7 +36,7 @@ EXAMPLE_CARD = ROOT / "docs" / "example-model-card.md"
 TOKEN = "hf_TESTtokenDoNotLeak0123456789"
 ENDPOINT = "https://huggingface.co"
 # The httpx flavour this huggingface_hub uses (httpx in 1.x, httpx2 in 2.x).
-HTTPX = getattr(_http, "httpx2", None) or getattr(_http, "httpx")
+HTTPX = getattr(_http, "httpx2", None) or _http.httpx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,7 +616,7 @@ def test_upload_command_through_the_cli(fake_hub, converted, monkeypatch, capsys
 def test_push_converted_dir_prints_progress(fake_hub, converted):
     lines = []
     hub.push_converted_dir(converted, "alice/m", token=TOKEN, echo=lines.append)
-    assert lines[0].startswith(f"Uploading 8 files") and "https://huggingface.co/alice/m" in lines[0]
+    assert lines[0].startswith("Uploading 8 files") and "https://huggingface.co/alice/m" in lines[0]
     assert lines[-1] == f"Uploaded: {ENDPOINT}/alice/m/commit/{'f' * 40}"
 
 

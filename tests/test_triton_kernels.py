@@ -11,7 +11,6 @@ shows up as NaN, and numpy's "invalid value" warnings (NaN made inside a dot) fa
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
 
 import pytest
