@@ -63,3 +63,12 @@ def sequence_layout(
         offsets = torch.zeros_like(lengths)
     num_blocks = max(1, -(-seq_len // block_size))
     return SequenceLayout(mask, lengths, token_index, offsets, num_blocks)
+
+
+def output_like(q: torch.Tensor, dv: int) -> torch.Tensor:
+    """Uninitialised output (B, H, N, dv) laid out like q: when q is the (B, N, H, d) -> (B, H, N, d)
+    transposed view that transformers passes, so is the output (its transpose back is free)."""
+    B, H, N, _ = q.shape
+    if q.stride(1) < q.stride(2):
+        return torch.empty((B, N, H, dv), dtype=q.dtype, device=q.device).transpose(1, 2)
+    return torch.empty((B, H, N, dv), dtype=q.dtype, device=q.device)

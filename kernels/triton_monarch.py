@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .layout import output_like
+
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -86,6 +88,19 @@ def _block_ok(j_c, k_c, inside, mb, off, L):
 
 
 @triton.jit
+def _tile_origin(t, size, TILE: tl.constexpr, GROUPED: tl.constexpr):
+    """Where program ``t``'s tile starts on a grid of groups of ``size`` rows each (blocks of b
+    slots, or offsets of m blocks). GROUPED packs ``TILE // size`` whole groups into one tile;
+    otherwise one group spans ``ceil(size / TILE)`` tiles. Returns (first group, first row inside
+    it, rows per group in the tile, groups in the tile)."""
+    if GROUPED:
+        return t * (TILE // size), 0, size, TILE // size
+    else:
+        tiles = (size + TILE - 1) // TILE
+        return t // tiles, (t % tiles) * TILE, TILE, 1
+
+
+@triton.jit
 def _r_tile(
     bh, t, q_ptr, k_ptr, v_ptr, sum_ptr,
     al_ptr, cl_ptr, y_ptr,
@@ -103,17 +118,7 @@ def _r_tile(
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
-    if GROUPED:
-        G = BQ // b
-        k0 = t * G
-        q0 = 0
-        RB = b
-    else:
-        nqt = (b + BQ - 1) // BQ
-        G = 1
-        k0 = t // nqt
-        q0 = (t % nqt) * BQ
-        RB = BQ
+    k0, q0, RB, G = _tile_origin(t, b, BQ, GROUPED)
     # Valid key slots of block k0 (looped case: one block per program). When the sequence has a
     # single block, rows of padding slots are never read by any query: skip them too. Tiles past
     # the sequence's m_b do nothing (a sequence's cost follows its own length).
@@ -225,17 +230,7 @@ def _l_out_tile(
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
-    if GROUPED:
-        G = BQ // m
-        j0 = t * G
-        l0 = 0
-        RM = m
-    else:
-        nlt = (m + BQ - 1) // BQ
-        G = 1
-        j0 = t // nlt
-        l0 = (t % nlt) * BQ
-        RM = BQ
+    j0, l0, RM, G = _tile_origin(t, m, BQ, GROUPED)
     r = tl.arange(0, BQ)
     j_r = j0 + r // RM
     l_r = l0 + r % RM
@@ -308,17 +303,7 @@ def _l_sum_tile(
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
-    if GROUPED:
-        G = BK // m
-        j0 = t * G
-        k0 = 0
-        RM = m
-    else:
-        nkt = (m + BK - 1) // BK
-        G = 1
-        j0 = t // nkt
-        k0 = (t % nkt) * BK
-        RM = BK
+    j0, k0, RM, G = _tile_origin(t, m, BK, GROUPED)
     if k0 < mb:
         bh64 = bh.to(tl.int64)
         dd = tl.arange(0, BD)
@@ -502,15 +487,6 @@ def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
     if dev not in _SM_COUNT:
         _SM_COUNT[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
     return n_pad <= 512 and bh >= 4 * _SM_COUNT[dev]
-
-
-def output_like(q: torch.Tensor, dv: int) -> torch.Tensor:
-    """Uninitialised output (B, H, N, dv) laid out like q: when q is the (B, N, H, d) -> (B, H, N, d)
-    transposed view that transformers passes, so is the output (its transpose back is free)."""
-    B, H, N, _ = q.shape
-    if q.stride(1) < q.stride(2):
-        return torch.empty((B, N, H, dv), dtype=q.dtype, device=q.device).transpose(1, 2)
-    return torch.empty((B, H, N, dv), dtype=q.dtype, device=q.device)
 
 
 def monarch_attention_triton(

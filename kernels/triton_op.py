@@ -12,15 +12,9 @@ from typing import Optional
 
 import torch
 
+from .layout import output_like
+
 OP_NAME = "monarch_convert::monarch_attention_fwd"
-
-
-def _output_like(q: torch.Tensor, dv: int) -> torch.Tensor:
-    # Same rule as triton_monarch.output_like (kept here so the fake needs no triton import).
-    B, H, N, _ = q.shape
-    if q.stride(1) < q.stride(2):
-        return q.new_empty((B, N, H, dv)).transpose(1, 2)
-    return q.new_empty((B, H, N, dv))
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=())
@@ -37,10 +31,10 @@ def monarch_attention_fwd(
     # Looked up at call time, so that a test may reload the kernel module (e.g. to switch the
     # Triton interpreter on) without re-registering this op.
     impl = import_module(__package__ + ".triton_monarch")
-    out = _output_like(q, v.shape[-1])
+    out = output_like(q, v.shape[-1])
     return impl.monarch_attention_triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, out=out)
 
 
 @monarch_attention_fwd.register_fake
 def _(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale):
-    return _output_like(q, v.shape[-1])
+    return output_like(q, v.shape[-1])
