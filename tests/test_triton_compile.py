@@ -1,0 +1,67 @@
+"""The Triton kernels compile for Hopper (sm_90) down to a cubin, on this CPU machine.
+
+The interpreter tests run the kernels' Python semantics; they never go through Triton's compiler
+(typing, constexpr branches, layouts), so a kernel can pass them and still fail to build on a GPU.
+This compiles every kernel variant the launcher uses, in a subprocess without TRITON_INTERPRET
+(which must be unset when triton is imported)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("triton")
+
+# Element types of the launcher's buffers (kernels/triton_monarch.py): float32 statistics, int64
+# layout, a bool mask; everything else in the input dtype (float16 here).
+POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32"}
+
+
+def variants():
+    import monarch_convert.kernels.triton_monarch as tm
+
+    common = dict(D=72, HAS_MASK=True, IEEE=False, BQ=64, BK=64, BD=128)
+    with_v = dict(common, DV=64, BDV=64)
+    for grouped in (True, False):
+        yield tm._r_step_kernel, dict(with_v, FROM_SUMMARY=True, GROUPED=grouped)
+        yield tm._l_out_kernel, dict(with_v, GROUPED=grouped)
+        yield tm._l_sum_kernel, dict(common, GROUPED=grouped)
+    yield tm._fused_kernel, dict(D=72, DV=64, NUM_STEPS=2, HAS_MASK=False, R_GROUPED=True, L_GROUPED=False,
+                                 IEEE=False, R_TILE=64, L_TILE=32, BD=128, BDV=64)
+
+
+def compile_all() -> None:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    for kernel, constexprs in variants():
+        signature = {}
+        for name in inspect.signature(kernel.fn).parameters:
+            if name in constexprs:
+                signature[name] = "constexpr"
+            elif name.endswith("_ptr"):
+                signature[name] = POINTER_TYPES.get(name, "*fp16")
+            else:
+                signature[name] = "fp32" if name == "scale" else "i32"
+        compiled = triton.compile(
+            ASTSource(fn=kernel, signature=signature, constexprs=constexprs), target=GPUTarget("cuda", 90, 32)
+        )
+        assert compiled.asm["cubin"], kernel.fn.__name__
+        print("compiled", kernel.fn.__name__)
+
+
+@pytest.mark.slow
+def test_every_kernel_variant_compiles_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("compiled ") == 7
+
+
+if __name__ == "__main__":
+    compile_all()
