@@ -43,8 +43,8 @@ def sentence_embeddings(model, tokenizer, sentences=SENTENCES):
 
     batch = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
     batch = {k: v.to(model.device) for k, v in batch.items()}
+    from .pooling import mean_pool
+
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-    return torch.nn.functional.normalize(pooled.float(), dim=-1)
+    return torch.nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1)

@@ -358,8 +358,9 @@ class SentenceEmbedding(_TextTask):
         if opts.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+            from ..pooling import mean_pool
+
+            pooled = mean_pool(hidden, inputs["attention_mask"])
         if opts.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return {"embeddings": pooled.cpu()}
