@@ -196,21 +196,27 @@ def run_kernels(args, gpu, vers, copy_gbps, rows):
 
 
 def variant_cases():
+    """(name, dtype, batch, heads, seq, head_dim, steps, pad_frac)."""
     f16 = torch.float16
-    return [("paper-short", f16, 64, 12, 256, 64, 1), ("paper-short", f16, 1024, 12, 256, 64, 1),
-            ("T2-short", f16, 1024, 12, 256, 64, 2), ("short-512", f16, 256, 12, 512, 64, 1),
-            ("paper-long", f16, 1, 12, 4096, 64, 1), ("paper-long", f16, 1, 12, 16384, 64, 1),
-            ("T2-long", f16, 1, 12, 16384, 64, 2)]
+    return [("paper-short", f16, 64, 12, 256, 64, 1, 0.0), ("paper-short", f16, 1024, 12, 256, 64, 1, 0.0),
+            ("T2-short", f16, 1024, 12, 256, 64, 2, 0.0), ("short-512", f16, 256, 12, 512, 64, 1, 0.0),
+            ("paper-long", f16, 1, 12, 4096, 64, 1, 0.0), ("paper-long", f16, 1, 12, 8192, 64, 1, 0.0),
+            ("paper-long", f16, 1, 12, 16384, 64, 1, 0.0), ("T2-long", f16, 1, 12, 4096, 64, 2, 0.0),
+            ("T2-long", f16, 1, 12, 16384, 64, 2, 0.0), ("unpadded", f16, 8, 12, 4096, 64, 1, 0.0),
+            ("padded-50%", f16, 8, 12, 4096, 64, 1, 0.5)]
 
 
 VARIANTS = {
-    "default": {},
-    "unfused": {"fused": False},
-    "fused": {"fused": True},
-    "fused-w8": {"fused": True, "warps": 8},
-    "fused-g32": {"fused": True, "group_rows": 32},
-    "fused-g128": {"fused": True, "group_rows": 128},
-    "unfused-w4": {"fused": False, "r_warps": 4, "l_warps": 4},
+    "stream": {},
+    "tiles": {"mode": "tiles"},
+    "fused": {"mode": "fused"},
+    "stream-no-ring": {"slots": 1 << 30},
+    "stream-res1x": {"resident": 132},
+    "stream-res4x": {"resident": 528},
+    "stream-w8": {"warps": 8},
+    "stream-g32": {"group_rows": 32},
+    "stream-g128": {"group_rows": 128},
+    "stream-tile64": {"max_tile": 64},
 }
 
 
@@ -218,16 +224,18 @@ def run_variants(args, gpu, vers, copy_gbps, rows):
     from monarch_convert.kernels.triton_monarch import monarch_attention_triton
 
     date = datetime.date.today().isoformat()
-    for name, dtype, B, H, N, d, T in variant_cases():
+    for name, dtype, B, H, N, d, T, pad_frac in variant_cases():
         b = math.isqrt(N - 1) + 1
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g) for _ in range(3))
-        floor_ms = B * N * H * 4 * d * q.element_size() / (copy_gbps * 1e6)
+        n_real = int(round(N * (1 - pad_frac)))
+        mask = None if pad_frac == 0 else (torch.arange(N, device="cuda") < n_real)[None].expand(B, N).contiguous()
+        floor_ms = B * n_real * H * 4 * d * q.element_size() / (copy_gbps * 1e6)
         line = []
         for vname, cfg in VARIANTS.items():
-            if cfg.get("fused") and B * H < 256:
+            if cfg.get("mode") == "fused" and B * H < 256:
                 continue  # one program per head: far too few programs
-            fn = lambda: monarch_attention_triton(q, k, v, None, b, T, "post", d**-0.5, _cfg=cfg)  # noqa: E731
+            fn = lambda: monarch_attention_triton(q, k, v, mask, b, T, "post", d**-0.5, _cfg=cfg)  # noqa: E731
             try:
                 fn()
                 ms = bench(graphed(fn))  # kernel time, without launch overhead
@@ -236,7 +244,7 @@ def run_variants(args, gpu, vers, copy_gbps, rows):
                 continue
             line.append(f"{vname}={ms:.4f}")
             rows.append(dict(kernel=f"variant:{vname}:{name}", provider="triton", dtype=str(dtype)[6:], batch=B,
-                             heads=H, seq=N, head_dim=d, block=b, steps=T, pad_frac=0.0, median_ms=f"{ms:.5f}",
+                             heads=H, seq=N, head_dim=d, block=b, steps=T, pad_frac=pad_frac, median_ms=f"{ms:.5f}",
                              speedup_vs_best_sdpa="", best_sdpa="", achieved_gbps="",
                              floor_fraction=f"{floor_ms / ms:.3f}", copy_gbps=f"{copy_gbps:.0f}", gpu=gpu,
                              versions=vers, date=date, note=str(cfg)))

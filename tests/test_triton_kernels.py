@@ -66,10 +66,10 @@ def _reference(q, k, v, mask, b, T, pad):
     return monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, q.shape[-1] ** -0.5)
 
 
-def _run(kern, q, k, v, mask, b, T, pad, max_tile=None, fused=False):
+def _run(kern, q, k, v, mask, b, T, pad, max_tile=None, mode="stream"):
     out = torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=q.dtype)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, q.shape[-1] ** -0.5, out=out,
-                                  _max_tile=max_tile, _poison=True, _cfg={"fused": fused})
+                                  _max_tile=max_tile, _poison=True, _cfg={"mode": mode})
     return out
 
 
