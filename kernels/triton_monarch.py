@@ -434,14 +434,15 @@ def _fused_kernel(
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, smb, smn, scale,
     D: tl.constexpr, DV: tl.constexpr, NUM_STEPS: tl.constexpr,
     HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, L_GROUPED: tl.constexpr, IEEE: tl.constexpr,
-    R_TILE: tl.constexpr, L_TILE: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    R_TILE: tl.constexpr, R_COLS: tl.constexpr, L_TILE: tl.constexpr, L_COLS: tl.constexpr,
+    BD: tl.constexpr, BDV: tl.constexpr,
 ):
     bh = tl.program_id(0)
     for step in tl.static_range(NUM_STEPS):
         for t in range(R_TILES):
             _r_tile(bh, t, bh, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                     tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
-                    svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_TILE, BD, BDV)
+                    svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_COLS, BD, BDV)
         # The whole CTA's global writes are visible to it after a barrier.
         tl.debug_barrier()
         if step < NUM_STEPS - 1:
@@ -453,7 +454,7 @@ def _fused_kernel(
     for t in range(L_TILES):
         _l_out_tile(bh, t, bh, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
                     tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
-                    D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_TILE, BD, BDV)
+                    D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_COLS, BD, BDV)
 
 
 @triton.jit
@@ -473,7 +474,8 @@ def _stream_kernel(
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, smb, smn, scale,
     D: tl.constexpr, DV: tl.constexpr, NUM_STEPS: tl.constexpr,
     HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, L_GROUPED: tl.constexpr, IEEE: tl.constexpr,
-    R_TILE: tl.constexpr, L_TILE: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    R_TILE: tl.constexpr, R_COLS: tl.constexpr, L_TILE: tl.constexpr, L_COLS: tl.constexpr,
+    BD: tl.constexpr, BDV: tl.constexpr,
 ):
     """All steps of all heads in one launch of a persistent grid. Work items are tiles: for head h,
     phase p = 0 .. 2T-1 alternates R-step tiles (R_TILES of them) and L-step tiles (L_TILES).
@@ -508,7 +510,7 @@ def _stream_kernel(
                 if p == PHASES - 1:
                     _l_out_tile(bh, t, slot, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
                                 tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
-                                smb, smn, D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_TILE, BD, BDV)
+                                smb, smn, D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_COLS, BD, BDV)
                 elif NUM_STEPS > 1:
                     _l_sum_tile(bh, t, slot, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                                 H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, IEEE,
@@ -517,12 +519,12 @@ def _stream_kernel(
                 if p == 0:
                     _r_tile(bh, t, slot, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                             tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb,
-                            svh, svn, svd, scale, D, DV, False, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_TILE, BD,
+                            svh, svn, svd, scale, D, DV, False, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_COLS, BD,
                             BDV)
                 elif NUM_STEPS > 1:
                     _r_tile(bh, t, slot, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                             tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb,
-                            svh, svn, svd, scale, D, DV, True, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_TILE, BD,
+                            svh, svn, svd, scale, D, DV, True, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_COLS, BD,
                             BDV)
             # Every thread's writes of this tile are done before one thread releases the count.
             tl.debug_barrier()
@@ -554,14 +556,19 @@ def _pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
-def _tiling(x: int, width: int, max_tile: int | None, group_rows: int = 64):
-    """Tile size for rows of extent x (b for the R-step, m for the L-step): (grouped, tile)."""
+def _tiling(x: int, width: int, max_tile: int | None, group_rows: int = 64, max_rows: int = 64):
+    """Tiles for rows of extent x (b for the R-step, m for the L-step): (grouped, rows, columns).
+
+    Small extents are grouped: whole blocks (offsets) packed into one square tile of up to
+    ``group_rows`` rows. Larger ones get ``max_rows`` rows per program and loop over column tiles:
+    128 x 128 tiles at b = 128 need 255 registers per thread and spill (ncu, H100; 4 warps), while
+    64-row programs do not."""
     cap = max_tile if max_tile is not None else (128 if width <= 128 else 64)
     p = max(16, _pow2(x))
-    if p <= cap:
-        # Group several small blocks per program, up to ``group_rows`` rows.
-        return True, max(p, min(group_rows, cap))
-    return False, cap
+    if p <= min(cap, max_rows):
+        tile = max(p, min(group_rows, cap))
+        return True, tile, tile
+    return False, min(max_rows, cap), min(p, cap)
 
 
 def _warps(tile: int, width: int) -> int:
@@ -634,9 +641,10 @@ def monarch_attention_triton(
     mode = _mode(cfg)
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows", 64)
-    r_grouped, r_tile = _tiling(b, width, _max_tile, group)
+    rows = cfg.get("max_rows", 64)
+    r_grouped, r_tile, r_cols = _tiling(b, width, _max_tile, group, rows)
     r_tiles = -(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile)
-    l_grouped, l_tile = _tiling(m, width, _max_tile, group)
+    l_grouped, l_tile, l_cols = _tiling(m, width, _max_tile, group, rows)
     l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
     stages = {"num_stages": cfg["stages"]} if "stages" in cfg else {}
     seq_args = (lens, offs, tok)
@@ -677,7 +685,7 @@ def monarch_attention_triton(
             q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, ctr, *dims, r_tiles, l_tiles, BH, lag, slots,
             n_items, *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
             D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, L_GROUPED=l_grouped,
-            IEEE=ieee, R_TILE=r_tile, L_TILE=l_tile, BD=BD, BDV=BDV,
+            IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile, L_COLS=l_cols, BD=BD, BDV=BDV,
             num_warps=cfg.get("warps", _warps(max(r_tile, l_tile), width)), **stages,
         )
         return out
@@ -688,7 +696,7 @@ def monarch_attention_triton(
             q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, *dims, r_tiles, l_tiles,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
             D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, L_GROUPED=l_grouped,
-            IEEE=ieee, R_TILE=r_tile, L_TILE=l_tile, BD=BD, BDV=BDV,
+            IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile, L_COLS=l_cols, BD=BD, BDV=BDV,
             num_warps=cfg.get("warps", 4), **stages,
         )
         return out
@@ -700,7 +708,7 @@ def monarch_attention_triton(
             q, k, v, summ, al, cl, y, *seq_args, *dims, r_tiles,
             *q.stride(), *k.stride(), *v.stride(), float(scale),
             D=D, DV=DV, FROM_SUMMARY=step > 0, HAS_MASK=has_mask, GROUPED=r_grouped, IEEE=ieee,
-            BQ=r_tile, BK=r_tile, BD=BD, BDV=BDV, num_warps=r_warps, **stages,
+            BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, num_warps=r_warps, **stages,
         )
         if step < num_steps - 1:
             _l_sum_kernel[(BH * l_tiles,)](
@@ -713,6 +721,6 @@ def monarch_attention_triton(
                 q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
                 *q.stride(), *out.stride(), smb, smn,
                 D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, IEEE=ieee,
-                BQ=l_tile, BK=l_tile, BD=BD, BDV=BDV, num_warps=l_warps, **stages,
+                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, num_warps=l_warps, **stages,
             )
     return out

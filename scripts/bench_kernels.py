@@ -210,13 +210,10 @@ VARIANTS = {
     "stream": {},
     "tiles": {"mode": "tiles"},
     "fused": {"mode": "fused"},
-    "stream-no-ring": {"slots": 1 << 30},
-    "stream-res1x": {"resident": 132},
+    "tiles-rows32": {"mode": "tiles", "max_rows": 32},
+    "tiles-rows128": {"mode": "tiles", "max_rows": 128},
     "stream-res4x": {"resident": 528},
-    "stream-w8": {"warps": 8},
-    "stream-g32": {"group_rows": 32},
-    "stream-g128": {"group_rows": 128},
-    "stream-tile64": {"max_tile": 64},
+    "stream-res4x-no-ring": {"resident": 528, "slots": 1 << 30},
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
+import zlib
 
 import pytest
 import torch
@@ -66,10 +67,10 @@ def _reference(q, k, v, mask, b, T, pad):
     return monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, q.shape[-1] ** -0.5)
 
 
-def _run(kern, q, k, v, mask, b, T, pad, max_tile=None, mode="stream"):
+def _run(kern, q, k, v, mask, b, T, pad, knobs=None, mode="stream"):
     out = torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=q.dtype)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, q.shape[-1] ** -0.5, out=out,
-                                  _max_tile=max_tile, _poison=True, _cfg={"mode": mode})
+                                  _poison=True, _cfg={"mode": mode, **(knobs or {})})
     return out
 
 
@@ -94,50 +95,59 @@ def _mask(kind, B, N, gen):
     raise ValueError(kind)
 
 
-# (B, H, N, d, dv, b, T, pad, mask, dtype, layout, max_tile)
+# (B, H, N, d, dv, b, T, pad, mask, dtype, layout, kernel knobs)
 CASES = [
     # any N, any b: N not a multiple of b, b = 1, b = N, b > N
-    (2, 2, 37, 16, 16, 5, 1, "post", None, torch.float32, "bhnd", None),
-    (2, 2, 37, 16, 16, 5, 1, "pre", None, torch.float32, "bhnd", None),
-    (1, 2, 29, 16, 16, 1, 1, "post", None, torch.float32, "bhnd", None),
-    (1, 2, 29, 16, 16, 29, 2, "pre", None, torch.float32, "bhnd", None),
-    (1, 2, 23, 16, 16, 40, 1, "post", "right", torch.float32, "bhnd", None),
-    (2, 1, 64, 32, 32, 8, 1, "post", None, torch.float16, "bhnd", None),
+    (2, 2, 37, 16, 16, 5, 1, "post", None, torch.float32, "bhnd", {}),
+    (2, 2, 37, 16, 16, 5, 1, "pre", None, torch.float32, "bhnd", {}),
+    (1, 2, 29, 16, 16, 1, 1, "post", None, torch.float32, "bhnd", {}),
+    (1, 2, 29, 16, 16, 29, 2, "pre", None, torch.float32, "bhnd", {}),
+    (1, 2, 23, 16, 16, 40, 1, "post", "right", torch.float32, "bhnd", {}),
+    (2, 1, 64, 32, 32, 8, 1, "post", None, torch.float16, "bhnd", {}),
     # steps
-    (2, 2, 45, 16, 16, 7, 2, "post", "random", torch.float32, "bhnd", None),
-    (2, 2, 45, 16, 16, 7, 3, "pre", "random", torch.float16, "bhnd", None),
+    (2, 2, 45, 16, 16, 7, 2, "post", "random", torch.float32, "bhnd", {}),
+    (2, 2, 45, 16, 16, 7, 3, "pre", "random", torch.float16, "bhnd", {}),
     # masks, both pad types
-    (3, 2, 50, 16, 16, 6, 1, "pre", "left", torch.float32, "bhnd", None),
-    (3, 2, 50, 16, 16, 6, 2, "post", "right", torch.float16, "bhnd", None),
-    (3, 1, 30, 16, 16, 4, 2, "pre", "empty_row", torch.float32, "bhnd", None),
+    (3, 2, 50, 16, 16, 6, 1, "pre", "left", torch.float32, "bhnd", {}),
+    (3, 2, 50, 16, 16, 6, 2, "post", "right", torch.float16, "bhnd", {}),
+    (3, 1, 30, 16, 16, 4, 2, "pre", "empty_row", torch.float32, "bhnd", {}),
     # head dims incl. non-powers of two, dv != d, d up to 256
-    (1, 2, 40, 72, 72, 6, 1, "post", "random", torch.float16, "bhnd", None),
-    (1, 2, 40, 80, 48, 6, 2, "pre", None, torch.float16, "bhnd", None),
-    (1, 1, 33, 96, 128, 5, 1, "post", "right", torch.float32, "bhnd", None),
-    (1, 1, 33, 256, 64, 5, 2, "post", None, torch.float16, "bhnd", None),
-    (1, 1, 20, 16, 256, 4, 1, "pre", None, torch.float32, "bhnd", None),
+    (1, 2, 40, 72, 72, 6, 1, "post", "random", torch.float16, "bhnd", {}),
+    (1, 2, 40, 80, 48, 6, 2, "pre", None, torch.float16, "bhnd", {}),
+    (1, 1, 33, 96, 128, 5, 1, "post", "right", torch.float32, "bhnd", {}),
+    (1, 1, 33, 256, 64, 5, 2, "post", None, torch.float16, "bhnd", {}),
+    (1, 1, 20, 16, 256, 4, 1, "pre", None, torch.float32, "bhnd", {}),
     # strided inputs: transformers' transposed view, and a strided last dim
-    (2, 3, 41, 64, 64, 7, 1, "pre", "random", torch.float16, "bnhd", None),
-    (2, 2, 41, 24, 40, 7, 2, "post", "left", torch.float32, "gapped", None),
+    (2, 3, 41, 64, 64, 7, 1, "pre", "random", torch.float16, "bnhd", {}),
+    (2, 2, 41, 24, 40, 7, 2, "post", "left", torch.float32, "gapped", {}),
     # looped regimes (b > tile: R-step over key tiles; m > tile: L-step over block tiles)
-    (2, 1, 70, 16, 16, 20, 1, "pre", "random", torch.float32, "bhnd", 16),
-    (2, 1, 70, 16, 16, 20, 2, "post", "left", torch.float16, "bhnd", 16),
-    (2, 1, 70, 16, 24, 3, 2, "post", "right", torch.float32, "bhnd", 16),
-    (2, 1, 70, 16, 16, 3, 3, "pre", "random", torch.float16, "bhnd", 16),
-    (1, 2, 33, 16, 16, 40, 2, "pre", "random", torch.float32, "bhnd", 16),
-    (1, 1, 50, 16, 16, 1, 2, "post", None, torch.float32, "bhnd", 16),
+    (2, 1, 70, 16, 16, 20, 1, "pre", "random", torch.float32, "bhnd", {"max_tile": 16}),
+    (2, 1, 70, 16, 16, 20, 2, "post", "left", torch.float16, "bhnd", {"max_tile": 16}),
+    (2, 1, 70, 16, 24, 3, 2, "post", "right", torch.float32, "bhnd", {"max_tile": 16}),
+    (2, 1, 70, 16, 16, 3, 3, "pre", "random", torch.float16, "bhnd", {"max_tile": 16}),
+    (1, 2, 33, 16, 16, 40, 2, "pre", "random", torch.float32, "bhnd", {"max_tile": 16}),
+    (1, 1, 50, 16, 16, 1, 2, "post", None, torch.float32, "bhnd", {"max_tile": 16}),
+    # programs of fewer rows than a block (offset) holds: row tiles x wider column tiles
+    (2, 1, 70, 16, 16, 20, 2, "pre", "random", torch.float32, "bhnd", {"max_rows": 16}),
+    (2, 2, 70, 16, 16, 3, 1, "post", "right", torch.float16, "bhnd", {"max_rows": 16}),
+    (1, 2, 33, 16, 16, 40, 2, "post", None, torch.float32, "bhnd", {"max_rows": 16, "max_tile": 32}),
 ]
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["per-tile", "fused"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(x).replace("torch.", "") for x in c))
-def test_matches_reference(kern, case, fused):
-    """Both kernel paths: a program per tile (two launches per step), and one program per head."""
-    B, H, N, d, dv, b, T, pad, mask_kind, dtype, lay, max_tile = case
-    gen = torch.Generator().manual_seed(abs(hash((case, fused))) % 2**31)
+def _case_id(case) -> str:
+    return "-".join(str(x).replace("torch.", "").replace(" ", "").replace("'", "") for x in case)
+
+
+@pytest.mark.parametrize("mode", ["stream", "tiles", "fused"])
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_matches_reference(kern, case, mode):
+    """Every kernel path: the persistent stream kernel (default), a program per tile (two launches
+    per step), and one program per head."""
+    B, H, N, d, dv, b, T, pad, mask_kind, dtype, lay, knobs = case
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-{mode}".encode()))
     q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
     mask = _mask(mask_kind, B, N, gen)
-    out = _run(kern, q, k, v, mask, b, T, pad, max_tile, fused)
+    out = _run(kern, q, k, v, mask, b, T, pad, knobs, mode)
     ref = _reference(q, k, v, mask, b, T, pad)
     assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
     assert out.dtype == dtype
@@ -162,8 +172,8 @@ def test_batch_invariance(kern, pad, T):
         mask[1] = False
         mask[1, pos] = True
         Q[1][:, pos], K[1][:, pos], V[1][:, pos] = q[0], k[0], v[0]
-        for fused in (False, True):
-            out = _run(kern, Q, K, V, mask, b, T, pad, fused=fused)
+        for mode in ("stream", "tiles", "fused"):
+            out = _run(kern, Q, K, V, mask, b, T, pad, mode=mode)
             assert torch.isfinite(out).all()
             torch.testing.assert_close(out[1][:, pos], alone[0], rtol=1e-5, atol=1e-6)
 
