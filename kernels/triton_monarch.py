@@ -102,7 +102,7 @@ def _tile_origin(t, size, TILE: tl.constexpr, GROUPED: tl.constexpr):
 
 @triton.jit
 def _r_tile(
-    bh, t, slot, q_ptr, k_ptr, v_ptr, sum_ptr,
+    bh, t, q_ptr, k_ptr, v_ptr, sum_ptr,
     al_ptr, cl_ptr, y_ptr,
     len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
@@ -129,7 +129,7 @@ def _r_tile(
         active = active & ((mb > 1) | ((q0 < hi_) & (q0 + BQ > lo)))
     if active:
 
-        slot64 = slot.to(tl.int64)
+        bh64 = bh.to(tl.int64)
         r = tl.arange(0, BQ)
         blk_r = k0 + r // RB
         i_r = q0 + r % RB
@@ -142,10 +142,9 @@ def _r_tile(
         if FROM_SUMMARY:
             # Summaries exist for every slot of a multi-block sequence, for the real slots of a
             # single-block one (the others are never read by any query).
-            srow = (slot64 * m + blk_r) * b + i_r
+            srow = (bh64 * m + blk_r) * b + i_r
             s_ok = _block_ok(i_r, blk_r, row_in, mb, off, L)
-            qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0,
-                         cache_modifier=".cg")
+            qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0)
         else:
             tok_r, qv = _token(slot_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
             qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
@@ -198,20 +197,18 @@ def _r_tile(
         a_l = acc_k * (scale / l_safe)[:, None]
         y = acc_v / l_safe[:, None]
         # Written "by offset": row (i, blk) of (BH, b, m, .).
-        orow = (slot64 * b + i_r) * m + blk_r
+        orow = (bh64 * b + i_r) * m + blk_r
         tl.store(cl_ptr + orow, c_l, mask=row_in)
         tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l.to(al_ptr.dtype.element_ty), mask=row_in[:, None] & dmask[None, :])
         tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty), mask=row_in[:, None] & dvmask[None, :])
 
 
 @triton.jit
-def _l_scores(q_t, al_ptr, cl_ptr, slot64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr, IEEE: tl.constexpr):
+def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr, IEEE: tl.constexpr):
     """Base-2 logits of queries (rows) against blocks (columns); masked entries are NEG."""
-    crow = (slot64 * b + j_c) * m + k_c
-    # .cg: intermediates may have been written by another SM in this launch (stream kernel); skip L1.
-    a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0,
-                  cache_modifier=".cg")
-    c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0, cache_modifier=".cg")
+    crow = (bh64 * b + j_c) * m + k_c
+    a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
+    c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0)
     s = (_dot(q_t, tl.trans(a_l), IEEE) - c_l[None, :]) * 1.4426950408889634
     ok = col_in[None, :] & (j_c[None, :] == j_r[:, None])
     return tl.where(ok, s, NEG), crow
@@ -231,7 +228,7 @@ def _l_rows(t, mb, m, TILE: tl.constexpr, GROUPED: tl.constexpr):
 
 @triton.jit
 def _l_out_tile(
-    bh, t, slot, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr,
+    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr,
     len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
@@ -265,7 +262,7 @@ def _l_out_tile(
     j0, l0, RM, G = _l_rows(t, mb, m, BQ, GROUPED)
     if (j0 < b) & (l0 < mb):
 
-        slot64 = slot.to(tl.int64)
+        bh64 = bh.to(tl.int64)
         j_r = j0 + r // RM
         l_r = l0 + r % RM
         row_in = (r < G * RM) & (j_r < b) & (l_r < m)
@@ -292,9 +289,8 @@ def _l_out_tile(
                 j_c = j0 + c * 0
                 k_c = c0 + c
                 col_in = _block_ok(j_c, k_c, k_c < m, mb, off, L)
-            s, crow = _l_scores(q_t, al_ptr, cl_ptr, slot64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
-            yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0,
-                         cache_modifier=".cg")
+            s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
+            yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
@@ -309,7 +305,7 @@ def _l_out_tile(
 
 @triton.jit
 def _l_sum_tile(
-    bh, t, slot, q_ptr, al_ptr, cl_ptr, sum_ptr,
+    bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr,
     len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
@@ -324,7 +320,7 @@ def _l_sum_tile(
     mb = (L + b - 1) // b
     j0, k0, RM, G = _l_rows(t, mb, m, BK, GROUPED)
     if (j0 < b) & (k0 < mb):
-        slot64 = slot.to(tl.int64)
+        bh64 = bh.to(tl.int64)
         dd = tl.arange(0, BD)
         dmask = dd < D
         c = tl.arange(0, BK)
@@ -350,7 +346,7 @@ def _l_sum_tile(
                 row_in = l_r < mb
             tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
             q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
-            s, crow = _l_scores(q_t, al_ptr, cl_ptr, slot64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
+            s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
             if GROUPED:
                 m_i = tl.max(s, 1)
                 p = tl.exp2(s - m_i[:, None])
@@ -361,7 +357,7 @@ def _l_sum_tile(
                 l_i = tl.zeros([BQ], tl.float32)
                 for c1 in range(0, mb, BK):
                     k2 = c1 + c
-                    s2, _ = _l_scores(q_t, al_ptr, cl_ptr, slot64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
+                    s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
                                       b, m, dd, dmask, D, IEEE)
                     m_new = tl.maximum(m_i, tl.max(s2, 1))
                     l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[:, None]), 1)
@@ -373,7 +369,7 @@ def _l_sum_tile(
             a_r += _dot(tl.trans(p.to(q_t.dtype)), q_t, IEEE)
             c_r += tl.sum(p, 0)
         summ = a_r / tl.where(c_r > 0, c_r, 1.0)[:, None]
-        srow = (slot64 * m + k_c) * b + j_c
+        srow = (bh64 * m + k_c) * b + j_c
         tl.store(sum_ptr + srow[:, None] * D + dd[None, :], summ.to(sum_ptr.dtype.element_ty),
                  mask=col_in[:, None] & dmask[None, :])
 
@@ -394,7 +390,7 @@ def _r_step_kernel(
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    _r_tile(pid // TILES, pid % TILES, pid // TILES, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+    _r_tile(pid // TILES, pid % TILES, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
             tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
             scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
 
@@ -409,7 +405,7 @@ def _l_out_kernel(
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    _l_out_tile(pid // TILES, pid % TILES, pid // TILES, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
+    _l_out_tile(pid // TILES, pid % TILES, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
                 tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
                 D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
 
@@ -423,7 +419,7 @@ def _l_sum_kernel(
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    _l_sum_tile(pid // TILES, pid % TILES, pid // TILES, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+    _l_sum_tile(pid // TILES, pid % TILES, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                 H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
 
 
@@ -440,96 +436,21 @@ def _fused_kernel(
     bh = tl.program_id(0)
     for step in tl.static_range(NUM_STEPS):
         for t in range(R_TILES):
-            _r_tile(bh, t, bh, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+            _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                     tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
                     svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_COLS, BD, BDV)
         # The whole CTA's global writes are visible to it after a barrier.
         tl.debug_barrier()
         if step < NUM_STEPS - 1:
             for t in range(L_TILES):
-                _l_sum_tile(bh, t, bh, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+                _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                             H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, IEEE,
                             L_TILE, L_TILE, BD)
             tl.debug_barrier()
     for t in range(L_TILES):
-        _l_out_tile(bh, t, bh, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
                     tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
                     D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_COLS, BD, BDV)
-
-
-@triton.jit
-def _wait_count(ptr, target):
-    """Spin until the counter at ``ptr`` reaches ``target``. Acquire: the writes that the
-    incrementing programs released before each increment are visible after it."""
-    cnt = tl.atomic_add(ptr, 0, sem="acquire")
-    while cnt < target:
-        cnt = tl.atomic_add(ptr, 0, sem="acquire")
-    tl.debug_barrier()
-
-
-@triton.jit
-def _stream_kernel(
-    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr, ctr_ptr,
-    H, N, b, m, seq_len, pad_off, R_TILES, L_TILES, BH, LAG, SLOTS, N_ITEMS,
-    sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, smb, smn, scale,
-    D: tl.constexpr, DV: tl.constexpr, NUM_STEPS: tl.constexpr,
-    HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, L_GROUPED: tl.constexpr, IEEE: tl.constexpr,
-    R_TILE: tl.constexpr, R_COLS: tl.constexpr, L_TILE: tl.constexpr, L_COLS: tl.constexpr,
-    BD: tl.constexpr, BDV: tl.constexpr,
-):
-    """All steps of all heads in one launch of a persistent grid. Work items are tiles: for head h,
-    phase p = 0 .. 2T-1 alternates R-step tiles (R_TILES of them) and L-step tiles (L_TILES).
-    Programs take items in ticket order (an atomic counter), and the item order puts phase p of
-    head h in group ``g = h + p * LAG``: a head's L tiles come LAG groups after its R tiles, so by
-    the time they are taken the R tiles are (mostly) done, and the head's intermediates are still
-    in L2. An item waits for its head's previous phase (a done-counter per head and phase); a
-    head's first R tile also waits until the head SLOTS earlier, whose ring slot of intermediates
-    it reuses, is finished. Every item waited on has a smaller ticket, hence was taken by a running
-    program: no deadlock, whatever the grid size or how many programs are resident.
-    ``ctr_ptr``: [ticket, done[h, p] for h < BH, p < 2T], zeroed before the launch."""
-    PHASES: tl.constexpr = 2 * NUM_STEPS
-    pair = R_TILES + L_TILES
-    per_group = NUM_STEPS * pair
-    w = tl.atomic_add(ctr_ptr, 1, sem="relaxed")
-    while w < N_ITEMS:
-        g = w // per_group
-        i = w % per_group
-        rem = i % pair
-        is_l = rem >= R_TILES
-        p = 2 * (i // pair) + is_l.to(tl.int32)
-        t = tl.where(is_l, rem - R_TILES, rem)
-        bh = g - p * LAG
-        if (bh >= 0) & (bh < BH):
-            slot = bh % SLOTS
-            done = ctr_ptr + 1 + bh * PHASES
-            if p > 0:
-                _wait_count(done + p - 1, tl.where(is_l, R_TILES, L_TILES))
-            elif bh >= SLOTS:
-                _wait_count(done - SLOTS * PHASES + PHASES - 1, L_TILES)
-            if is_l:
-                if p == PHASES - 1:
-                    _l_out_tile(bh, t, slot, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
-                                tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
-                                smb, smn, D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_COLS, BD, BDV)
-                elif NUM_STEPS > 1:
-                    _l_sum_tile(bh, t, slot, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-                                H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, IEEE,
-                                L_TILE, L_TILE, BD)
-            else:
-                if p == 0:
-                    _r_tile(bh, t, slot, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
-                            tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb,
-                            svh, svn, svd, scale, D, DV, False, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_COLS, BD,
-                            BDV)
-                elif NUM_STEPS > 1:
-                    _r_tile(bh, t, slot, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
-                            tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb,
-                            svh, svn, svd, scale, D, DV, True, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_COLS, BD,
-                            BDV)
-            # Every thread's writes of this tile are done before one thread releases the count.
-            tl.debug_barrier()
-            tl.atomic_add(done + p, 1, sem="release")
-        w = tl.atomic_add(ctr_ptr, 1, sem="relaxed")
 
 
 @triton.jit
@@ -578,20 +499,17 @@ def _warps(tile: int, width: int) -> int:
 _SM_COUNT: dict = {}
 
 
-def _sm_count(q: torch.Tensor) -> int:
-    """Streaming multiprocessors of q's GPU (2 under the interpreter, which runs programs in turn)."""
-    if not q.is_cuda:
-        return 2
+def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
+    """One program per head, all steps in one launch, or two launches of tile programs per step?
+    Measured on an H100 (docs/benchmarks.md, variants): one program per head is 9% faster at
+    T = 1 on N' <= 256 with many heads (1.27 vs 1.40 ms at N = 256, batch 1024), slower at N = 512
+    (1.11 vs 0.90 ms) and at T = 2 (3.02 vs 2.69 ms)."""
+    if not q.is_cuda or num_steps > 1 or n_pad > 256:
+        return False
     dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
     if dev not in _SM_COUNT:
         _SM_COUNT[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
-    return _SM_COUNT[dev]
-
-
-def _mode(cfg: dict) -> str:
-    """Kernel path: "stream" (one persistent launch, ``_stream_kernel``), "tiles" (two launches
-    per step) or "fused" (one program per head)."""
-    return cfg.get("mode", "stream")
+    return bh >= 4 * _SM_COUNT[dev]
 
 
 def monarch_attention_triton(
@@ -637,11 +555,13 @@ def monarch_attention_triton(
     BD, BDV = max(16, _pow2(D)), max(16, _pow2(DV))
     width = max(BD, BDV)
 
-    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_tile, r_warps, l_warps, warps, stages, ...
-    mode = _mode(cfg)
+    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows", 64)
-    rows = cfg.get("max_rows", 64)
+    # 64-row programs at T = 1 (2-4% faster than 128 at N = 8192 / 16384, no register spills); at
+    # T >= 2 the non-final L-step's looped path would recompute row statistics per column tile
+    # (12% slower at N = 16384), so whole 128-row tiles.
+    rows = cfg.get("max_rows", 64 if num_steps == 1 else 128)
     r_grouped, r_tile, r_cols = _tiling(b, width, _max_tile, group, rows)
     r_tiles = -(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile)
     l_grouped, l_tile, l_cols = _tiling(m, width, _max_tile, group, rows)
@@ -650,47 +570,20 @@ def monarch_attention_triton(
     seq_args = (lens, offs, tok)
     dims = (H, N, b, m, seq_len, pad_off)
 
-    if mode == "stream":
-        # Heads in flight: about LAG groups of items per resident program; the ring of
-        # intermediates holds the heads between a head's first R tile and its last L tile.
-        phases = 2 * num_steps
-        per_group = num_steps * (r_tiles + l_tiles)
-        sms = _sm_count(q)
-        resident = cfg.get("resident", 2 * sms)
-        lag = cfg.get("lag", max(1, -(-resident // per_group)))
-        slots = min(BH, cfg.get("slots", phases * lag + 1))
-        assert slots == BH or slots > (phases - 1) * lag  # a slot's wait must be on a smaller ticket
-        n_items = (BH + (phases - 1) * lag) * per_group
-        ctas = min(n_items, cfg.get("ctas", 4 * sms))
-        ctr = torch.zeros(1 + BH * phases, dtype=torch.int32, device=dev)
-    else:
-        slots = BH
-
-    # Intermediates: aL (slots, b, m, D), Y (slots, b, m, DV), summaries (slots, m, b, D) in the
-    # input dtype, in one allocation; cL (slots, b, m) in float32. ``slots`` is one per head, or
-    # the stream kernel's ring.
-    n_al, n_y = slots * b * m * D, slots * b * m * DV
-    n_s = slots * m * b * D if num_steps > 1 else 0
+    # Intermediates: aL (BH, b, m, D), Y (BH, b, m, DV), summaries (BH, m, b, D) in the input
+    # dtype, in one allocation; cL (BH, b, m) in float32.
+    n_al, n_y = BH * b * m * D, BH * b * m * DV
+    n_s = BH * m * b * D if num_steps > 1 else 0
     buf = torch.empty(n_al + n_y + n_s, dtype=q.dtype, device=dev)
-    al = buf[:n_al].view(slots, b, m, D)
-    y = buf[n_al:n_al + n_y].view(slots, b, m, DV)
-    summ = buf[n_al + n_y:].view(slots, m, b, D) if num_steps > 1 else al
-    cl = torch.empty((slots, b, m), dtype=torch.float32, device=dev)
+    al = buf[:n_al].view(BH, b, m, D)
+    y = buf[n_al:n_al + n_y].view(BH, b, m, DV)
+    summ = buf[n_al + n_y:].view(BH, m, b, D) if num_steps > 1 else al
+    cl = torch.empty((BH, b, m), dtype=torch.float32, device=dev)
     if _poison:  # tests: reading an intermediate nobody wrote shows up as NaN
         buf.fill_(float("nan"))
         cl.fill_(float("nan"))
 
-    if mode == "stream":
-        _stream_kernel[(ctas,)](
-            q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, ctr, *dims, r_tiles, l_tiles, BH, lag, slots,
-            n_items, *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
-            D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, L_GROUPED=l_grouped,
-            IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile, L_COLS=l_cols, BD=BD, BDV=BDV,
-            num_warps=cfg.get("warps", _warps(max(r_tile, l_tile), width)), **stages,
-        )
-        return out
-
-    if mode == "fused":
+    if cfg.get("mode", "fused" if _use_fused(BH, m * b, q, num_steps) else "tiles") == "fused":
         # One program per (batch, head): all steps in one launch, intermediates read back from L2.
         _fused_kernel[(BH,)](
             q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, *dims, r_tiles, l_tiles,

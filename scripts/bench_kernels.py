@@ -207,13 +207,12 @@ def variant_cases():
 
 
 VARIANTS = {
-    "stream": {},
+    "default": {},
     "tiles": {"mode": "tiles"},
     "fused": {"mode": "fused"},
-    "tiles-rows32": {"mode": "tiles", "max_rows": 32},
-    "tiles-rows128": {"mode": "tiles", "max_rows": 128},
-    "stream-res4x": {"resident": 528},
-    "stream-res4x-no-ring": {"resident": 528, "slots": 1 << 30},
+    "rows32": {"max_rows": 32},
+    "rows64": {"max_rows": 64},
+    "rows128": {"max_rows": 128},
 }
 
 

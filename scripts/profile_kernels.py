@@ -2,11 +2,14 @@
 """Launch MonarchAttention's kernels once per case, for a profiler (Nsight Compute) to capture.
 
     ncu --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-        -k regex:'_kernel$' python scripts/profile_kernels.py tiles:1:4096 tiles:1:16384 stream:1:16384
+        -k regex:'_kernel$' python scripts/profile_kernels.py tiles:1:4096 tiles:1:16384 fused:1024:256
 
-Each argument is MODE:BATCH:SEQ[:STEPS] (12 heads, head dim 64, float16, b = ceil(sqrt(N)), no mask).
-Kernels are compiled and run once before the profiled launch (use ``--launch-skip`` accordingly, or
-``NVTX``-free filtering on the second launch of each kernel).
+Each argument is MODE:BATCH:SEQ[:STEPS] (12 heads, head dim 64, float16, b = ceil(sqrt(N)), no mask;
+MODE is "tiles" or "fused", see ``kernels/triton_monarch.py``). Each case runs twice: the first
+launch compiles, profile the second.
+
+``model:KIND:SEQ`` instead prints where the host time of one eager forward of a converted encoder
+goes (torch.profiler, CPU time per op; KIND: bert-base or bart-base, batch 1, float16).
 """
 
 from __future__ import annotations
@@ -19,8 +22,29 @@ import torch
 from monarch_convert.kernels.triton_monarch import monarch_attention_triton
 
 
+def profile_model(kind: str, seq: int) -> None:
+    import monarch_convert
+    from bench_kernels import build_encoder
+
+    model, vocab = build_encoder(kind, seq)
+    ids = torch.randint(4, vocab, (1, seq), device="cuda")
+    monarch_convert.convert(model, block_size="auto")
+    with torch.no_grad():
+        for _ in range(3):
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
+
+
 def main(argv: list[str]) -> None:
     for spec in argv:
+        if spec.startswith("model:"):
+            _, kind, seq = spec.split(":")
+            profile_model(kind, int(seq))
+            continue
         mode, batch, seq, *rest = spec.split(":")
         B, N, T = int(batch), int(seq), int(rest[0]) if rest else 1
         b = math.isqrt(N - 1) + 1

@@ -18,8 +18,7 @@ pytest.importorskip("triton")
 
 # Element types of the launcher's buffers (kernels/triton_monarch.py): float32 statistics, int64
 # layout, a bool mask; everything else in the input dtype (float16 here).
-POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32",
-                 "ctr_ptr": "*i32"}
+POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32"}
 
 
 def variants():
@@ -28,14 +27,13 @@ def variants():
     common = dict(D=72, HAS_MASK=True, IEEE=False, BQ=64, BK=64, BD=128)
     with_v = dict(common, DV=64, BDV=64)
     for grouped in (True, False):
-        yield tm._r_step_kernel, dict(with_v, FROM_SUMMARY=True, GROUPED=grouped)
-        yield tm._l_out_kernel, dict(with_v, GROUPED=grouped)
+        # Looped programs may have fewer rows than columns (row tiles below the block size).
+        yield tm._r_step_kernel, dict(with_v, FROM_SUMMARY=True, GROUPED=grouped, BK=64 if grouped else 128)
+        yield tm._l_out_kernel, dict(with_v, GROUPED=grouped, BK=64 if grouped else 128)
         yield tm._l_sum_kernel, dict(common, GROUPED=grouped)
-    whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, L_GROUPED=False, IEEE=False, R_TILE=64, L_TILE=32,
-                 BD=128, BDV=64)
+    whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, L_GROUPED=False, IEEE=False, R_TILE=64, R_COLS=64,
+                 L_TILE=32, L_COLS=64, BD=128, BDV=64)
     yield tm._fused_kernel, dict(whole, NUM_STEPS=2)
-    for steps in (1, 2):
-        yield tm._stream_kernel, dict(whole, NUM_STEPS=steps, HAS_MASK=steps == 1)
 
 
 def compile_all() -> None:
@@ -64,7 +62,7 @@ def test_every_kernel_variant_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("compiled ") == 9
+    assert result.stdout.count("compiled ") == 7
 
 
 if __name__ == "__main__":
