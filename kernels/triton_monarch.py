@@ -20,14 +20,16 @@ Per step, two launches:
   (``_l_sum_kernel``) instead writes the next R-step's summaries ``aR/cR`` (padding queries weigh
   nothing; ``cR = 0`` gives a zero summary, i.e. a uniform R row).
 
-Alternatively (``_fused_kernel``, chosen for T >= 2 on short sequences with many heads), one
+Alternatively (``_fused_kernel``, chosen for T = 1 on short sequences with many heads), one
 program per (batch, head) runs all those tiles and steps in turn, in one launch. With a key-padding
 mask, ``_layout_kernel`` first builds each sequence's token index, length and pre-padding offset
 (one launch; same placement as ``layout.sequence_layout``).
 
 Small blocks are grouped: when ``b`` (R-step) or ``m`` (L-step) is below the tile size, one program
 handles ``G = tile // b`` blocks (offsets) at once with a block-diagonal mask, so tiles stay large
-enough for the tensor cores. Larger ones loop over column tiles with an online softmax.
+enough for the tensor cores. In the L-step the grouping follows each sequence's own ``m_s``
+(``G = tile // m_s``), so a half-length sequence needs half the programs. Larger extents get
+programs of ``max_rows`` rows that loop over column tiles with an online softmax.
 
 All logits and softmax statistics are float32; the intermediates ``aL``, ``Y`` and summaries are
 stored in the input dtype (``cL`` in float32). Inputs may be arbitrarily strided (no copies).
@@ -481,9 +483,8 @@ def _tiling(x: int, width: int, max_tile: int | None, group_rows: int = 64, max_
     """Tiles for rows of extent x (b for the R-step, m for the L-step): (grouped, rows, columns).
 
     Small extents are grouped: whole blocks (offsets) packed into one square tile of up to
-    ``group_rows`` rows. Larger ones get ``max_rows`` rows per program and loop over column tiles:
-    128 x 128 tiles at b = 128 need 255 registers per thread and spill (ncu, H100; 4 warps), while
-    64-row programs do not."""
+    ``group_rows`` rows. Larger ones get ``max_rows`` rows per program and loop over column tiles
+    (128 x 128 tiles at b = 128 used 255 registers per thread and spilled: ncu, H100, 4 warps)."""
     cap = max_tile if max_tile is not None else (128 if width <= 128 else 64)
     p = max(16, _pow2(x))
     if p <= min(cap, max_rows):
@@ -558,7 +559,7 @@ def monarch_attention_triton(
     cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows", 64)
-    # 64-row programs at T = 1 (2-4% faster than 128 at N = 8192 / 16384, no register spills); at
+    # 64-row programs at T = 1 (2-4% faster than 128 at N = 8192 / 16384); at
     # T >= 2 the non-final L-step's looped path would recompute row statistics per column tile
     # (12% slower at N = 16384), so whole 128-row tiles.
     rows = cfg.get("max_rows", 64 if num_steps == 1 else 128)

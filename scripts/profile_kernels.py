@@ -18,13 +18,13 @@ import math
 import sys
 
 import torch
-
 from monarch_convert.kernels.triton_monarch import monarch_attention_triton
 
 
 def profile_model(kind: str, seq: int) -> None:
-    import monarch_convert
     from bench_kernels import build_encoder
+
+    import monarch_convert
 
     model, vocab = build_encoder(kind, seq)
     ids = torch.randint(4, vocab, (1, seq), device="cuda")
