@@ -503,7 +503,7 @@ _SM_COUNT: dict = {}
 def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
     """One program per head, all steps in one launch, or two launches of tile programs per step?
     Measured on an H100 (docs/benchmarks.md, variants): one program per head is 9% faster at
-    T = 1 on N' <= 256 with many heads (1.27 vs 1.40 ms at N = 256, batch 1024), slower at N = 512
+    T = 1 on N' <= 256 with many heads (1.28 vs 1.40 ms at N = 256, batch 1024), slower at N = 512
     (1.11 vs 0.90 ms) and at T = 2 (3.02 vs 2.69 ms)."""
     if not q.is_cuda or num_steps > 1 or n_pad > 256:
         return False
@@ -561,7 +561,7 @@ def monarch_attention_triton(
     group = cfg.get("group_rows", 64)
     # 64-row programs at T = 1 (2-4% faster than 128 at N = 8192 / 16384); at
     # T >= 2 the non-final L-step's looped path would recompute row statistics per column tile
-    # (12% slower at N = 16384), so whole 128-row tiles.
+    # (11% slower at N = 16384), so whole 128-row tiles.
     rows = cfg.get("max_rows", 64 if num_steps == 1 else 128)
     r_grouped, r_tile, r_cols = _tiling(b, width, _max_tile, group, rows)
     r_tiles = -(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile)
