@@ -103,6 +103,22 @@ def _tile_origin(t, size, TILE: tl.constexpr, GROUPED: tl.constexpr):
 
 
 @triton.jit
+def _lanes(c, c0, first, size, G, outer_lim, inner_lim, GROUPED: tl.constexpr):
+    """Lane ``c`` of a tile's loop chunk starting at ``c0``: (outer index, inner index, in range).
+    Grouped: ``G`` whole groups of ``size`` from group ``first``; looped: one group ``first``,
+    inner indices ``c0 + c``."""
+    if GROUPED:
+        outer = first + c // size
+        inner = c % size
+        ok = (c < G * size) & (outer < outer_lim)
+    else:
+        outer = first + c * 0
+        inner = c0 + c
+        ok = inner < inner_lim
+    return outer, inner, ok
+
+
+@triton.jit
 def _r_tile(
     bh, t, q_ptr, k_ptr, v_ptr, sum_ptr,
     al_ptr, cl_ptr, y_ptr,
@@ -169,14 +185,7 @@ def _r_tile(
             c_start = (lo // BK) * BK
             c_end = hi_
         for c0 in range(c_start, c_end, BK):
-            if GROUPED:
-                blk_c = k0 + c // b
-                i_c = c % b
-                col_in = (c < G * b) & (blk_c < mb)
-            else:
-                blk_c = k0 + c * 0
-                i_c = c0 + c
-                col_in = i_c < b
+            blk_c, i_c, col_in = _lanes(c, c0, k0, b, G, mb, b, GROUPED)
             tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, tok_ptr, bi, N, HAS_MASK)
             kt = tl.load(kbase + tok_c[:, None] * skn + dd[None, :] * skd, mask=kv[:, None] & dmask[None, :], other=0.0)
             vt = tl.load(vbase + tok_c[:, None] * svn + ddv[None, :] * svd, mask=kv[:, None] & dvmask[None, :], other=0.0)
@@ -283,14 +292,8 @@ def _l_out_tile(
         else:
             c_end = mb
         for c0 in range(0, c_end, BK):
-            if GROUPED:
-                j_c = j0 + c // RM
-                k_c = c % RM
-                col_in = _block_ok(j_c, k_c, (c < G * RM) & (j_c < b), mb, off, L)
-            else:
-                j_c = j0 + c * 0
-                k_c = c0 + c
-                col_in = _block_ok(j_c, k_c, k_c < m, mb, off, L)
+            j_c, k_c, col_in = _lanes(c, c0, j0, RM, G, b, m, GROUPED)
+            col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
             s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
             yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -338,14 +341,7 @@ def _l_sum_tile(
         else:
             l_end = mb
         for l0 in range(0, l_end, BQ):
-            if GROUPED:
-                j_r = j0 + r // RM
-                l_r = r % RM
-                row_in = (r < G * RM) & (j_r < b)
-            else:
-                j_r = j0 + r * 0
-                l_r = l0 + r
-                row_in = l_r < mb
+            j_r, l_r, row_in = _lanes(r, l0, j0, RM, G, b, mb, GROUPED)
             tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
             q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
             s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
