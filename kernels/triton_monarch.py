@@ -129,126 +129,172 @@ def _r_tile(
     svb, svh, svn, svd,
     scale,
     D: tl.constexpr, DV: tl.constexpr,
-    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
-    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr,
+    IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
+    """Tile ``t`` (below ``_r_count``) of head ``bh``. ONE_COL: the block's keys fit one column tile,
+    so the body has no loop and a caller's loop over tiles is the innermost one (Triton pipelines
+    it: the next tile's loads are in flight while this one computes)."""
     bi = bh // H
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
     k0, q0, RB, G = _tile_origin(t, b, BQ, GROUPED)
-    # Valid key slots of block k0 (looped case: one block per program). When the sequence has a
-    # single block, rows of padding slots are never read by any query: skip them too. Tiles past
-    # the sequence's m_b do nothing (a sequence's cost follows its own length).
+    # Valid key slots of block k0 (looped case: one block per program).
     lo = tl.maximum(off - k0 * b, 0)
     hi_ = tl.minimum(off + L - k0 * b, b)
-    active = k0 < mb
-    if not GROUPED:
-        active = active & ((mb > 1) | ((q0 < hi_) & (q0 + BQ > lo)))
-    if active:
+    bh64 = bh.to(tl.int64)
+    r = tl.arange(0, BQ)
+    blk_r = k0 + r // RB
+    i_r = q0 + r % RB
+    row_in = (r < G * RB) & (i_r < b) & (blk_r < mb)
+    slot_r = blk_r * b + i_r
+    dd = tl.arange(0, BD)
+    ddv = tl.arange(0, BDV)
+    dmask = dd < D
+    dvmask = ddv < DV
+    if FROM_SUMMARY:
+        # Summaries exist for every slot of a multi-block sequence, for the real slots of a
+        # single-block one (the others are never read by any query).
+        srow = (bh64 * m + blk_r) * b + i_r
+        s_ok = _block_ok(i_r, blk_r, row_in, mb, off, L)
+        qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0)
+    else:
+        tok_r, qv = _token(slot_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
+        qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
+        qt = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
 
-        bh64 = bh.to(tl.int64)
-        r = tl.arange(0, BQ)
-        blk_r = k0 + r // RB
-        i_r = q0 + r % RB
-        row_in = (r < G * RB) & (i_r < b) & (blk_r < mb)
-        slot_r = blk_r * b + i_r
-        dd = tl.arange(0, BD)
-        ddv = tl.arange(0, BDV)
-        dmask = dd < D
-        dvmask = ddv < DV
-        if FROM_SUMMARY:
-            # Summaries exist for every slot of a multi-block sequence, for the real slots of a
-            # single-block one (the others are never read by any query).
-            srow = (bh64 * m + blk_r) * b + i_r
-            s_ok = _block_ok(i_r, blk_r, row_in, mb, off, L)
-            qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0)
+    kbase = k_ptr + bi.to(tl.int64) * skb + hi.to(tl.int64) * skh
+    vbase = v_ptr + bi.to(tl.int64) * svb + hi.to(tl.int64) * svh
+    qk_scale = scale * 1.4426950408889634
+
+    m_i = tl.full([BQ], NEG, tl.float32)
+    l_i = tl.zeros([BQ], tl.float32)
+    acc_k = tl.zeros([BQ, BD], tl.float32)
+    acc_v = tl.zeros([BQ, BDV], tl.float32)
+    w_i = tl.zeros([BQ], tl.float32)  # sum_i p_i * (x_i - m_i), base-2 logits
+    c = tl.arange(0, BK)
+    if GROUPED or ONE_COL:  # constant bounds: one iteration, folded away by the compiler
+        c_start = 0
+        c_end = BK
+    else:
+        c_start = (lo // BK) * BK
+        c_end = hi_
+    for c0 in range(c_start, c_end, BK):
+        blk_c, i_c, col_in = _lanes(c, c0, k0, b, G, mb, b, GROUPED)
+        tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, tok_ptr, bi, N, HAS_MASK)
+        kt = tl.load(kbase + tok_c[:, None] * skn + dd[None, :] * skd, mask=kv[:, None] & dmask[None, :], other=0.0)
+        vt = tl.load(vbase + tok_c[:, None] * svn + ddv[None, :] * svd, mask=kv[:, None] & dvmask[None, :], other=0.0)
+        s = _dot(qt, tl.trans(kt), IEEE) * qk_scale
+        if GROUPED:  # block-diagonal: keys of the row's own block only
+            s = tl.where(kv[None, :] & (blk_c[None, :] == blk_r[:, None]), s, NEG)
         else:
-            tok_r, qv = _token(slot_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
-            qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
-            qt = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
+            s = tl.where(kv[None, :], s, NEG)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        sc = s - m_new[:, None]
+        p = tl.exp2(sc)
+        w_i = alpha * (w_i + (m_i - m_new) * l_i) + tl.sum(p * sc, 1)
+        l_i = alpha * l_i + tl.sum(p, 1)
+        pd = p.to(kt.dtype)
+        acc_k = acc_k * alpha[:, None] + _dot(pd, kt, IEEE)
+        acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
+        m_i = m_new
 
-        kbase = k_ptr + bi.to(tl.int64) * skb + hi.to(tl.int64) * skh
-        vbase = v_ptr + bi.to(tl.int64) * svb + hi.to(tl.int64) * svh
-        qk_scale = scale * 1.4426950408889634
-
-        m_i = tl.full([BQ], NEG, tl.float32)
-        l_i = tl.zeros([BQ], tl.float32)
-        w_i = tl.zeros([BQ], tl.float32)  # sum_i p_i * (x_i - m_i), base-2 logits
-        acc_k = tl.zeros([BQ, BD], tl.float32)
-        acc_v = tl.zeros([BQ, BDV], tl.float32)
-        c = tl.arange(0, BK)
-        if GROUPED:
-            c_start = 0
-            c_end = BK
-        else:
-            c_start = (lo // BK) * BK
-            c_end = hi_
-        for c0 in range(c_start, c_end, BK):
-            blk_c, i_c, col_in = _lanes(c, c0, k0, b, G, mb, b, GROUPED)
-            tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, tok_ptr, bi, N, HAS_MASK)
-            kt = tl.load(kbase + tok_c[:, None] * skn + dd[None, :] * skd, mask=kv[:, None] & dmask[None, :], other=0.0)
-            vt = tl.load(vbase + tok_c[:, None] * svn + ddv[None, :] * svd, mask=kv[:, None] & dvmask[None, :], other=0.0)
-            s = _dot(qt, tl.trans(kt), IEEE) * qk_scale
-            ok = kv[None, :] & (blk_c[None, :] == blk_r[:, None])
-            s = tl.where(ok, s, NEG)
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            sc = s - m_new[:, None]
-            p = tl.exp2(sc)
-            w_i = alpha * (w_i + (m_i - m_new) * l_i) + tl.sum(p * sc, 1)
-            l_i = alpha * l_i + tl.sum(p, 1)
-            pd = p.to(kt.dtype)
-            acc_k = acc_k * alpha[:, None] + _dot(pd, kt, IEEE)
-            acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
-            m_i = m_new
-
-        l_safe = tl.where(l_i > 0, l_i, 1.0)
-        c_l = 0.6931471805599453 * (w_i / l_safe - tl.log2(l_safe))
-        a_l = acc_k * (scale / l_safe)[:, None]
-        y = acc_v / l_safe[:, None]
-        # Written "by offset": row (i, blk) of (BH, b, m, .).
-        orow = (bh64 * b + i_r) * m + blk_r
-        tl.store(cl_ptr + orow, c_l, mask=row_in)
-        tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l.to(al_ptr.dtype.element_ty), mask=row_in[:, None] & dmask[None, :])
-        tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty), mask=row_in[:, None] & dvmask[None, :])
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    # cL = sum_i R_i log R_i. (Equal to qt . aL - lse, which would save the p * logit term per
+    # score, but keeping qt live to the end costs 30 registers per thread at N = 4096: fewer CTAs.)
+    c_l = 0.6931471805599453 * (w_i / l_safe - tl.log2(l_safe))
+    a_l = (acc_k * (scale / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
+    y = acc_v / l_safe[:, None]
+    # Written "by offset": row (i, blk) of (BH, b, m, .).
+    orow = (bh64 * b + i_r) * m + blk_r
+    tl.store(cl_ptr + orow, c_l, mask=row_in)
+    tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
+    tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty), mask=row_in[:, None] & dvmask[None, :])
 
 
 @triton.jit
-def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr, IEEE: tl.constexpr):
+def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr,
+              GROUPED: tl.constexpr, IEEE: tl.constexpr):
     """Base-2 logits of queries (rows) against blocks (columns); masked entries are NEG."""
     crow = (bh64 * b + j_c) * m + k_c
     a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
     c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0)
     s = (_dot(q_t, tl.trans(a_l), IEEE) - c_l[None, :]) * 1.4426950408889634
-    ok = col_in[None, :] & (j_c[None, :] == j_r[:, None])
+    if GROUPED:  # block-diagonal: columns of the row's own offset only
+        ok = col_in[None, :] & (j_c[None, :] == j_r[:, None])
+    else:
+        ok = col_in[None, :]
     return tl.where(ok, s, NEG), crow
 
 
 @triton.jit
-def _l_rows(t, mb, m, TILE: tl.constexpr, GROUPED: tl.constexpr):
-    """Tile origin of an L-step program on the sequence's own grid: grouped tiles pack
-    ``TILE // m_s`` offsets of its ``m_s`` blocks each, so a shorter sequence needs fewer programs
-    (programs past them have ``j0 >= b`` and exit); looped tiles keep the batch's ``m``."""
+def _l_rows(t, mb, TILE: tl.constexpr, GROUPED: tl.constexpr):
+    """Tile origin of an L-step program on the sequence's own grid of b offsets of ``m_s`` blocks:
+    grouped tiles pack ``TILE // m_s`` offsets each, so a shorter sequence needs fewer tiles."""
+    return _tile_origin(t, tl.maximum(mb, 1), TILE, GROUPED)
+
+
+@triton.jit
+def _cdiv(a, b):
+    return (a + b - 1) // b
+
+
+@triton.jit
+def _r_count(mb, b, TILE: tl.constexpr, GROUPED: tl.constexpr):
+    """R-step tiles of a sequence of ``mb`` blocks (``_tile_origin`` over blocks of b slots)."""
     if GROUPED:
-        size = tl.maximum(mb, 1)
+        return _cdiv(mb, TILE // b)
     else:
-        size = m
-    return _tile_origin(t, size, TILE, GROUPED)
+        return mb * _cdiv(b, TILE)
+
+
+@triton.jit
+def _l_count(mb, b, TILE: tl.constexpr, GROUPED: tl.constexpr):
+    """L-step tiles of a sequence of ``mb`` blocks (``_l_rows``); none for an empty sequence."""
+    size = tl.maximum(mb, 1)
+    if GROUPED:
+        n = _cdiv(b, TILE // size)
+    else:
+        n = b * _cdiv(size, TILE)
+    return tl.where(mb > 0, n, 0)
+
+
+@triton.jit
+def _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn,
+                   DV: tl.constexpr, GROUPED: tl.constexpr, BQ: tl.constexpr, BDV: tl.constexpr):
+    """Zero the output rows of padding tokens: input positions n = l*b + j of tile ``t`` on the
+    batch's grid of m blocks (the L-step's ``_tile_origin``), where each n < N is in one tile."""
+    bi = bh // H
+    hi = bh % H
+    r = tl.arange(0, BQ)
+    ddv = tl.arange(0, BDV)
+    jz, lz, RZ, GZ = _tile_origin(t, m, BQ, GROUPED)
+    j_z = jz + r // RZ
+    l_z = lz + r % RZ
+    n = l_z.to(tl.int64) * b + j_z
+    inb = (r < GZ * RZ) & (j_z < b) & (l_z < m) & (n < N)
+    real = tl.load(mask_ptr + bi.to(tl.int64) * smb + n * smn, mask=inb, other=1)
+    pad = inb & (real == 0)
+    obase = o_ptr + bi.to(tl.int64) * sob + hi.to(tl.int64) * soh
+    tl.store(obase + n[:, None] * son + ddv[None, :] * sod, tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty),
+             mask=pad[:, None] & (ddv < DV)[None, :])
 
 
 @triton.jit
 def _l_out_tile(
-    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr,
+    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr,
     len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
     sob, soh, son, sod,
-    smb, smn,
     D: tl.constexpr, DV: tl.constexpr,
-    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
+    """Final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: output rows. ONE_COL: the
+    sequence's blocks fit one column tile (no loop in the body; see ``_r_tile``)."""
     bi = bh // H
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
@@ -257,55 +303,40 @@ def _l_out_tile(
     ddv = tl.arange(0, BDV)
     dvmask = ddv < DV
     obase = o_ptr + bi.to(tl.int64) * sob + hi.to(tl.int64) * soh
-    if HAS_MASK:
-        # Zero the output rows of padding tokens: input positions n = l*b + j on the batch's grid
-        # of m blocks, where each n < N is covered by exactly one program.
-        jz, lz, RZ, GZ = _tile_origin(t, m, BQ, GROUPED)
-        j_z = jz + r // RZ
-        l_z = lz + r % RZ
-        n = l_z.to(tl.int64) * b + j_z
-        inb = (r < GZ * RZ) & (j_z < b) & (l_z < m) & (n < N)
-        real = tl.load(mask_ptr + bi.to(tl.int64) * smb + n * smn, mask=inb, other=1)
-        pad = inb & (real == 0)
-        tl.store(obase + n[:, None] * son + ddv[None, :] * sod,
-                 tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty),
-                 mask=pad[:, None] & dvmask[None, :])
-    j0, l0, RM, G = _l_rows(t, mb, m, BQ, GROUPED)
-    if (j0 < b) & (l0 < mb):
+    j0, l0, RM, G = _l_rows(t, mb, BQ, GROUPED)
+    bh64 = bh.to(tl.int64)
+    j_r = j0 + r // RM
+    l_r = l0 + r % RM
+    row_in = (r < G * RM) & (j_r < b) & (l_r < mb)
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
+    qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
+    q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
 
-        bh64 = bh.to(tl.int64)
-        j_r = j0 + r // RM
-        l_r = l0 + r % RM
-        row_in = (r < G * RM) & (j_r < b) & (l_r < m)
-        dd = tl.arange(0, BD)
-        dmask = dd < D
-        tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
-        qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
-        q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
-
-        m_i = tl.full([BQ], NEG, tl.float32)
-        l_i = tl.zeros([BQ], tl.float32)
-        acc = tl.zeros([BQ, BDV], tl.float32)
-        c = tl.arange(0, BK)
-        if GROUPED:
-            c_end = BK
-        else:
-            c_end = mb
-        for c0 in range(0, c_end, BK):
-            j_c, k_c, col_in = _lanes(c, c0, j0, RM, G, b, m, GROUPED)
-            col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
-            s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
-            yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = alpha * l_i + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + _dot(p.to(yt.dtype), yt, IEEE)
-            m_i = m_new
-        l_safe = tl.where(l_i > 0, l_i, 1.0)
-        z = acc / l_safe[:, None]
-        tl.store(obase + tok_r[:, None] * son + ddv[None, :] * sod, z.to(o_ptr.dtype.element_ty),
-                 mask=qv[:, None] & dvmask[None, :])
+    m_i = tl.full([BQ], NEG, tl.float32)
+    l_i = tl.zeros([BQ], tl.float32)
+    acc = tl.zeros([BQ, BDV], tl.float32)
+    c = tl.arange(0, BK)
+    if GROUPED or ONE_COL:  # constant bounds: one iteration, folded away by the compiler
+        c_end = BK
+    else:
+        c_end = mb
+    for c0 in range(0, c_end, BK):
+        j_c, k_c, col_in = _lanes(c, c0, j0, RM, G, b, m, GROUPED)
+        col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
+        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, IEEE)
+        yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = alpha * l_i + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(yt.dtype), yt, IEEE)
+        m_i = m_new
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    z = acc / l_safe[:, None]
+    tl.store(obase + tok_r[:, None] * son + ddv[None, :] * sod, z.to(o_ptr.dtype.element_ty),
+             mask=qv[:, None] & dvmask[None, :])
 
 
 @triton.jit
@@ -318,58 +349,58 @@ def _l_sum_tile(
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
 ):
-    """Non-final L-step: summaries aR/cR of every (block k, offset j) for the next R-step."""
+    """Non-final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: summaries aR/cR of every
+    (block k, offset j) for the next R-step."""
     bi = bh // H
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
-    j0, k0, RM, G = _l_rows(t, mb, m, BK, GROUPED)
-    if (j0 < b) & (k0 < mb):
-        bh64 = bh.to(tl.int64)
-        dd = tl.arange(0, BD)
-        dmask = dd < D
-        c = tl.arange(0, BK)
-        j_c = j0 + c // RM
-        k_c = k0 + c % RM
-        col_in = _block_ok(j_c, k_c, (c < G * RM) & (j_c < b), mb, off, L)
-        qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
-        r = tl.arange(0, BQ)
-        a_r = tl.zeros([BK, BD], tl.float32)
-        c_r = tl.zeros([BK], tl.float32)
+    j0, k0, RM, G = _l_rows(t, mb, BK, GROUPED)
+    bh64 = bh.to(tl.int64)
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    c = tl.arange(0, BK)
+    j_c = j0 + c // RM
+    k_c = k0 + c % RM
+    col_in = _block_ok(j_c, k_c, (c < G * RM) & (j_c < b), mb, off, L)
+    qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
+    r = tl.arange(0, BQ)
+    a_r = tl.zeros([BK, BD], tl.float32)
+    c_r = tl.zeros([BK], tl.float32)
+    if GROUPED:
+        l_end = BQ
+    else:
+        l_end = mb
+    for l0 in range(0, l_end, BQ):
+        j_r, l_r, row_in = _lanes(r, l0, j0, RM, G, b, mb, GROUPED)
+        tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
+        q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
+        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, IEEE)
         if GROUPED:
-            l_end = BQ
+            m_i = tl.max(s, 1)
+            p = tl.exp2(s - m_i[:, None])
+            l_i = tl.sum(p, 1)
         else:
-            l_end = mb
-        for l0 in range(0, l_end, BQ):
-            j_r, l_r, row_in = _lanes(r, l0, j0, RM, G, b, mb, GROUPED)
-            tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
-            q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
-            s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, IEEE)
-            if GROUPED:
-                m_i = tl.max(s, 1)
-                p = tl.exp2(s - m_i[:, None])
-                l_i = tl.sum(p, 1)
-            else:
-                # Row statistics over all the blocks of the query's offset, then this tile's weights.
-                m_i = tl.full([BQ], NEG, tl.float32)
-                l_i = tl.zeros([BQ], tl.float32)
-                for c1 in range(0, mb, BK):
-                    k2 = c1 + c
-                    s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
-                                      b, m, dd, dmask, D, IEEE)
-                    m_new = tl.maximum(m_i, tl.max(s2, 1))
-                    l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[:, None]), 1)
-                    m_i = m_new
-                p = tl.exp2(s - m_i[:, None])
-            l_safe = tl.where(l_i > 0, l_i, 1.0)
-            # Padding queries put no weight anywhere.
-            p = tl.where(qv[:, None], p / l_safe[:, None], 0.0)
-            a_r += _dot(tl.trans(p.to(q_t.dtype)), q_t, IEEE)
-            c_r += tl.sum(p, 0)
-        summ = a_r / tl.where(c_r > 0, c_r, 1.0)[:, None]
-        srow = (bh64 * m + k_c) * b + j_c
-        tl.store(sum_ptr + srow[:, None] * D + dd[None, :], summ.to(sum_ptr.dtype.element_ty),
-                 mask=col_in[:, None] & dmask[None, :])
+            # Row statistics over all the blocks of the query's offset, then this tile's weights.
+            m_i = tl.full([BQ], NEG, tl.float32)
+            l_i = tl.zeros([BQ], tl.float32)
+            for c1 in range(0, mb, BK):
+                k2 = c1 + c
+                s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
+                                  b, m, dd, dmask, D, GROUPED, IEEE)
+                m_new = tl.maximum(m_i, tl.max(s2, 1))
+                l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[:, None]), 1)
+                m_i = m_new
+            p = tl.exp2(s - m_i[:, None])
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        # Padding queries put no weight anywhere.
+        p = tl.where(qv[:, None], p / l_safe[:, None], 0.0)
+        a_r += _dot(tl.trans(p.to(q_t.dtype)), q_t, IEEE)
+        c_r += tl.sum(p, 0)
+    summ = a_r / tl.where(c_r > 0, c_r, 1.0)[:, None]
+    srow = (bh64 * m + k_c) * b + j_c
+    tl.store(sum_ptr + srow[:, None] * D + dd[None, :], summ.to(sum_ptr.dtype.element_ty),
+             mask=col_in[:, None] & dmask[None, :])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,76 +410,126 @@ def _l_sum_tile(
 
 
 @triton.jit
+def _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK: tl.constexpr):
+    L, _ = _seq_info(len_ptr, off_ptr, bh // H, seq_len, pad_off, HAS_MASK)
+    return _cdiv(L, b)
+
+
+@triton.jit
 def _r_step_kernel(
     q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off, TILES,
+    H, N, b, m, seq_len, pad_off, PROGS,
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, scale,
     D: tl.constexpr, DV: tl.constexpr,
-    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
-    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr,
+    LOOP: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr,
 ):
+    """PROGS programs per head, each taking every PROGS-th tile of its sequence's own tiles. LOOP
+    (fewer programs than tiles) loops over them; without it a program runs its one tile, outside
+    any loop: inside one, the compiler hoists every loop-invariant index and pointer tile out of
+    the body, which costs 40-100 registers per thread (triton 3.6, sm_90) and occupancy with them."""
     pid = tl.program_id(0)
-    _r_tile(pid // TILES, pid % TILES, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
-            tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
-            scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
+    bh = pid // PROGS
+    n = _r_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED)
+    if LOOP:
+        for t in tl.range(pid % PROGS, n, PROGS):
+            _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+                    tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn,
+                    svd, scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+    elif pid % PROGS < n:
+        _r_tile(bh, pid % PROGS, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+                tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
+                scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
 
 @triton.jit
 def _l_out_kernel(
     q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off, TILES,
+    H, N, b, m, seq_len, pad_off, TILES, PROGS,
     sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
     D: tl.constexpr, DV: tl.constexpr,
-    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
-    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, LOOP: tl.constexpr,
+    IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
+    """As ``_r_step_kernel``; with a mask, the programs of a head also zero the output rows of its
+    padding tokens, over the batch's TILES tiles."""
     pid = tl.program_id(0)
-    _l_out_tile(pid // TILES, pid % TILES, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
-                tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
-                D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
+    bh = pid // PROGS
+    n = _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED)
+    if LOOP:
+        if HAS_MASK:
+            for t in range(pid % PROGS, TILES, PROGS):
+                _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, GROUPED, BQ, BDV)
+        for t in tl.range(pid % PROGS, n, PROGS):
+            _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
+                        H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
+                        D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+    else:  # PROGS == TILES
+        if HAS_MASK:
+            _zero_pad_rows(bh, pid % PROGS, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, GROUPED,
+                           BQ, BDV)
+        if pid % PROGS < n:
+            _l_out_tile(bh, pid % PROGS, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
+                        H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
+                        D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
 
 @triton.jit
 def _l_sum_kernel(
     q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off, TILES,
+    H, N, b, m, seq_len, pad_off, PROGS,
     sqb, sqh, sqn, sqd,
-    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, LOOP: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
 ):
+    """As ``_r_step_kernel``."""
     pid = tl.program_id(0)
-    _l_sum_tile(pid // TILES, pid % TILES, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-                H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
+    bh = pid // PROGS
+    n = _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BK, GROUPED)
+    if LOOP:
+        for t in tl.range(pid % PROGS, n, PROGS):
+            _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+                        H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
+    elif pid % PROGS < n:
+        _l_sum_tile(bh, pid % PROGS, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+                    H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
 
 
 @triton.jit
 def _fused_kernel(
     q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off, R_TILES, L_TILES,
+    H, N, b, m, seq_len, pad_off, L_TILES,
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, smb, smn, scale,
     D: tl.constexpr, DV: tl.constexpr, NUM_STEPS: tl.constexpr,
-    HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, L_GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, R_ONE_COL: tl.constexpr, L_GROUPED: tl.constexpr,
+    L_ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     R_TILE: tl.constexpr, R_COLS: tl.constexpr, L_TILE: tl.constexpr, L_COLS: tl.constexpr,
     BD: tl.constexpr, BDV: tl.constexpr,
 ):
     bh = tl.program_id(0)
+    mb = _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK)
     for step in tl.static_range(NUM_STEPS):
-        for t in range(R_TILES):
+        for t in range(_r_count(mb, b, R_TILE, R_GROUPED)):
             _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                     tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
-                    svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, IEEE, R_TILE, R_COLS, BD, BDV)
+                    svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, R_ONE_COL, IEEE, R_TILE, R_COLS, BD, BDV)
         # The whole CTA's global writes are visible to it after a barrier.
         tl.debug_barrier()
         if step < NUM_STEPS - 1:
-            for t in range(L_TILES):
+            for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
                 _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                             H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, IEEE,
                             L_TILE, L_TILE, BD)
             tl.debug_barrier()
-    for t in range(L_TILES):
-        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr,
-                    tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
-                    D, DV, HAS_MASK, L_GROUPED, IEEE, L_TILE, L_COLS, BD, BDV)
+    if HAS_MASK:
+        for t in range(L_TILES):
+            _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, L_GROUPED,
+                           L_TILE, BDV)
+    for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
+                    H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
+                    D, DV, HAS_MASK, L_GROUPED, L_ONE_COL, IEEE, L_TILE, L_COLS, BD, BDV)
 
 
 @triton.jit
@@ -496,6 +577,33 @@ def _warps(tile: int, width: int) -> int:
 _SM_COUNT: dict = {}
 
 
+def _sm_count(q: torch.Tensor) -> int:
+    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if dev not in _SM_COUNT:
+        _SM_COUNT[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
+    return _SM_COUNT[dev]
+
+
+def _programs(tiles: int, bh: int, q: torch.Tensor, cfg: dict) -> int:
+    """Programs per head. Each takes every PROGS-th tile of its head, so with fewer programs than
+    tiles a program runs several tiles in a loop that Triton pipelines (the next tile's loads in
+    flight during this one's compute). ``per_sm``: programs per SM in all; ``programs``: per head."""
+    if "programs" in cfg:
+        return max(1, min(tiles, cfg["programs"]))
+    per_sm = cfg.get("per_sm")
+    if not per_sm or not q.is_cuda:
+        return tiles
+    return max(1, min(tiles, -(-per_sm * _sm_count(q) // bh)))
+
+
+def _stages(progs: int, tiles: int, one_col: bool, cfg: dict) -> dict:
+    """Software-pipelining depth of a kernel's loops. With one tile per program and no column loop
+    there is nothing to overlap, and a pipelined loop would only hold shared memory."""
+    if "stages" in cfg:
+        return {"num_stages": cfg["stages"]}
+    return {"num_stages": 1 if progs == tiles and one_col else 3}
+
+
 def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
     """One program per head, all steps in one launch, or two launches of tile programs per step?
     Measured on an H100 (docs/benchmarks.md, variants): one program per head is 9% faster at
@@ -503,10 +611,7 @@ def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
     (1.11 vs 0.90 ms) and at T = 2 (3.02 vs 2.69 ms)."""
     if not q.is_cuda or num_steps > 1 or n_pad > 256:
         return False
-    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    if dev not in _SM_COUNT:
-        _SM_COUNT[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
-    return bh >= 4 * _SM_COUNT[dev]
+    return bh >= 4 * _sm_count(q)
 
 
 def monarch_attention_triton(
@@ -552,7 +657,8 @@ def monarch_attention_triton(
     BD, BDV = max(16, _pow2(D)), max(16, _pow2(DV))
     width = max(BD, BDV)
 
-    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages
+    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps,
+    # stages, per_sm, programs
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows", 64)
     # 64-row programs at T = 1 (2-4% faster than 128 at N = 8192 / 16384); at
@@ -563,7 +669,7 @@ def monarch_attention_triton(
     r_tiles = -(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile)
     l_grouped, l_tile, l_cols = _tiling(m, width, _max_tile, group, rows)
     l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
-    stages = {"num_stages": cfg["stages"]} if "stages" in cfg else {}
+    r_one, l_one = r_grouped or r_cols >= b, l_grouped or l_cols >= m
     seq_args = (lens, offs, tok)
     dims = (H, N, b, m, seq_len, pad_off)
 
@@ -583,34 +689,37 @@ def monarch_attention_triton(
     if cfg.get("mode", "fused" if _use_fused(BH, m * b, q, num_steps) else "tiles") == "fused":
         # One program per (batch, head): all steps in one launch, intermediates read back from L2.
         _fused_kernel[(BH,)](
-            q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, *dims, r_tiles, l_tiles,
+            q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
-            D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, L_GROUPED=l_grouped,
-            IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile, L_COLS=l_cols, BD=BD, BDV=BDV,
-            num_warps=cfg.get("warps", 4), **stages,
+            D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, R_ONE_COL=r_one,
+            L_GROUPED=l_grouped, L_ONE_COL=l_one, IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile, L_COLS=l_cols, BD=BD, BDV=BDV,
+            num_warps=cfg.get("warps", 4), **({"num_stages": cfg["stages"]} if "stages" in cfg else {}),
         )
         return out
 
     r_warps = cfg.get("r_warps", _warps(r_tile, width))
     l_warps = cfg.get("l_warps", _warps(l_tile, width))
+    r_progs = _programs(r_tiles, BH, q, cfg)
+    l_progs = _programs(l_tiles, BH, q, cfg)
     for step in range(num_steps):
-        _r_step_kernel[(BH * r_tiles,)](
-            q, k, v, summ, al, cl, y, *seq_args, *dims, r_tiles,
+        _r_step_kernel[(BH * r_progs,)](
+            q, k, v, summ, al, cl, y, *seq_args, *dims, r_progs,
             *q.stride(), *k.stride(), *v.stride(), float(scale),
-            D=D, DV=DV, FROM_SUMMARY=step > 0, HAS_MASK=has_mask, GROUPED=r_grouped, IEEE=ieee,
-            BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, num_warps=r_warps, **stages,
+            D=D, DV=DV, FROM_SUMMARY=step > 0, HAS_MASK=has_mask, GROUPED=r_grouped, ONE_COL=r_one,
+            LOOP=r_progs < r_tiles, IEEE=ieee,
+            BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, num_warps=r_warps, **_stages(r_progs, r_tiles, r_one, cfg),
         )
         if step < num_steps - 1:
-            _l_sum_kernel[(BH * l_tiles,)](
-                q, al, cl, summ, *seq_args, *dims, l_tiles, *q.stride(),
-                D=D, HAS_MASK=has_mask, GROUPED=l_grouped, IEEE=ieee,
-                BQ=l_tile, BK=l_tile, BD=BD, num_warps=l_warps, **stages,
+            _l_sum_kernel[(BH * l_progs,)](
+                q, al, cl, summ, *seq_args, *dims, l_progs, *q.stride(),
+                D=D, HAS_MASK=has_mask, GROUPED=l_grouped, LOOP=l_progs < l_tiles, IEEE=ieee,
+                BQ=l_tile, BK=l_tile, BD=BD, num_warps=l_warps, **_stages(l_progs, l_tiles, l_grouped, cfg),
             )
         else:
-            _l_out_kernel[(BH * l_tiles,)](
-                q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
+            _l_out_kernel[(BH * l_progs,)](
+                q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles, l_progs,
                 *q.stride(), *out.stride(), smb, smn,
-                D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, IEEE=ieee,
-                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, num_warps=l_warps, **stages,
+                D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, ONE_COL=l_one, LOOP=l_progs < l_tiles, IEEE=ieee,
+                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, num_warps=l_warps, **_stages(l_progs, l_tiles, l_one, cfg),
             )
     return out
