@@ -418,27 +418,21 @@ def _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK: tl.const
 @triton.jit
 def _r_step_kernel(
     q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off, PROGS,
+    H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, scale,
     D: tl.constexpr, DV: tl.constexpr,
     FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr,
-    LOOP: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
-    BDV: tl.constexpr,
+    IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
-    """PROGS programs per head, each taking every PROGS-th tile of its sequence's own tiles. LOOP
-    (fewer programs than tiles) loops over them; without it a program runs its one tile, outside
-    any loop: inside one, the compiler hoists every loop-invariant index and pointer tile out of
-    the body, which costs 40-100 registers per thread (triton 3.6, sm_90) and occupancy with them."""
+    """One program per tile of the batch's grid (TILES per head); tiles past the sequence's own
+    count exit at once. (Programs that loop over several tiles, software-pipelined, were slower:
+    inside a loop the compiler hoists every loop-invariant index and pointer tile out of the body,
+    which cost 40-100 registers per thread; docs/benchmarks.md, variant 12.)"""
     pid = tl.program_id(0)
-    bh = pid // PROGS
-    n = _r_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED)
-    if LOOP:
-        for t in tl.range(pid % PROGS, n, PROGS):
-            _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
-                    tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn,
-                    svd, scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
-    elif pid % PROGS < n:
-        _r_tile(bh, pid % PROGS, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+    bh = pid // TILES
+    t = pid % TILES
+    if t < _r_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
+        _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                 tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
                 scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
@@ -446,53 +440,39 @@ def _r_step_kernel(
 @triton.jit
 def _l_out_kernel(
     q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off, TILES, PROGS,
+    H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
     D: tl.constexpr, DV: tl.constexpr,
-    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, LOOP: tl.constexpr,
-    IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
-    """As ``_r_step_kernel``; with a mask, the programs of a head also zero the output rows of its
-    padding tokens, over the batch's TILES tiles."""
+    """As ``_r_step_kernel``; with a mask, each program also zeroes the output rows of the padding
+    tokens in its tile of the batch's grid."""
     pid = tl.program_id(0)
-    bh = pid // PROGS
-    n = _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED)
-    if LOOP:
-        if HAS_MASK:
-            for t in range(pid % PROGS, TILES, PROGS):
-                _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, GROUPED, BQ, BDV)
-        for t in tl.range(pid % PROGS, n, PROGS):
-            _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
-                        H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
-                        D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
-    else:  # PROGS == TILES
-        if HAS_MASK:
-            _zero_pad_rows(bh, pid % PROGS, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, GROUPED,
-                           BQ, BDV)
-        if pid % PROGS < n:
-            _l_out_tile(bh, pid % PROGS, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
-                        H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
-                        D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+    bh = pid // TILES
+    t = pid % TILES
+    if HAS_MASK:
+        _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, GROUPED, BQ, BDV)
+    if t < _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
+                    H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
+                    D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
 
 @triton.jit
 def _l_sum_kernel(
     q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off, PROGS,
+    H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd,
-    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, LOOP: tl.constexpr, IEEE: tl.constexpr,
+    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
 ):
     """As ``_r_step_kernel``."""
     pid = tl.program_id(0)
-    bh = pid // PROGS
-    n = _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BK, GROUPED)
-    if LOOP:
-        for t in tl.range(pid % PROGS, n, PROGS):
-            _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-                        H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
-    elif pid % PROGS < n:
-        _l_sum_tile(bh, pid % PROGS, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+    bh = pid // TILES
+    t = pid % TILES
+    if t < _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BK, GROUPED):
+        _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                     H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
 
 
@@ -584,32 +564,12 @@ def _sm_count(q: torch.Tensor) -> int:
     return _SM_COUNT[dev]
 
 
-def _programs(tiles: int, bh: int, q: torch.Tensor, cfg: dict) -> int:
-    """Programs per head. Each takes every PROGS-th tile of its head, so with fewer programs than
-    tiles a program runs several tiles in a loop that Triton pipelines (the next tile's loads in
-    flight during this one's compute). ``per_sm``: programs per SM in all; ``programs``: per head."""
-    if "programs" in cfg:
-        return max(1, min(tiles, cfg["programs"]))
-    per_sm = cfg.get("per_sm")
-    if not per_sm or not q.is_cuda:
-        return tiles
-    return max(1, min(tiles, -(-per_sm * _sm_count(q) // bh)))
-
-
-def _stages(progs: int, tiles: int, one_col: bool, cfg: dict) -> dict:
-    """Software-pipelining depth of a kernel's loops. With one tile per program and no column loop
-    there is nothing to overlap, and a pipelined loop would only hold shared memory."""
-    if "stages" in cfg:
-        return {"num_stages": cfg["stages"]}
-    return {"num_stages": 1 if progs == tiles and one_col else 3}
-
-
 def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
     """One program per head, all steps in one launch, or two launches of tile programs per step?
-    Measured on an H100 (docs/benchmarks.md, variants): one program per head is 9% faster at
-    T = 1 on N' <= 256 with many heads (1.28 vs 1.40 ms at N = 256, batch 1024), slower at N = 512
-    (1.11 vs 0.90 ms) and at T = 2 (3.02 vs 2.69 ms)."""
-    if not q.is_cuda or num_steps > 1 or n_pad > 256:
+    Measured on an H100 (docs/benchmarks.md, variants): one program per head is faster at T = 1 on
+    N' <= 512 with many heads (1.196 vs 1.395 ms at N = 256, batch 1024; 0.854 vs 0.920 ms at
+    N = 512, batch 256), slower at T = 2 (6.27 vs 2.68 ms)."""
+    if not q.is_cuda or num_steps > 1 or n_pad > 512:
         return False
     return bh >= 4 * _sm_count(q)
 
@@ -657,19 +617,18 @@ def monarch_attention_triton(
     BD, BDV = max(16, _pow2(D)), max(16, _pow2(DV))
     width = max(BD, BDV)
 
-    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps,
-    # stages, per_sm, programs
+    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows", 64)
-    # 64-row programs at T = 1 (2-4% faster than 128 at N = 8192 / 16384); at
-    # T >= 2 the non-final L-step's looped path would recompute row statistics per column tile
-    # (11% slower at N = 16384), so whole 128-row tiles.
-    rows = cfg.get("max_rows", 64 if num_steps == 1 else 128)
+    # 64-row programs: 128-row ones were 27-37% slower at T = 1, N = 8192 / 16384, and 5% slower at
+    # T = 2, N = 16384 (H100, docs/benchmarks.md).
+    rows = cfg.get("max_rows", 64)
     r_grouped, r_tile, r_cols = _tiling(b, width, _max_tile, group, rows)
     r_tiles = -(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile)
     l_grouped, l_tile, l_cols = _tiling(m, width, _max_tile, group, rows)
     l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
     r_one, l_one = r_grouped or r_cols >= b, l_grouped or l_cols >= m
+    stages = {"num_stages": cfg["stages"]} if "stages" in cfg else {}
     seq_args = (lens, offs, tok)
     dims = (H, N, b, m, seq_len, pad_off)
 
@@ -693,33 +652,30 @@ def monarch_attention_triton(
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
             D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, R_ONE_COL=r_one,
             L_GROUPED=l_grouped, L_ONE_COL=l_one, IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile, L_COLS=l_cols, BD=BD, BDV=BDV,
-            num_warps=cfg.get("warps", 4), **({"num_stages": cfg["stages"]} if "stages" in cfg else {}),
+            num_warps=cfg.get("warps", 4), **stages,
         )
         return out
 
     r_warps = cfg.get("r_warps", _warps(r_tile, width))
     l_warps = cfg.get("l_warps", _warps(l_tile, width))
-    r_progs = _programs(r_tiles, BH, q, cfg)
-    l_progs = _programs(l_tiles, BH, q, cfg)
     for step in range(num_steps):
-        _r_step_kernel[(BH * r_progs,)](
-            q, k, v, summ, al, cl, y, *seq_args, *dims, r_progs,
+        _r_step_kernel[(BH * r_tiles,)](
+            q, k, v, summ, al, cl, y, *seq_args, *dims, r_tiles,
             *q.stride(), *k.stride(), *v.stride(), float(scale),
-            D=D, DV=DV, FROM_SUMMARY=step > 0, HAS_MASK=has_mask, GROUPED=r_grouped, ONE_COL=r_one,
-            LOOP=r_progs < r_tiles, IEEE=ieee,
-            BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, num_warps=r_warps, **_stages(r_progs, r_tiles, r_one, cfg),
+            D=D, DV=DV, FROM_SUMMARY=step > 0, HAS_MASK=has_mask, GROUPED=r_grouped, ONE_COL=r_one, IEEE=ieee,
+            BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, num_warps=r_warps, **stages,
         )
         if step < num_steps - 1:
-            _l_sum_kernel[(BH * l_progs,)](
-                q, al, cl, summ, *seq_args, *dims, l_progs, *q.stride(),
-                D=D, HAS_MASK=has_mask, GROUPED=l_grouped, LOOP=l_progs < l_tiles, IEEE=ieee,
-                BQ=l_tile, BK=l_tile, BD=BD, num_warps=l_warps, **_stages(l_progs, l_tiles, l_grouped, cfg),
+            _l_sum_kernel[(BH * l_tiles,)](
+                q, al, cl, summ, *seq_args, *dims, l_tiles, *q.stride(),
+                D=D, HAS_MASK=has_mask, GROUPED=l_grouped, IEEE=ieee,
+                BQ=l_tile, BK=l_tile, BD=BD, num_warps=l_warps, **stages,
             )
         else:
-            _l_out_kernel[(BH * l_progs,)](
-                q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles, l_progs,
+            _l_out_kernel[(BH * l_tiles,)](
+                q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
                 *q.stride(), *out.stride(), smb, smn,
-                D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, ONE_COL=l_one, LOOP=l_progs < l_tiles, IEEE=ieee,
-                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, num_warps=l_warps, **_stages(l_progs, l_tiles, l_one, cfg),
+                D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, ONE_COL=l_one, IEEE=ieee,
+                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, num_warps=l_warps, **stages,
             )
     return out

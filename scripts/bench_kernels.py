@@ -206,9 +206,7 @@ def variant_cases():
             ("padded-50%", f16, 8, 12, 4096, 64, 1, 0.5)]
 
 
-# Knobs of ``monarch_attention_triton``'s ``_cfg`` (kernels/triton_monarch.py): "p<K>s<S>" runs K
-# programs per SM in all, each looping over several tiles of its head with an S-stage software
-# pipeline; "w8": 8 warps per program.
+# Knobs of ``monarch_attention_triton``'s ``_cfg`` (kernels/triton_monarch.py).
 VARIANTS = {
     "default": {},
     "tiles": {"mode": "tiles"},
@@ -216,13 +214,6 @@ VARIANTS = {
     "rows64": {"max_rows": 64},
     "rows128": {"max_rows": 128},
     "w8": {"mode": "tiles", "r_warps": 8, "l_warps": 8},
-    "p1s2": {"mode": "tiles", "per_sm": 1, "stages": 2},
-    "p1s3": {"mode": "tiles", "per_sm": 1, "stages": 3},
-    "p2s2": {"mode": "tiles", "per_sm": 2, "stages": 2},
-    "p2s3": {"mode": "tiles", "per_sm": 2, "stages": 3},
-    "p4s2": {"mode": "tiles", "per_sm": 4, "stages": 2},
-    "p8s1": {"mode": "tiles", "per_sm": 8, "stages": 1},
-    "p1s3w8": {"mode": "tiles", "per_sm": 1, "stages": 3, "r_warps": 8, "l_warps": 8},
 }
 
 

@@ -28,12 +28,11 @@ def variants():
     with_v = dict(common, DV=64, BDV=64)
     for grouped, one_col in ((True, True), (False, True), (False, False)):
         # Looped programs may have fewer rows than columns (row tiles below the block size).
-        # LOOP: programs loop over several tiles (software-pipelined), or run one tile each.
-        cols = dict(GROUPED=grouped, ONE_COL=one_col, LOOP=one_col, BK=64 if grouped else 128)
+        cols = dict(GROUPED=grouped, ONE_COL=one_col, BK=64 if grouped else 128)
         yield tm._r_step_kernel, dict(with_v, FROM_SUMMARY=True, **cols)
         yield tm._l_out_kernel, dict(with_v, **cols)
         if one_col:
-            yield tm._l_sum_kernel, dict(common, GROUPED=grouped, LOOP=not grouped)
+            yield tm._l_sum_kernel, dict(common, GROUPED=grouped)
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, BD=128, BDV=64)
     yield tm._fused_kernel, dict(whole, NUM_STEPS=2)

@@ -131,10 +131,10 @@ CASES = [
     (2, 1, 70, 16, 16, 20, 2, "pre", "random", torch.float32, "bhnd", {"max_rows": 16}),
     (2, 2, 70, 16, 16, 3, 1, "post", "right", torch.float16, "bhnd", {"max_rows": 16}),
     (1, 2, 33, 16, 16, 40, 2, "post", None, torch.float32, "bhnd", {"max_rows": 16, "max_tile": 32}),
-    # fewer programs than tiles: each program loops over every PROGS-th tile of its head
-    (3, 2, 50, 16, 16, 6, 2, "pre", "right", torch.float32, "bhnd", {"programs": 1, "group_rows": 16}),
-    (2, 2, 70, 16, 16, 4, 1, "post", "random", torch.float16, "bhnd", {"programs": 2, "group_rows": 16}),
-    (2, 1, 70, 16, 16, 20, 3, "pre", "left", torch.float32, "bhnd", {"programs": 3, "max_rows": 16}),
+    # many tiles per head, some past a short sequence's own count
+    (3, 2, 50, 16, 16, 6, 2, "pre", "right", torch.float32, "bhnd", {"group_rows": 16}),
+    (2, 2, 70, 16, 16, 4, 1, "post", "random", torch.float16, "bhnd", {"group_rows": 16}),
+    (2, 1, 70, 16, 16, 20, 3, "pre", "left", torch.float32, "bhnd", {"max_rows": 16}),
 ]
 
 

@@ -134,20 +134,6 @@ def test_row_tiles(kern, rows):
     torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.parametrize("cfg", [{"per_sm": 1, "stages": 3}, {"per_sm": 2, "stages": 2}, {"programs": 3, "stages": 1}])
-@pytest.mark.parametrize("N,b,T", [(16384, 128, 2), (4096, 64, 1), (256, 16, 2)])
-def test_programs_loop_over_tiles(kern, cfg, N, b, T):
-    """Fewer programs than tiles (each loops over several tiles of its head, software-pipelined)
-    give the outputs of one program per tile, padding included."""
-    B = max(1, 8192 // N)
-    q, k, v = _qkv(B, 12, N, 64, 64, torch.float16, strided=True, seed=N + T)
-    mask = _mask("random", B, N, seed=N)
-    ref = kern.monarch_attention_triton(q, k, v, mask, b, T, "pre", 0.125, _cfg={"mode": "tiles", "stages": 1})
-    out = kern.monarch_attention_triton(q, k, v, mask, b, T, "pre", 0.125, _cfg={"mode": "tiles", **cfg},
-                                        _poison=True)
-    torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
-
-
 @pytest.mark.parametrize("N", [256, 1024])
 def test_exact_softmax_limits(kern, N):
     """b = 1 and b = N are softmax attention."""
