@@ -7,7 +7,6 @@ This compiles every kernel variant the launcher uses, in a subprocess without TR
 
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -16,9 +15,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-# Element types of the launcher's buffers (kernels/triton_monarch.py): float32 statistics, int64
-# layout, a bool mask; everything else in the input dtype (float16 here).
-POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32"}
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
 
 def variants():
@@ -39,23 +36,11 @@ def variants():
 
 
 def compile_all() -> None:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    sys.path.insert(0, SCRIPTS)
+    from kernel_resources import compile_sm90
 
     for kernel, constexprs in variants():
-        signature = {}
-        for name in inspect.signature(kernel.fn).parameters:
-            if name in constexprs:
-                signature[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                signature[name] = POINTER_TYPES.get(name, "*fp16")
-            else:
-                signature[name] = "fp32" if name == "scale" else "i32"
-        compiled = triton.compile(
-            ASTSource(fn=kernel, signature=signature, constexprs=constexprs), target=GPUTarget("cuda", 90, 32)
-        )
-        assert compiled.asm["cubin"], kernel.fn.__name__
+        assert compile_sm90(kernel, constexprs).asm["cubin"], kernel.fn.__name__
         print("compiled", kernel.fn.__name__)
 
 
