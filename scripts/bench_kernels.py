@@ -119,11 +119,15 @@ def kernel_cases(quick: bool):
     return cases
 
 
+def selected(cases, args):
+    return [c for c in cases if not args.cases or any(s in c[0] for s in args.cases)]
+
+
 def run_kernels(args, gpu, vers, copy_gbps, rows):
     from monarch_convert.kernels.ops import monarch_attention
 
     date = datetime.date.today().isoformat()
-    for name, dtype, B, H, N, d, T, pad_frac in kernel_cases(args.quick):
+    for name, dtype, B, H, N, d, T, pad_frac in selected(kernel_cases(args.quick), args):
         b = math.isqrt(N - 1) + 1  # ceil(sqrt(N))
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g) for _ in range(3))
@@ -214,6 +218,7 @@ VARIANTS = {
     "rows64": {"max_rows": 64},
     "rows128": {"max_rows": 128},
     "w8": {"mode": "tiles", "r_warps": 8, "l_warps": 8},
+    "gather": {"gather": True},
 }
 
 
@@ -221,7 +226,7 @@ def run_variants(args, gpu, vers, copy_gbps, rows):
     from monarch_convert.kernels.triton_monarch import monarch_attention_triton
 
     date = datetime.date.today().isoformat()
-    for name, dtype, B, H, N, d, T, pad_frac in variant_cases():
+    for name, dtype, B, H, N, d, T, pad_frac in selected(variant_cases(), args):
         b = math.isqrt(N - 1) + 1
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g) for _ in range(3))
@@ -363,6 +368,7 @@ def main(argv=None):
     p.add_argument("--mode", choices=("kernels", "model", "variants", "all"), default="kernels")
     p.add_argument("--csv", default=None, help="CSV file to write (default: bench_kernels.csv in $OUT or .)")
     p.add_argument("--quick", action="store_true", help="fewer cases")
+    p.add_argument("--cases", nargs="+", metavar="NAME", help="only the kernel cases whose name contains one of these")
     p.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference provider")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
