@@ -23,9 +23,7 @@ Per step, two launches:
 Alternatively (``_fused_kernel``, chosen for T = 1 on short sequences with many heads), one
 program per (batch, head) runs all those tiles and steps in turn, in one launch. With a key-padding
 mask, ``_layout_kernel`` first builds each sequence's token index, length and pre-padding offset
-(one launch; same placement as ``layout.sequence_layout``), and notes whether its real tokens are
-contiguous (right or left padding): the kernels then compute token positions instead of reading
-them.
+(one launch; same placement as ``layout.sequence_layout``).
 
 Small blocks are grouped: when ``b`` (R-step) or ``m`` (L-step) is below the tile size, one program
 handles ``G = tile // b`` blocks (offsets) at once with a block-diagonal mask, so tiles stay large
@@ -60,31 +58,23 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _seq_info(seq_ptr, bi, seq_len, pad_off, HAS_MASK: tl.constexpr):
-    """(length, pre-padding offset, start) of sequence ``bi``: with a mask, row ``bi`` of the
-    layout kernel's (B, 3) table. ``start >= 0``: its real tokens are the positions
-    ``start .. start + L - 1`` (right or left padding), so no token index is read; -1: gather."""
+def _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK: tl.constexpr):
     if HAS_MASK:
-        row = seq_ptr + bi.to(tl.int64) * 3
-        L = tl.load(row).to(tl.int32)
-        off = tl.load(row + 1).to(tl.int32)
-        start = tl.load(row + 2).to(tl.int32)
+        L = tl.load(len_ptr + bi).to(tl.int32)
+        off = tl.load(off_ptr + bi).to(tl.int32)
     else:
         L = seq_len
         off = pad_off
-        start = 0
-    return L, off, start
+    return L, off
 
 
 @triton.jit
-def _token(slot, inside, off, L, start, tok_ptr, bi, N, HAS_MASK: tl.constexpr):
+def _token(slot, inside, off, L, tok_ptr, bi, N, HAS_MASK: tl.constexpr):
     """Input position of the token in ``slot`` and whether there is one."""
     rank = slot - off
     ok = inside & (rank >= 0) & (rank < L)
     if HAS_MASK:
-        # Contiguous real tokens (start >= 0): the load is predicated off, so nothing waits on it.
-        gathered = tl.load(tok_ptr + bi.to(tl.int64) * N + rank, mask=ok & (rank * 0 + start < 0), other=0)
-        tok = tl.where(start >= 0, (start + rank).to(tl.int64), gathered)
+        tok = tl.load(tok_ptr + bi.to(tl.int64) * N + rank, mask=ok, other=0)
     else:
         tok = rank
     return tok.to(tl.int64), ok
@@ -132,7 +122,7 @@ def _lanes(c, c0, first, size, G, outer_lim, inner_lim, GROUPED: tl.constexpr):
 def _r_tile(
     bh, t, q_ptr, k_ptr, v_ptr, sum_ptr,
     al_ptr, cl_ptr, y_ptr,
-    seq_ptr, tok_ptr,
+    len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
     skb, skh, skn, skd,
@@ -147,7 +137,7 @@ def _r_tile(
     it: the next tile's loads are in flight while this one computes)."""
     bi = bh // H
     hi = bh % H
-    L, off, start = _seq_info(seq_ptr, bi, seq_len, pad_off, HAS_MASK)
+    L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
     k0, q0, RB, G = _tile_origin(t, b, BQ, GROUPED)
     # Valid key slots of block k0 (looped case: one block per program).
@@ -170,7 +160,7 @@ def _r_tile(
         s_ok = _block_ok(i_r, blk_r, row_in, mb, off, L)
         qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0)
     else:
-        tok_r, qv = _token(slot_r, row_in, off, L, start, tok_ptr, bi, N, HAS_MASK)
+        tok_r, qv = _token(slot_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
         qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
         qt = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
 
@@ -192,7 +182,7 @@ def _r_tile(
         c_end = hi_
     for c0 in range(c_start, c_end, BK):
         blk_c, i_c, col_in = _lanes(c, c0, k0, b, G, mb, b, GROUPED)
-        tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, start, tok_ptr, bi, N, HAS_MASK)
+        tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, tok_ptr, bi, N, HAS_MASK)
         kt = tl.load(kbase + tok_c[:, None] * skn + dd[None, :] * skd, mask=kv[:, None] & dmask[None, :], other=0.0)
         vt = tl.load(vbase + tok_c[:, None] * svn + ddv[None, :] * svd, mask=kv[:, None] & dvmask[None, :], other=0.0)
         s = _dot(qt, tl.trans(kt), IEEE) * qk_scale
@@ -295,7 +285,7 @@ def _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, 
 @triton.jit
 def _l_out_tile(
     bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr,
-    seq_ptr, tok_ptr,
+    len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
     sob, soh, son, sod,
@@ -307,7 +297,7 @@ def _l_out_tile(
     sequence's blocks fit one column tile (no loop in the body; see ``_r_tile``)."""
     bi = bh // H
     hi = bh % H
-    L, off, start = _seq_info(seq_ptr, bi, seq_len, pad_off, HAS_MASK)
+    L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
     r = tl.arange(0, BQ)
     ddv = tl.arange(0, BDV)
@@ -320,7 +310,7 @@ def _l_out_tile(
     row_in = (r < G * RM) & (j_r < b) & (l_r < mb)
     dd = tl.arange(0, BD)
     dmask = dd < D
-    tok_r, qv = _token(l_r * b + j_r, row_in, off, L, start, tok_ptr, bi, N, HAS_MASK)
+    tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
     qbase = q_ptr + bi.to(tl.int64) * sqb + hi.to(tl.int64) * sqh
     q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
 
@@ -352,7 +342,7 @@ def _l_out_tile(
 @triton.jit
 def _l_sum_tile(
     bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr,
-    seq_ptr, tok_ptr,
+    len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
     D: tl.constexpr,
@@ -363,7 +353,7 @@ def _l_sum_tile(
     (block k, offset j) for the next R-step."""
     bi = bh // H
     hi = bh % H
-    L, off, start = _seq_info(seq_ptr, bi, seq_len, pad_off, HAS_MASK)
+    L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
     j0, k0, RM, G = _l_rows(t, mb, BK, GROUPED)
     bh64 = bh.to(tl.int64)
@@ -383,7 +373,7 @@ def _l_sum_tile(
         l_end = mb
     for l0 in range(0, l_end, BQ):
         j_r, l_r, row_in = _lanes(r, l0, j0, RM, G, b, mb, GROUPED)
-        tok_r, qv = _token(l_r * b + j_r, row_in, off, L, start, tok_ptr, bi, N, HAS_MASK)
+        tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
         q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
         s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, IEEE)
         if GROUPED:
@@ -420,14 +410,14 @@ def _l_sum_tile(
 
 
 @triton.jit
-def _seq_blocks(seq_ptr, bh, H, b, seq_len, pad_off, HAS_MASK: tl.constexpr):
-    L, _, _ = _seq_info(seq_ptr, bh // H, seq_len, pad_off, HAS_MASK)
+def _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK: tl.constexpr):
+    L, _ = _seq_info(len_ptr, off_ptr, bh // H, seq_len, pad_off, HAS_MASK)
     return _cdiv(L, b)
 
 
 @triton.jit
 def _r_step_kernel(
-    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq_ptr, tok_ptr,
+    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, scale,
     D: tl.constexpr, DV: tl.constexpr,
@@ -441,15 +431,15 @@ def _r_step_kernel(
     pid = tl.program_id(0)
     bh = pid // TILES
     t = pid % TILES
-    if t < _r_count(_seq_blocks(seq_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
-        _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq_ptr,
+    if t < _r_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
+        _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                 tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
                 scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
 
 @triton.jit
 def _l_out_kernel(
-    q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, seq_ptr, tok_ptr,
+    q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
     D: tl.constexpr, DV: tl.constexpr,
@@ -463,15 +453,15 @@ def _l_out_kernel(
     t = pid % TILES
     if HAS_MASK:
         _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, GROUPED, BQ, BDV)
-    if t < _l_count(_seq_blocks(seq_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
-        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq_ptr, tok_ptr,
+    if t < _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
                     H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
                     D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
 
 @triton.jit
 def _l_sum_kernel(
-    q_ptr, al_ptr, cl_ptr, sum_ptr, seq_ptr, tok_ptr,
+    q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd,
     D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
@@ -481,14 +471,14 @@ def _l_sum_kernel(
     pid = tl.program_id(0)
     bh = pid // TILES
     t = pid % TILES
-    if t < _l_count(_seq_blocks(seq_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BK, GROUPED):
-        _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq_ptr, tok_ptr,
+    if t < _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BK, GROUPED):
+        _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                     H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
 
 
 @triton.jit
 def _fused_kernel(
-    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, seq_ptr, tok_ptr,
+    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, L_TILES,
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, smb, smn, scale,
     D: tl.constexpr, DV: tl.constexpr, NUM_STEPS: tl.constexpr,
@@ -498,17 +488,17 @@ def _fused_kernel(
     BD: tl.constexpr, BDV: tl.constexpr,
 ):
     bh = tl.program_id(0)
-    mb = _seq_blocks(seq_ptr, bh, H, b, seq_len, pad_off, HAS_MASK)
+    mb = _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK)
     for step in tl.static_range(NUM_STEPS):
         for t in range(_r_count(mb, b, R_TILE, R_GROUPED)):
-            _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq_ptr,
+            _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                     tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
                     svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, R_ONE_COL, IEEE, R_TILE, R_COLS, BD, BDV)
         # The whole CTA's global writes are visible to it after a barrier.
         tl.debug_barrier()
         if step < NUM_STEPS - 1:
             for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
-                _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq_ptr, tok_ptr,
+                _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                             H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, IEEE,
                             L_TILE, L_TILE, BD)
             tl.debug_barrier()
@@ -517,44 +507,29 @@ def _fused_kernel(
             _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, L_GROUPED,
                            L_TILE, BDV)
     for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
-        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq_ptr, tok_ptr,
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
                     H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
                     D, DV, HAS_MASK, L_GROUPED, L_ONE_COL, IEEE, L_TILE, L_COLS, BD, BDV)
 
 
 @triton.jit
-def _layout_kernel(mask_ptr, smb, smn, tok_ptr, seq_ptr, N, b, PRE: tl.constexpr, DETECT: tl.constexpr,
-                   CH: tl.constexpr):
-    """Per sequence: token_index (real positions in order), and a row (length, pre-padding offset,
-    start) of the (B, 3) table ``_seq_info`` reads; start is the first real position if the real
-    positions are contiguous (and DETECT), else -1. One program per sequence, in one launch (the
-    sort-based ``layout.sequence_layout`` takes many)."""
+def _layout_kernel(mask_ptr, smb, smn, tok_ptr, len_ptr, off_ptr, N, b, PRE: tl.constexpr, CH: tl.constexpr):
+    """Per sequence: token_index (real positions in order), length, and the pre-padding offset.
+    One program per sequence, in one launch (the sort-based ``layout.sequence_layout`` takes many)."""
     bi = tl.program_id(0).to(tl.int64)
     x = tl.arange(0, CH)
     total = tl.sum(x * 0, 0)
-    first = total + N
-    last = total - 1
     for n0 in range(0, N, CH):
         n = n0 + x
         real = tl.load(mask_ptr + bi * smb + n * smn, mask=n < N, other=0).to(tl.int32)
         rank = tl.cumsum(real, 0) - 1 + total
         tl.store(tok_ptr + bi * N + rank, n.to(tl.int64), mask=(real != 0) & (n < N))
         total += tl.sum(real, 0)
-        first = tl.minimum(first, tl.min(tl.where(real != 0, n, N), 0))
-        last = tl.maximum(last, tl.max(tl.where(real != 0, n, -1), 0))
+    tl.store(len_ptr + bi, total.to(tl.int64))
     if PRE:
-        off = ((total + b - 1) // b) * b - total
+        tl.store(off_ptr + bi, (((total + b - 1) // b) * b - total).to(tl.int64))
     else:
-        off = total * 0
-    start = tl.where(total == 0, 0, first)
-    if DETECT:
-        start = tl.where((last - first + 1 == total) | (total == 0), start, -1)
-    else:
-        start = start * 0 - 1
-    row = seq_ptr + bi * 3
-    tl.store(row, total.to(tl.int64))
-    tl.store(row + 1, off.to(tl.int64))
-    tl.store(row + 2, start.to(tl.int64))
+        tl.store(off_ptr + bi, (total * 0).to(tl.int64))
 
 
 def _pow2(x: int) -> int:
@@ -624,20 +599,17 @@ def monarch_attention_triton(
         out = output_like(q, DV)
     if BH == 0 or N == 0:
         return out
-    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps,
-    # stages, gather (always read token indices, as for a non-contiguous mask)
     has_mask = key_padding_mask is not None
     if has_mask:
         mask_u8 = key_padding_mask.to(device=dev).view(torch.uint8)
         smb, smn = mask_u8.stride()
         tok = torch.empty((B, N), dtype=torch.int64, device=dev)
-        seq = torch.empty((B, 3), dtype=torch.int64, device=dev)
-        _layout_kernel[(B,)](mask_u8, smb, smn, tok, seq, N, b, PRE=pad_type == "pre",
-                             DETECT=not cfg.get("gather", False),
+        lens, offs = torch.empty((2, B), dtype=torch.int64, device=dev).unbind(0)
+        _layout_kernel[(B,)](mask_u8, smb, smn, tok, lens, offs, N, b, PRE=pad_type == "pre",
                              CH=min(1024, max(16, _pow2(N))))
         seq_len, pad_off = N, 0
     else:
-        seq = tok = mask_u8 = q  # unused pointers
+        lens = offs = tok = mask_u8 = q  # unused pointers
         smb = smn = 0
         seq_len = N
         pad_off = m * b - N if pad_type == "pre" else 0
@@ -645,6 +617,7 @@ def monarch_attention_triton(
     BD, BDV = max(16, _pow2(D)), max(16, _pow2(DV))
     width = max(BD, BDV)
 
+    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows", 64)
     # 64-row programs: 128-row ones were 27-37% slower at T = 1, N = 8192 / 16384, and 5% slower at
@@ -656,7 +629,7 @@ def monarch_attention_triton(
     l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
     r_one, l_one = r_grouped or r_cols >= b, l_grouped or l_cols >= m
     stages = {"num_stages": cfg["stages"]} if "stages" in cfg else {}
-    seq_args = (seq, tok)
+    seq_args = (lens, offs, tok)
     dims = (H, N, b, m, seq_len, pad_off)
 
     # Intermediates: aL (BH, b, m, D), Y (BH, b, m, DV), summaries (BH, m, b, D) in the input

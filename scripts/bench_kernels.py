@@ -218,7 +218,6 @@ VARIANTS = {
     "rows64": {"max_rows": 64},
     "rows128": {"max_rows": 128},
     "w8": {"mode": "tiles", "r_warps": 8, "l_warps": 8},
-    "gather": {"gather": True},
 }
 
 

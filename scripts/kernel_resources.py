@@ -25,7 +25,7 @@ import tempfile
 
 # Element types of the launcher's buffers: float32 statistics, int64 layout, a bool mask; every
 # other pointer in the input dtype (float16 here).
-POINTER_TYPES = {"seq_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32"}
+POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32"}
 UNIT_STRIDES = ("sqd", "skd", "svd", "sod", "smn")
 
 

@@ -131,9 +131,6 @@ CASES = [
     (2, 1, 70, 16, 16, 20, 2, "pre", "random", torch.float32, "bhnd", {"max_rows": 16}),
     (2, 2, 70, 16, 16, 3, 1, "post", "right", torch.float16, "bhnd", {"max_rows": 16}),
     (1, 2, 33, 16, 16, 40, 2, "post", None, torch.float32, "bhnd", {"max_rows": 16, "max_tile": 32}),
-    # contiguous masks read token indices like any other mask when told to
-    (3, 2, 50, 16, 16, 6, 2, "post", "right", torch.float16, "bhnd", {"gather": True}),
-    (3, 1, 50, 16, 16, 6, 1, "pre", "left", torch.float32, "bhnd", {"gather": True, "max_rows": 16}),
     # many tiles per head, some past a short sequence's own count
     (3, 2, 50, 16, 16, 6, 2, "pre", "right", torch.float32, "bhnd", {"group_rows": 16}),
     (2, 2, 70, 16, 16, 4, 1, "post", "random", torch.float16, "bhnd", {"group_rows": 16}),
@@ -164,20 +161,18 @@ def test_matches_reference(kern, case, mode):
 
 @pytest.mark.parametrize("kind", ["right", "left", "random", "empty_row"])
 def test_layout_kernel(kern, kind):
-    """Token index, length, pre-padding offset, and the start of contiguous real tokens (-1 when
-    they are not contiguous), over several chunks of the mask."""
+    """Token index, length and pre-padding offset of each sequence, over several chunks of the mask."""
     B, N, b = 4, 45, 6
     mask = _mask(kind, B, N, torch.Generator().manual_seed(7))
     mask[1] = False
     mask[1, 3:9] = True  # contiguous, in the middle
     tok = torch.full((B, N), -5, dtype=torch.int64)
-    seq = torch.full((B, 3), -5, dtype=torch.int64)
-    kern._layout_kernel[(B,)](mask.view(torch.uint8), *mask.stride(), tok, seq, N, b, PRE=True, DETECT=True, CH=16)
+    lens, offs = torch.full((2, B), -5, dtype=torch.int64)
+    kern._layout_kernel[(B,)](mask.view(torch.uint8), *mask.stride(), tok, lens, offs, N, b, PRE=True, CH=16)
     for i in range(B):
         pos = mask[i].nonzero().flatten()
         L = len(pos)
-        contiguous = L == 0 or pos[-1] - pos[0] + 1 == L
-        assert seq[i].tolist() == [L, -(-L // b) * b - L, (pos[0].item() if L else 0) if contiguous else -1]
+        assert [lens[i].item(), offs[i].item()] == [L, -(-L // b) * b - L]
         assert torch.equal(tok[i, :L], pos)
 
 
