@@ -133,8 +133,9 @@ def _r_tile(
     IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
     """Tile ``t`` (below ``_r_count``) of head ``bh``. ONE_COL: the block's keys fit one column tile,
-    so the body has no loop and a caller's loop over tiles is the innermost one (Triton pipelines
-    it: the next tile's loads are in flight while this one computes)."""
+    so the body has no loop. (A loop with dynamic bounds made the compiler keep index and pointer
+    tiles live across it: 232 registers per thread at b = 128 against 155; docs/benchmarks.md,
+    variant 13.)"""
     bi = bh // H
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
@@ -620,7 +621,7 @@ def monarch_attention_triton(
     cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows", 64)
-    # 64-row programs: 128-row ones were 27-37% slower at T = 1, N = 8192 / 16384, and 5% slower at
+    # 64-row programs: 128-row ones were 33-37% slower at T = 1, N = 8192 / 16384, and 5% slower at
     # T = 2, N = 16384 (H100, docs/benchmarks.md).
     rows = cfg.get("max_rows", 64)
     r_grouped, r_tile, r_cols = _tiling(b, width, _max_tile, group, rows)
@@ -651,7 +652,8 @@ def monarch_attention_triton(
             q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
             D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, R_ONE_COL=r_one,
-            L_GROUPED=l_grouped, L_ONE_COL=l_one, IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile, L_COLS=l_cols, BD=BD, BDV=BDV,
+            L_GROUPED=l_grouped, L_ONE_COL=l_one, IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile,
+            L_COLS=l_cols, BD=BD, BDV=BDV,
             num_warps=cfg.get("warps", 4), **stages,
         )
         return out
