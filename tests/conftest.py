@@ -14,7 +14,20 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-ARCHS = ("vit", "bert", "roberta", "bart")
+# Config class and keyword arguments of each architecture's tiny config.
+TINY_CONFIGS = {
+    "vit": ("ViTConfig", dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64, initializer_range=0.2, num_labels=3)),
+    "bert": ("BertConfig", dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, max_position_embeddings=64, initializer_range=0.2, num_labels=3)),
+    "roberta": ("RobertaConfig", dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                                      intermediate_size=64, max_position_embeddings=66, initializer_range=0.2,
+                                      num_labels=3)),
+    "bart": ("BartConfig", dict(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                max_position_embeddings=64, init_std=0.2, num_labels=3)),
+}
+ARCHS = tuple(TINY_CONFIGS)
 
 
 def tiny_config(arch: str, **overrides):
@@ -22,24 +35,10 @@ def tiny_config(arch: str, **overrides):
     transformers' default so that attention is far from uniform (Monarch then differs from softmax)."""
     import transformers as T
 
-    if arch == "vit":
-        kw = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=64, initializer_range=0.2, num_labels=3)
-        return T.ViTConfig(**{**kw, **overrides})
-    if arch == "bert":
-        kw = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  max_position_embeddings=64, initializer_range=0.2, num_labels=3)
-        return T.BertConfig(**{**kw, **overrides})
-    if arch == "roberta":
-        kw = dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                  max_position_embeddings=66, initializer_range=0.2, num_labels=3)
-        return T.RobertaConfig(**{**kw, **overrides})
-    if arch == "bart":
-        kw = dict(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                  decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
-                  init_std=0.2, num_labels=3)
-        return T.BartConfig(**{**kw, **overrides})
-    raise ValueError(arch)
+    if arch not in TINY_CONFIGS:
+        raise ValueError(arch)
+    config_class, kw = TINY_CONFIGS[arch]
+    return getattr(T, config_class)(**{**kw, **overrides})
 
 
 def tiny_model(arch: str, model_class=None, seed: int = 0, **overrides):

@@ -149,13 +149,7 @@ class _Runner:
                         sums = self.task.output_fidelity(batch, inputs, reference[batch.index], out, self.model, self.model, self.opts)
                         if layer_fid is not None:
                             layer_fid.paused = False
-                        for k, (v, n) in sums.items():
-                            if k.endswith("_min"):
-                                fid[k] = [min(fid.get(k, [float("inf")])[0], v), 1]
-                            else:
-                                acc = fid.setdefault(k, [0.0, 0])
-                                acc[0] += v
-                                acc[1] += n
+                        _accumulate_fid(fid, sums)
             finally:
                 if layer_fid is not None:
                     layer_fid.__exit__(None, None, None)
@@ -176,16 +170,21 @@ class _Runner:
         return torch.stack([p for _, p in order])
 
 
+def _accumulate_fid(total: dict, part: dict) -> None:
+    """Add ``part``'s (sum, count) pairs to ``total``; keys ending in ``_min`` keep the minimum."""
+    for k, (v, n) in part.items():
+        if k.endswith("_min"):
+            total[k] = [min(total.get(k, [float("inf")])[0], v), 1]
+        else:
+            acc = total.setdefault(k, [0.0, 0])
+            acc[0] += v
+            acc[1] += n
+
+
 def _merge_fid(parts: Iterable[dict]) -> dict[str, float]:
     total: dict[str, list[float]] = {}
     for part in parts:
-        for k, (v, n) in part.items():
-            if k.endswith("_min"):
-                total[k] = [min(total.get(k, [float("inf")])[0], v), 1]
-            else:
-                acc = total.setdefault(k, [0.0, 0])
-                acc[0] += v
-                acc[1] += n
+        _accumulate_fid(total, part)
     return {k: (v if k.endswith("_min") else (v / n if n else None)) for k, (v, n) in total.items()}
 
 
