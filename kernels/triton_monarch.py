@@ -18,7 +18,11 @@ Per step, two launches:
   get no weight. The final L-step (``_l_out_kernel``) accumulates ``Z = L @ Y`` flash-style and writes
   the output rows (and zeros at the input's padding positions). A non-final L-step
   (``_l_sum_kernel``) instead writes the next R-step's summaries ``aR/cR`` (padding queries weigh
-  nothing; ``cR = 0`` gives a zero summary, i.e. a uniform R row).
+  nothing; ``cR = 0`` gives a zero summary, i.e. a uniform R row); its programs own columns
+  (offset j, blocks k) and sum over the queries. Only the final R-step computes ``Y``.
+
+On Hopper, every launch of a call after its first uses programmatic dependent launch: the grid is
+scheduled while the previous one drains and waits in the kernel (``_after_previous_grid``).
 
 Alternatively (``_fused_kernel``, chosen for T = 1 on short sequences with many heads), one
 program per (batch, head) runs all those tiles and steps in turn, in one launch. With a key-padding
@@ -36,6 +40,8 @@ stored in the input dtype (``cL`` in float32). Inputs may be arbitrarily strided
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -129,13 +135,15 @@ def _r_tile(
     svb, svh, svn, svd,
     scale,
     D: tl.constexpr, DV: tl.constexpr,
-    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr,
-    IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
+    ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr,
 ):
-    """Tile ``t`` (below ``_r_count``) of head ``bh``. ONE_COL: the block's keys fit one column tile,
-    so the body has no loop. (A loop with dynamic bounds made the compiler keep index and pointer
-    tiles live across it: 232 registers per thread at b = 128 against 155; docs/benchmarks.md,
-    variant 13.)"""
+    """Tile ``t`` (below ``_r_count``) of head ``bh``. WANT_Y: the final R-step, the only one whose
+    ``Y = R @ v`` is read (earlier steps neither load v nor write Y). ONE_COL: the block's keys fit
+    one column tile, so the body has no loop. (A loop with dynamic bounds made the compiler keep
+    index and pointer tiles live across it: 232 registers per thread at b = 128 against 155;
+    docs/benchmarks.md, variant 13.)"""
     bi = bh // H
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
@@ -185,7 +193,9 @@ def _r_tile(
         blk_c, i_c, col_in = _lanes(c, c0, k0, b, G, mb, b, GROUPED)
         tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, tok_ptr, bi, N, HAS_MASK)
         kt = tl.load(kbase + tok_c[:, None] * skn + dd[None, :] * skd, mask=kv[:, None] & dmask[None, :], other=0.0)
-        vt = tl.load(vbase + tok_c[:, None] * svn + ddv[None, :] * svd, mask=kv[:, None] & dvmask[None, :], other=0.0)
+        if WANT_Y:  # issued before the scores, so that the load overlaps them
+            vt = tl.load(vbase + tok_c[:, None] * svn + ddv[None, :] * svd, mask=kv[:, None] & dvmask[None, :],
+                         other=0.0)
         s = _dot(qt, tl.trans(kt), IEEE) * qk_scale
         if GROUPED:  # block-diagonal: keys of the row's own block only
             s = tl.where(kv[None, :] & (blk_c[None, :] == blk_r[:, None]), s, NEG)
@@ -199,7 +209,8 @@ def _r_tile(
         l_i = alpha * l_i + tl.sum(p, 1)
         pd = p.to(kt.dtype)
         acc_k = acc_k * alpha[:, None] + _dot(pd, kt, IEEE)
-        acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
+        if WANT_Y:
+            acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
         m_i = m_new
 
     l_safe = tl.where(l_i > 0, l_i, 1.0)
@@ -207,26 +218,34 @@ def _r_tile(
     # score, but keeping qt live to the end costs 30 registers per thread at N = 4096: fewer CTAs.)
     c_l = 0.6931471805599453 * (w_i / l_safe - tl.log2(l_safe))
     a_l = (acc_k * (scale / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
-    y = acc_v / l_safe[:, None]
     # Written "by offset": row (i, blk) of (BH, b, m, .).
     orow = (bh64 * b + i_r) * m + blk_r
     tl.store(cl_ptr + orow, c_l, mask=row_in)
     tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
-    tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty), mask=row_in[:, None] & dvmask[None, :])
+    if WANT_Y:
+        y = acc_v / l_safe[:, None]
+        tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=row_in[:, None] & dvmask[None, :])
 
 
 @triton.jit
 def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr,
-              GROUPED: tl.constexpr, IEEE: tl.constexpr):
-    """Base-2 logits of queries (rows) against blocks (columns); masked entries are NEG."""
+              GROUPED: tl.constexpr, TRANS: tl.constexpr, IEEE: tl.constexpr):
+    """Base-2 logits of queries (j_r) against blocks (j_c, k_c); masked entries are NEG. Shape
+    (queries, blocks), or (blocks, queries) with TRANS."""
     crow = (bh64 * b + j_c) * m + k_c
     a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
     c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0)
-    s = (_dot(q_t, tl.trans(a_l), IEEE) - c_l[None, :]) * 1.4426950408889634
-    if GROUPED:  # block-diagonal: columns of the row's own offset only
-        ok = col_in[None, :] & (j_c[None, :] == j_r[:, None])
+    if TRANS:
+        s = (_dot(a_l, tl.trans(q_t), IEEE) - c_l[:, None]) * 1.4426950408889634
+        ok = col_in[:, None]
+        if GROUPED:  # block-diagonal: blocks of the query's own offset only
+            ok = ok & (j_c[:, None] == j_r[None, :])
     else:
+        s = (_dot(q_t, tl.trans(a_l), IEEE) - c_l[None, :]) * 1.4426950408889634
         ok = col_in[None, :]
+        if GROUPED:
+            ok = ok & (j_c[None, :] == j_r[:, None])
     return tl.where(ok, s, NEG), crow
 
 
@@ -326,7 +345,7 @@ def _l_out_tile(
     for c0 in range(0, c_end, BK):
         j_c, k_c, col_in = _lanes(c, c0, j0, RM, G, b, m, GROUPED)
         col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
-        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, IEEE)
+        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, False, IEEE)
         yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -347,11 +366,14 @@ def _l_sum_tile(
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
     D: tl.constexpr,
-    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
 ):
-    """Non-final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: summaries aR/cR of every
-    (block k, offset j) for the next R-step."""
+    """Non-final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: summaries aR/cR of a tile of
+    columns (block k, offset j) for the next R-step, summed over the queries (rows) in chunks of BQ.
+    A query's weights need its softmax statistics over all the blocks of its offset: when they fit
+    the tile's columns (GROUPED, ONE_COL) they come from the same scores; otherwise each row chunk
+    recomputes them over the other column tiles."""
     bi = bh // H
     hi = bh % H
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
@@ -376,28 +398,31 @@ def _l_sum_tile(
         j_r, l_r, row_in = _lanes(r, l0, j0, RM, G, b, mb, GROUPED)
         tok_r, qv = _token(l_r * b + j_r, row_in, off, L, tok_ptr, bi, N, HAS_MASK)
         q_t = tl.load(qbase + tok_r[:, None] * sqn + dd[None, :] * sqd, mask=qv[:, None] & dmask[None, :], other=0.0)
-        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, IEEE)
-        if GROUPED:
-            m_i = tl.max(s, 1)
-            p = tl.exp2(s - m_i[:, None])
-            l_i = tl.sum(p, 1)
+        # Transposed (blocks, queries): the weights are then the first operand of the dot that sums
+        # over the queries, with no transpose in registers (8 warps: 174 registers per thread
+        # against 243 for (queries, blocks), sm_90, BQ = 64, BK = 128).
+        s, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, True, IEEE)
+        if GROUPED or ONE_COL:
+            m_i = tl.max(s, 0)
+            p = tl.exp2(s - m_i[None, :])
+            l_i = tl.sum(p, 0)
         else:
-            # Row statistics over all the blocks of the query's offset, then this tile's weights.
+            # Each query's statistics over all the blocks of its offset, then this tile's weights.
             m_i = tl.full([BQ], NEG, tl.float32)
             l_i = tl.zeros([BQ], tl.float32)
             for c1 in range(0, mb, BK):
                 k2 = c1 + c
                 s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
-                                  b, m, dd, dmask, D, GROUPED, IEEE)
-                m_new = tl.maximum(m_i, tl.max(s2, 1))
-                l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[:, None]), 1)
+                                  b, m, dd, dmask, D, GROUPED, True, IEEE)
+                m_new = tl.maximum(m_i, tl.max(s2, 0))
+                l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[None, :]), 0)
                 m_i = m_new
-            p = tl.exp2(s - m_i[:, None])
+            p = tl.exp2(s - m_i[None, :])
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         # Padding queries put no weight anywhere.
-        p = tl.where(qv[:, None], p / l_safe[:, None], 0.0)
-        a_r += _dot(tl.trans(p.to(q_t.dtype)), q_t, IEEE)
-        c_r += tl.sum(p, 0)
+        p = tl.where(qv[None, :], p / l_safe[None, :], 0.0)
+        a_r += _dot(p.to(q_t.dtype), q_t, IEEE)
+        c_r += tl.sum(p, 1)
     summ = a_r / tl.where(c_r > 0, c_r, 1.0)[:, None]
     srow = (bh64 * m + k_c) * b + j_c
     tl.store(sum_ptr + srow[:, None] * D + dd[None, :], summ.to(sum_ptr.dtype.element_ty),
@@ -408,6 +433,16 @@ def _l_sum_tile(
 # Kernels: one program per tile (two launches per step), or one program per (batch, head) that
 # runs every tile of its head in turn ("fused": the intermediates it writes are read back by the
 # same program right away, from L2, and one launch does all steps).
+
+
+@triton.jit
+def _after_previous_grid(PDL: tl.constexpr):
+    """Programmatic dependent launch (Hopper and later): a grid launched with ``launch_pdl`` may start
+    while the previous grid of the same call runs its last wave. Wait for that grid to finish (its
+    writes become visible) before any memory access, then let the next grid start early in turn."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 @triton.jit
@@ -422,20 +457,22 @@ def _r_step_kernel(
     H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, scale,
     D: tl.constexpr, DV: tl.constexpr,
-    FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr,
-    IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
+    ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr, PDL: tl.constexpr,
 ):
     """One program per tile of the batch's grid (TILES per head); tiles past the sequence's own
     count exit at once. (Programs that loop over several tiles, software-pipelined, were slower:
     inside a loop the compiler hoists every loop-invariant index and pointer tile out of the body,
     which cost 40-100 registers per thread; docs/benchmarks.md, variant 12.)"""
+    _after_previous_grid(PDL)
     pid = tl.program_id(0)
     bh = pid // TILES
     t = pid % TILES
     if t < _r_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
         _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                 tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
-                scale, D, DV, FROM_SUMMARY, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+                scale, D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
 
 @triton.jit
@@ -445,10 +482,11 @@ def _l_out_kernel(
     sqb, sqh, sqn, sqd, sob, soh, son, sod, smb, smn,
     D: tl.constexpr, DV: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
-    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
 ):
     """As ``_r_step_kernel``; with a mask, each program also zeroes the output rows of the padding
     tokens in its tile of the batch's grid."""
+    _after_previous_grid(PDL)
     pid = tl.program_id(0)
     bh = pid // TILES
     t = pid % TILES
@@ -465,16 +503,18 @@ def _l_sum_kernel(
     q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
     sqb, sqh, sqn, sqd,
-    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
-    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr,
 ):
     """As ``_r_step_kernel``."""
+    _after_previous_grid(PDL)
     pid = tl.program_id(0)
     bh = pid // TILES
     t = pid % TILES
     if t < _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BK, GROUPED):
         _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-                    H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, IEEE, BQ, BK, BD)
+                    H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK,
+                    BD)
 
 
 @triton.jit
@@ -486,22 +526,24 @@ def _fused_kernel(
     HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, R_ONE_COL: tl.constexpr, L_GROUPED: tl.constexpr,
     L_ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     R_TILE: tl.constexpr, R_COLS: tl.constexpr, L_TILE: tl.constexpr, L_COLS: tl.constexpr,
-    BD: tl.constexpr, BDV: tl.constexpr,
+    S_COLS: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
 ):
+    _after_previous_grid(PDL)
     bh = tl.program_id(0)
     mb = _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK)
     for step in tl.static_range(NUM_STEPS):
         for t in range(_r_count(mb, b, R_TILE, R_GROUPED)):
             _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                     tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
-                    svn, svd, scale, D, DV, step > 0, HAS_MASK, R_GROUPED, R_ONE_COL, IEEE, R_TILE, R_COLS, BD, BDV)
+                    svn, svd, scale, D, DV, step > 0, step == NUM_STEPS - 1, HAS_MASK, R_GROUPED, R_ONE_COL, IEEE,
+                    R_TILE, R_COLS, BD, BDV)
         # The whole CTA's global writes are visible to it after a barrier.
         tl.debug_barrier()
         if step < NUM_STEPS - 1:
-            for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
+            for t in range(_l_count(mb, b, S_COLS, L_GROUPED)):
                 _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-                            H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, IEEE,
-                            L_TILE, L_TILE, BD)
+                            H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, L_ONE_COL,
+                            IEEE, L_TILE, S_COLS, BD)
             tl.debug_barrier()
     if HAS_MASK:
         for t in range(L_TILES):
@@ -537,13 +579,20 @@ def _pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
-def _tiling(x: int, width: int, max_tile: int | None, group_rows: int = 64, max_rows: int = 64):
+def _tiling(x: int, width: int, max_tile: int | None, group_rows: int | None = None, max_rows: int = 64):
     """Tiles for rows of extent x (b for the R-step, m for the L-step): (grouped, rows, columns).
 
     Small extents are grouped: whole blocks (offsets) packed into one square tile of up to
-    ``group_rows`` rows. Larger ones get ``max_rows`` rows per program and loop over column tiles
-    (128 x 128 tiles at b = 128 used 255 registers per thread and spilled: ncu, H100, 4 warps)."""
+    ``group_rows`` rows (default 32 for head dims up to 64, else 64). Larger ones get ``max_rows``
+    rows per program and loop over column tiles (128 x 128 tiles at b = 128 used 255 registers per
+    thread and spilled: ncu, H100, 4 warps).
+
+    32-row tiles with 2 warps (``_warps``) against 64-row ones with 4, H100, head dim 64: 0.468 vs
+    0.644 ms at N = 197 (batch 512), 0.686 vs 0.916 at N = 512 (batch 256), 1.117 vs 1.221 at N = 256
+    (batch 1024), 2.09 vs 2.45 at N = 256, T = 2 (docs/benchmarks.md, variant 21)."""
     cap = max_tile if max_tile is not None else (128 if width <= 128 else 64)
+    if group_rows is None:
+        group_rows = 32 if width <= 64 else 64
     p = max(16, _pow2(x))
     if p <= min(cap, max_rows):
         tile = max(p, min(group_rows, cap))
@@ -552,6 +601,8 @@ def _tiling(x: int, width: int, max_tile: int | None, group_rows: int = 64, max_
 
 
 def _warps(tile: int, width: int) -> int:
+    if tile * width <= 32 * 64:
+        return 2  # small tiles: more programs per SM
     return 8 if tile * width >= 128 * 128 else 4
 
 
@@ -563,6 +614,19 @@ def _sm_count(q: torch.Tensor) -> int:
     if dev not in _SM_COUNT:
         _SM_COUNT[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
     return _SM_COUNT[dev]
+
+
+_PDL: dict = {}
+
+
+def _pdl(q: torch.Tensor) -> bool:
+    """Launch the grids after a call's first with programmatic dependent launch (sm_90 and later)."""
+    if not q.is_cuda or os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return False
+    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if dev not in _PDL:
+        _PDL[dev] = torch.cuda.get_device_capability(dev)[0] >= 9
+    return _PDL[dev]
 
 
 def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
@@ -606,8 +670,9 @@ def monarch_attention_triton(
         smb, smn = mask_u8.stride()
         tok = torch.empty((B, N), dtype=torch.int64, device=dev)
         lens, offs = torch.empty((2, B), dtype=torch.int64, device=dev).unbind(0)
+        # Chunks of up to 4096 positions: each chunk is a serial step of the sequence's one program.
         _layout_kernel[(B,)](mask_u8, smb, smn, tok, lens, offs, N, b, PRE=pad_type == "pre",
-                             CH=min(1024, max(16, _pow2(N))))
+                             CH=min(4096, max(16, _pow2(N))), num_warps=4 if N <= 1024 else 8)
         seq_len, pad_off = N, 0
     else:
         lens = offs = tok = mask_u8 = q  # unused pointers
@@ -618,9 +683,11 @@ def monarch_attention_triton(
     BD, BDV = max(16, _pow2(D)), max(16, _pow2(DV))
     width = max(BD, BDV)
 
-    cfg = _cfg or {}  # benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages
+    # Benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages,
+    # s_rows / s_warps (the non-final L-step's row chunk and warps), pdl.
+    cfg = _cfg or {}
     _max_tile = cfg.get("max_tile", _max_tile)
-    group = cfg.get("group_rows", 64)
+    group = cfg.get("group_rows")
     # 64-row programs: 128-row ones were 33-37% slower at T = 1, N = 8192 / 16384, and 5% slower at
     # T = 2, N = 16384 (H100, docs/benchmarks.md).
     rows = cfg.get("max_rows", 64)
@@ -629,7 +696,21 @@ def monarch_attention_triton(
     l_grouped, l_tile, l_cols = _tiling(m, width, _max_tile, group, rows)
     l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
     r_one, l_one = r_grouped or r_cols >= b, l_grouped or l_cols >= m
+    # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
+    # blocks fit one column tile, its columns are all of them (one pass, no recomputed statistics).
+    s_cols = l_cols if l_one else l_tile
+    s_tiles = l_tiles if l_grouped else b * -(-m // s_cols)
+    s_rows = l_tile if l_grouped else cfg.get("s_rows", l_tile)
     stages = {"num_stages": cfg["stages"]} if "stages" in cfg else {}
+    # Every grid but the call's first starts early (programmatic dependent launch) and waits in the
+    # kernel for the previous one. The first may follow the caller's kernels, whose writes it reads.
+    pdl = cfg.get("pdl", _pdl(q))
+
+    def chained(after_ours: bool) -> dict:
+        """Launch arguments of a grid; ``after_ours``: a grid of this call runs before it."""
+        on = pdl and after_ours
+        return {"PDL": on, **({"launch_pdl": True} if on else {})}
+
     seq_args = (lens, offs, tok)
     dims = (H, N, b, m, seq_len, pad_off)
 
@@ -653,31 +734,33 @@ def monarch_attention_triton(
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
             D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, R_ONE_COL=r_one,
             L_GROUPED=l_grouped, L_ONE_COL=l_one, IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile,
-            L_COLS=l_cols, BD=BD, BDV=BDV,
-            num_warps=cfg.get("warps", 4), **stages,
+            L_COLS=l_cols, S_COLS=s_cols, BD=BD, BDV=BDV, **chained(has_mask),
+            num_warps=cfg.get("warps", max(_warps(r_tile, width), _warps(l_tile, width))), **stages,
         )
         return out
 
     r_warps = cfg.get("r_warps", _warps(r_tile, width))
     l_warps = cfg.get("l_warps", _warps(l_tile, width))
+    s_warps = cfg.get("s_warps", l_warps)
     for step in range(num_steps):
         _r_step_kernel[(BH * r_tiles,)](
             q, k, v, summ, al, cl, y, *seq_args, *dims, r_tiles,
             *q.stride(), *k.stride(), *v.stride(), float(scale),
-            D=D, DV=DV, FROM_SUMMARY=step > 0, HAS_MASK=has_mask, GROUPED=r_grouped, ONE_COL=r_one, IEEE=ieee,
-            BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, num_warps=r_warps, **stages,
+            D=D, DV=DV, FROM_SUMMARY=step > 0, WANT_Y=step == num_steps - 1, HAS_MASK=has_mask, GROUPED=r_grouped,
+            ONE_COL=r_one, IEEE=ieee, BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, **chained(has_mask or step > 0),
+            num_warps=r_warps, **stages,
         )
         if step < num_steps - 1:
-            _l_sum_kernel[(BH * l_tiles,)](
-                q, al, cl, summ, *seq_args, *dims, l_tiles, *q.stride(),
-                D=D, HAS_MASK=has_mask, GROUPED=l_grouped, IEEE=ieee,
-                BQ=l_tile, BK=l_tile, BD=BD, num_warps=l_warps, **stages,
+            _l_sum_kernel[(BH * s_tiles,)](
+                q, al, cl, summ, *seq_args, *dims, s_tiles, *q.stride(),
+                D=D, HAS_MASK=has_mask, GROUPED=l_grouped, ONE_COL=l_one, IEEE=ieee,
+                BQ=s_rows, BK=s_cols, BD=BD, **chained(True), num_warps=s_warps, **stages,
             )
         else:
             _l_out_kernel[(BH * l_tiles,)](
                 q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
                 *q.stride(), *out.stride(), smb, smn,
                 D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, ONE_COL=l_one, IEEE=ieee,
-                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, num_warps=l_warps, **stages,
+                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, **chained(True), num_warps=l_warps, **stages,
             )
     return out

@@ -215,9 +215,11 @@ VARIANTS = {
     "default": {},
     "tiles": {"mode": "tiles"},
     "fused": {"mode": "fused"},
-    "rows64": {"max_rows": 64},
     "rows128": {"max_rows": 128},
     "w8": {"mode": "tiles", "r_warps": 8, "l_warps": 8},
+    "g64w4": {"group_rows": 64, "warps": 4, "r_warps": 4, "l_warps": 4},  # small tiles before variant 19
+    "nopdl": {"pdl": False},
+    "s32": {"s_rows": 32},
 }
 
 

@@ -2,7 +2,7 @@
 """Registers, spills and shared memory of the Triton kernels for Hopper (sm_90), compiled on this
 machine: no GPU needed.
 
-    python scripts/kernel_resources.py [--warps 4] [--mask] N[:T] ...      (default: 4096 16384 16384:2)
+    python scripts/kernel_resources.py [--warps W] [--mask] N[:T] ...      (default: 4096 16384 16384:2)
 
 Each N is a sequence length (head dim 64, float16, b = ceil(sqrt(N)), the launcher's default
 tiles). Strides are specialised the way Triton's JIT does on a launch (a unit stride becomes a
@@ -66,39 +66,43 @@ def resources(compiled) -> str:
 
 
 def kernel_configs(N: int, T: int, mask: bool):
-    """(name, kernel, constexprs) of each launch the launcher makes for this case (tiles mode)."""
+    """(name, kernel, constexprs, warps) of each launch the launcher makes for this case (tiles mode)."""
     import monarch_convert.kernels.triton_monarch as tm
 
     b = math.isqrt(N - 1) + 1
     m = -(-N // b)
-    base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
+    base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
     r_grouped, r_tile, r_cols = tm._tiling(b, 64, None)
     l_grouped, l_tile, l_cols = tm._tiling(m, 64, None)
+    l_one = l_grouped or l_cols >= m
     r = dict(base, DV=64, BDV=64, GROUPED=r_grouped, ONE_COL=r_grouped or r_cols >= b, BQ=r_tile, BK=r_cols)
-    yield "R-step (first)", tm._r_step_kernel, dict(r, FROM_SUMMARY=False)
+    r_warps, l_warps = tm._warps(r_tile, 64), tm._warps(l_tile, 64)
     if T > 1:
-        yield "R-step (later)", tm._r_step_kernel, dict(r, FROM_SUMMARY=True)
-        yield "L-step (summaries)", tm._l_sum_kernel, dict(base, GROUPED=l_grouped, BQ=l_tile, BK=l_tile)
-    yield "L-step (output)", tm._l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=l_grouped,
-                                                   ONE_COL=l_grouped or l_cols >= m, BQ=l_tile, BK=l_cols)
+        yield "R-step (first)", tm._r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), r_warps
+        yield "L-step (summaries)", tm._l_sum_kernel, dict(base, GROUPED=l_grouped, ONE_COL=l_one, BQ=l_tile,
+                                                           BK=l_cols if l_one else l_tile), l_warps
+    yield "R-step (final)", tm._r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), r_warps
+    yield "L-step (output)", tm._l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=l_grouped, ONE_COL=l_one,
+                                                   BQ=l_tile, BK=l_cols), l_warps
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cases", nargs="*", default=["4096", "16384", "16384:2"], help="N[:T]")
-    p.add_argument("--warps", type=int, default=4)
+    p.add_argument("--warps", type=int, default=None, help="warps per program (default: the launcher's)")
     p.add_argument("--mask", action="store_true", help="with a key-padding mask")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: this compiles the kernels")
     import triton
 
-    print(f"triton {triton.__version__}, sm_90, {args.warps} warps, mask={args.mask}")
+    print(f"triton {triton.__version__}, sm_90, mask={args.mask}")
     for case in args.cases:
         N, T = (int(x) for x in (case.split(":") + ["1"])[:2])
-        for name, kernel, constexprs in kernel_configs(N, T, args.mask):
-            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=args.warps, num_stages=3)
-            print(f"N={N:6d} T={T} {name:19s} {resources(compiled)}", flush=True)
+        for name, kernel, constexprs, warps in kernel_configs(N, T, args.mask):
+            warps = args.warps or warps
+            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=3)
+            print(f"N={N:6d} T={T} {name:19s} {warps} warps, {resources(compiled)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,18 @@ SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def variants():
     import monarch_convert.kernels.triton_monarch as tm
 
-    common = dict(D=72, HAS_MASK=True, IEEE=False, BQ=64, BK=64, BD=128)
+    common = dict(D=72, HAS_MASK=True, IEEE=False, BQ=64, BK=64, BD=128, PDL=True)
     with_v = dict(common, DV=64, BDV=64)
     for grouped, one_col in ((True, True), (False, True), (False, False)):
         # Looped programs may have fewer rows than columns (row tiles below the block size).
         cols = dict(GROUPED=grouped, ONE_COL=one_col, BK=64 if grouped else 128)
-        yield tm._r_step_kernel, dict(with_v, FROM_SUMMARY=True, **cols)
+        yield tm._r_step_kernel, dict(with_v, FROM_SUMMARY=True, WANT_Y=True, **cols)
         yield tm._l_out_kernel, dict(with_v, **cols)
-        if one_col:
-            yield tm._l_sum_kernel, dict(common, GROUPED=grouped)
+        yield tm._l_sum_kernel, dict(common, **cols)
+    yield tm._r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=False, GROUPED=False, ONE_COL=True, BK=128,
+                                  PDL=False)
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
-                 IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, BD=128, BDV=64)
+                 IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield tm._fused_kernel, dict(whole, NUM_STEPS=2)
 
 
@@ -49,7 +50,7 @@ def test_every_kernel_variant_compiles_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("compiled ") == 9
+    assert result.stdout.count("compiled ") == 11
 
 
 if __name__ == "__main__":

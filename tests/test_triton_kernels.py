@@ -135,6 +135,9 @@ CASES = [
     (3, 2, 50, 16, 16, 6, 2, "pre", "right", torch.float32, "bhnd", {"group_rows": 16}),
     (2, 2, 70, 16, 16, 4, 1, "post", "random", torch.float16, "bhnd", {"group_rows": 16}),
     (2, 1, 70, 16, 16, 20, 3, "pre", "left", torch.float32, "bhnd", {"max_rows": 16}),
+    # non-final L-step over all of a sequence's blocks in one column tile, queries in row chunks
+    (2, 2, 70, 16, 16, 3, 2, "pre", "left", torch.float16, "bhnd", {"max_rows": 16}),
+    (1, 2, 140, 16, 16, 3, 2, "post", "random", torch.float32, "bhnd", {"max_rows": 32, "s_rows": 16}),
 ]
 
 

@@ -60,14 +60,14 @@ def _mask(kind, B, N, seed=0):
     return torch.rand(B, N, device="cuda", generator=g) > 0.4
 
 
-def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False):
+def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg=None):
     from monarch_convert.kernels.layout import sequence_layout
     from monarch_convert.kernels.reference import monarch_attention_torch
 
     q, k, v = _qkv(B, H, N, d, dv, dtype, strided)
     mask = _mask(mask_kind, B, N)
     out = torch.full((B, H, N, dv), float("nan"), device="cuda", dtype=dtype)
-    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out, _poison=True)
+    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out, _poison=True, _cfg=cfg)
     lay = sequence_layout(mask, B, N, b, pad, q.device)
     ref = monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, d**-0.5)
     assert torch.isfinite(out).all()
@@ -100,7 +100,7 @@ SHAPES = {
 
 # float16 on every shape; bfloat16 and float32 on a subset (each new dtype/shape compiles kernels).
 CASES = [(name, torch.float16) for name in SHAPES] + [
-    (name, torch.bfloat16) for name in ("bert-base", "vit-b-T3", "n16384", "d80-dv48", "n8192-b32")
+    (name, torch.bfloat16) for name in ("bert-base", "vit-b-T3", "n16384", "n16384-T2-mask", "d80-dv48", "n8192-b32")
 ] + [(name, torch.float32) for name in ("bert-base-T2", "d72", "b-equals-N")]
 
 
@@ -229,3 +229,10 @@ def test_converted_model_runs_triton(kern):
         ref = model(input_ids=ids, attention_mask=am).last_hidden_state
     assert _rel(out[0], ref[0].float()) < 2e-2 and _rel(out[1, :600], ref[1, :600].float()) < 2e-2
     assert math.isfinite(out.float().sum().item())
+
+
+@pytest.mark.parametrize("s_rows,s_warps", [(32, 4), (64, 4), (64, 8)])
+def test_summary_row_chunks(kern, s_rows, s_warps):
+    """The non-final L-step sums over its queries in chunks of s_rows rows (m = 128: all of an
+    offset's blocks in one column tile)."""
+    _check(kern, 2, 12, 16384, 64, 64, 128, 2, "post", "right", torch.float16, cfg={"s_rows": s_rows, "s_warps": s_warps})
