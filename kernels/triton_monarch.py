@@ -126,7 +126,7 @@ def _lanes(c, c0, first, size, G, outer_lim, inner_lim, GROUPED: tl.constexpr):
 
 @triton.jit
 def _r_tile(
-    bh, sb, t, q_ptr, k_ptr, v_ptr, sum_ptr,
+    bh, t, q_ptr, k_ptr, v_ptr, sum_ptr,
     al_ptr, cl_ptr, y_ptr,
     len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
@@ -152,7 +152,7 @@ def _r_tile(
     # Valid key slots of block k0 (looped case: one block per program).
     lo = tl.maximum(off - k0 * b, 0)
     hi_ = tl.minimum(off + L - k0 * b, b)
-    sb64 = sb.to(tl.int64)  # the head's slot in the intermediates
+    bh64 = bh.to(tl.int64)
     r = tl.arange(0, BQ)
     blk_r = k0 + r // RB
     i_r = q0 + r % RB
@@ -165,7 +165,7 @@ def _r_tile(
     if FROM_SUMMARY:
         # Summaries exist for every slot of a multi-block sequence, for the real slots of a
         # single-block one (the others are never read by any query).
-        srow = (sb64 * m + blk_r) * b + i_r
+        srow = (bh64 * m + blk_r) * b + i_r
         s_ok = _block_ok(i_r, blk_r, row_in, mb, off, L)
         qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0)
     else:
@@ -219,7 +219,7 @@ def _r_tile(
     c_l = 0.6931471805599453 * (w_i / l_safe - tl.log2(l_safe))
     a_l = (acc_k * (scale / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
     # Written "by offset": row (i, blk) of (BH, b, m, .).
-    orow = (sb64 * b + i_r) * m + blk_r
+    orow = (bh64 * b + i_r) * m + blk_r
     tl.store(cl_ptr + orow, c_l, mask=row_in)
     tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
     if WANT_Y:
@@ -229,11 +229,11 @@ def _r_tile(
 
 
 @triton.jit
-def _l_scores(q_t, al_ptr, cl_ptr, sb64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr,
+def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr,
               GROUPED: tl.constexpr, TRANS: tl.constexpr, IEEE: tl.constexpr):
     """Base-2 logits of queries (j_r) against blocks (j_c, k_c); masked entries are NEG. Shape
     (queries, blocks), or (blocks, queries) with TRANS."""
-    crow = (sb64 * b + j_c) * m + k_c
+    crow = (bh64 * b + j_c) * m + k_c
     a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
     c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0)
     if TRANS:
@@ -304,7 +304,7 @@ def _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, 
 
 @triton.jit
 def _l_out_tile(
-    bh, sb, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr,
+    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr,
     len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
@@ -324,7 +324,7 @@ def _l_out_tile(
     dvmask = ddv < DV
     obase = o_ptr + bi.to(tl.int64) * sob + hi.to(tl.int64) * soh
     j0, l0, RM, G = _l_rows(t, mb, BQ, GROUPED)
-    sb64 = sb.to(tl.int64)  # the head's slot in the intermediates
+    bh64 = bh.to(tl.int64)
     j_r = j0 + r // RM
     l_r = l0 + r % RM
     row_in = (r < G * RM) & (j_r < b) & (l_r < mb)
@@ -345,7 +345,7 @@ def _l_out_tile(
     for c0 in range(0, c_end, BK):
         j_c, k_c, col_in = _lanes(c, c0, j0, RM, G, b, m, GROUPED)
         col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
-        s, crow = _l_scores(q_t, al_ptr, cl_ptr, sb64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, False, IEEE)
+        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, False, IEEE)
         yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -361,7 +361,7 @@ def _l_out_tile(
 
 @triton.jit
 def _l_sum_tile(
-    bh, sb, t, q_ptr, al_ptr, cl_ptr, sum_ptr,
+    bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr,
     len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off,
     sqb, sqh, sqn, sqd,
@@ -379,7 +379,7 @@ def _l_sum_tile(
     L, off = _seq_info(len_ptr, off_ptr, bi, seq_len, pad_off, HAS_MASK)
     mb = (L + b - 1) // b
     j0, k0, RM, G = _l_rows(t, mb, BK, GROUPED)
-    sb64 = sb.to(tl.int64)  # the head's slot in the intermediates
+    bh64 = bh.to(tl.int64)
     dd = tl.arange(0, BD)
     dmask = dd < D
     c = tl.arange(0, BK)
@@ -401,7 +401,7 @@ def _l_sum_tile(
         # Transposed (blocks, queries): the weights are then the first operand of the dot that sums
         # over the queries, with no transpose in registers (8 warps: 174 registers per thread
         # against 243 for (queries, blocks), sm_90, BQ = 64, BK = 128).
-        s, _ = _l_scores(q_t, al_ptr, cl_ptr, sb64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, True, IEEE)
+        s, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, True, IEEE)
         if GROUPED or ONE_COL:
             m_i = tl.max(s, 0)
             p = tl.exp2(s - m_i[None, :])
@@ -412,7 +412,7 @@ def _l_sum_tile(
             l_i = tl.zeros([BQ], tl.float32)
             for c1 in range(0, mb, BK):
                 k2 = c1 + c
-                s2, _ = _l_scores(q_t, al_ptr, cl_ptr, sb64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
+                s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
                                   b, m, dd, dmask, D, GROUPED, True, IEEE)
                 m_new = tl.maximum(m_i, tl.max(s2, 0))
                 l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[None, :]), 0)
@@ -424,7 +424,7 @@ def _l_sum_tile(
         a_r += _dot(p.to(q_t.dtype), q_t, IEEE)
         c_r += tl.sum(p, 1)
     summ = a_r / tl.where(c_r > 0, c_r, 1.0)[:, None]
-    srow = (sb64 * m + k_c) * b + j_c
+    srow = (bh64 * m + k_c) * b + j_c
     tl.store(sum_ptr + srow[:, None] * D + dd[None, :], summ.to(sum_ptr.dtype.element_ty),
              mask=col_in[:, None] & dmask[None, :])
 
@@ -470,7 +470,7 @@ def _r_step_kernel(
     bh = pid // TILES
     t = pid % TILES
     if t < _r_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
-        _r_tile(bh, bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+        _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
                 tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
                 scale, D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
@@ -493,7 +493,7 @@ def _l_out_kernel(
     if HAS_MASK:
         _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, GROUPED, BQ, BDV)
     if t < _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BQ, GROUPED):
-        _l_out_tile(bh, bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
                     H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
                     D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
@@ -512,7 +512,7 @@ def _l_sum_kernel(
     bh = pid // TILES
     t = pid % TILES
     if t < _l_count(_seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK), b, BK, GROUPED):
-        _l_sum_tile(bh, bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+        _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
                     H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK,
                     BD)
 
@@ -520,7 +520,7 @@ def _l_sum_kernel(
 @triton.jit
 def _fused_kernel(
     q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
-    BH, H, N, b, m, seq_len, pad_off, L_TILES,
+    H, N, b, m, seq_len, pad_off, L_TILES,
     sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, smb, smn, scale,
     D: tl.constexpr, DV: tl.constexpr, NUM_STEPS: tl.constexpr,
     HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, R_ONE_COL: tl.constexpr, L_GROUPED: tl.constexpr,
@@ -529,34 +529,30 @@ def _fused_kernel(
     S_COLS: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
 ):
     _after_previous_grid(PDL)
-    # Programs loop over heads; a program's intermediates live in its own slot, rewritten for each
-    # head, so they stay in L2 instead of being written back to DRAM once per head.
-    sb = tl.program_id(0)
-    for bh in range(sb, BH, tl.num_programs(0)):
-        mb = _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK)
-        for step in tl.static_range(NUM_STEPS):
-            for t in range(_r_count(mb, b, R_TILE, R_GROUPED)):
-                _r_tile(bh, sb, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
-                        tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
-                        svn, svd, scale, D, DV, step > 0, step == NUM_STEPS - 1, HAS_MASK, R_GROUPED, R_ONE_COL,
-                        IEEE, R_TILE, R_COLS, BD, BDV)
-            # The whole CTA's global writes are visible to it after a barrier.
+    bh = tl.program_id(0)
+    mb = _seq_blocks(len_ptr, off_ptr, bh, H, b, seq_len, pad_off, HAS_MASK)
+    for step in tl.static_range(NUM_STEPS):
+        for t in range(_r_count(mb, b, R_TILE, R_GROUPED)):
+            _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr,
+                    tok_ptr, H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh,
+                    svn, svd, scale, D, DV, step > 0, step == NUM_STEPS - 1, HAS_MASK, R_GROUPED, R_ONE_COL, IEEE,
+                    R_TILE, R_COLS, BD, BDV)
+        # The whole CTA's global writes are visible to it after a barrier.
+        tl.debug_barrier()
+        if step < NUM_STEPS - 1:
+            for t in range(_l_count(mb, b, S_COLS, L_GROUPED)):
+                _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+                            H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, L_ONE_COL,
+                            IEEE, L_TILE, S_COLS, BD)
             tl.debug_barrier()
-            if step < NUM_STEPS - 1:
-                for t in range(_l_count(mb, b, S_COLS, L_GROUPED)):
-                    _l_sum_tile(bh, sb, t, q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
-                                H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, D, HAS_MASK, L_GROUPED, L_ONE_COL,
-                                IEEE, L_TILE, S_COLS, BD)
-                tl.debug_barrier()
-        if HAS_MASK:
-            for t in range(L_TILES):
-                _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, L_GROUPED,
-                               L_TILE, BDV)
-        for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
-            _l_out_tile(bh, sb, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
-                        H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
-                        D, DV, HAS_MASK, L_GROUPED, L_ONE_COL, IEEE, L_TILE, L_COLS, BD, BDV)
-        tl.debug_barrier()  # every read of this slot is done before the next head writes it
+    if HAS_MASK:
+        for t in range(L_TILES):
+            _zero_pad_rows(bh, t, o_ptr, mask_ptr, H, N, b, m, sob, soh, son, sod, smb, smn, DV, L_GROUPED,
+                           L_TILE, BDV)
+    for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, len_ptr, off_ptr, tok_ptr,
+                    H, N, b, m, seq_len, pad_off, sqb, sqh, sqn, sqd, sob, soh, son, sod,
+                    D, DV, HAS_MASK, L_GROUPED, L_ONE_COL, IEEE, L_TILE, L_COLS, BD, BDV)
 
 
 @triton.jit
@@ -688,7 +684,7 @@ def monarch_attention_triton(
     width = max(BD, BDV)
 
     # Benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages,
-    # s_rows / s_warps (the non-final L-step's row chunk and warps), pdl, and programs (fused mode).
+    # s_rows / s_warps (the non-final L-step's row chunk and warps), pdl.
     cfg = _cfg or {}
     _max_tile = cfg.get("max_tile", _max_tile)
     group = cfg.get("group_rows")
@@ -718,30 +714,23 @@ def monarch_attention_triton(
     seq_args = (lens, offs, tok)
     dims = (H, N, b, m, seq_len, pad_off)
 
-    fused = cfg.get("mode", "fused" if _use_fused(BH, m * b, q, num_steps) else "tiles") == "fused"
-    # Fused: as many programs as fit on the GPU at once (2 per SM at 255 registers per thread), each
-    # looping over heads; elsewhere one per head.
-    slots = BH
-    if fused:
-        slots = min(BH, cfg.get("programs") or (2 * _sm_count(q) if q.is_cuda else BH))
-
-    # Intermediates, one slot per head (fused: per program): aL (slots, b, m, D), Y (slots, b, m, DV),
-    # summaries (slots, m, b, D) in the input dtype, in one allocation; cL (slots, b, m) in float32.
-    n_al, n_y = slots * b * m * D, slots * b * m * DV
-    n_s = slots * m * b * D if num_steps > 1 else 0
+    # Intermediates: aL (BH, b, m, D), Y (BH, b, m, DV), summaries (BH, m, b, D) in the input
+    # dtype, in one allocation; cL (BH, b, m) in float32.
+    n_al, n_y = BH * b * m * D, BH * b * m * DV
+    n_s = BH * m * b * D if num_steps > 1 else 0
     buf = torch.empty(n_al + n_y + n_s, dtype=q.dtype, device=dev)
-    al = buf[:n_al].view(slots, b, m, D)
-    y = buf[n_al:n_al + n_y].view(slots, b, m, DV)
-    summ = buf[n_al + n_y:].view(slots, m, b, D) if num_steps > 1 else al
-    cl = torch.empty((slots, b, m), dtype=torch.float32, device=dev)
+    al = buf[:n_al].view(BH, b, m, D)
+    y = buf[n_al:n_al + n_y].view(BH, b, m, DV)
+    summ = buf[n_al + n_y:].view(BH, m, b, D) if num_steps > 1 else al
+    cl = torch.empty((BH, b, m), dtype=torch.float32, device=dev)
     if _poison:  # tests: reading an intermediate nobody wrote shows up as NaN
         buf.fill_(float("nan"))
         cl.fill_(float("nan"))
 
-    if fused:
-        # All steps in one launch, intermediates read back from L2 by the program that wrote them.
-        _fused_kernel[(slots,)](
-            q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, BH, *dims, l_tiles,
+    if cfg.get("mode", "fused" if _use_fused(BH, m * b, q, num_steps) else "tiles") == "fused":
+        # One program per (batch, head): all steps in one launch, intermediates read back from L2.
+        _fused_kernel[(BH,)](
+            q, k, v, summ, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
             D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, R_ONE_COL=r_one,
             L_GROUPED=l_grouped, L_ONE_COL=l_one, IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile,

@@ -138,9 +138,6 @@ CASES = [
     # non-final L-step over all of a sequence's blocks in one column tile, queries in row chunks
     (2, 2, 70, 16, 16, 3, 2, "pre", "left", torch.float16, "bhnd", {"max_rows": 16}),
     (1, 2, 140, 16, 16, 3, 2, "post", "random", torch.float32, "bhnd", {"max_rows": 32, "s_rows": 16}),
-    # fused mode: fewer programs than heads, each looping over heads in one slot of intermediates
-    (3, 2, 50, 16, 16, 6, 2, "pre", "left", torch.float16, "bhnd", {"programs": 4}),
-    (2, 3, 41, 64, 64, 7, 1, "post", "random", torch.float32, "bnhd", {"programs": 1}),
 ]
 
 
