@@ -223,16 +223,30 @@ VARIANTS = {
 }
 
 
+def case_inputs(dtype, B, H, N, d, pad_frac):
+    """b = ceil(sqrt(N)), seeded q, k, v, the key-padding mask (right padding; None without) and
+    the real tokens per sequence, of a variant case."""
+    b = math.isqrt(N - 1) + 1
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g) for _ in range(3))
+    n_real = int(round(N * (1 - pad_frac)))
+    mask = None if pad_frac == 0 else (torch.arange(N, device="cuda") < n_real)[None].expand(B, N).contiguous()
+    return b, q, k, v, mask, n_real
+
+
+def triton_row(kernel, dtype, B, H, N, d, b, T, pad_frac, ms, copy_gbps, gpu, vers, note, floor_fraction=""):
+    """A CSV row of one Triton timing without SDPA comparison (variants, compare_kernels.py)."""
+    return dict(kernel=kernel, provider="triton", dtype=str(dtype)[6:], batch=B, heads=H, seq=N, head_dim=d,
+                block=b, steps=T, pad_frac=pad_frac, median_ms=f"{ms:.5f}", speedup_vs_best_sdpa="", best_sdpa="",
+                achieved_gbps="", floor_fraction=floor_fraction, copy_gbps=f"{copy_gbps:.0f}", gpu=gpu,
+                versions=vers, date=datetime.date.today().isoformat(), note=note)
+
+
 def run_variants(args, gpu, vers, copy_gbps, rows):
     from monarch_convert.kernels.triton_monarch import monarch_attention_triton
 
-    date = datetime.date.today().isoformat()
     for name, dtype, B, H, N, d, T, pad_frac in selected(variant_cases(), args):
-        b = math.isqrt(N - 1) + 1
-        g = torch.Generator(device="cuda").manual_seed(0)
-        q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g) for _ in range(3))
-        n_real = int(round(N * (1 - pad_frac)))
-        mask = None if pad_frac == 0 else (torch.arange(N, device="cuda") < n_real)[None].expand(B, N).contiguous()
+        b, q, k, v, mask, n_real = case_inputs(dtype, B, H, N, d, pad_frac)
         floor_ms = B * n_real * H * 4 * d * q.element_size() / (copy_gbps * 1e6)
         line = []
         for vname, cfg in VARIANTS.items():
@@ -246,11 +260,8 @@ def run_variants(args, gpu, vers, copy_gbps, rows):
                 print(f"  variant {vname}: {type(e).__name__}: {str(e)[:100]}", file=sys.stderr)
                 continue
             line.append(f"{vname}={ms:.4f}")
-            rows.append(dict(kernel=f"variant:{vname}:{name}", provider="triton", dtype=str(dtype)[6:], batch=B,
-                             heads=H, seq=N, head_dim=d, block=b, steps=T, pad_frac=pad_frac, median_ms=f"{ms:.5f}",
-                             speedup_vs_best_sdpa="", best_sdpa="", achieved_gbps="",
-                             floor_fraction=f"{floor_ms / ms:.3f}", copy_gbps=f"{copy_gbps:.0f}", gpu=gpu,
-                             versions=vers, date=date, note=str(cfg)))
+            rows.append(triton_row(f"variant:{vname}:{name}", dtype, B, H, N, d, b, T, pad_frac, ms, copy_gbps, gpu,
+                                   vers, str(cfg), floor_fraction=f"{floor_ms / ms:.3f}"))
         print(f"variants {name} B={B} N={N} T={T}: " + " ".join(line), flush=True)
 
 
@@ -364,6 +375,16 @@ def print_table(rows):
                   f"{ratio('monarch-triton+gpu')} |")
 
 
+def write_csv(rows, path, default_name: str) -> str:
+    """Write ``rows`` to ``path`` (default: ``default_name`` in $OUT or the current folder)."""
+    path = path or os.path.join(os.environ.get("OUT", "."), default_name)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--mode", choices=("kernels", "model", "variants", "all"), default="kernels")
@@ -388,11 +409,7 @@ def main(argv=None):
         if args.mode in ("model", "all"):
             run_model(args, gpu, vers, rows)
     finally:
-        path = args.csv or os.path.join(os.environ.get("OUT", "."), "bench_kernels.csv")
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        path = write_csv(rows, args.csv, "bench_kernels.csv")
         print(f"\n{len(rows)} rows -> {path} ({time.time() - t0:.0f} s)")
         print_table(rows)
 

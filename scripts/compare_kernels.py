@@ -15,17 +15,15 @@ printed: the relative difference of each output from the old one. Writes CSV row
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
 import importlib
 import importlib.util
-import math
 import os
 import sys
 
 import torch
 
-from bench_kernels import CSV_FIELDS, VARIANTS, bench, copy_bandwidth, graphed, selected, variant_cases, versions
+from bench_kernels import (VARIANTS, bench, case_inputs, copy_bandwidth, graphed, selected, triton_row,
+                           variant_cases, versions, write_csv)
 
 
 def import_kernels(folder: str):
@@ -54,16 +52,12 @@ def main(argv=None) -> None:
     old = import_kernels(args.old)
     from monarch_convert.kernels import triton_monarch as new
 
-    gpu, vers, date = torch.cuda.get_device_name(), versions(), datetime.date.today().isoformat()
+    gpu, vers = torch.cuda.get_device_name(), versions()
     copy_gbps = copy_bandwidth()
     print(f"{gpu}; {vers}; old kernels from {args.old}", flush=True)
     rows = []
     for name, dtype, B, H, N, d, T, pad_frac in selected(variant_cases(), args):
-        b = math.isqrt(N - 1) + 1
-        g = torch.Generator(device="cuda").manual_seed(0)
-        q, k, v = (torch.randn(B, H, N, d, device="cuda", dtype=dtype, generator=g) for _ in range(3))
-        n_real = int(round(N * (1 - pad_frac)))
-        mask = None if pad_frac == 0 else (torch.arange(N, device="cuda") < n_real)[None].expand(B, N).contiguous()
+        b, q, k, v, mask, _ = case_inputs(dtype, B, H, N, d, pad_frac)
         ref, line = None, []
         for label, mod, cfg in [("old", old, {})] + [(n, new, VARIANTS[n]) for n in args.variants]:
             fn = lambda: mod.monarch_attention_triton(q, k, v, mask, b, T, "post", d**-0.5, _cfg=cfg)  # noqa: E731
@@ -72,18 +66,10 @@ def main(argv=None) -> None:
             diff = ((out - ref).norm() / ref.norm()).item()
             ms = bench(graphed(fn))
             line.append(f"{label}={ms:.4f} (diff {diff:.0e})")
-            rows.append(dict(kernel=f"compare:{label}:{name}", provider="triton", dtype=str(dtype)[6:], batch=B,
-                             heads=H, seq=N, head_dim=d, block=b, steps=T, pad_frac=pad_frac, median_ms=f"{ms:.5f}",
-                             speedup_vs_best_sdpa="", best_sdpa="", achieved_gbps="", floor_fraction="",
-                             copy_gbps=f"{copy_gbps:.0f}", gpu=gpu, versions=vers, date=date,
-                             note=f"old={args.old}" if label == "old" else str(cfg)))
+            rows.append(triton_row(f"compare:{label}:{name}", dtype, B, H, N, d, b, T, pad_frac, ms, copy_gbps, gpu,
+                                   vers, f"old={args.old}" if label == "old" else str(cfg)))
         print(f"{name} B={B} N={N} T={T}: " + "  ".join(line), flush=True)
-    path = args.csv or os.path.join(os.environ.get("OUT", "."), "compare_kernels.csv")
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    print(f"{len(rows)} rows -> {path}")
+    print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'compare_kernels.csv')}")
 
 
 if __name__ == "__main__":
