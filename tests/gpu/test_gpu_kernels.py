@@ -235,4 +235,5 @@ def test_converted_model_runs_triton(kern):
 def test_summary_row_chunks(kern, s_rows, s_warps):
     """The non-final L-step sums over its queries in chunks of s_rows rows (m = 128: all of an
     offset's blocks in one column tile)."""
-    _check(kern, 2, 12, 16384, 64, 64, 128, 2, "post", "right", torch.float16, cfg={"s_rows": s_rows, "s_warps": s_warps})
+    cfg = {"s_rows": s_rows, "s_warps": s_warps}
+    _check(kern, 2, 12, 16384, 64, 64, 128, 2, "post", "right", torch.float16, cfg=cfg)
