@@ -631,9 +631,10 @@ def _pdl(q: torch.Tensor) -> bool:
 
 def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
     """One program per head, all steps in one launch, or two launches of tile programs per step?
-    Measured on an H100 (docs/benchmarks.md, variants): one program per head is faster at T = 1 on
-    N' <= 512 with many heads (1.196 vs 1.395 ms at N = 256, batch 1024; 0.854 vs 0.920 ms at
-    N = 512, batch 256), slower at T = 2 (6.27 vs 2.68 ms)."""
+    Measured on an H100 with 32-row tiles and 2 warps (docs/benchmarks.md, variant 21): one program
+    per head is faster at T = 1 on N' <= 512 with many heads (1.117 vs 1.219 ms at N = 256, batch
+    1024; 0.686 vs 0.767 ms at N = 512, batch 256), slower beyond (0.377 vs 0.326 ms at N = 1024,
+    batch 64) and at T = 2 (2.131 vs 2.093 ms at N = 256, batch 1024)."""
     if not q.is_cuda or num_steps > 1 or n_pad > 512:
         return False
     return bh >= 4 * _sm_count(q)
