@@ -42,6 +42,7 @@ stored in the input dtype (``cL`` in float32). Inputs may be arbitrarily strided
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -606,27 +607,77 @@ def _warps(tile: int, width: int) -> int:
     return 8 if tile * width >= 128 * 128 else 4
 
 
-_SM_COUNT: dict = {}
+@dataclass(frozen=True)
+class _Plan:
+    """Tiles of one call: per step kind, grouped or not, rows and columns per program, programs per
+    head, one column tile or a loop, warps. r_: R-step; l_: L-steps; s_: the non-final L-step."""
+
+    r_grouped: bool
+    r_tile: int
+    r_cols: int
+    r_tiles: int
+    r_one: bool
+    r_warps: int
+    l_grouped: bool
+    l_tile: int
+    l_cols: int
+    l_tiles: int
+    l_one: bool
+    l_warps: int
+    s_rows: int
+    s_cols: int
+    s_tiles: int
+    s_warps: int
+
+
+def _plan(b: int, m: int, width: int, cfg: dict, max_tile: int | None = None) -> _Plan:
+    """The launcher's tiles for blocks of b, m blocks and head width ``width`` (padded head dim).
+    ``cfg``: benchmark/tuning knobs (group_rows, max_rows, max_tile, r_warps, l_warps, s_rows,
+    s_warps; the launcher also reads mode, warps, stages, pdl)."""
+    max_tile = cfg.get("max_tile", max_tile)
+    group = cfg.get("group_rows")
+    # 64-row programs: 128-row ones were 33-37% slower at T = 1, N = 8192 / 16384, and 5% slower at
+    # T = 2, N = 16384 (H100, docs/benchmarks.md).
+    rows = cfg.get("max_rows", 64)
+    r_grouped, r_tile, r_cols = _tiling(b, width, max_tile, group, rows)
+    l_grouped, l_tile, l_cols = _tiling(m, width, max_tile, group, rows)
+    l_one = l_grouped or l_cols >= m
+    l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
+    l_warps = cfg.get("l_warps", _warps(l_tile, width))
+    # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
+    # blocks fit one column tile, its columns are all of them (one pass, no recomputed statistics).
+    s_cols = l_cols if l_one else l_tile
+    return _Plan(
+        r_grouped=r_grouped, r_tile=r_tile, r_cols=r_cols,
+        r_tiles=-(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile),
+        r_one=r_grouped or r_cols >= b, r_warps=cfg.get("r_warps", _warps(r_tile, width)),
+        l_grouped=l_grouped, l_tile=l_tile, l_cols=l_cols, l_tiles=l_tiles, l_one=l_one, l_warps=l_warps,
+        s_rows=l_tile if l_grouped else cfg.get("s_rows", l_tile), s_cols=s_cols,
+        s_tiles=l_tiles if l_grouped else b * -(-m // s_cols), s_warps=cfg.get("s_warps", l_warps),
+    )
+
+
+# triton.jit built interpreted kernels at this module's import iff TRITON_INTERPRET was set then.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_DEVICES: dict = {}
+
+
+def _device(q: torch.Tensor) -> tuple[int, int]:
+    """(SM count, compute capability major) of q's GPU, read once per device."""
+    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if dev not in _DEVICES:
+        props = torch.cuda.get_device_properties(dev)
+        _DEVICES[dev] = (props.multi_processor_count, props.major)
+    return _DEVICES[dev]
 
 
 def _sm_count(q: torch.Tensor) -> int:
-    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    if dev not in _SM_COUNT:
-        _SM_COUNT[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
-    return _SM_COUNT[dev]
-
-
-_PDL: dict = {}
+    return _device(q)[0]
 
 
 def _pdl(q: torch.Tensor) -> bool:
     """Launch the grids after a call's first with programmatic dependent launch (sm_90 and later)."""
-    if not q.is_cuda or os.environ.get("TRITON_INTERPRET", "0") == "1":
-        return False
-    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    if dev not in _PDL:
-        _PDL[dev] = torch.cuda.get_device_capability(dev)[0] >= 9
-    return _PDL[dev]
+    return q.is_cuda and not _INTERPRETED and _device(q)[1] >= 9
 
 
 def _use_fused(bh: int, n_pad: int, q: torch.Tensor, num_steps: int) -> bool:
@@ -684,24 +735,10 @@ def monarch_attention_triton(
     BD, BDV = max(16, _pow2(D)), max(16, _pow2(DV))
     width = max(BD, BDV)
 
-    # Benchmark/tuning knobs: mode, group_rows, max_rows, max_tile, r_warps, l_warps, warps, stages,
-    # s_rows / s_warps (the non-final L-step's row chunk and warps), pdl.
     cfg = _cfg or {}
-    _max_tile = cfg.get("max_tile", _max_tile)
-    group = cfg.get("group_rows")
-    # 64-row programs: 128-row ones were 33-37% slower at T = 1, N = 8192 / 16384, and 5% slower at
-    # T = 2, N = 16384 (H100, docs/benchmarks.md).
-    rows = cfg.get("max_rows", 64)
-    r_grouped, r_tile, r_cols = _tiling(b, width, _max_tile, group, rows)
-    r_tiles = -(-m // (r_tile // b)) if r_grouped else m * -(-b // r_tile)
-    l_grouped, l_tile, l_cols = _tiling(m, width, _max_tile, group, rows)
-    l_tiles = -(-b // (l_tile // m)) if l_grouped else b * -(-m // l_tile)
-    r_one, l_one = r_grouped or r_cols >= b, l_grouped or l_cols >= m
-    # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
-    # blocks fit one column tile, its columns are all of them (one pass, no recomputed statistics).
-    s_cols = l_cols if l_one else l_tile
-    s_tiles = l_tiles if l_grouped else b * -(-m // s_cols)
-    s_rows = l_tile if l_grouped else cfg.get("s_rows", l_tile)
+    pl = _plan(b, m, width, cfg, _max_tile)
+    r_grouped, r_tile, r_cols, r_tiles, r_one = pl.r_grouped, pl.r_tile, pl.r_cols, pl.r_tiles, pl.r_one
+    l_grouped, l_tile, l_cols, l_tiles, l_one = pl.l_grouped, pl.l_tile, pl.l_cols, pl.l_tiles, pl.l_one
     stages = {"num_stages": cfg["stages"]} if "stages" in cfg else {}
     # Every grid but the call's first starts early (programmatic dependent launch) and waits in the
     # kernel for the previous one. The first may follow the caller's kernels, whose writes it reads.
@@ -735,33 +772,30 @@ def monarch_attention_triton(
             *q.stride(), *k.stride(), *v.stride(), *out.stride(), smb, smn, float(scale),
             D=D, DV=DV, NUM_STEPS=num_steps, HAS_MASK=has_mask, R_GROUPED=r_grouped, R_ONE_COL=r_one,
             L_GROUPED=l_grouped, L_ONE_COL=l_one, IEEE=ieee, R_TILE=r_tile, R_COLS=r_cols, L_TILE=l_tile,
-            L_COLS=l_cols, S_COLS=s_cols, BD=BD, BDV=BDV, **chained(has_mask),
-            num_warps=cfg.get("warps", max(_warps(r_tile, width), _warps(l_tile, width))), **stages,
+            L_COLS=l_cols, S_COLS=pl.s_cols, BD=BD, BDV=BDV, **chained(has_mask),
+            num_warps=cfg.get("warps", max(pl.r_warps, pl.l_warps)), **stages,
         )
         return out
 
-    r_warps = cfg.get("r_warps", _warps(r_tile, width))
-    l_warps = cfg.get("l_warps", _warps(l_tile, width))
-    s_warps = cfg.get("s_warps", l_warps)
     for step in range(num_steps):
         _r_step_kernel[(BH * r_tiles,)](
             q, k, v, summ, al, cl, y, *seq_args, *dims, r_tiles,
             *q.stride(), *k.stride(), *v.stride(), float(scale),
             D=D, DV=DV, FROM_SUMMARY=step > 0, WANT_Y=step == num_steps - 1, HAS_MASK=has_mask, GROUPED=r_grouped,
             ONE_COL=r_one, IEEE=ieee, BQ=r_tile, BK=r_cols, BD=BD, BDV=BDV, **chained(has_mask or step > 0),
-            num_warps=r_warps, **stages,
+            num_warps=pl.r_warps, **stages,
         )
         if step < num_steps - 1:
-            _l_sum_kernel[(BH * s_tiles,)](
-                q, al, cl, summ, *seq_args, *dims, s_tiles, *q.stride(),
+            _l_sum_kernel[(BH * pl.s_tiles,)](
+                q, al, cl, summ, *seq_args, *dims, pl.s_tiles, *q.stride(),
                 D=D, HAS_MASK=has_mask, GROUPED=l_grouped, ONE_COL=l_one, IEEE=ieee,
-                BQ=s_rows, BK=s_cols, BD=BD, **chained(True), num_warps=s_warps, **stages,
+                BQ=pl.s_rows, BK=pl.s_cols, BD=BD, **chained(True), num_warps=pl.s_warps, **stages,
             )
         else:
             _l_out_kernel[(BH * l_tiles,)](
                 q, al, cl, y, out, mask_u8, *seq_args, *dims, l_tiles,
                 *q.stride(), *out.stride(), smb, smn,
                 D=D, DV=DV, HAS_MASK=has_mask, GROUPED=l_grouped, ONE_COL=l_one, IEEE=ieee,
-                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, **chained(True), num_warps=l_warps, **stages,
+                BQ=l_tile, BK=l_cols, BD=BD, BDV=BDV, **chained(True), num_warps=pl.l_warps, **stages,
             )
     return out

@@ -70,20 +70,16 @@ def kernel_configs(N: int, T: int, mask: bool):
     import monarch_convert.kernels.triton_monarch as tm
 
     b = math.isqrt(N - 1) + 1
-    m = -(-N // b)
+    p = tm._plan(b, -(-N // b), 64, {})
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
-    r_grouped, r_tile, r_cols = tm._tiling(b, 64, None)
-    l_grouped, l_tile, l_cols = tm._tiling(m, 64, None)
-    l_one = l_grouped or l_cols >= m
-    r = dict(base, DV=64, BDV=64, GROUPED=r_grouped, ONE_COL=r_grouped or r_cols >= b, BQ=r_tile, BK=r_cols)
-    r_warps, l_warps = tm._warps(r_tile, 64), tm._warps(l_tile, 64)
+    r = dict(base, DV=64, BDV=64, GROUPED=p.r_grouped, ONE_COL=p.r_one, BQ=p.r_tile, BK=p.r_cols)
     if T > 1:
-        yield "R-step (first)", tm._r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), r_warps
-        yield "L-step (summaries)", tm._l_sum_kernel, dict(base, GROUPED=l_grouped, ONE_COL=l_one, BQ=l_tile,
-                                                           BK=l_cols if l_one else l_tile), l_warps
-    yield "R-step (final)", tm._r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), r_warps
-    yield "L-step (output)", tm._l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=l_grouped, ONE_COL=l_one,
-                                                   BQ=l_tile, BK=l_cols), l_warps
+        yield "R-step (first)", tm._r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), p.r_warps
+        yield "L-step (summaries)", tm._l_sum_kernel, dict(base, GROUPED=p.l_grouped, ONE_COL=p.l_one, BQ=p.s_rows,
+                                                           BK=p.s_cols), p.s_warps
+    yield "R-step (final)", tm._r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), p.r_warps
+    yield "L-step (output)", tm._l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=p.l_grouped, ONE_COL=p.l_one,
+                                                   BQ=p.l_tile, BK=p.l_cols), p.l_warps
 
 
 def main(argv=None) -> None:
