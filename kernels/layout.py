@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-PAD_TYPES = ("post", "pre")
-
 
 @dataclass(frozen=True)
 class SequenceLayout:

@@ -9,10 +9,10 @@ import warnings
 
 import torch
 
-from .layout import PAD_TYPES, sequence_layout
+from .layout import sequence_layout
+from .options import BACKENDS, PAD_TYPES
 from .reference import monarch_attention_torch
 
-BACKENDS = ("auto", "torch", "triton")
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 

@@ -16,6 +16,7 @@ _LAZY = {
     "convert": "monarch_convert.conversion",
     "revert": "monarch_convert.conversion",
     "is_converted": "monarch_convert.conversion",
+    "softmax": "monarch_convert.conversion",
     "conversion_report": "monarch_convert.conversion",
     "ConversionReport": "monarch_convert.conversion",
     "from_pretrained": "monarch_convert.loading",

@@ -32,29 +32,6 @@ Other commands: `monarch-convert eval --help` (quality before/after conversion),
 Settings left out come from the architecture's preset (see the README's table)."""
 
 
-def parse_layers(text: Optional[str]):
-    """'all', or comma-separated indices and ranges: '0-3,8-11'."""
-    if text is None or text == "all":
-        return text
-    layers: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            layers.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise MonarchConvertError(f"--layers must be 'all' or indices like '0-3,8-11', got {text!r}") from None
-    return layers
-
-
-def parse_block_size(text: Optional[str]):
-    if text is None or text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise MonarchConvertError(f"--block-size must be an integer or 'auto', got {text!r}") from None
-
-
 def convert_command(
     model: Optional[str] = typer.Argument(None, help="Hub id or local folder; omit for the embedded default."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the converted checkpoint to."),
@@ -72,7 +49,7 @@ def convert_command(
     revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
     create_pr: bool = typer.Option(False, help="With --push-to-hub: open a pull request instead of pushing."),
 ) -> None:
-    from .config import MonarchConfig
+    from .config import MonarchConfig, parse_block_size, parse_layers
     from .export import export_checkpoint
 
     config = MonarchConfig(

@@ -6,8 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Union
 
-PAD_TYPES = ("post", "pre")
-BACKENDS = ("auto", "torch", "triton")
+from .kernels.options import BACKENDS, PAD_TYPES
 
 # Used for a field that neither the user nor the architecture's preset sets.
 DEFAULTS: dict[str, Any] = {
@@ -103,3 +102,61 @@ class MonarchConfig:
         if unknown:
             raise ValueError(f"unknown MonarchConfig field(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings written as text (the CLI's options, the evaluator's --setting, the scripts' sweeps)
+
+# Short keys of ``parse_setting``: "b=16,T=2".
+_SETTING_ALIASES = {"b": "block_size", "T": "num_steps"}
+
+
+def parse_layers(text: str | None) -> Layers | list[int] | None:
+    """'all', or comma-separated indices and ranges: '0-3,8-11'."""
+    if text is None or text == "all":
+        return text
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"--layers must be 'all' or indices like '0-3,8-11', got {text!r}") from None
+    return layers
+
+
+def parse_block_size(text: str | None) -> BlockSize | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--block-size must be an integer or 'auto', got {text!r}") from None
+
+
+def parse_setting(text: str) -> dict[str, Any]:
+    """'block_size=16,num_steps=2,pad_type=pre,layers=0-3+8-11' (or 'b=16,T=2') -> a
+    :class:`MonarchConfig` dict."""
+    out: dict[str, Any] = {}
+    for part in text.replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        key = _SETTING_ALIASES.get(key, key.replace("-", "_"))
+        if not eq or not value:
+            raise ValueError(f"--setting expects KEY=VALUE pairs, got {part!r}")
+        if key == "block_size":
+            out[key] = parse_block_size(value)
+        elif key == "num_steps":
+            try:
+                out[key] = int(value)
+            except ValueError:
+                raise ValueError(f"num_steps must be an integer, got {value!r}") from None
+        elif key == "layers":
+            out[key] = parse_layers(value.replace("+", ","))
+        elif key in ("pad_type", "backend"):
+            out[key] = value
+        else:
+            raise ValueError(f"unknown setting {key!r} (block_size, num_steps, pad_type, layers, backend)")
+    return out

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .config import MonarchConfig, auto_block_size
 from .errors import MonarchConvertError
-from .flops import monarch_attention_flops, softmax_attention_flops
+from .flops import format_flops, monarch_attention_flops, softmax_attention_flops
 from .patches.dispatch import (
     SPEC_ATTR,
     MonarchSpec,
@@ -145,17 +146,10 @@ class ConversionReport:
             lines.append(f"  {r.name:<{width}}  {layer:>5}  {r.status:<9}  {r.reason or ''}".rstrip())
         f = self.attention_flops
         lines.append(
-            f"attention FLOPs at seq_len={f['seq_len']}: softmax {_human(f['softmax'])} -> "
-            f"monarch {_human(f['monarch'])} ({100 * f['ratio']:.1f}%)"
+            f"attention FLOPs at seq_len={f['seq_len']}: softmax {format_flops(f['softmax'])} -> "
+            f"monarch {format_flops(f['monarch'])} ({100 * f['ratio']:.1f}%)"
         )
         return "\n".join(lines)
-
-
-def _human(flops: int) -> str:
-    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
-        if flops >= scale:
-            return f"{flops / scale:.3g} {unit}"
-    return f"{flops} FLOP"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +201,9 @@ def _first_attr(module: torch.nn.Module, names: tuple[str, ...]) -> int:
     raise MonarchConvertError(f"cannot read {' / '.join(names)} from {type(module).__name__}")
 
 
-def _stored_settings(model: torch.nn.Module) -> MonarchConfig | None:
+def stored_settings(model: torch.nn.Module) -> MonarchConfig | None:
+    """The settings a converted checkpoint recorded in its config (``config.monarch_attention``),
+    or ``None``."""
     entry = getattr(model.config, CONFIG_KEY, None)
     if not entry:
         return None
@@ -250,7 +246,7 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
     if state is not None:
         base_settings = state.settings
     else:
-        base_settings = _stored_settings(model) or MonarchConfig()
+        base_settings = stored_settings(model) or MonarchConfig()
     try:
         if isinstance(config, dict):
             config = MonarchConfig.from_dict(config)
@@ -354,6 +350,26 @@ def revert(model: Any) -> Any:
         delattr(model.config, CONFIG_KEY)
     delattr(model, STATE_ATTR)
     return model
+
+
+@contextmanager
+def softmax(model: Any) -> Iterator[Any]:
+    """Run ``model`` on softmax attention inside the ``with`` block, then convert it back with the
+    same settings (``revert`` is bit-identical, so the softmax outputs are the original model's).
+    A model that is not converted is left as it is.
+
+        with monarch_convert.softmax(model):
+            reference = model(**inputs)
+    """
+    state: _State | None = getattr(model, STATE_ATTR, None)
+    if state is None:
+        yield model
+        return
+    revert(model)
+    try:
+        yield model
+    finally:
+        convert(model, state.settings)
 
 
 def is_converted(model: Any) -> bool:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .config import MonarchConfig
+from .dtypes import check_dtype_name
 from .errors import MonarchConvertError
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 REPORT_FILE = "conversion.json"
 
 
@@ -77,8 +77,7 @@ def export_checkpoint(
     from .loading import load_source_model
 
     out_dir = Path(out_dir)
-    if dtype not in DTYPES:
-        raise MonarchConvertError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_dtype_name(dtype, "--dtype")
     check_out_dir(out_dir, overwrite)
     is_default = source is None
     name = DEFAULT_MODEL_NAME if is_default else source

@@ -46,3 +46,13 @@ def monarch_attention_flops(
 ) -> int:
     """FLOPs (2 x MACs) of MonarchAttention."""
     return 2 * monarch_attention_macs(seq_len, head_dim, block_size, num_steps, num_heads)
+
+
+def format_flops(flops: object) -> str:
+    """``9.66 GFLOP``-style text (three significant digits); ``-`` for a missing value."""
+    if not isinstance(flops, (int, float)) or isinstance(flops, bool):
+        return "-"
+    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if abs(flops) >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.0f} FLOP"

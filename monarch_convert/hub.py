@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from .errors import MonarchConvertError
+from .flops import format_flops
 
 logger = logging.getLogger(__name__)
 
@@ -184,15 +185,6 @@ def _format_number(value: Any, *, signed: bool = False) -> str:
         digits = 2 if abs(value) >= 1 else 4
         return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
     return str(value)
-
-
-def _format_flops(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "-"
-    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{value:g} FLOP"
 
 
 def _cell(value: Any) -> str:
@@ -386,7 +378,7 @@ def build_model_card(local_dir: str | os.PathLike, repo_id: str, *, revision: Op
     flops = conversion.get("attention_flops") or {}
     if isinstance(flops, dict) and flops.get("softmax") is not None and flops.get("monarch") is not None:
         seq = flops.get("seq_len")
-        text = f"Attention FLOPs{f' at sequence length {seq}' if seq else ''}: softmax {_format_flops(flops['softmax'])}, MonarchAttention {_format_flops(flops['monarch'])}"
+        text = f"Attention FLOPs{f' at sequence length {seq}' if seq else ''}: softmax {format_flops(flops['softmax'])}, MonarchAttention {format_flops(flops['monarch'])}"
         try:
             text += f" ({100.0 * float(flops['monarch']) / float(flops['softmax']):.1f}% of softmax)."
         except (TypeError, ValueError, ZeroDivisionError):

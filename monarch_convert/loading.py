@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from .config import MonarchConfig
+from .dtypes import torch_dtype
 from .errors import MonarchConvertError
 
 # from_pretrained keyword arguments that also concern the config file.
@@ -25,7 +26,6 @@ _CONFIG_KWARGS = (
     "token",
     "trust_remote_code",
 )
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def _looks_local(path: str) -> bool:
@@ -114,12 +114,7 @@ def load_source_model(path: str, dtype: str = "auto", device: str = "cpu", model
 
     dtype: ``"auto"`` (the checkpoint's), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
     """
-    import torch
-
-    if dtype != "auto":
-        if dtype not in _DTYPES:
-            raise MonarchConvertError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}")
-        dtype = getattr(torch, _DTYPES[dtype])
+    dtype = torch_dtype(dtype) or "auto"
     model = _load(str(path), model_class, {"dtype": dtype, **hf_kwargs})
     try:
         model = model.to(device)

@@ -42,6 +42,26 @@ def test_convert_changes_outputs_and_revert_is_bit_identical(arch):
     assert mc.revert(model) is model  # reverting an unconverted model is a no-op
 
 
+def test_softmax_context_runs_the_original_and_converts_back(arch):
+    model = tiny_model(arch)
+    inputs = tiny_inputs(arch)
+    before = main_output(arch, run(model, inputs))
+    with mc.softmax(model) as same:  # not converted: left as it is
+        assert same is model and not mc.is_converted(model)
+    mc.convert(model, block_size=4, num_steps=2)
+    converted = main_output(arch, run(model, inputs))
+    report = mc.conversion_report(model).to_dict()
+    with mc.softmax(model):
+        assert not mc.is_converted(model)
+        assert torch.equal(main_output(arch, run(model, inputs)), before)
+    assert mc.conversion_report(model).to_dict() == report
+    assert torch.equal(main_output(arch, run(model, inputs)), converted)
+    with pytest.raises(RuntimeError, match="inside"):
+        with mc.softmax(model):
+            raise RuntimeError("inside")
+    assert mc.is_converted(model)  # converted back after an error too
+
+
 def test_convert_is_idempotent(arch):
     model = tiny_model(arch)
     inputs = tiny_inputs(arch)

@@ -33,39 +33,9 @@ def _split_values(text: Optional[str], sep: str = ",") -> list:
     return [t.strip() for t in text.split(sep) if t.strip()] or [None]
 
 
-def parse_setting(text: str) -> dict:
-    """'block_size=16,num_steps=2,pad_type=pre,layers=0-3+8-11' -> a MonarchConfig dict."""
-    from ..cli import parse_block_size, parse_layers
-
-    out: dict = {}
-    for part in text.replace(";", ",").split(","):
-        if not part.strip():
-            continue
-        key, eq, value = part.partition("=")
-        key, value = key.strip().replace("-", "_"), value.strip()
-        if not eq or not value:
-            raise MonarchConvertError(f"--setting expects KEY=VALUE pairs, got {part!r}")
-        if key == "block_size":
-            out[key] = parse_block_size(value)
-        elif key == "num_steps":
-            try:
-                out[key] = int(value)
-            except ValueError:
-                raise MonarchConvertError(f"num_steps must be an integer, got {value!r}") from None
-        elif key == "layers":
-            out[key] = parse_layers(value.replace("+", ","))
-        elif key in ("pad_type", "backend"):
-            out[key] = value
-        else:
-            raise MonarchConvertError(
-                f"unknown setting {key!r} (block_size, num_steps, pad_type, layers, backend)"
-            )
-    return out
-
-
 def build_sweep(block_size: Optional[str], num_steps: Optional[str], layers: Optional[str],
                 settings: Optional[List[str]]) -> list[dict]:
-    from ..cli import parse_block_size, parse_layers
+    from ..config import parse_block_size, parse_layers, parse_setting
 
     grid = []
     steps_values = []

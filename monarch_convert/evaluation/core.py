@@ -18,24 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..dtypes import torch_dtype
 from ..errors import MonarchConvertError
 from .data import load_data, resolve_columns, sample_indices, split_indices
 from .tasks import Batch, Options, get_task, to_device
-
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
-
-
-def _torch_dtype(dtype):
-    import torch
-
-    if dtype is None or dtype == "auto":
-        return None
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise MonarchConvertError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-    return getattr(torch, dtype)
-
 
 def _as_config(value, what: str):
     from ..config import MonarchConfig
@@ -355,7 +341,7 @@ def evaluate(
         raise MonarchConvertError("the sample is empty: nothing to evaluate")
     eval_ds = ds.select(picked)
     # ---------------------------------------------------------------------------- model
-    tdtype = _torch_dtype(dtype)
+    tdtype = torch_dtype(dtype)
     if isinstance(model_or_path, (str, Path)):
         path = str(model_or_path)
         model = task_obj.load_model(path, tdtype if dtype is not None else torch.float32, device)
@@ -394,9 +380,9 @@ def evaluate(
 
     # --------------------------------------------------------------- original (softmax)
     initially = conversion_report(model).settings if is_converted(model) else None
-    from ..conversion import _stored_settings
+    from ..conversion import stored_settings
 
-    base = initially or _stored_settings(model)
+    base = initially or stored_settings(model)
     if initially is not None:
         revert(model)
     if base is not None and hasattr(model.config, "monarch_attention"):

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..flops import format_flops
+
 JSON_FILE = "evaluation.json"
 MARKDOWN_FILE = "evaluation.md"
 PLOT_FILE = "evaluation.png"
@@ -20,13 +22,6 @@ def _fmt(value: Any, digits: int = 2) -> str:
             return f"{value:.3g}"
         return f"{value:.{digits}f}"
     return str(value)
-
-
-def human_flops(flops: float) -> str:
-    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
-        if flops >= scale:
-            return f"{flops / scale:.3g} {unit}"
-    return f"{flops:.0f} FLOP"
 
 
 def _digits(name: str) -> int:
@@ -81,8 +76,8 @@ class EvaluationReport:
             k = _digits(m["name"])
             lines.append(f"| {m['name']} | {_fmt(m['original'], k)} | {_fmt(m['converted'], k)} | {m['delta']:+.{k}f} |")
         f, w = main["attention_flops"], main["wall_time_s"]
-        lines.append(f"| attention FLOPs / sequence (mean N = {f['seq_len']}) | {human_flops(f['softmax'])} | "
-                     f"{human_flops(f['monarch'])} | {100 * f['ratio']:.1f}% of softmax |")
+        lines.append(f"| attention FLOPs / sequence (mean N = {f['seq_len']}) | {format_flops(f['softmax'])} | "
+                     f"{format_flops(f['monarch'])} | {100 * f['ratio']:.1f}% of softmax |")
         speed = f"{w['speedup']:.2f}x" if w.get("speedup") else "-"
         lines.append(f"| wall time (s) | {w['original']:.2f} | {w['converted']:.2f} | speedup {speed} |")
         if w.get("speedup_median_batch"):
