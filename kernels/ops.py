@@ -98,11 +98,7 @@ def monarch_attention(
 
                 return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
             # Eager: straight to the launcher (the custom op's Python dispatch costs tens of µs).
-            from . import triton_monarch
-
-            return triton_monarch.monarch_attention_triton(
-                q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale)
-            )
+            return _launcher()(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
     batch, _, seq_len, _ = q.shape
     layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
     return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale))
@@ -112,6 +108,14 @@ def monarch_attention(
 # so that TRITON_INTERPRET set by a test before that still takes effect). A constant for dynamo.
 _TRITON_OK: bool = importlib.util.find_spec("triton") is not None
 _WARNED_BACKWARD = False
+
+
+def _launcher():
+    """The Triton launcher, imported on first use (so that TRITON_INTERPRET set by a test before
+    that still takes effect), then looked up on its module at each call (tests replace it)."""
+    from .triton import launch
+
+    return launch.monarch_attention_triton
 
 
 def triton_available() -> bool:

@@ -30,7 +30,7 @@ def monarch_attention_fwd(
 ) -> torch.Tensor:
     # Looked up at call time, so that a test may reload the kernel module (e.g. to switch the
     # Triton interpreter on) without re-registering this op.
-    impl = import_module(__package__ + ".triton_monarch")
+    impl = import_module(__package__ + ".triton.launch")
     out = output_like(q, v.shape[-1])
     return impl.monarch_attention_triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, out=out)
 

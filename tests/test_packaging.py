@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,3 +54,18 @@ def test_help_is_fast_and_imports_no_torch():
         "print('TORCH', 'torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
     assert "--out" in out and "TORCH False False" in out
+
+
+def test_every_subpackage_is_in_the_wheel():
+    """pyproject.toml lists packages explicitly (the package-dir mapping rules out discovery): each
+    folder holding an __init__.py must be listed, or a non-editable install lacks it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {"monarch_convert": "monarch_convert", "kernels": "monarch_convert.kernels",
+             "patches": "monarch_convert.patches", "configs": "monarch_convert.configs"}
+    found = set()
+    for folder, package in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((package, *parts)))
+    assert found == set(setup["packages"])

@@ -4,7 +4,7 @@ Triton picks its interpreter when it is first imported (``TRITON_INTERPRET=1``),
 imports it early, so ``tests/conftest.py`` sets the variable on machines without CUDA; these tests
 skip (saying why) if the interpreter is off. bfloat16 is left to the GPU tests (the
 interpreter of triton 3.9 computes garbage for it). Every output is poisoned with NaN before the
-call, and so are the kernels' intermediate buffers (``_poison``): a read or a write that is missing
+call, and so are the kernels' intermediate buffers (``poison=True``): a read or a write that is missing
 shows up as NaN, and numpy's "invalid value" warnings (NaN made inside a dot) fail the test.
 """
 
@@ -22,6 +22,7 @@ triton = pytest.importorskip("triton")
 from monarch_convert.kernels import ops  # noqa: E402
 from monarch_convert.kernels.layout import sequence_layout  # noqa: E402
 from monarch_convert.kernels.reference import monarch_attention_torch  # noqa: E402
+from monarch_convert.kernels.triton.plan import Knobs  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
@@ -39,11 +40,12 @@ def kern():
     if not _interpreting():
         pytest.skip("Triton's interpreter is off: export TRITON_INTERPRET=1 before triton is first "
                     "imported (tests/conftest.py does it on machines without CUDA)")
-    import monarch_convert.kernels.triton_monarch as mod
+    from monarch_convert.kernels.triton import common, fused, launch, layout_kernel, stages, tiled
 
-    if "Interpreted" not in type(mod._r_step_kernel).__name__:
-        mod = importlib.reload(mod)
-    return mod
+    if "Interpreted" not in type(tiled._r_step_kernel).__name__:
+        for module in (common, stages, tiled, fused, layout_kernel, launch):  # importers after what they import
+            importlib.reload(module)
+    return launch
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -70,7 +72,7 @@ def _reference(q, k, v, mask, b, T, pad):
 def _run(kern, q, k, v, mask, b, T, pad, knobs=None, mode="tiles"):
     out = torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=q.dtype)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, q.shape[-1] ** -0.5, out=out,
-                                  _poison=True, _cfg={"mode": mode, **(knobs or {})})
+                                  poison=True, knobs=Knobs(mode=mode, **(knobs or {})))
     return out
 
 

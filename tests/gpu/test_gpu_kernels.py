@@ -11,6 +11,8 @@ import math
 import pytest
 import torch
 
+from monarch_convert.kernels.triton.plan import Knobs
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -26,9 +28,9 @@ def kern():
 
     if "Interpreted" in type(tl.zeros).__name__:
         pytest.skip("TRITON_INTERPRET=1 is set: the GPU tests need compiled kernels")
-    import monarch_convert.kernels.triton_monarch as mod
+    from monarch_convert.kernels.triton import launch
 
-    return mod
+    return launch
 
 
 def _rel(a, b):
@@ -67,7 +69,8 @@ def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg
     q, k, v = _qkv(B, H, N, d, dv, dtype, strided)
     mask = _mask(mask_kind, B, N)
     out = torch.full((B, H, N, dv), float("nan"), device="cuda", dtype=dtype)
-    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out, _poison=True, _cfg=cfg)
+    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out, poison=True,
+                                  knobs=Knobs(**(cfg or {})))
     lay = sequence_layout(mask, B, N, b, pad, q.device)
     ref = monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, d**-0.5)
     assert torch.isfinite(out).all()
@@ -118,8 +121,8 @@ def test_both_paths_agree(kern, T):
     of tile programs per step run the same tile code: same outputs."""
     q, k, v = _qkv(64, 12, 197, 64, 64, torch.float16, strided=True)
     mask = _mask("random", 64, 197)
-    a = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, _cfg={"mode": "fused"}, _poison=True)
-    b = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, _cfg={"mode": "tiles"}, _poison=True)
+    a = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, knobs=Knobs(mode="fused"), poison=True)
+    b = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, knobs=Knobs(mode="tiles"), poison=True)
     assert torch.isfinite(a).all()
     torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
 
@@ -129,8 +132,9 @@ def test_row_tiles(kern, rows):
     """Programs of fewer rows than a block holds (b = 128 > rows) loop over wider column tiles."""
     q, k, v = _qkv(2, 12, 16384, 64, 64, torch.float16, seed=rows)
     mask = _mask("right", 2, 16384)
-    ref = kern.monarch_attention_triton(q, k, v, mask, 128, 1, "post", 0.125, _cfg={"max_rows": 128})
-    out = kern.monarch_attention_triton(q, k, v, mask, 128, 1, "post", 0.125, _cfg={"max_rows": rows}, _poison=True)
+    ref = kern.monarch_attention_triton(q, k, v, mask, 128, 1, "post", 0.125, knobs=Knobs(max_rows=128))
+    out = kern.monarch_attention_triton(q, k, v, mask, 128, 1, "post", 0.125, knobs=Knobs(max_rows=rows),
+                                       poison=True)
     torch.testing.assert_close(out, ref, rtol=2e-3, atol=2e-3)
 
 
@@ -208,20 +212,20 @@ def test_converted_model_runs_triton(kern):
     am[1, 600:] = 0
     monarch_convert.convert(model, block_size=32, num_steps=1)
     calls = []
-    from monarch_convert.kernels import triton_monarch
+    from monarch_convert.kernels.triton import launch
 
-    orig = triton_monarch.monarch_attention_triton
+    orig = launch.monarch_attention_triton
 
     def spy(*a, **kw):
         calls.append(1)
         return orig(*a, **kw)
 
-    triton_monarch.monarch_attention_triton = spy
+    launch.monarch_attention_triton = spy
     try:
         with torch.no_grad():
             out = model(input_ids=ids, attention_mask=am).last_hidden_state
     finally:
-        triton_monarch.monarch_attention_triton = orig
+        launch.monarch_attention_triton = orig
     assert calls, "the converted model did not run the Triton kernels"
     assert torch.isfinite(out).all()
     monarch_convert.convert(model, backend="torch")
@@ -237,3 +241,52 @@ def test_summary_row_chunks(kern, s_rows, s_warps):
     offset's blocks in one column tile)."""
     cfg = {"s_rows": s_rows, "s_warps": s_warps}
     _check(kern, 2, 12, 16384, 64, 64, 128, 2, "post", "right", torch.float16, cfg=cfg)
+
+
+REPLAY_CASES = [  # (B, H, N, d, dv, b, T, pad, mask kind, strided)
+    (2, 12, 512, 64, 64, 23, 1, "post", None, True),
+    (2, 12, 512, 64, 64, 23, 1, "pre", "random", True),
+    (3, 4, 1000, 64, 32, 32, 2, "post", "right", False),
+    (1, 12, 4096, 64, 64, 64, 2, "pre", "left", True),
+    (64, 12, 197, 64, 64, 14, 1, "pre", None, True),  # the fused kernel
+]
+
+
+@pytest.mark.parametrize("case", REPLAY_CASES)
+def test_eager_replays_equal_launches_through_triton(kern, case):
+    """The second call of a signature relaunches the recorded kernels (kernels/triton/replay.py):
+    on new inputs it gives bit for bit what a launch through Triton's launcher gives."""
+    B, H, N, d, dv, b, T, pad, mask_kind, strided = case
+    kern._REPLAYS.clear()
+    for seed in (0, 1, 2):  # record, then replay twice on fresh inputs and masks
+        q, k, v = _qkv(B, H, N, d, dv, torch.float16, strided, seed=seed)
+        mask = _mask(mask_kind, B, N, seed=seed)
+        fast = kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5)
+        slow = kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, knobs=Knobs())
+        assert torch.equal(fast, slow) and fast.stride() == slow.stride()
+    assert len(kern._REPLAYS) == 1
+    out = torch.full_like(slow, float("nan"))  # the custom op's path: an output given
+    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out)
+    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out.fill_(float("nan")))
+    assert torch.equal(out, slow)
+
+
+def test_replays_are_cuda_graph_safe(kern):
+    q, k, v = _qkv(2, 12, 1024, 64, 64, torch.float16, True)
+    mask = _mask("right", 2, 1024)
+    kern._REPLAYS.clear()
+    kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)  # recorded
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)
+    q2, k2, v2 = _qkv(2, 12, 1024, 64, 64, torch.float16, True, seed=5)
+    for dst, src in ((q, q2), (k, k2), (v, v2)):
+        dst.copy_(src)
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, kern.monarch_attention_triton(q2, k2, v2, mask, 32, 2, "post", 0.125, knobs=Knobs()))

@@ -1,0 +1,256 @@
+"""The launcher: check the inputs, plan the tiles, lay out the sequences, allocate the
+intermediates, launch the fused kernel or the tiled steps. Same semantics as
+``kernels/reference.py`` (the spec); no host sync, CUDA-graph safe.
+
+Each sequence is laid out by its own length (``kernels/layout.py``): slot ``p = k*b + j`` of
+sequence ``s`` holds its real token of rank ``p - off[s]`` if that rank is in ``[0, L[s])``; a
+sequence uses ``m_s = ceil(L[s] / b)`` blocks, and programs past ``m_s`` exit at once. With a
+key-padding mask, ``_layout_kernel`` first builds each sequence's token index, length and offset.
+
+On Hopper, every launch of a call after its first uses programmatic dependent launch: the grid is
+scheduled while the previous one drains, and waits in the kernel (``common._after_previous_grid``).
+The first may follow the caller's kernels, whose writes it reads, so it never starts early.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..layout import output_like
+from .fused import _fused_kernel
+from .layout_kernel import _layout_kernel
+from .plan import Knobs, LaunchPlan, make_plan, pow2
+from .replay import Replay, knobs_allow_replay, signature
+from .tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
+
+# triton.jit built interpreted kernels at import iff TRITON_INTERPRET was set then.
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_DEVICES: dict[int, tuple[int, int]] = {}
+_REPLAYS: dict[tuple, Replay] = {}
+_MAX_REPLAYS = 512
+
+
+def device_info(q: torch.Tensor) -> tuple[int, int]:
+    """(SM count, compute capability major) of q's GPU, read once per device."""
+    dev = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if dev not in _DEVICES:
+        props = torch.cuda.get_device_properties(dev)
+        _DEVICES[dev] = (props.multi_processor_count, props.major)
+    return _DEVICES[dev]
+
+
+def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
+             knobs: Knobs = Knobs()) -> LaunchPlan:
+    """The launch plan of a call on ``q, v`` (only shapes and the device are read)."""
+    B, H, N, D = q.shape
+    b = int(block_size)
+    width = max(16, pow2(D), pow2(v.shape[-1]))
+    sm_count, major = device_info(q) if q.is_cuda else (None, 0)
+    return make_plan(B * H, b, max(1, -(-N // b)), width, num_steps, sm_count,
+                     pdl=q.is_cuda and not INTERPRETED and major >= 9, knobs=knobs)
+
+
+@dataclass(frozen=True)
+class _Scratch:
+    """Byte offsets of the intermediates in the call's one scratch allocation: aL (BH, b, m, D),
+    Y (BH, b, m, DV) and, from T = 2, the summaries (BH, m, b, D) in the input dtype; cL (BH, b, m)
+    in float32; with a mask, the token index (B, N), lengths and offsets (B) in int64. Every offset
+    is a multiple of 128 bytes, so each buffer keeps the 16-byte alignment the kernels are compiled
+    for."""
+
+    shapes: dict  # name -> (dtype, shape)
+    offsets: dict  # name -> byte offset
+    nbytes: int
+
+    @classmethod
+    def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool) -> "_Scratch":
+        B, H, N, D = q.shape
+        shapes = {"al": (q.dtype, (B * H, b, m, D)), "y": (q.dtype, (B * H, b, m, dv)),
+                  "cl": (torch.float32, (B * H, b, m))}
+        if num_steps > 1:
+            shapes["summ"] = (q.dtype, (B * H, m, b, D))
+        if has_mask:
+            shapes.update(tok=(torch.int64, (B, N)), lens=(torch.int64, (B,)), offs=(torch.int64, (B,)))
+        offsets, at = {}, 0
+        for name, (dtype, shape) in shapes.items():
+            offsets[name] = at
+            at += -(-math.prod(shape) * dtype.itemsize // 128) * 128
+        return cls(shapes, offsets, at)
+
+    def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, (dtype, shape) in self.shapes.items():
+            at = self.offsets[name]
+            out[name] = buf[at:at + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+        out.setdefault("summ", out["al"])  # T = 1: never read
+        return out
+
+
+@dataclass
+class _Call:
+    """Everything the launches of one call read, and what they were (``recording``: a list to
+    append each launch to, or None)."""
+
+    plan: LaunchPlan
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    out: torch.Tensor
+    mask: Optional[torch.Tensor]  # uint8 view of the key-padding mask
+    buffers: dict
+    b: int
+    m: int
+    num_steps: int
+    pad_type: str
+    scale: float
+    recording: Optional[list] = None
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask is not None
+
+    def seq_args(self) -> tuple:
+        """The sequences' pointers (unused without a mask: they point at q) and the dims."""
+        q, N = self.q, self.q.shape[2]
+        if self.has_mask:
+            buf = self.buffers
+            return (buf["lens"], buf["offs"], buf["tok"], q.shape[1], N, self.b, self.m, N, 0)
+        pad_off = self.m * self.b - N if self.pad_type == "pre" else 0
+        return (q, q, q, q.shape[1], N, self.b, self.m, N, pad_off)
+
+    def flags(self) -> dict:
+        """Compile-time flags every kernel takes that depend on the inputs alone."""
+        D = self.q.shape[-1]
+        flags = dict(D=D, HAS_MASK=self.has_mask, IEEE=self.q.dtype == torch.float32, BD=max(16, pow2(D)))
+        if self.plan.stages is not None:
+            flags["num_stages"] = self.plan.stages
+        return flags
+
+    def chained(self, after_ours: bool) -> dict:
+        """Launch arguments of a grid; ``after_ours``: a grid of this call runs before it."""
+        on = self.plan.pdl and after_ours
+        return {"PDL": on, **({"launch_pdl": True} if on else {})}
+
+    def launch(self, kernel, grid: int, *args, **kwargs) -> None:
+        compiled = kernel[(grid,)](*args, **kwargs)
+        if self.recording is not None:
+            self.recording.append((compiled, grid, [*args, *(kwargs[n] for n in kernel.arg_names[len(args):])]))
+
+
+def monarch_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: Optional[torch.Tensor],
+    block_size: int,
+    num_steps: int,
+    pad_type: str,
+    scale: float,
+    out: Optional[torch.Tensor] = None,
+    *,
+    knobs: Optional[Knobs] = None,
+    poison: bool = False,
+) -> torch.Tensor:
+    """Launch the kernels on inputs as validated by ``ops.monarch_attention``. ``out``: where to
+    write (default: a new tensor laid out like q); ``knobs``: benchmark overrides of the plan;
+    ``poison``: fill the intermediates with NaN first (tests)."""
+    B, H, N, D = q.shape
+    DV = v.shape[-1]
+    assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
+    b = int(block_size)
+    m = max(1, -(-N // b))
+    if B * H == 0 or N == 0:
+        return output_like(q, DV) if out is None else out
+    fast = None
+    if q.is_cuda and not INTERPRETED and knobs is None and not poison and knobs_allow_replay():
+        fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale)
+        replay = _REPLAYS.get(fast)
+        if replay is not None:
+            return replay.run(q, k, v, key_padding_mask, out)
+    if out is None:
+        out = output_like(q, DV)
+    plan = plan_for(q, v, b, num_steps, knobs or Knobs())
+    has_mask = key_padding_mask is not None
+    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask)
+    buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
+    buffers = scratch.views(buf)
+    if poison:  # tests: reading an intermediate nobody wrote shows up as NaN
+        for name in ("al", "y", "summ", "cl"):
+            buffers[name].fill_(float("nan"))
+    mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
+    call = _Call(plan, q, k, v, out, mask, buffers, b, m, num_steps, pad_type, float(scale),
+                 recording=[] if fast is not None else None)
+    if has_mask:
+        _launch_layout(call)
+    (_launch_fused if plan.mode == "fused" else _launch_tiled)(call)
+    if fast is not None:
+        _remember(fast, Replay.of(call, scratch))
+    return out
+
+
+def _remember(key: tuple, replay: Optional[Replay]) -> None:
+    if replay is None:
+        return
+    if len(_REPLAYS) >= _MAX_REPLAYS:  # many shapes (e.g. evaluation at every length): start over
+        _REPLAYS.clear()
+    _REPLAYS[key] = replay
+
+
+def _launch_layout(c: _Call) -> None:
+    """Each sequence's token index, length and offset, in one launch; chunks of up to 4096
+    positions (each chunk is a serial step of the sequence's one program)."""
+    B, N = c.mask.shape
+    c.launch(_layout_kernel, B, c.mask, *c.mask.stride(), c.buffers["tok"], c.buffers["lens"], c.buffers["offs"],
+             N, c.b, PRE=c.pad_type == "pre", CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
+
+
+def _launch_fused(c: _Call) -> None:
+    """One program per (batch, head): all steps in one launch."""
+    q, DV, plan, buf = c.q, c.v.shape[-1], c.plan, c.buffers
+    mask, mask_strides = (c.mask, c.mask.stride()) if c.has_mask else (q, (0, 0))
+    c.launch(
+        _fused_kernel, q.shape[0] * q.shape[1],
+        q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], c.out, mask, *c.seq_args(), plan.l.tiles,
+        *q.stride(), *c.k.stride(), *c.v.stride(), *c.out.stride(), *mask_strides, c.scale,
+        DV=DV, NUM_STEPS=c.num_steps, R_GROUPED=plan.r.grouped, R_ONE_COL=plan.r.one_col,
+        L_GROUPED=plan.l.grouped, L_ONE_COL=plan.l.one_col, R_TILE=plan.r.rows, R_COLS=plan.r.cols,
+        L_TILE=plan.l.rows, L_COLS=plan.l.cols, S_COLS=plan.s.cols, BDV=max(16, pow2(DV)),
+        **c.flags(), **c.chained(c.has_mask), num_warps=plan.fused_warps,
+    )
+
+
+def _launch_tiled(c: _Call) -> None:
+    """Per step an R-step grid, then a summary L-step grid; the output L-step grid last."""
+    q, DV, buf = c.q, c.v.shape[-1], c.buffers
+    BH = q.shape[0] * q.shape[1]
+    seq_args, flags = c.seq_args(), c.flags()
+    r, l, s = c.plan.r, c.plan.l, c.plan.s
+    for step in range(c.num_steps):
+        last = step == c.num_steps - 1
+        c.launch(
+            _r_step_kernel, BH * r.tiles,
+            q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], *seq_args, r.tiles,
+            *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
+            DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last, GROUPED=r.grouped, ONE_COL=r.one_col, BQ=r.rows, BK=r.cols,
+            BDV=max(16, pow2(DV)), **flags, **c.chained(c.has_mask or step > 0), num_warps=r.warps,
+        )
+        if not last:
+            c.launch(
+                _l_sum_kernel, BH * s.tiles,
+                q, buf["al"], buf["cl"], buf["summ"], *seq_args, s.tiles, *q.stride(),
+                GROUPED=l.grouped, ONE_COL=l.one_col, BQ=s.rows, BK=s.cols, **flags, **c.chained(True),
+                num_warps=s.warps,
+            )
+    mask, mask_strides = (c.mask, c.mask.stride()) if c.has_mask else (q, (0, 0))
+    c.launch(
+        _l_out_kernel, BH * l.tiles,
+        q, buf["al"], buf["cl"], buf["y"], c.out, mask, *seq_args, l.tiles,
+        *q.stride(), *c.out.stride(), *mask_strides,
+        DV=DV, GROUPED=l.grouped, ONE_COL=l.one_col, BQ=l.rows, BK=l.cols, BDV=max(16, pow2(DV)),
+        **flags, **c.chained(True), num_warps=l.warps,
+    )

@@ -1,0 +1,123 @@
+"""How one call is tiled and launched: the strategy (fused or tiled) and, per step kind, the tile
+shape, programs per head and warps. Measurements behind each choice: docs/benchmarks.md (variant
+numbers in brackets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+MODES = ("fused", "tiles")
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Overrides of the launcher's choices, for benchmarks and tests (``None``: the launcher's).
+
+    mode: ``"fused"`` or ``"tiles"``. max_tile: cap on tile rows and columns. group_rows: rows of a
+    tile of grouped blocks. max_rows: rows of a looped program. r_warps / l_warps / s_warps: warps
+    of the R-step, final L-step and non-final L-step programs; s_rows: query rows per chunk of a
+    non-final L-step. warps: warps of the fused program. stages: software-pipelining depth.
+    pdl: programmatic dependent launch between a call's grids.
+    """
+
+    mode: Optional[str] = None
+    max_tile: Optional[int] = None
+    group_rows: Optional[int] = None
+    max_rows: Optional[int] = None
+    r_warps: Optional[int] = None
+    l_warps: Optional[int] = None
+    s_rows: Optional[int] = None
+    s_warps: Optional[int] = None
+    warps: Optional[int] = None
+    stages: Optional[int] = None
+    pdl: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class StepTiles:
+    """Programs of one step kind. grouped: ``rows // extent`` whole blocks (offsets) packed into one
+    tile, with a block-diagonal mask; otherwise a block spans several programs of ``rows`` rows.
+    one_col: a program's columns fit one tile (no loop in its body)."""
+
+    grouped: bool
+    rows: int
+    cols: int
+    tiles: int  # programs per head
+    one_col: bool
+    warps: int
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """r: R-steps; l: the final L-step (output); s: non-final L-steps (summaries)."""
+
+    mode: str
+    r: StepTiles
+    l: StepTiles
+    s: StepTiles
+    fused_warps: int
+    stages: Optional[int]
+    pdl: bool
+
+
+def pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _tiling(x: int, width: int, max_tile: Optional[int], group_rows: Optional[int], max_rows: int):
+    """(grouped, rows, columns) for rows of extent x (b for the R-step, m for the L-step).
+    Small extents are grouped into one square tile of up to ``group_rows`` rows; larger ones get
+    ``max_rows`` rows per program and loop over column tiles. 32-row tiles (with 2 warps) beat
+    64-row ones for head dims up to 64 (21); 128 x 128 tiles at b = 128 spilled (9)."""
+    cap = max_tile if max_tile is not None else (128 if width <= 128 else 64)
+    if group_rows is None:
+        group_rows = 32 if width <= 64 else 64
+    p = max(16, pow2(x))
+    if p <= min(cap, max_rows):
+        tile = max(p, min(group_rows, cap))
+        return True, tile, tile
+    return False, min(max_rows, cap), min(p, cap)
+
+
+def _warps(tile: int, width: int) -> int:
+    if tile * width <= 32 * 64:
+        return 2  # small tiles: more programs per SM (21)
+    return 8 if tile * width >= 128 * 128 else 4
+
+
+def _step(extent: int, other: int, width: int, knobs: Knobs, warps: Optional[int]) -> StepTiles:
+    """Tiles over ``other`` groups of ``extent`` rows (R-step: m blocks of b; L-step: b offsets of m)."""
+    # 64-row programs: 128-row ones were 33-37% slower at T = 1, N = 8192 / 16384 (H100).
+    rows_cap = knobs.max_rows if knobs.max_rows is not None else 64
+    grouped, rows, cols = _tiling(extent, width, knobs.max_tile, knobs.group_rows, rows_cap)
+    tiles = -(-other // (rows // extent)) if grouped else other * -(-extent // rows)
+    return StepTiles(grouped, rows, cols, tiles, grouped or cols >= extent,
+                     warps if warps is not None else _warps(rows, width))
+
+
+def _fused_pays(bh: int, n_pad: int, num_steps: int, sm_count: Optional[int]) -> bool:
+    """One program per head pays at T = 1 on N' <= 512 with many heads (at least 4 per SM);
+    it is slower beyond, and at T = 2 (21)."""
+    return sm_count is not None and num_steps == 1 and n_pad <= 512 and bh >= 4 * sm_count
+
+
+def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Optional[int], pdl: bool,
+              knobs: Knobs = Knobs()) -> LaunchPlan:
+    """The plan for ``bh`` heads of blocks of ``b`` slots, ``m`` blocks, head width ``width`` (the
+    padded head dim); ``sm_count`` is None off CUDA (the interpreter), where the tiled strategy runs."""
+    r = _step(b, m, width, knobs, knobs.r_warps)
+    l = _step(m, b, width, knobs, knobs.l_warps)
+    # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
+    # blocks fit one column tile, its columns are all of them (one pass, no recomputed statistics).
+    s_cols = l.cols if l.one_col else l.rows
+    s = replace(l, rows=l.rows if l.grouped or knobs.s_rows is None else knobs.s_rows, cols=s_cols,
+                tiles=l.tiles if l.grouped else b * -(-m // s_cols),
+                warps=knobs.s_warps if knobs.s_warps is not None else l.warps)
+    mode = knobs.mode or ("fused" if _fused_pays(bh, m * b, num_steps, sm_count) else "tiles")
+    fused_warps = knobs.warps if knobs.warps is not None else max(r.warps, l.warps)
+    return LaunchPlan(mode, r, l, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl)

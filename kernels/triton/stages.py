@@ -1,0 +1,325 @@
+"""The work of one tile of each step, as ``@triton.jit`` functions that both strategies run: the
+tiled kernels (``tiled.py``: one program per tile) and the fused kernel (``fused.py``: one program
+per head loops over its tiles). Formulas: docs/algorithm.md, section 2.
+
+* R-step tile (``_r_tile``): rows are the queries of block k (step 1: the token's own q; later
+  steps: the block summary ``aR/cR`` written by the previous L-step), columns the keys of block k.
+  A flash-style pass over the key tiles computes, per row, ``aL = s * R @ k``, ``Y = R @ v`` and
+  ``cL = sum R log R`` (online: ``sum p (x - max)`` rescaled with the max, so ``0 log 0 = 0``
+  comes for free), written "by offset": ``(BH, b, m, .)``.
+* Final L-step tile (``_l_out_tile``): rows are the queries ``(j, l)`` (slot ``l*b + j``), columns
+  the blocks ``k`` of offset ``j``, logits ``q . aL - cL``; blocks past ``m_s`` get no weight.
+  Accumulates ``Z = L @ Y`` flash-style and writes the output rows.
+* Non-final L-step tile (``_l_sum_tile``): writes the next R-step's summaries ``aR/cR`` instead;
+  its program owns columns (offset j, blocks k) and sums over the queries (padding queries weigh
+  nothing; ``cR = 0`` gives a zero summary, i.e. a uniform R row).
+
+All logits and softmax statistics are float32, in base 2.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .common import (
+    LN2,
+    LOG2E,
+    NEG,
+    _block_ok,
+    _dot,
+    _head_base,
+    _l_rows,
+    _lanes,
+    _seq_info,
+    _tile_origin,
+    _token,
+)
+
+
+@triton.jit
+def _r_queries(bh64, bi, hi, q_ptr, sum_ptr, seq, dims, sq, blk_r, i_r, slot_r, row_in, mb, off, L, dd, dmask,
+               D: tl.constexpr, FROM_SUMMARY: tl.constexpr, HAS_MASK: tl.constexpr):
+    """The R-step's row vectors: the queries of the tile's slots, or (FROM_SUMMARY) the summaries,
+    which exist for every slot of a multi-block sequence and for the real slots of a single-block
+    one (the others are never read by any query)."""
+    b = dims[2]
+    if FROM_SUMMARY:
+        srow = (bh64 * dims[3] + blk_r) * b + i_r
+        s_ok = _block_ok(i_r, blk_r, row_in, mb, off, L)
+        qt = tl.load(sum_ptr + srow[:, None] * D + dd[None, :], mask=s_ok[:, None] & dmask[None, :], other=0.0)
+    else:
+        tok_r, qv = _token(slot_r, row_in, off, L, seq, bi, dims[1], HAS_MASK)
+        qbase = _head_base(q_ptr, sq, bi, hi)
+        qt = tl.load(qbase + tok_r[:, None] * sq[2] + dd[None, :] * sq[3], mask=qv[:, None] & dmask[None, :],
+                     other=0.0)
+    return qt
+
+
+@triton.jit
+def _r_tile(
+    bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq, dims, sq, sk, sv, scale,
+    D: tl.constexpr, DV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
+    ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr,
+):
+    """R-step tile ``t`` (below ``_r_count``) of head ``bh``. WANT_Y: the final R-step, the only one
+    whose ``Y = R @ v`` is read (earlier steps neither load v nor write Y). ONE_COL: the block's keys
+    fit one column tile, so the body has no loop (a loop with dynamic bounds keeps index and pointer
+    tiles live across it: more registers per thread)."""
+    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
+    bi = bh // H
+    hi = bh % H
+    L, off = _seq_info(seq, dims, bi, HAS_MASK)
+    mb = (L + b - 1) // b
+    k0, q0, RB, G = _tile_origin(t, b, BQ, GROUPED)
+    # Valid key slots of block k0 (looped case: one block per program).
+    k_lo = tl.maximum(off - k0 * b, 0)
+    k_hi = tl.minimum(off + L - k0 * b, b)
+    bh64 = bh.to(tl.int64)
+    r = tl.arange(0, BQ)
+    blk_r = k0 + r // RB
+    i_r = q0 + r % RB
+    row_in = (r < G * RB) & (i_r < b) & (blk_r < mb)
+    slot_r = blk_r * b + i_r
+    dd = tl.arange(0, BD)
+    ddv = tl.arange(0, BDV)
+    dmask = dd < D
+    dvmask = ddv < DV
+    qt = _r_queries(bh64, bi, hi, q_ptr, sum_ptr, seq, dims, sq, blk_r, i_r, slot_r, row_in, mb, off, L, dd, dmask,
+                    D, FROM_SUMMARY, HAS_MASK)
+    kbase = _head_base(k_ptr, sk, bi, hi)
+    vbase = _head_base(v_ptr, sv, bi, hi)
+    qk_scale = scale * LOG2E
+
+    m_i = tl.full([BQ], NEG, tl.float32)
+    l_i = tl.zeros([BQ], tl.float32)
+    acc_k = tl.zeros([BQ, BD], tl.float32)
+    acc_v = tl.zeros([BQ, BDV], tl.float32)
+    w_i = tl.zeros([BQ], tl.float32)  # sum_i p_i * (x_i - m_i), base-2 logits
+    c = tl.arange(0, BK)
+    if GROUPED or ONE_COL:  # constant bounds: one iteration, folded away by the compiler
+        c_start = 0
+        c_end = BK
+    else:
+        c_start = (k_lo // BK) * BK
+        c_end = k_hi
+    for c0 in range(c_start, c_end, BK):
+        blk_c, i_c, col_in = _lanes(c, c0, k0, b, G, mb, b, GROUPED)
+        tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, seq, bi, N, HAS_MASK)
+        kt = tl.load(kbase + tok_c[:, None] * sk[2] + dd[None, :] * sk[3], mask=kv[:, None] & dmask[None, :],
+                     other=0.0)
+        if WANT_Y:  # issued before the scores, so that the load overlaps them
+            vt = tl.load(vbase + tok_c[:, None] * sv[2] + ddv[None, :] * sv[3], mask=kv[:, None] & dvmask[None, :],
+                         other=0.0)
+        s = _dot(qt, tl.trans(kt), IEEE) * qk_scale
+        if GROUPED:  # block-diagonal: keys of the row's own block only
+            s = tl.where(kv[None, :] & (blk_c[None, :] == blk_r[:, None]), s, NEG)
+        else:
+            s = tl.where(kv[None, :], s, NEG)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        sc = s - m_new[:, None]
+        p = tl.exp2(sc)
+        w_i = alpha * (w_i + (m_i - m_new) * l_i) + tl.sum(p * sc, 1)
+        l_i = alpha * l_i + tl.sum(p, 1)
+        pd = p.to(kt.dtype)
+        acc_k = acc_k * alpha[:, None] + _dot(pd, kt, IEEE)
+        if WANT_Y:
+            acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
+        m_i = m_new
+    _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
+             dvmask, D, DV, WANT_Y)
+
+
+@triton.jit
+def _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
+             dvmask, D: tl.constexpr, DV: tl.constexpr, WANT_Y: tl.constexpr):
+    """Normalise an R-step tile's accumulators and write them "by offset": row (i, blk) of
+    (BH, b, m, .)."""
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    # cL = sum_i R_i log R_i. (Equal to qt . aL - lse, which would save the p * logit term per
+    # score, but keeping qt live to the end costs registers per thread: fewer CTAs.)
+    c_l = LN2 * (w_i / l_safe - tl.log2(l_safe))
+    a_l = (acc_k * (scale / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
+    orow = (bh64 * b + i_r) * m + blk_r
+    tl.store(cl_ptr + orow, c_l, mask=row_in)
+    tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
+    if WANT_Y:
+        y = acc_v / l_safe[:, None]
+        tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=row_in[:, None] & dvmask[None, :])
+
+
+@triton.jit
+def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr,
+              GROUPED: tl.constexpr, TRANS: tl.constexpr, IEEE: tl.constexpr):
+    """Base-2 logits of queries (j_r) against blocks (j_c, k_c); masked entries are NEG. Shape
+    (queries, blocks), or (blocks, queries) with TRANS."""
+    crow = (bh64 * b + j_c) * m + k_c
+    a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
+    c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0)
+    if TRANS:
+        s = (_dot(a_l, tl.trans(q_t), IEEE) - c_l[:, None]) * LOG2E
+        ok = col_in[:, None]
+        if GROUPED:  # block-diagonal: blocks of the query's own offset only
+            ok = ok & (j_c[:, None] == j_r[None, :])
+    else:
+        s = (_dot(q_t, tl.trans(a_l), IEEE) - c_l[None, :]) * LOG2E
+        ok = col_in[None, :]
+        if GROUPED:
+            ok = ok & (j_c[None, :] == j_r[:, None])
+    return tl.where(ok, s, NEG), crow
+
+
+@triton.jit
+def _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, sm, DV: tl.constexpr, GROUPED: tl.constexpr,
+                   BQ: tl.constexpr, BDV: tl.constexpr):
+    """Zero the output rows of padding tokens: input positions n = l*b + j of tile ``t`` on the
+    batch's grid of m blocks (the L-step's ``_tile_origin``), where each n < N is in one tile."""
+    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
+    bi = bh // H
+    hi = bh % H
+    r = tl.arange(0, BQ)
+    ddv = tl.arange(0, BDV)
+    jz, lz, RZ, GZ = _tile_origin(t, m, BQ, GROUPED)
+    j_z = jz + r // RZ
+    l_z = lz + r % RZ
+    n = l_z.to(tl.int64) * b + j_z
+    inb = (r < GZ * RZ) & (j_z < b) & (l_z < m) & (n < N)
+    real = tl.load(mask_ptr + bi.to(tl.int64) * sm[0] + n * sm[1], mask=inb, other=1)
+    pad = inb & (real == 0)
+    obase = _head_base(o_ptr, so, bi, hi)
+    tl.store(obase + n[:, None] * so[2] + ddv[None, :] * so[3], tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty),
+             mask=pad[:, None] & (ddv < DV)[None, :])
+
+
+@triton.jit
+def _l_out_tile(
+    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
+    D: tl.constexpr, DV: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    """Final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: output rows. ONE_COL: the
+    sequence's blocks fit one column tile (no loop in the body; see ``_r_tile``)."""
+    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
+    bi = bh // H
+    hi = bh % H
+    L, off = _seq_info(seq, dims, bi, HAS_MASK)
+    mb = (L + b - 1) // b
+    r = tl.arange(0, BQ)
+    ddv = tl.arange(0, BDV)
+    dvmask = ddv < DV
+    j0, l0, RM, G = _l_rows(t, mb, BQ, GROUPED)
+    bh64 = bh.to(tl.int64)
+    j_r = j0 + r // RM
+    l_r = l0 + r % RM
+    row_in = (r < G * RM) & (j_r < b) & (l_r < mb)
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    tok_r, qv = _token(l_r * b + j_r, row_in, off, L, seq, bi, N, HAS_MASK)
+    qbase = _head_base(q_ptr, sq, bi, hi)
+    q_t = tl.load(qbase + tok_r[:, None] * sq[2] + dd[None, :] * sq[3], mask=qv[:, None] & dmask[None, :], other=0.0)
+
+    m_i = tl.full([BQ], NEG, tl.float32)
+    l_i = tl.zeros([BQ], tl.float32)
+    acc = tl.zeros([BQ, BDV], tl.float32)
+    c = tl.arange(0, BK)
+    if GROUPED or ONE_COL:  # constant bounds: one iteration, folded away by the compiler
+        c_end = BK
+    else:
+        c_end = mb
+    for c0 in range(0, c_end, BK):
+        j_c, k_c, col_in = _lanes(c, c0, j0, RM, G, b, m, GROUPED)
+        col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
+        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, False, IEEE)
+        yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = alpha * l_i + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(yt.dtype), yt, IEEE)
+        m_i = m_new
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    z = acc / l_safe[:, None]
+    obase = _head_base(o_ptr, so, bi, hi)
+    tl.store(obase + tok_r[:, None] * so[2] + ddv[None, :] * so[3], z.to(o_ptr.dtype.element_ty),
+             mask=qv[:, None] & dvmask[None, :])
+
+
+@triton.jit
+def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, D: tl.constexpr,
+                 GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr,
+                 BK: tl.constexpr):
+    """Each query's softmax weights of a non-final L-step tile (blocks, queries): its statistics over
+    all the blocks of its offset come from ``s`` itself when they fit the tile's columns (GROUPED,
+    ONE_COL); otherwise they are recomputed over the other column tiles."""
+    if GROUPED or ONE_COL:
+        m_i = tl.max(s, 0)
+        p = tl.exp2(s - m_i[None, :])
+        l_i = tl.sum(p, 0)
+    else:
+        m_i = tl.full([BQ], NEG, tl.float32)
+        l_i = tl.zeros([BQ], tl.float32)
+        for c1 in range(0, mb, BK):
+            k2 = c1 + c
+            s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
+                              b, m, dd, dmask, D, GROUPED, True, IEEE)
+            m_new = tl.maximum(m_i, tl.max(s2, 0))
+            l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[None, :]), 0)
+            m_i = m_new
+        p = tl.exp2(s - m_i[None, :])
+    return p, l_i
+
+
+@triton.jit
+def _l_sum_tile(
+    bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, sq,
+    D: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+):
+    """Non-final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: summaries aR/cR of a tile of
+    columns (block k, offset j) for the next R-step, summed over the queries (rows) in chunks of BQ."""
+    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
+    bi = bh // H
+    hi = bh % H
+    L, off = _seq_info(seq, dims, bi, HAS_MASK)
+    mb = (L + b - 1) // b
+    j0, k0, RM, G = _l_rows(t, mb, BK, GROUPED)
+    bh64 = bh.to(tl.int64)
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    c = tl.arange(0, BK)
+    j_c = j0 + c // RM
+    k_c = k0 + c % RM
+    col_in = _block_ok(j_c, k_c, (c < G * RM) & (j_c < b), mb, off, L)
+    qbase = _head_base(q_ptr, sq, bi, hi)
+    r = tl.arange(0, BQ)
+    a_r = tl.zeros([BK, BD], tl.float32)
+    c_r = tl.zeros([BK], tl.float32)
+    if GROUPED:
+        l_end = BQ
+    else:
+        l_end = mb
+    for l0 in range(0, l_end, BQ):
+        j_r, l_r, row_in = _lanes(r, l0, j0, RM, G, b, mb, GROUPED)
+        tok_r, qv = _token(l_r * b + j_r, row_in, off, L, seq, bi, N, HAS_MASK)
+        q_t = tl.load(qbase + tok_r[:, None] * sq[2] + dd[None, :] * sq[3], mask=qv[:, None] & dmask[None, :],
+                      other=0.0)
+        # Transposed (blocks, queries): the weights are then the first operand of the dot that sums
+        # over the queries, with no transpose in registers (fewer registers per thread).
+        s, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, True, IEEE)
+        p, l_i = _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, D,
+                              GROUPED, ONE_COL, IEEE, BQ, BK)
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        # Padding queries put no weight anywhere.
+        p = tl.where(qv[None, :], p / l_safe[None, :], 0.0)
+        a_r += _dot(p.to(q_t.dtype), q_t, IEEE)
+        c_r += tl.sum(p, 1)
+    summ = a_r / tl.where(c_r > 0, c_r, 1.0)[:, None]
+    srow = (bh64 * m + k_c) * b + j_c
+    tl.store(sum_ptr + srow[:, None] * D + dd[None, :], summ.to(sum_ptr.dtype.element_ty),
+             mask=col_in[:, None] & dmask[None, :])

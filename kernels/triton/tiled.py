@@ -1,0 +1,85 @@
+"""The tiled strategy: two launches per step, one program per tile of the batch's grid
+(``TILES`` per head); programs past their sequence's own tile count exit at once, so a sequence's
+cost follows its own length. (Programs that loop over several tiles were slower: inside a loop the
+compiler keeps every loop-invariant index and pointer tile live: more registers per thread.)
+
+Launch arguments are flat (strides ``stride_<tensor><dim>``, dims b = batch, h = head, n = token,
+d = feature); each kernel packs them into the tuples ``common.py`` describes."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks
+from .stages import _l_out_tile, _l_sum_tile, _r_tile, _zero_pad_rows
+
+
+@triton.jit
+def _r_step_kernel(
+    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, TILES,
+    stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd, scale,
+    D: tl.constexpr, DV: tl.constexpr,
+    FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
+    ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+    BDV: tl.constexpr, PDL: tl.constexpr,
+):
+    _after_previous_grid(PDL)
+    seq = (len_ptr, off_ptr, tok_ptr)
+    dims = (H, N, b, m, seq_len, pad_off)
+    pid = tl.program_id(0)
+    bh = pid // TILES
+    t = pid % TILES
+    if t < _r_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
+        _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq, dims,
+                (stride_qb, stride_qh, stride_qn, stride_qd), (stride_kb, stride_kh, stride_kn, stride_kd),
+                (stride_vb, stride_vh, stride_vn, stride_vd), scale,
+                D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+
+
+@triton.jit
+def _l_out_kernel(
+    q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, TILES,
+    stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od,
+    stride_mb, stride_mn,
+    D: tl.constexpr, DV: tl.constexpr,
+    HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
+):
+    """With a mask, each program also zeroes the output rows of the padding tokens in its tile of
+    the batch's grid."""
+    _after_previous_grid(PDL)
+    seq = (len_ptr, off_ptr, tok_ptr)
+    dims = (H, N, b, m, seq_len, pad_off)
+    so = (stride_ob, stride_oh, stride_on, stride_od)
+    pid = tl.program_id(0)
+    bh = pid // TILES
+    t = pid % TILES
+    if HAS_MASK:
+        _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, (stride_mb, stride_mn), DV, GROUPED, BQ, BDV)
+    if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims,
+                    (stride_qb, stride_qh, stride_qn, stride_qd), so,
+                    D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+
+
+@triton.jit
+def _l_sum_kernel(
+    q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, TILES,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr,
+):
+    _after_previous_grid(PDL)
+    seq = (len_ptr, off_ptr, tok_ptr)
+    dims = (H, N, b, m, seq_len, pad_off)
+    pid = tl.program_id(0)
+    bh = pid // TILES
+    t = pid % TILES
+    if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BK, GROUPED):
+        _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, (stride_qb, stride_qh, stride_qn, stride_qd),
+                    D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD)

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Host time of one eager call: what a converted model pays per attention module before the GPU
+does any work. Measured as back-to-back calls with no synchronisation in between (the GPU queue
+never fills at these sizes), median of 7 rounds of 60 calls, after warm-up (the first call of a
+signature compiles and records; its cost is reported separately).
+
+    python scripts/benchmarks/host_time.py [--batches 1 8] [--seqs 512 4096] [--csv FILE]
+
+Compares ``monarch_attention`` (public entry point, backend "triton") with SDPA at the same
+shapes (with the same key mask as a broadcast boolean mask when there is one), and prints, for
+scale, one trivial Triton launch and one ``torch.add_``. Float16, 12 heads, head dim 64,
+b = ceil(sqrt(N)), q/k/v as transformers passes them ((B, N, H, d) transposed)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from common import Case, Row, environment, write_csv
+
+
+def host_us(fn, calls: int = 60, rounds: int = 7) -> float:
+    fn()
+    fn()
+    torch.cuda.synchronize()
+    per_call = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        per_call.append((time.perf_counter() - t0) / calls * 1e6)
+        torch.cuda.synchronize()
+    return statistics.median(per_call)
+
+
+def scale_rows() -> list[tuple[str, float]]:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def one(x_ptr, n, BLOCK: tl.constexpr):
+        i = tl.arange(0, BLOCK)
+        tl.store(x_ptr + i, tl.load(x_ptr + i, mask=i < n) + 1, mask=i < n)
+
+    x = torch.zeros(128, device="cuda")
+    return [("torch.add_", host_us(lambda: x.add_(1))),
+            ("trivial Triton kernel launch", host_us(lambda: one[(1,)](x, 100, BLOCK=128)))]
+
+
+def first_call_us(fn) -> float:
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e6
+
+
+def main(argv=None) -> None:
+    from monarch_convert.kernels.ops import monarch_attention
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--seqs", nargs="+", type=int, default=[512, 1024, 4096])
+    p.add_argument("--csv", default=None)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("host_time.py needs a CUDA GPU")
+    env, rows = environment(measure_copy=False), []
+    for name, us in scale_rows():
+        print(f"{name:40s} {us:7.1f} us", flush=True)
+    print("\n| B | N | T | mask | monarch_attention us | SDPA us | first call ms |\n|---|---|---|---|---|---|---|")
+    for B in args.batches:
+        for N in args.seqs:
+            for T in (1, 2):
+                for masked in (False, True):
+                    case = Case("host", B, N, steps=T, mask="pad" if masked else "none", pad_frac=0.25 * masked)
+                    q, k, v, mask, _ = case.inputs()
+                    q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
+                    fn = lambda: monarch_attention(q, k, v, mask, block_size=case.block, num_steps=T,  # noqa: E731
+                                                   backend="triton")
+                    first = first_call_us(fn) / 1e3
+                    ours = host_us(fn)
+                    sdpa_mask = None if mask is None else mask[:, None, None, :]
+                    sdpa = host_us(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask))
+                    print(f"| {B} | {N} | {T} | {'yes' if masked else 'no'} | {ours:.1f} | {sdpa:.1f} | {first:.1f} |",
+                          flush=True)
+                    for prov, us in (("monarch", ours), ("sdpa", sdpa)):
+                        rows.append(env.stamp(Row(kernel="host-time", provider=prov, dtype="float16", batch=B,
+                                                  heads=12, seq=N, head_dim=64, block=case.block, steps=T,
+                                                  pad_frac=case.pad_frac, median_ms=f"{us / 1e3:.5f}",
+                                                  note="host time per eager call (no sync)")))
+    print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'host_time.csv')}")
+
+
+if __name__ == "__main__":
+    main()

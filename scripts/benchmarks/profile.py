@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Launch MonarchAttention's kernels once per case, for a profiler (Nsight Compute) to capture.
+
+    ncu --section SpeedOfLight --section Occupancy -k regex:'_kernel$' \
+        python scripts/benchmarks/profile.py tiles:1:4096 tiles:1:16384 fused:1024:256
+    python scripts/benchmarks/profile.py --times tiles:8:4096:1:0.5     # per-kernel device times
+    python scripts/benchmarks/profile.py model:bert-base:4096           # host time of a forward
+
+Each case is MODE:BATCH:SEQ[:STEPS[:PAD]] (12 heads, head dim 64, float16, b = ceil(sqrt(N));
+MODE is "tiles", "fused" or a knob set of ``common.VARIANTS``; PAD is the fraction of right
+padding of every sequence, with a key-padding mask). Each case runs twice: the first launch
+compiles, profile the second. ``--times`` prints each kernel's device time (median of 20 calls,
+L2 flushed before each) and the gaps between kernels. ``model:KIND:SEQ`` prints where the host
+time of one eager forward of a converted encoder goes (CPU time per op).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from common import VARIANTS, Case, kernel_times
+from monarch_convert.kernels.triton.plan import Knobs
+
+
+def profile_model(kind: str, seq: int) -> None:
+    import monarch_convert
+    from models import build_encoder
+
+    model, vocab = build_encoder(kind, seq)
+    ids = torch.randint(4, vocab, (1, seq), device="cuda")
+    monarch_convert.convert(model, block_size="auto")
+    with torch.no_grad():
+        for _ in range(3):
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
+
+
+def run_case(spec: str, times: bool) -> None:
+    from monarch_convert.kernels.triton.launch import monarch_attention_triton
+
+    mode, batch, seq, *rest = spec.split(":")
+    pad = float(rest[1]) if len(rest) > 1 else 0.0
+    case = Case(spec, int(batch), int(seq), steps=int(rest[0]) if rest else 1, pad_frac=pad,
+                mask="pad" if pad else "none")
+    q, k, v, mask, _ = case.inputs()
+    knobs = VARIANTS.get(mode, Knobs(mode=mode))
+    fn = lambda: monarch_attention_triton(q, k, v, mask, case.block, case.steps, "post", 0.125,  # noqa: E731
+                                          knobs=knobs)
+    for _ in range(2):  # compile + warm, then the launch to profile
+        fn()
+    torch.cuda.synchronize()
+    print("ran", spec, flush=True)
+    if times:
+        for name, us in kernel_times(fn):
+            print(f"    {name:24s} {us:8.1f} us", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    times = "--times" in argv
+    for spec in (a for a in argv if a != "--times"):
+        if spec.startswith("model:"):
+            _, kind, seq = spec.split(":")
+            profile_model(kind, int(seq))
+        else:
+            run_case(spec, times)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

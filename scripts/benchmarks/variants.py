@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""The launcher's knob sets (``common.VARIANTS``) on the variant cases, CUDA-graph replays.
+
+    python scripts/benchmarks/variants.py [--cases T2-long padded] [--variants default nopdl]
+
+Prints one line per case; writes CSV rows (kernel = ``variant:<name>:<case>``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from common import VARIANTS, Case, bench, environment, graphed, selected, write_csv
+
+CASES = [Case("paper-short", 64, 256), Case("paper-short", 1024, 256), Case("T2-short", 1024, 256, steps=2),
+         Case("short-512", 256, 512), Case("paper-long", 1, 4096), Case("paper-long", 1, 8192),
+         Case("paper-long", 1, 16384), Case("T2-long", 1, 4096, steps=2), Case("T2-long", 1, 16384, steps=2),
+         Case("unpadded", 8, 4096), Case("padded-50%", 8, 4096, pad_frac=0.5, mask="pad")]
+
+
+def main(argv=None) -> None:
+    from monarch_convert.kernels.triton.launch import monarch_attention_triton
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", nargs="+", metavar="NAME")
+    p.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=sorted(VARIANTS), metavar="NAME")
+    p.add_argument("--csv", default=None)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("variants.py needs a CUDA GPU")
+    env, rows = environment(), []
+    for case in selected(CASES, args.cases):
+        q, k, v, mask, n_real = case.inputs()
+        line = []
+        for name in args.variants:
+            knobs = VARIANTS[name]
+            if knobs.mode == "fused" and case.batch * case.heads < 256:
+                continue  # one program per head: far too few programs
+            fn = lambda: monarch_attention_triton(q, k, v, mask, case.block, case.steps, "post",  # noqa: E731
+                                                  case.head_dim ** -0.5, knobs=knobs)
+            ms = bench(graphed(fn))
+            line.append(f"{name}={ms:.4f}")
+            rows.append(case.row(f"variant:{name}:{case.name}", "triton+graph", ms, env, n_real, note=str(knobs)))
+        print(f"{case.name} B={case.batch} N={case.seq} T={case.steps}: " + " ".join(line), flush=True)
+    print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'variants.csv')}")
+
+
+if __name__ == "__main__":
+    main()
