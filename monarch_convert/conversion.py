@@ -40,7 +40,8 @@ from .patches.dispatch import (
     ensure_registered,
     is_monarch_implementation,
 )
-from .patches.registry import ArchitecturePatch, get_patch, layer_index, supported_model_types
+from .patches.base import ArchitecturePatch, layer_index
+from .patches.registry import get_patch, supported_model_types
 
 STATE_ATTR = "_monarch_conversion"
 CONFIG_KEY = "monarch_attention"
