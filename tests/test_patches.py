@@ -33,8 +33,7 @@ def test_registry_lists_the_four_architectures():
 
 
 def test_presets_are_valid_configs():
-    from monarch_convert.config import MonarchConfig
-    from monarch_convert.conversion import load_preset
+    from monarch_convert.config import MonarchConfig, load_preset
 
     for model_type in ARCHS:
         MonarchConfig.from_dict(load_preset(model_type))
@@ -129,7 +128,7 @@ def test_key_padding_from_tensors():
 
 
 def test_innermost_attention_modules_only():
-    from monarch_convert.conversion import _attention_modules
+    from monarch_convert.conversion_plan import _attention_modules
 
     names = [n for n, _ in _attention_modules(tiny_model("bert"), get_patch("bert"))]
     assert names == ["encoder.layer.0.attention.self", "encoder.layer.1.attention.self"]
