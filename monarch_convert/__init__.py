@@ -11,14 +11,15 @@ __version__ = "0.1.0"
 # `import monarch_convert` (and `monarch-convert --help`) stays fast.
 _LAZY = {
     "monarch_attention": "monarch_convert.kernels.ops",
-    # Conversion lives in `conversion.py`, not `convert.py`: a submodule named like the function
-    # would replace `monarch_convert.convert` with the module as soon as it is imported.
+    # Conversion lives in `conversion.py`, not `convert.py` (and its report in `conversion_records.py`):
+    # a submodule named like a function would replace `monarch_convert.<function>` with the module
+    # as soon as it is imported.
     "convert": "monarch_convert.conversion",
     "revert": "monarch_convert.conversion",
     "is_converted": "monarch_convert.conversion",
     "softmax": "monarch_convert.conversion",
     "conversion_report": "monarch_convert.conversion",
-    "ConversionReport": "monarch_convert.conversion",
+    "ConversionReport": "monarch_convert.conversion_records",
     "from_pretrained": "monarch_convert.loading",
     "MonarchConfig": "monarch_convert.config",
     "MonarchConvertError": "monarch_convert.errors",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
 from typing import Any, Literal, Union
 
 from .kernels.options import BACKENDS, PAD_TYPES
@@ -17,6 +19,15 @@ DEFAULTS: dict[str, Any] = {
     "backend": "auto",
 }
 
+
+def load_preset(model_type: str) -> dict[str, Any]:
+    """The architecture's preset from ``monarch_convert/configs/<model_type>.json`` (keys starting
+    with ``_`` are comments), or ``{}``."""
+    path = resources.files("monarch_convert.configs").joinpath(f"{model_type}.json")
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
 def auto_block_size(max_seq_len: int) -> int:

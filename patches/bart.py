@@ -2,7 +2,7 @@
 (``is_causal``) and its ``encoder_attn`` is cross-attention: both stay exactly as they were.
 Preset (configs/bart.json): ``pre`` padding, as in the paper's BookSum experiment."""
 
-from .registry import ArchitecturePatch, text_max_length
+from .base import ArchitecturePatch, text_max_length
 
 PATCH = ArchitecturePatch(
     model_type="bart",

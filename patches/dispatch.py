@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import MonarchConvertError
+
 PREFIX = "monarch"
 SPEC_ATTR = "_monarch_spec"
 
@@ -80,7 +82,7 @@ class MonarchMask:
         if not self._built:
             self._mask = _base_mask(self._base, self._kwargs)
             self._built = True
-            self._kwargs = {}
+            self._kwargs = {}  # drop the references to the model's tensors
         return self._mask
 
     def __repr__(self) -> str:
@@ -88,21 +90,18 @@ class MonarchMask:
         return f"MonarchMask(key_padding={shape}, base={self._base!r})"
 
 
-def _mask_registry():
+def _base_mask(base: str | None, kwargs: dict[str, Any]) -> Any:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    return ALL_MASK_ATTENTION_FUNCTIONS
-
-
-def _base_mask(base: str | None, kwargs: dict[str, Any]) -> Any:
-    registry = _mask_registry()
     # As transformers' _preprocess_mask_arguments: an implementation without a mask function gets None.
-    if base not in registry._global_mapping:
+    if base not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
         return None
-    return registry[base](**kwargs)
+    return ALL_MASK_ATTENTION_FUNCTIONS[base](**kwargs)
 
 
 def _is_key_padding(kwargs: dict[str, Any]) -> bool:
+    """Whether the mask transformers asks for (``kwargs`` of a mask function) is at most key
+    padding: bidirectional self-attention with no cache, no offsets and a (batch, seq) mask."""
     from transformers.masking_utils import bidirectional_mask_function
 
     q_offset, kv_offset = kwargs.get("q_offset", 0), kwargs.get("kv_offset", 0)
@@ -148,6 +147,8 @@ def _eager_function(module: torch.nn.Module) -> Callable:
 
 
 def _key_padding(mask: Any, query: torch.Tensor, module_name: str) -> torch.Tensor | None:
+    """The (batch, seq) key-padding mask (True = real token) that ``mask`` stands for, or None for
+    no mask; an error for a mask that is more than key padding."""
     batch, seq = query.shape[0], query.shape[2]
     if mask is None:
         return None
@@ -157,31 +158,43 @@ def _key_padding(mask: Any, query: torch.Tensor, module_name: str) -> torch.Tens
         if mask.dim() == 2 and tuple(mask.shape) == (batch, seq):
             return mask.to(torch.bool)
         if mask.dim() == 4 and mask.shape[-1] == seq and mask.shape[0] in (1, batch):
-            if mask.dtype == torch.bool:
-                allowed = mask
-            else:
-                allowed = mask == 0
-                blocked = mask <= torch.finfo(mask.dtype).min / 2
-                if not bool((allowed | blocked).all()):
-                    raise _not_key_padding(module_name, "an additive attention bias")
+            allowed = _allowed_positions(mask, module_name)
+            # Key padding: every query row of a sequence allows the same keys.
             if bool((allowed == allowed[:, :1, :1, :]).all()):
                 return allowed[:, 0, 0, :].expand(batch, seq)
-    from ..errors import MonarchConvertError
-
     kind = type(mask).__name__ if not isinstance(mask, torch.Tensor) else f"tensor {tuple(mask.shape)}"
-    raise MonarchConvertError(
-        f"converted attention module {module_name} received a mask ({kind}) that is not a key-padding "
-        "mask; MonarchAttention supports only (batch, seq) padding masks: revert the model to use it"
-    )
+    raise _not_key_padding(module_name, f"a mask ({kind})")
 
 
-def _not_key_padding(module_name: str, what: str):
-    from ..errors import MonarchConvertError
+def _allowed_positions(mask: torch.Tensor, module_name: str) -> torch.Tensor:
+    """A 4-D boolean or additive mask as booleans (True = attend); an error for an additive mask
+    with values other than 0 and "minus infinity" (a bias, which MonarchAttention cannot add)."""
+    if mask.dtype == torch.bool:
+        return mask
+    allowed = mask == 0
+    blocked = mask <= torch.finfo(mask.dtype).min / 2
+    if not bool((allowed | blocked).all()):
+        raise _not_key_padding(module_name, "an additive attention bias")
+    return allowed
 
+
+def _not_key_padding(module_name: str, what: str) -> MonarchConvertError:
     return MonarchConvertError(
         f"converted attention module {module_name} received {what}, not a key-padding mask; "
         "MonarchAttention supports only (batch, seq) padding masks: revert the model to use it"
     )
+
+
+def _unconverted_mask(attention_mask: Any, device: torch.device) -> Any:
+    """The mask a module that was not converted gets: the base implementation's, on its device."""
+    if not isinstance(attention_mask, MonarchMask):
+        return attention_mask
+    mask = attention_mask.base_mask()
+    # Where the model's masks are built on another device (accelerate's device_map), the hooks
+    # that would have moved the mask with the layer's inputs never saw it.
+    if isinstance(mask, torch.Tensor) and mask.device != device:
+        mask = mask.to(device)
+    return mask
 
 
 def monarch_attention_forward(
@@ -191,18 +204,13 @@ def monarch_attention_forward(
     value: torch.Tensor,
     attention_mask: Any,
     **kwargs: Any,
-) -> tuple[torch.Tensor, None] | tuple[torch.Tensor, Any]:
+) -> tuple[torch.Tensor, Any]:
     """Attention function of the ``monarch_<base>`` implementations (see the module docstring)."""
     spec: MonarchSpec | None = getattr(module, SPEC_ATTR, None)
     if spec is None:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-        if isinstance(attention_mask, MonarchMask):
-            attention_mask = attention_mask.base_mask()
-            # Where the model's masks are built on another device (accelerate's device_map), the
-            # hooks that would have moved the mask with the layer's inputs never saw it.
-            if isinstance(attention_mask, torch.Tensor) and attention_mask.device != query.device:
-                attention_mask = attention_mask.to(query.device)
+        attention_mask = _unconverted_mask(attention_mask, query.device)
         base = base_implementation(module.config._attn_implementation)
         function = ALL_ATTENTION_FUNCTIONS.get_interface(base, _eager_function(module))
         return function(module, query, key, value, attention_mask, **kwargs)

@@ -2,11 +2,12 @@
 sequences of 512 tokens. Preset (configs/roberta.json): layers 0-3 and 8-11, as in the paper's
 SQuAD experiment (layers a smaller model lacks are ignored)."""
 
-from .bert import _attention_bias
-from .registry import ArchitecturePatch
+from typing import Any
+
+from .base import ArchitecturePatch, absolute_positions_only
 
 
-def _max_length(config) -> int:
+def _max_length(config: Any) -> int:
     return int(config.max_position_embeddings) - int(config.pad_token_id or 0) - 1
 
 
@@ -15,5 +16,5 @@ PATCH = ArchitecturePatch(
     attention_classes=("RobertaSelfAttention", "RobertaCrossAttention"),
     cross_attention=("crossattention",),
     max_length=_max_length,
-    attention_bias=_attention_bias,
+    attention_bias=absolute_positions_only,
 )

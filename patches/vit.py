@@ -6,7 +6,7 @@ Preset (configs/vit.json): block 14 with ``pre`` padding, so that at 224 px (197
 token sits alone in block 0 and every other block is one row of 14 patches.
 """
 
-from .registry import ArchitecturePatch, vision_max_length
+from .base import ArchitecturePatch, vision_max_length
 
 PATCH = ArchitecturePatch(
     model_type="vit",

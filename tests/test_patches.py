@@ -16,13 +16,14 @@ from monarch_convert.flops import (
     softmax_attention_macs,
 )
 from monarch_convert.patches import dispatch
-from monarch_convert.patches.registry import get_patch, layer_index, registry, supported_model_types
+from monarch_convert.patches.base import layer_index
+from monarch_convert.patches.registry import PATCHES, get_patch, supported_model_types
 
 
 def test_registry_lists_the_four_architectures():
     assert supported_model_types() == ["bart", "bert", "roberta", "vit"]
     assert get_patch("gpt2") is None and get_patch(None) is None
-    for model_type, patch in registry().items():
+    for model_type, patch in PATCHES.items():
         assert patch.model_type == model_type
         module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
         # At least one declared class exists in this transformers version, and it calls the interface.
@@ -32,8 +33,7 @@ def test_registry_lists_the_four_architectures():
 
 
 def test_presets_are_valid_configs():
-    from monarch_convert.config import MonarchConfig
-    from monarch_convert.conversion import load_preset
+    from monarch_convert.config import MonarchConfig, load_preset
 
     for model_type in ARCHS:
         MonarchConfig.from_dict(load_preset(model_type))
@@ -128,7 +128,7 @@ def test_key_padding_from_tensors():
 
 
 def test_innermost_attention_modules_only():
-    from monarch_convert.conversion import _attention_modules
+    from monarch_convert.conversion_plan import _attention_modules
 
     names = [n for n, _ in _attention_modules(tiny_model("bert"), get_patch("bert"))]
     assert names == ["encoder.layer.0.attention.self", "encoder.layer.1.attention.self"]

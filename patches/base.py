@@ -1,0 +1,90 @@
+"""What a patcher is: :class:`ArchitecturePatch`, and the helpers the patchers share.
+
+A patcher is data, not code: an :class:`ArchitecturePatch` says which module classes call
+transformers' attention interface, which of them are cross-attention, how long the model's
+sequences can be, and (optionally) which configs add an attention bias. The helpers below fill
+its two functions for the usual cases, so that a patcher stays a few lines of data (see
+``registry.py`` for how to add one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+def _no_bias(config: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class ArchitecturePatch:
+    """What the converter needs to know about one architecture.
+
+    model_type: ``config.model_type`` this applies to.
+    attention_classes: names of the module classes whose ``forward`` calls the attention interface
+        (the module passed as its first argument). Names that a given transformers version lacks
+        are ignored; when a listed class wraps another listed class, only the innermost counts.
+    cross_attention: attribute names (components of a module's dotted name) under which a module
+        is cross-attention (queries from one sequence, keys from another): never converted.
+    max_length: the longest sequence the model takes, from its config (sets ``block_size="auto"``
+        and the default sequence length of the FLOPs report).
+    attention_bias: from the config, why its self-attention would need more than a key-padding
+        mask (relative-position bias and the like), or ``None``; such modules are not converted.
+    """
+
+    model_type: str
+    attention_classes: tuple[str, ...]
+    max_length: Callable[[Any], int]
+    cross_attention: tuple[str, ...] = ()
+    attention_bias: Callable[[Any], str | None] = _no_bias
+
+    def classify(self, name: str, module: Any, config: Any) -> str | None:
+        """Why the attention module called ``name`` cannot be converted, or ``None`` if it can."""
+        if set(name.split(".")) & set(self.cross_attention):
+            return "cross-attention (keys come from another sequence)"
+        if getattr(module, "is_causal", False):
+            return "causal self-attention (needs a causal mask, not a key-padding mask)"
+        return self.attention_bias(config) or None
+
+
+def layer_index(name: str) -> int | None:
+    """The layer a module sits in: the last integer component of its dotted name."""
+    numbers = [int(p) for p in name.split(".") if p.isdigit()]
+    return numbers[-1] if numbers else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers for the patchers' fields
+
+
+def text_max_length(position_offset: int = 0) -> Callable[[Any], int]:
+    """Text models: ``max_position_embeddings`` minus the positions the embedding reserves."""
+
+    def max_length(config: Any) -> int:
+        return int(config.max_position_embeddings) - position_offset
+
+    return max_length
+
+
+def vision_max_length(extra_tokens: int = 1) -> Callable[[Any], int]:
+    """Vision transformers: ``(image_size / patch_size) ** 2`` patches plus the class token(s)
+    (ViT-B/16 at 224 px: 197)."""
+
+    def max_length(config: Any) -> int:
+        size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
+        patch = config.patch_size if isinstance(config.patch_size, (list, tuple)) else (config.patch_size,) * 2
+        return math.prod(s // p for s, p in zip(size, patch)) + extra_tokens
+
+    return max_length
+
+
+def absolute_positions_only(config: Any) -> str | None:
+    """``attention_bias`` for BERT-style configs: ``position_embedding_type`` other than
+    ``"absolute"`` adds a relative-position bias to the scores (transformers < 5 offered it;
+    5.x removed it)."""
+    kind = getattr(config, "position_embedding_type", "absolute") or "absolute"
+    if kind != "absolute":
+        return f"position_embedding_type={kind!r} adds a relative-position bias to the scores"
+    return None
