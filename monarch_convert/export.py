@@ -8,11 +8,14 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from .config import MonarchConfig
 from .dtypes import check_dtype_name
 from .errors import MonarchConvertError
+
+if TYPE_CHECKING:
+    import torch
 
 REPORT_FILE = "conversion.json"
 
@@ -44,7 +47,7 @@ def staged_dir(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_preprocessor(source: str):
+def load_preprocessor(source: str) -> Any:
     """The source's tokenizer or image processor, or None if it ships neither."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -109,7 +112,7 @@ def export_checkpoint(
     return report_dict
 
 
-def format_embedding_drift(before, after) -> str:
+def format_embedding_drift(before: torch.Tensor, after: torch.Tensor) -> str:
     """Cosine similarity of each built-in sentence's embedding, original vs converted."""
     from .default_model import SENTENCES
 

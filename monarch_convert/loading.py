@@ -41,11 +41,16 @@ def _load_config(path: str, hf_kwargs: dict[str, Any]):
     try:
         return AutoConfig.from_pretrained(path, **{k: hf_kwargs[k] for k in _CONFIG_KWARGS if k in hf_kwargs})
     except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MonarchConvertError(f"cannot load a model config from {path!r}: {first}") from e
+        raise MonarchConvertError(f"cannot load a model config from {path!r}: {_first_line(e)}") from e
 
 
-def model_class_for(config: Any):
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s message (transformers' are often paragraphs), or its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def model_class_for(config: Any) -> type:
     """The class to load a checkpoint with: ``config.architectures[0]`` when transformers has it
     (``BertForQuestionAnswering``, ``ViTForImageClassification``, ...), else ``AutoModel``."""
     import transformers
@@ -80,8 +85,7 @@ def _load(path: str, model_class: Any, hf_kwargs: dict[str, Any]):
         # (num_labels=..., and the like) keep working as in transformers.
         return cls.from_pretrained(path, **hf_kwargs)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MonarchConvertError(f"cannot load {cls.__name__} from {path!r}: {first}") from e
+        raise MonarchConvertError(f"cannot load {cls.__name__} from {path!r}: {_first_line(e)}") from e
 
 
 def from_pretrained(
@@ -90,7 +94,7 @@ def from_pretrained(
     monarch_config: MonarchConfig | dict[str, Any] | None = None,
     model_class: Any = None,
     **hf_kwargs: Any,
-):
+) -> Any:
     """Load a checkpoint with MonarchAttention, from a Hub id or a local folder.
 
     A checkpoint saved by a converted model is loaded with its saved settings, and gives the
@@ -109,7 +113,9 @@ def from_pretrained(
     return convert(model, monarch_config)
 
 
-def load_source_model(path: str, dtype: str = "auto", device: str = "cpu", model_class: Any = None, **hf_kwargs: Any):
+def load_source_model(
+    path: str, dtype: str = "auto", device: str = "cpu", model_class: Any = None, **hf_kwargs: Any
+) -> Any:
     """The unconverted model at ``path`` (Hub id or folder), in eval mode, for the CLI.
 
     dtype: ``"auto"`` (the checkpoint's), ``"float32"``, ``"float16"`` or ``"bfloat16"``.

@@ -25,7 +25,10 @@ huggingface_hub = pytest.importorskip("huggingface_hub")
 from huggingface_hub import ModelCard, ModelCardData  # noqa: E402
 from huggingface_hub.utils import _http  # noqa: E402
 
-from monarch_convert import hub  # noqa: E402
+from monarch_convert.hub.card import build_model_card  # noqa: E402
+from monarch_convert.hub.cli import push_converted_dir  # noqa: E402
+from monarch_convert.hub.pipeline_tags import infer_pipeline_tag  # noqa: E402
+from monarch_convert.hub.upload import push_to_hub  # noqa: E402
 from monarch_convert.errors import MonarchConvertError  # noqa: E402
 
 # huggingface_hub's own LFS PUT passes raw bytes as data= (its httpx warns); not ours to fix.
@@ -245,7 +248,7 @@ def parse_card(text: str | bytes) -> ModelCard:
 # ---------------------------------------------------------------------------------------------
 def test_push_uploads_folder_and_card_in_one_commit(fake_hub, converted):
     before = snapshot(converted)
-    info = hub.push_to_hub(converted, "alice/bert-sst2-monarch", token=TOKEN, commit_message="Add Monarch BERT")
+    info = push_to_hub(converted, "alice/bert-sst2-monarch", token=TOKEN, commit_message="Add Monarch BERT")
 
     assert info.commit_url == f"{ENDPOINT}/alice/bert-sst2-monarch/commit/{'f' * 40}"
     assert info.pr_url is None
@@ -281,7 +284,7 @@ def lfs_without_xet(fake_hub, monkeypatch):
 
 def test_push_weights_through_lfs(lfs_without_xet, converted):
     fake_hub = lfs_without_xet
-    hub.push_to_hub(converted, "alice/m", token=TOKEN)
+    push_to_hub(converted, "alice/m", token=TOKEN)
     weights = (converted / "model.safetensors").read_bytes()
     assert fake_hub.calls("POST", "/alice/m.git/info/lfs/objects/batch")
     assert list(fake_hub.lfs_objects.values()) == [weights]
@@ -297,14 +300,14 @@ def test_lfs_upload_failure(lfs_without_xet, converted):
     )
     before = snapshot(converted)
     with pytest.raises(MonarchConvertError, match="network error") as info:
-        hub.push_to_hub(converted, "alice/m", token=TOKEN)
+        push_to_hub(converted, "alice/m", token=TOKEN)
     assert_clean_failure(info.value, converted, before, retry="monarch-convert upload")
     assert not fake_hub.commits
 
 
 def test_push_default_commit_message_and_token_from_env(fake_hub, converted, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    hub.push_to_hub(converted, "alice/m")
+    push_to_hub(converted, "alice/m")
     commit = fake_hub.commits[0]
     assert commit["header"]["summary"] == (
         "textattack/bert-base-uncased-SST-2 converted to MonarchAttention with monarch-convert 0.1.0"
@@ -315,12 +318,12 @@ def test_push_default_commit_message_and_token_from_env(fake_hub, converted, mon
 def test_push_token_from_login_cache(fake_hub, converted):
     Path(huggingface_hub.constants.HF_TOKEN_PATH).parent.mkdir(parents=True, exist_ok=True)
     Path(huggingface_hub.constants.HF_TOKEN_PATH).write_text(TOKEN)
-    hub.push_to_hub(converted, "alice/m")
+    push_to_hub(converted, "alice/m")
     assert fake_hub.commits and fake_hub.requests[0]["headers"]["authorization"] == f"Bearer {TOKEN}"
 
 
 def test_private_revision_and_create_pr_pass_through(fake_hub, converted):
-    info = hub.push_to_hub(converted, "alice/m", private=True, revision="monarch-b16", create_pr=True, token=TOKEN)
+    info = push_to_hub(converted, "alice/m", private=True, revision="monarch-b16", create_pr=True, token=TOKEN)
 
     create = json.loads(fake_hub.calls("POST", "/api/repos/create")[0]["body"])
     assert create["name"] == "m" and create["type"] == "model"
@@ -336,7 +339,7 @@ def test_private_revision_and_create_pr_pass_through(fake_hub, converted):
 
 
 def test_revision_without_pr_pins_the_branch_in_the_snippet(fake_hub, converted):
-    hub.push_to_hub(converted, "alice/m", revision="exp", token=TOKEN)
+    push_to_hub(converted, "alice/m", revision="exp", token=TOKEN)
     commit = fake_hub.commits[0]
     assert commit["path"] == "/api/models/alice/m/commit/exp" and "create_pr" not in commit["query"]
     assert 'monarch_convert.from_pretrained("alice/m", revision="exp")' in commit["files"]["README.md"].decode()
@@ -347,7 +350,7 @@ def test_revision_without_pr_pins_the_branch_in_the_snippet(fake_hub, converted)
 def test_push_to_existing_repo_and_own_readme_kept(fake_hub, converted):
     fake_hub.existing_repos.add("alice/m")
     (converted / "README.md").write_text("---\nlicense: mit\n---\n# my own card\n")
-    hub.push_to_hub(converted, "alice/m", token=TOKEN)
+    push_to_hub(converted, "alice/m", token=TOKEN)
     assert fake_hub.commits[0]["files"]["README.md"] == (converted / "README.md").read_bytes()
 
 
@@ -355,7 +358,7 @@ def test_hidden_files_are_not_uploaded(fake_hub, converted):
     (converted / ".cache").mkdir()
     (converted / ".cache" / "x.lock").write_text("x")
     (converted / ".DS_Store").write_text("x")
-    hub.push_to_hub(converted, "alice/m", token=TOKEN)
+    push_to_hub(converted, "alice/m", token=TOKEN)
     assert not [p for p in fake_hub.commits[0]["files"] if p.startswith(".") or "/." in p]
 
 
@@ -378,7 +381,7 @@ def test_api_test_double_seam(converted):
             return "commit-info"
 
     double = Double()
-    assert hub.push_to_hub(converted, "alice/m", token=TOKEN, api=double, revision="b") == "commit-info"
+    assert push_to_hub(converted, "alice/m", token=TOKEN, api=double, revision="b") == "commit-info"
     assert [c[0] for c in double.calls] == ["create_repo", "create_branch", "create_commit"]
     commit_kw = double.calls[2][2]
     assert commit_kw["revision"] == "b" and commit_kw["create_pr"] is False and commit_kw["token"] == TOKEN
@@ -418,7 +421,7 @@ def test_failures_are_one_line_with_retry_hint(fake_hub, converted, failure, exp
     fake_hub.fail[key] = value
     before = snapshot(converted)
     with pytest.raises(MonarchConvertError) as info:
-        hub.push_to_hub(converted, "alice/m", token=TOKEN, revision=None)
+        push_to_hub(converted, "alice/m", token=TOKEN, revision=None)
     assert expected in str(info.value)
     assert_clean_failure(info.value, converted, before, retry="monarch-convert upload")
     assert not fake_hub.commits
@@ -428,7 +431,7 @@ def test_server_message_echoing_the_token_is_scrubbed(fake_hub, converted):
     fake_hub.fail[("POST", "/commit/main")] = (400, {"error": f"bad request from token {TOKEN}"})
     before = snapshot(converted)
     with pytest.raises(MonarchConvertError) as info:
-        hub.push_to_hub(converted, "alice/m", token=TOKEN)
+        push_to_hub(converted, "alice/m", token=TOKEN)
     assert_clean_failure(info.value, converted, before, retry="monarch-convert upload")
 
 
@@ -436,7 +439,7 @@ def test_retry_hint_repeats_the_options(fake_hub, converted):
     fake_hub.fail[("POST", "/api/repos/create")] = (401, {"error": "Invalid credentials"})
     before = snapshot(converted)
     with pytest.raises(MonarchConvertError) as info:
-        hub.push_to_hub(converted, "alice/m", token=TOKEN, private=True, revision="exp", create_pr=True)
+        push_to_hub(converted, "alice/m", token=TOKEN, private=True, revision="exp", create_pr=True)
     assert_clean_failure(
         info.value, converted, before, retry=f"monarch-convert upload {converted} alice/m --private --revision exp --create-pr"
     )
@@ -445,7 +448,7 @@ def test_retry_hint_repeats_the_options(fake_hub, converted):
 def test_no_token(fake_hub, converted):
     before = snapshot(converted)
     with pytest.raises(MonarchConvertError) as info:
-        hub.push_to_hub(converted, "alice/m")
+        push_to_hub(converted, "alice/m")
     assert "no Hugging Face token" in str(info.value) and "HF_TOKEN" in str(info.value)
     assert_clean_failure(info.value, converted, before, retry="monarch-convert upload")
     assert fake_hub.requests == []
@@ -459,7 +462,7 @@ def test_offline_mode_is_reported(converted, monkeypatch):
     try:
         before = snapshot(converted)
         with pytest.raises(MonarchConvertError) as info:
-            hub.push_to_hub(converted, "alice/m", token=TOKEN)
+            push_to_hub(converted, "alice/m", token=TOKEN)
         assert "HF_HUB_OFFLINE" in str(info.value)
         assert_clean_failure(info.value, converted, before, retry="monarch-convert upload")
     finally:
@@ -468,13 +471,13 @@ def test_offline_mode_is_reported(converted, monkeypatch):
 
 def test_invalid_repo_id_and_not_a_converted_dir(fake_hub, converted, tmp_path):
     with pytest.raises(MonarchConvertError, match="invalid repository id"):
-        hub.push_to_hub(converted, "alice/bad--name/x", token=TOKEN)
+        push_to_hub(converted, "alice/bad--name/x", token=TOKEN)
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "config.json").write_text("{}")
     with pytest.raises(MonarchConvertError, match="conversion.json is missing"):
-        hub.push_to_hub(tmp_path / "plain", "alice/m", token=TOKEN)
+        push_to_hub(tmp_path / "plain", "alice/m", token=TOKEN)
     with pytest.raises(MonarchConvertError, match="is not a folder"):
-        hub.push_to_hub(tmp_path / "nope", "alice/m", token=TOKEN)
+        push_to_hub(tmp_path / "nope", "alice/m", token=TOKEN)
     assert fake_hub.requests == []
 
 
@@ -482,7 +485,7 @@ def test_invalid_repo_id_and_not_a_converted_dir(fake_hub, converted, tmp_path):
 # The model card
 # ---------------------------------------------------------------------------------------------
 def test_card_metadata_and_body(converted):
-    card = parse_card(str(hub.build_model_card(converted, "alice/bert-sst2-monarch")))
+    card = parse_card(str(build_model_card(converted, "alice/bert-sst2-monarch")))
     data = card.data
     assert data.base_model == "textattack/bert-base-uncased-SST-2"
     assert data.library_name == "transformers"
@@ -519,7 +522,7 @@ def test_card_without_evaluation_and_with_sparse_reports(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
         (path / name).unlink()
     (path / "preprocessor_config.json").write_text("{}")
-    card = parse_card(str(hub.build_model_card(path, "bob/m")))
+    card = parse_card(str(build_model_card(path, "bob/m")))
     assert card.data.base_model is None  # a local path is no Hub id
     assert str(tmp_path) not in str(card) and "`local-model (local folder)`" in card.text
     assert card.data.eval_results is None
@@ -535,11 +538,11 @@ def test_card_with_unusual_evaluation_fields(tmp_path):
     report["task"] = "sentiment"
     report["metrics"] = [{"name": "Accuracy", "original": 0.9, "converted": None}, {"name": "loss"}, "junk"]
     (path / "evaluation.json").write_text(json.dumps(report))
-    card = parse_card(str(hub.build_model_card(path, "bob/m")))
+    card = parse_card(str(build_model_card(path, "bob/m")))
     assert card.data.eval_results is None  # no numeric converted value
     assert "| Accuracy | 0.9000 | - | - |" in card.text
     (path / "evaluation.json").write_text("{not json")
-    card = parse_card(str(hub.build_model_card(path, "bob/m")))
+    card = parse_card(str(build_model_card(path, "bob/m")))
     assert "## Evaluation" not in card.text
 
 
@@ -560,12 +563,12 @@ def test_card_with_unusual_evaluation_fields(tmp_path):
     ],
 )
 def test_pipeline_tag_table(architectures, model_type, tag):
-    assert hub.infer_pipeline_tag(architectures, model_type) == tag
+    assert infer_pipeline_tag(architectures, model_type) == tag
 
 
 def test_example_card_in_docs_is_generated(tmp_path):
     path = make_converted_dir(tmp_path / "bert-base-uncased-sst2-monarch")
-    card = hub.build_model_card(path, "your-name/bert-base-uncased-sst2-monarch")
+    card = build_model_card(path, "your-name/bert-base-uncased-sst2-monarch")
     rendered = render_example_doc(str(card))
     if os.environ.get("MONARCH_CONVERT_REGEN_DOCS"):
         EXAMPLE_CARD.parent.mkdir(exist_ok=True)
@@ -615,14 +618,14 @@ def test_upload_command_through_the_cli(fake_hub, converted, monkeypatch, capsys
 
 def test_push_converted_dir_prints_progress(fake_hub, converted):
     lines = []
-    hub.push_converted_dir(converted, "alice/m", token=TOKEN, echo=lines.append)
+    push_converted_dir(converted, "alice/m", token=TOKEN, echo=lines.append)
     assert lines[0].startswith("Uploading 8 files") and "https://huggingface.co/alice/m" in lines[0]
     assert lines[-1] == f"Uploaded: {ENDPOINT}/alice/m/commit/{'f' * 40}"
 
 
 def test_hub_module_imports_only_typer_and_stdlib():
     code = (
-        "import sys, monarch_convert.hub; "
+        "import sys, monarch_convert.hub.card, monarch_convert.hub.cli, monarch_convert.hub.upload; "
         "heavy = [m for m in ('huggingface_hub', 'torch', 'transformers') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -633,8 +636,8 @@ def test_hub_module_imports_only_typer_and_stdlib():
 def test_lazy_exports():
     import monarch_convert
 
-    assert monarch_convert.push_to_hub is hub.push_to_hub
-    assert monarch_convert.build_model_card is hub.build_model_card
+    assert monarch_convert.push_to_hub is push_to_hub
+    assert monarch_convert.build_model_card is build_model_card
 
 
 # ---------------------------------------------------------------------------------------------
@@ -681,7 +684,7 @@ def test_pushed_checkpoint_loads_by_id_and_revision(fake_hub, tmp_path):
         (out / "conversion.json").write_text(
             json.dumps({"source_model": "tiny-bert", "model_type": "bert", "settings": {"block_size": block_size}})
         )
-        hub.push_to_hub(out, "alice/tiny-monarch", revision=None if branch == "main" else branch, token=TOKEN)
+        push_to_hub(out, "alice/tiny-monarch", revision=None if branch == "main" else branch, token=TOKEN)
     assert [c["path"].rsplit("/", 1)[1] for c in fake_hub.commits] == ["main", "exp"]
 
     cache = tmp_path / "hub-cache"
@@ -706,7 +709,7 @@ def test_card_with_evaluator_task_names_and_local_dataset(tmp_path):
         metrics=[{"name": "top1_agreement", "original": 100.0, "converted": 97.5, "delta": -2.5}],
     )
     (path / "evaluation.json").write_text(json.dumps(report))
-    card = parse_card(str(hub.build_model_card(path, "bob/m")))
+    card = parse_card(str(build_model_card(path, "bob/m")))
     (result,) = card.data.eval_results
     assert (result.task_type, result.dataset_type, result.metric_value) == ("feature-extraction", "polarity.csv", 97.5)
     assert "secret-home" not in str(card)
