@@ -68,12 +68,15 @@ def _parse_columns(items: Optional[List[str]]) -> dict:
 
 def eval_command(
     model: str = typer.Argument(..., help="Hub id or local folder of the model (with the task's head)."),
-    task: str = typer.Option(..., "--task", "-t", help="image-classification, text-classification, question-answering, summarization or sentence-embedding."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Hub dataset name, or a local csv/json/parquet file or image folder."),
+    task: str = typer.Option(..., "--task", "-t", help="image-classification, text-classification, "
+                             "question-answering, summarization or sentence-embedding."),
+    dataset: str = typer.Option(..., "--dataset", "-d",
+                                help="Hub dataset name, or a local csv/json/parquet file or image folder."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for evaluation.json / .md / .png."),
     dataset_config: Optional[str] = typer.Option(None, help="Hub dataset configuration name."),
     split: Optional[str] = typer.Option(None, help="Dataset split (default: test, validation, then train)."),
-    column: Optional[List[str]] = typer.Option(None, "--column", help="ROLE=NAME, e.g. text=sentence, label=label (repeatable)."),
+    column: Optional[List[str]] = typer.Option(None, "--column",
+                                               help="ROLE=NAME, e.g. text=sentence, label=label (repeatable)."),
     samples: Optional[int] = typer.Option(None, help="Evaluate a deterministic sample of this many examples."),
     seed: int = typer.Option(0, help="Seed of the sample (and the probe split)."),
     first: bool = typer.Option(False, "--first", help="Take the first --samples examples instead of a seeded sample."),
@@ -84,44 +87,56 @@ def eval_command(
     block_size: Optional[str] = typer.Option(None, help="Block size(s): an integer, 'auto', or a comma list to sweep."),
     num_steps: Optional[str] = typer.Option(None, help="Steps T: an integer or a comma list to sweep."),
     pad_type: Optional[str] = typer.Option(None, help="'post' or 'pre'."),
-    layers: Optional[str] = typer.Option(None, help="Layers: 'all' or '0-3,8-11'; several sets separated by ';' to sweep."),
+    layers: Optional[str] = typer.Option(None,
+                                         help="Layers: 'all' or '0-3,8-11'; several sets separated by ';' to sweep."),
     backend: Optional[str] = typer.Option(None, help="'auto', 'torch' or 'triton'."),
-    setting: Optional[List[str]] = typer.Option(None, "--setting", help="One explicit setting, e.g. 'block_size=16,num_steps=2' (repeatable)."),
+    setting: Optional[List[str]] = typer.Option(
+        None, "--setting", help="One explicit setting, e.g. 'block_size=16,num_steps=2' (repeatable)."),
     metric_source: str = typer.Option("auto", help="auto (Hub evaluate modules unless offline), offline, or hub."),
-    metric: Optional[List[str]] = typer.Option(None, "--metric", help="Extra Hub metric by name, through evaluate (repeatable)."),
-    no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip the per-layer fidelity (runs softmax a second time per layer)."),
+    metric: Optional[List[str]] = typer.Option(None, "--metric",
+                                               help="Extra Hub metric by name, through evaluate (repeatable)."),
+    no_fidelity: bool = typer.Option(False, "--no-fidelity",
+                                     help="Skip the per-layer fidelity (runs softmax a second time per layer)."),
     pooling: str = typer.Option("mean", help="sentence-embedding: mean (over real tokens) or cls."),
     probe_train_split: Optional[str] = typer.Option(None, help="sentence-embedding: split to fit the linear probe on."),
-    probe_train_fraction: float = typer.Option(0.5, help="sentence-embedding without --probe-train-split: part of the data held out for the probe."),
+    probe_train_fraction: float = typer.Option(0.5, help="sentence-embedding without --probe-train-split: part of the "
+                                                         "data held out for the probe."),
     probe_train_samples: Optional[int] = typer.Option(None, help="sentence-embedding: cap on probe train examples."),
     max_new_tokens: int = typer.Option(64, help="summarization: generated tokens at most."),
-    num_beams: Optional[int] = typer.Option(None, help="summarization: beams (default: the model's generation config)."),
+    num_beams: Optional[int] = typer.Option(None,
+                                            help="summarization: beams (default: the model's generation config)."),
     doc_stride: int = typer.Option(128, help="question-answering: overlap of context windows."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    from transformers.utils import logging as hf_logging
+    from .core import evaluate
 
-    from .core import _quiet_libraries, evaluate
-
-    if quiet:
-        _quiet_libraries()
-    else:
-        hf_logging.disable_progress_bar()  # the weight-loading bar: noise before a one-line error
-
-    sweep = build_sweep(block_size, num_steps, layers, setting)
+    _silence_libraries(quiet)
     shared = {k: v for k, v in (("pad_type", pad_type), ("backend", backend)) if v is not None}
     report = evaluate(
-        model, task, dataset, shared or None, sweep=sweep, dataset_config=dataset_config, split=split,
-        columns=_parse_columns(column), samples=samples, seed=None if first else seed, batch_size=batch_size,
-        max_length=max_length, device=device, dtype=dtype, out_dir=out, metric_source=metric_source,
-        metrics=tuple(metric or ()), fidelity=not no_fidelity, progress=not quiet, pooling=pooling,
-        probe_train_split=probe_train_split, probe_train_fraction=probe_train_fraction,
-        probe_train_samples=probe_train_samples, max_new_tokens=max_new_tokens, num_beams=num_beams,
-        doc_stride=doc_stride,
+        model, task, dataset, shared or None, sweep=build_sweep(block_size, num_steps, layers, setting),
+        dataset_config=dataset_config, split=split, columns=_parse_columns(column), samples=samples,
+        seed=None if first else seed, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
+        out_dir=out, metric_source=metric_source, metrics=tuple(metric or ()), fidelity=not no_fidelity,
+        progress=not quiet, pooling=pooling, probe_train_split=probe_train_split,
+        probe_train_fraction=probe_train_fraction, probe_train_samples=probe_train_samples,
+        max_new_tokens=max_new_tokens, num_beams=num_beams, doc_stride=doc_stride,
     )
     typer.echo(report.to_markdown())
     if out is not None:
         typer.echo(f"Wrote {out / 'evaluation.json'}, {out / 'evaluation.md'} and {out / 'evaluation.png'}")
+
+
+def _silence_libraries(quiet: bool) -> None:
+    """With --quiet no progress bar at all; else at least not the weight-loading bar, which is
+    noise before a one-line error."""
+    from transformers.utils import logging as hf_logging
+
+    from .progress import quiet_libraries
+
+    if quiet:
+        quiet_libraries()
+    else:
+        hf_logging.disable_progress_bar()
 
 
 eval_command.__doc__ = EVAL_HELP

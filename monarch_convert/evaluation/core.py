@@ -7,6 +7,10 @@ second copy of the weights is ever held: the original's outputs are computed fir
 turn and run over the same batches. A model given already converted is evaluated against its own
 softmax original, and handed back converted with its own settings.
 
+The stages, in order (:func:`run_evaluation`): :func:`load_sample`, :func:`load_model`,
+:func:`set_up_run`, then :func:`run_sweep`: :func:`run_original` and :func:`run_setting` for each
+setting; last :func:`assemble_report`.
+
 Data parallel: under ``accelerate launch`` each process takes every P-th batch; predictions and
 fidelity sums are gathered (``accelerate.utils.gather_object``) and the main process computes the
 metrics and writes the report, which is the same as on one device (wall time aside).
@@ -15,254 +19,37 @@ metrics and writes the report, which is the same as on one device (wall time asi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from ..dtypes import torch_dtype
 from ..errors import MonarchConvertError
-from .data import load_data, resolve_columns, sample_indices, split_indices
-from .tasks import Batch, Options, get_task, to_device
-
-def _as_config(value, what: str):
-    from ..config import MonarchConfig
-
-    if value is None or isinstance(value, MonarchConfig):
-        return value
-    if isinstance(value, dict):
-        try:
-            return MonarchConfig.from_dict(value)
-        except ValueError as e:
-            raise MonarchConvertError(f"{what}: {e}") from e
-    raise MonarchConvertError(f"{what} must be a MonarchConfig or a dict, got {type(value).__name__}")
-
-
-def setting_label(settings: dict[str, Any]) -> str:
-    layers = settings.get("layers")
-    layers = "all" if layers in (None, "all") else ",".join(map(str, layers))
-    return f"b={settings.get('block_size')} T={settings.get('num_steps')} {settings.get('pad_type')} layers={layers}"
-
-
-class _Dist:
-    """One process, or one of several under ``accelerate launch``."""
-
-    def __init__(self, device: str = "cpu"):
-        self.rank, self.world, self.device = 0, 1, None
-        try:
-            import torch
-            from accelerate import PartialState
-
-            # accelerate spreads CPU processes (gloo) only when asked for the CPU explicitly.
-            state = PartialState(cpu=str(device).startswith("cpu") or not torch.cuda.is_available())
-            self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
-        except Exception:  # noqa: BLE001 - accelerate missing or unconfigured: one process
-            pass
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, items: list) -> list:
-        if self.world == 1:
-            return items
-        from accelerate.utils import gather_object
-
-        return gather_object(items)
-
-    def broadcast(self, obj):
-        """The main process's ``obj`` on every process."""
-        if self.world == 1:
-            return obj
-        from accelerate.utils import broadcast_object_list
-
-        return broadcast_object_list([obj], from_process=0)[0]
-
-    def shard(self, batches: Sequence[Batch]) -> list[Batch]:
-        return list(batches[self.rank :: self.world])
-
-
-class _Runner:
-    def __init__(self, task, model, opts: Options, dist: _Dist, progress: bool):
-        self.task, self.model, self.opts, self.dist, self.progress = task, model, opts, dist, progress
-        self.probe_data = None
-        self.current_mask = None
-
-    def _bar(self, items, desc):
-        from tqdm.auto import tqdm
-
-        return tqdm(items, desc=desc, disable=not self.progress or not self.dist.main, leave=False, unit="batch")
-
-    def _inputs(self, batch: Batch) -> dict:
-        return to_device(batch.build(), self.opts.device, self.opts.dtype)
-
-    def run(self, batches: Sequence[Batch], desc: str, reference: dict | None = None, layer_fid=None, warmup=True):
-        """One pass. Returns (outputs by batch index, gathered [(example_id, prediction)],
-        gathered fidelity sums, wall time in seconds)."""
-        import torch
-
-        from .fidelity import _sync
-
-        mine = self.dist.shard(batches)
-        outputs: dict[int, dict] = {}
-        preds: list[tuple[int, Any]] = []
-        fid: dict[str, list[float]] = {}
-        elapsed = 0.0
-        per_batch: list[float] = []
-        device = torch.device(self.opts.device)
-        with torch.no_grad():
-            if warmup and mine:
-                self.task.forward(self.model, mine[0], self._inputs(mine[0]), self.opts)
-            if layer_fid is not None:
-                layer_fid.__enter__()
-            try:
-                for batch in self._bar(mine, desc):
-                    inputs = self._inputs(batch)
-                    self.current_mask = inputs.get("attention_mask")
-                    before_overhead = layer_fid.overhead_s if layer_fid is not None else 0.0
-                    _sync(device)
-                    start = time.perf_counter()
-                    out = self.task.forward(self.model, batch, inputs, self.opts)
-                    _sync(device)
-                    took = time.perf_counter() - start
-                    if layer_fid is not None:
-                        took -= layer_fid.overhead_s - before_overhead
-                    elapsed += took
-                    per_batch.append(took)
-                    outputs[batch.index] = out
-                    preds.extend(zip(batch.example_ids, self.task.predictions(batch, out, self.opts)))
-                    if reference is not None:
-                        if layer_fid is not None:
-                            layer_fid.paused = True
-                        sums = self.task.output_fidelity(batch, inputs, reference[batch.index], out, self.model, self.model, self.opts)
-                        if layer_fid is not None:
-                            layer_fid.paused = False
-                        _accumulate_fid(fid, sums)
-            finally:
-                if layer_fid is not None:
-                    layer_fid.__exit__(None, None, None)
-                self.current_mask = None
-        gathered_preds = self.dist.gather(preds)
-        gathered_fid = self.dist.gather([fid])
-        times = self.dist.gather([elapsed])
-        self.last_batch_times = self.dist.gather(per_batch)
-        return outputs, gathered_preds, gathered_fid, max(times)
-
-    def embed_with_original(self, ds) -> Any:
-        """Embeddings of ``ds`` by the (unconverted) model, for the sentence-embedding probe."""
-        import torch
-
-        batches = self.task.make_batches(ds, self.cols, self.processor, self.model, self.opts)
-        _, preds, _, _ = self.run(batches, "probe train (original)", warmup=False)
-        order = sorted(preds, key=lambda p: p[0])
-        return torch.stack([p for _, p in order])
-
-
-def _accumulate_fid(total: dict, part: dict) -> None:
-    """Add ``part``'s (sum, count) pairs to ``total``; keys ending in ``_min`` keep the minimum."""
-    for k, (v, n) in part.items():
-        if k.endswith("_min"):
-            total[k] = [min(total.get(k, [float("inf")])[0], v), 1]
-        else:
-            acc = total.setdefault(k, [0.0, 0])
-            acc[0] += v
-            acc[1] += n
-
-
-def _merge_fid(parts: Iterable[dict]) -> dict[str, float]:
-    total: dict[str, list[float]] = {}
-    for part in parts:
-        _accumulate_fid(total, part)
-    return {k: (v if k.endswith("_min") else (v / n if n else None)) for k, (v, n) in total.items()}
-
-
-def _median(values: list[float]) -> float | None:
-    import statistics
-
-    return statistics.median(values) if values else None
-
-
-def _ordered(preds: list[tuple[int, Any]], n: int) -> list:
-    out: list = [None] * n
-    for i, p in preds:
-        out[i] = p
-    return out
-
-
-def _flops(model, lengths: list[int]) -> dict[str, Any]:
-    """Attention FLOPs per sequence, averaged over the evaluated sequences' real lengths."""
-    from collections import Counter
-
-    from ..conversion import conversion_report
-
-    counts = Counter(int(n) for n in lengths if n > 0)
-    total = sum(counts.values())
-    softmax = monarch = 0.0
-    for n, c in counts.items():
-        f = conversion_report(model, seq_len=n).attention_flops
-        softmax += c * f["softmax"]
-        monarch += c * f["monarch"]
-    softmax, monarch = softmax / max(total, 1), monarch / max(total, 1)
-    mean_len = sum(n * c for n, c in counts.items()) / max(total, 1)
-    return {
-        "seq_len": round(mean_len, 1),
-        "seq_len_max": max(counts) if counts else 0,
-        "softmax": softmax,
-        "monarch": monarch,
-        "ratio": monarch / softmax if softmax else 1.0,
-        "per": "sequence (mean over the evaluated sequences' real lengths)",
-    }
-
-
-def _versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("monarch-convert", "torch", "transformers", "datasets", "evaluate", "accelerate", "torchmetrics",
-                "rouge-score", "scikit-learn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+from .data import load_data, resolve_columns, sample_indices
+from .distributed import Distributed
+from .fidelity import LayerFidelity
+from .options import DataOptions, RunOptions
+from .progress import quiet_libraries
+from .report import EvaluationReport
+from .results import attention_flops, extra_metric_rows, metric_rows, setting_label, versions, wall_times
+from .runner import PassResult, Runner
+from .tasks import Batch, Options, Task, TaskOptions, get_task
 
 
 def evaluate(
-    model_or_path: Any,
-    task: str,
-    dataset: Any,
-    config: Any = None,
-    *,
-    sweep: Sequence[Any] | None = None,
-    dataset_config: str | None = None,
-    split: str | None = None,
-    columns: dict[str, str] | None = None,
-    samples: int | None = None,
-    seed: int | None = 0,
-    batch_size: int = 16,
-    max_length: int | None = None,
-    device: str = "cpu",
-    dtype: Any = None,
-    processor: Any = None,
-    out_dir: str | Path | None = None,
-    metric_source: str = "auto",
-    metrics: Sequence[str] = (),
-    fidelity: bool = True,
-    progress: bool = True,
-    warmup: bool = True,
-    probe_train_split: str | None = None,
-    probe_train_fraction: float = 0.5,
-    probe_train_samples: int | None = None,
-    pooling: str = "mean",
-    normalize: bool = True,
-    doc_stride: int = 128,
-    max_answer_length: int = 30,
-    n_best: int = 20,
-    max_new_tokens: int | None = 64,
-    num_beams: int | None = None,
-    max_target_length: int = 128,
-    model_name: str | None = None,
-    dataset_name: str | None = None,
-):
+    model_or_path: Any, task: str, dataset: Any, config: Any = None, *, sweep: Sequence[Any] | None = None,
+    # what to evaluate on (DataOptions)
+    dataset_config: str | None = None, split: str | None = None, columns: dict[str, str] | None = None,
+    samples: int | None = None, seed: int | None = 0, probe_train_split: str | None = None,
+    probe_train_fraction: float = 0.5, probe_train_samples: int | None = None, dataset_name: str | None = None,
+    # how to run and what to report (RunOptions)
+    batch_size: int = 16, max_length: int | None = None, device: str = "cpu", dtype: Any = None,
+    processor: Any = None, metric_source: str = "auto", metrics: Sequence[str] = (), fidelity: bool = True,
+    progress: bool = True, warmup: bool = True, out_dir: str | Path | None = None, model_name: str | None = None,
+    # read by some tasks only (TaskOptions)
+    pooling: str = "mean", normalize: bool = True, doc_stride: int = 128, max_answer_length: int = 30,
+    n_best: int = 20, max_new_tokens: int | None = 64, num_beams: int | None = None, max_target_length: int = 128,
+) -> EvaluationReport:
     """Evaluate ``model_or_path`` before and after conversion to MonarchAttention on one task.
 
     model_or_path: a transformers model (with the task's head), or a Hub id / local folder (loaded
@@ -290,262 +77,278 @@ def evaluate(
     Raises :class:`MonarchConvertError` for bad input (unknown task, missing column, a model
     without the task's head, an empty sample, ...).
     """
+    data = DataOptions(dataset, dataset_config, split, columns, samples, seed, probe_train_split,
+                       probe_train_fraction, probe_train_samples, dataset_name)
+    run = RunOptions(batch_size, max_length, device, dtype, processor, metric_source, tuple(metrics), fidelity,
+                     progress, warmup, out_dir, model_name)
+    task_options = TaskOptions(pooling, normalize, doc_stride, max_answer_length, n_best, max_new_tokens, num_beams,
+                               max_target_length)
+    return run_evaluation(model_or_path, task, config, sweep, data, run, task_options)
+
+
+def run_evaluation(model_or_path: Any, task_name: str, config: Any, sweep: Sequence[Any] | None,
+                     data: DataOptions, run: RunOptions, task_options: TaskOptions) -> EvaluationReport:
+    """:func:`evaluate` with its options grouped: the stages, in order."""
     import torch
 
-    from ..conversion import conversion_report, convert, is_converted, revert
-    from .report import EvaluationReport
+    started = time.perf_counter()
+    task = get_task(task_name)
+    if not run.progress:
+        quiet_libraries()
+    dist = Distributed(run.device)
+    run = _checked(run, dist)
+    base_config = _as_config(config, "config")
+    settings = _sweep_settings(sweep)
+    if isinstance(model_or_path, torch.nn.Module):
+        task.check_model(model_or_path)  # before the data: a model without the head is the error to report
+    sample = load_sample(task, data)
+    loaded = load_model(task, model_or_path, run)
+    ev = set_up_run(task, loaded, sample, data, run, task_options, dist)
+    results = dist.broadcast(run_sweep(ev, base_config, settings))  # every process returns the same report
+    report = assemble_report(ev, sample, data, results, started)
+    if run.out_dir is not None and dist.main:
+        report.save(run.out_dir)
+    return report
 
-    t_start = time.perf_counter()
-    task_obj = get_task(task)
-    if not progress:
-        _quiet_libraries()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise MonarchConvertError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
-        raise MonarchConvertError(f"max_length must be an integer >= 2, got {max_length!r}")
-    dist = _Dist(device)
-    if dist.world > 1:
-        device = str(dist.device)
+
+# ------------------------------------------------------------------------------ option checks
+
+
+def _checked(run: RunOptions, dist: Distributed) -> RunOptions:
+    """``run`` with its sizes checked, and the device of this process under ``accelerate launch``."""
+    import torch
+
+    if isinstance(run.batch_size, bool) or not isinstance(run.batch_size, int) or run.batch_size < 1:
+        raise MonarchConvertError(f"batch_size must be an integer >= 1, got {run.batch_size!r}")
+    if run.max_length is not None and (not isinstance(run.max_length, int) or run.max_length < 2):
+        raise MonarchConvertError(f"max_length must be an integer >= 2, got {run.max_length!r}")
+    device = str(dist.device) if dist.world > 1 else run.device
     try:
         torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise MonarchConvertError(f"invalid device {device!r}") from e
-    config = _as_config(config, "config")
-    settings_list = [_as_config(s, f"sweep setting {i}") for i, s in enumerate(sweep)] if sweep else [None]
-    if sweep is not None and not sweep:
-        raise MonarchConvertError("sweep must list at least one setting")
+    return replace(run, device=device)
 
-    if isinstance(model_or_path, torch.nn.Module):
-        task_obj.check_model(model_or_path)
 
-    # ----------------------------------------------------------------------------- data
-    ds = load_data(dataset, dataset_config=dataset_config, split=split)
-    if len(ds) == 0:
-        raise MonarchConvertError("the dataset is empty: nothing to evaluate")
-    cols = resolve_columns(ds, task_obj.roles, task_obj.required, columns, task_obj.name)
-    all_idx = list(range(len(ds)))
-    probe_ds = None
-    if task_obj.name == "sentence-embedding" and "label" in cols:
-        if probe_train_split is not None:
-            pds = load_data(dataset, dataset_config=dataset_config, split=probe_train_split)
-            if cols["label"] not in pds.column_names or cols["text"] not in pds.column_names:
-                raise MonarchConvertError(f"the probe train split {probe_train_split!r} lacks the text or label column")
-            probe_ds = pds.select(sample_indices(len(pds), probe_train_samples, seed))
-        else:
-            train_idx, all_idx = split_indices(all_idx, probe_train_fraction, seed)
-            if probe_train_samples is not None:
-                train_idx = [train_idx[i] for i in sample_indices(len(train_idx), probe_train_samples, seed)]
-            probe_ds = ds.select(train_idx)
-    picked = [all_idx[i] for i in sample_indices(len(all_idx), samples, seed)]
-    if not picked:
-        raise MonarchConvertError("the sample is empty: nothing to evaluate")
-    eval_ds = ds.select(picked)
-    # ---------------------------------------------------------------------------- model
-    tdtype = torch_dtype(dtype)
-    if isinstance(model_or_path, (str, Path)):
-        path = str(model_or_path)
-        model = task_obj.load_model(path, tdtype if dtype is not None else torch.float32, device)
-        proc = task_obj.load_processor(path, processor)
-        name = model_name or path
-    elif isinstance(model_or_path, torch.nn.Module):
-        model = model_or_path
-        task_obj.check_model(model)
-        proc = task_obj.load_processor(None, processor)
-        try:
-            model.to(device)
-            if tdtype is not None:
-                model.to(tdtype)
-        except (RuntimeError, AssertionError) as e:
-            raise MonarchConvertError(f"cannot move the model to {device!r}: {e}") from e
-        model.eval()
-        name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
-    else:
-        raise MonarchConvertError(f"model_or_path must be a model or a path/Hub id, got {type(model_or_path).__name__}")
-    task_obj.check_model(model)
-    model_dtype = next(model.parameters()).dtype
-    opts = Options(batch_size=batch_size, max_length=max_length, device=device,
-                   dtype=model_dtype if model_dtype.is_floating_point else None, metric_source=metric_source,
-                   extra_metrics=tuple(metrics), seed=seed, pooling=pooling, normalize=normalize, doc_stride=doc_stride,
-                   max_answer_length=max_answer_length, n_best=n_best, max_new_tokens=max_new_tokens,
-                   num_beams=num_beams, max_target_length=max_target_length)
-    from .metrics import hub_allowed
-
-    hub_allowed(metric_source)  # validates the name
-
-    references = task_obj.references(eval_ds, cols, model)
-    batches = task_obj.make_batches(eval_ds, cols, proc, model, opts)
-    if not batches:
-        raise MonarchConvertError("the sample is empty: nothing to evaluate")
-    lengths = [n for b in batches for n in b.lengths]
-
-    # --------------------------------------------------------------- original (softmax)
-    initially = conversion_report(model).settings if is_converted(model) else None
-    from ..conversion import stored_settings
-
-    base = initially or stored_settings(model)
-    if initially is not None:
-        revert(model)
-    if base is not None and hasattr(model.config, "monarch_attention"):
-        delattr(model.config, "monarch_attention")
+def _as_config(value: Any, what: str) -> Any:
     from ..config import MonarchConfig
 
+    if value is None or isinstance(value, MonarchConfig):
+        return value
+    if isinstance(value, dict):
+        try:
+            return MonarchConfig.from_dict(value)
+        except ValueError as e:
+            raise MonarchConvertError(f"{what}: {e}") from e
+    raise MonarchConvertError(f"{what} must be a MonarchConfig or a dict, got {type(value).__name__}")
+
+
+def _sweep_settings(sweep: Sequence[Any] | None) -> list:
+    """The settings evaluated one after the other (``[None]``: ``config`` alone)."""
+    settings = [_as_config(s, f"sweep setting {i}") for i, s in enumerate(sweep)] if sweep else [None]
+    if sweep is not None and not sweep:
+        raise MonarchConvertError("sweep must list at least one setting")
+    return settings
+
+
+# ------------------------------------------------------------------------ stage 1: the sample
+
+
+@dataclass(frozen=True)
+class Sample:
+    loaded: Any  # the whole split, a datasets.Dataset
+    evaluated: Any  # the examples evaluated
+    columns: dict[str, str]  # task role -> column
+
+
+def load_sample(task: Task, data: DataOptions) -> Sample:
+    """The examples to evaluate: the loaded split, less what the task holds out, sampled."""
+    ds = load_data(data.dataset, dataset_config=data.dataset_config, split=data.split)
+    if len(ds) == 0:
+        raise MonarchConvertError("the dataset is empty: nothing to evaluate")
+    cols = resolve_columns(ds, task.roles, task.required, data.columns, task.name)
+    remaining = task.hold_out(ds, cols, data)
+    picked = [remaining[i] for i in sample_indices(len(remaining), data.samples, data.seed)]
+    if not picked:
+        raise MonarchConvertError("the sample is empty: nothing to evaluate")
+    return Sample(ds, ds.select(picked), cols)
+
+
+# ------------------------------------------------------------------------- stage 2: the model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any
+    processor: Any  # tokenizer or image processor
+    name: str  # in the report
+
+
+def load_model(task: Task, model_or_path: Any, run: RunOptions) -> LoadedModel:
+    """The model on ``run.device`` in eval mode (a path is loaded in ``run.dtype``, float32 by
+    default; a model object is cast to it if given), with its preprocessor."""
+    import torch
+
+    dtype = torch_dtype(run.dtype)
+    if isinstance(model_or_path, (str, Path)):
+        path = str(model_or_path)
+        model = task.load_model(path, dtype if run.dtype is not None else torch.float32, run.device)
+        processor = task.load_processor(path, run.processor)
+        task.check_model(model)
+        return LoadedModel(model, processor, run.model_name or path)
+    if not isinstance(model_or_path, torch.nn.Module):
+        raise MonarchConvertError(f"model_or_path must be a model or a path/Hub id, got {type(model_or_path).__name__}")
+    model = model_or_path
+    processor = task.load_processor(None, run.processor)
+    try:
+        model.to(run.device)
+        if dtype is not None:
+            model.to(dtype)
+    except (RuntimeError, AssertionError) as e:
+        raise MonarchConvertError(f"cannot move the model to {run.device!r}: {e}") from e
+    model.eval()
+    name = run.model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
+    return LoadedModel(model, processor, name)
+
+
+# ------------------------------------------------------------- stages 3 and 4: running the model
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the running stages share."""
+
+    task: Task
+    model: Any
+    model_name: str
+    opts: Options
+    run: RunOptions
+    dist: Distributed
+    runner: Runner
+    references: list
+    batches: list[Batch]
+
+
+def set_up_run(task: Task, loaded: LoadedModel, sample: Sample, data: DataOptions, run: RunOptions,
+               task_options: TaskOptions, dist: Distributed) -> Evaluation:
+    """The task's options, references and batches, and the runner."""
+    from .metrics import hub_allowed
+
+    model = loaded.model
+    model_dtype = next(model.parameters()).dtype
+    opts = Options(run.batch_size, run.max_length, run.device, model_dtype if model_dtype.is_floating_point else None,
+                   run.metric_source, run.metrics, data.seed, task_options)
+    hub_allowed(run.metric_source)  # validates the name
+    references = task.references(sample.evaluated, sample.columns, model)
+    batches = task.make_batches(sample.evaluated, sample.columns, loaded.processor, model, opts)
+    if not batches:
+        raise MonarchConvertError("the sample is empty: nothing to evaluate")
+    runner = Runner(task, model, opts, dist, sample.columns, loaded.processor, run.progress)
+    return Evaluation(task, model, loaded.name, opts, run, dist, runner, references, batches)
+
+
+def run_sweep(ev: Evaluation, config: Any, settings: list) -> list[dict]:
+    """The original, then each setting merged over ``config`` and the model's own settings (a
+    model given converted, or a checkpoint saved converted). The model is handed back as it came:
+    reverted here, then converted back by ``softmax()`` if it came converted."""
+    from ..config import MonarchConfig
+    from ..conversion import CONFIG_KEY, conversion_report, is_converted, revert, softmax, stored_settings
+
+    model = ev.model
+    base = conversion_report(model).settings if is_converted(model) else stored_settings(model)
     base = (base or MonarchConfig()).merged(config)
-
-    runner = _Runner(task_obj, model, opts, dist, progress)
-    runner.cols, runner.processor = cols, proc
-    results = []
-    try:
-        if probe_ds is not None:
-            probe_labels = list(probe_ds[cols["label"]])
-            runner.probe_data = (probe_ds, probe_labels)
-        task_obj.setup(runner)
-        ref_outputs, ref_preds, _, t_orig = runner.run(batches, "original (softmax)", warmup=warmup)
-        med_orig = _median(runner.last_batch_times)
-        ref_preds = _ordered(ref_preds, len(eval_ds))
-        state: dict[str, Any] = {}
-        orig_metrics = task_obj.compute_metrics(ref_preds, references, opts, state) if dist.main else {}
-        if task_obj.name == "sentence-embedding":
-            state["original_embeddings"] = torch.stack(ref_preds)
-
-        # ------------------------------------------------------------- each setting
-        for setting in settings_list:
+    with softmax(model):
+        if stored_settings(model) is not None:  # a checkpoint saved converted: ``base`` holds its settings
+            delattr(model.config, CONFIG_KEY)
+        try:
+            original = run_original(ev)
+            results = [run_setting(ev, original, base.merged(setting)) for setting in settings]
+        finally:
             revert(model)
-            convert(model, base.merged(setting))
-            report = conversion_report(model)
-            label = setting_label(report.settings.to_dict())
-            from .fidelity import LayerFidelity
-
-            lf = LayerFidelity(model, lambda: runner.current_mask) if fidelity and report.converted else None
-            if task_obj.name == "summarization":
-                task_obj.softmax_context = _softmax_context(model)
-            _, new_preds, fid_parts, t_new = runner.run(batches, f"converted {label}", reference=ref_outputs,
-                                                        layer_fid=lf, warmup=warmup)
-            new_preds = _ordered(new_preds, len(eval_ds))
-            med_new = _median(runner.last_batch_times)
-            layer_rows = []
-            if lf is not None:
-                merged: dict[str, list[float]] = {k: [0.0, 0.0, 0.0, 0.0] for k in lf.stats}
-                for part in dist.gather([lf.stats]):
-                    for k, v in part.items():
-                        merged[k] = [a + b for a, b in zip(merged[k], v)]
-                layer_rows = LayerFidelity.summarize(merged, lf.layers)
-            if dist.main:
-                new_metrics = task_obj.compute_metrics(new_preds, references, opts, state)
-                metric_rows = []
-                for mname, (orig_v, source) in orig_metrics.items():
-                    conv_v = new_metrics[mname][0]
-                    metric_rows.append({"name": mname, "original": orig_v, "converted": conv_v,
-                                        "delta": conv_v - orig_v, "source": source})
-                metric_rows += _extra_metric_rows(task_obj, opts, ref_preds, new_preds, references)
-                results.append({
-                    "settings": report.settings.to_dict(),
-                    "label": label,
-                    "converted_modules": len(report.converted),
-                    "skipped_modules": [{"name": r.name, "reason": r.reason} for r in report.skipped],
-                    "metrics": metric_rows,
-                    "attention_flops": _flops(model, lengths),
-                    "wall_time_s": {"original": t_orig, "converted": t_new,
-                                    "speedup": (t_orig / t_new) if t_new > 0 else None,
-                                    "original_median_batch": med_orig, "converted_median_batch": med_new,
-                                    "speedup_median_batch": (med_orig / med_new) if med_new else None},
-                    "fidelity": {"layers": layer_rows, "output": _merge_fid(fid_parts)},
-                })
-    finally:
-        revert(model)
-        if initially is not None:
-            convert(model, initially)
-
-    data = {
-        "task": task_obj.name,
-        "model": str(name),
-        "dataset": {
-            "name": dataset_name or (str(dataset) if isinstance(dataset, (str, Path)) else getattr(dataset, "info", None)
-                                     and (dataset.info.dataset_name or "in-memory dataset")) or "in-memory dataset",
-            "config": dataset_config,
-            "split": split,
-            "columns": cols,
-            "size": len(ds),
-        },
-        "samples": len(eval_ds),
-        "seed": seed,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "device": str(device),
-        "num_processes": dist.world,
-        "dtype": str(model_dtype).replace("torch.", ""),
-        "metric_source": metric_source,
-    }
-    if task_obj.name == "sentence-embedding":
-        data["probe"] = None if probe_ds is None else {
-            "train_examples": len(probe_ds), "train_split": probe_train_split or f"seeded {probe_train_fraction:g} of {split or 'the data'}",
-            "classifier": "sklearn.linear_model.LogisticRegression", "pooling": pooling, "normalize": normalize,
-        }
-    results = dist.broadcast(results)  # every process returns the same report
-    if results:
-        main = results[0]
-        data.update({
-            "settings": main["settings"],
-            "metrics": main["metrics"],
-            "attention_flops": main["attention_flops"],
-            "wall_time_s": main["wall_time_s"],
-            "fidelity": main["fidelity"],
-        })
-    data["sweep"] = results
-    data["versions"] = _versions()
-    data["total_time_s"] = time.perf_counter() - t_start
-    rep = EvaluationReport(data)
-    if out_dir is not None and dist.main:
-        rep.save(out_dir)
-    return rep
+    return [r for r in results if r is not None]
 
 
-def _quiet_libraries() -> None:
-    """No progress bars from transformers (weight loading) and datasets either."""
-    try:
-        import datasets
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-    except Exception:  # noqa: BLE001
-        pass
+@dataclass(frozen=True)
+class Original:
+    result: PassResult
+    metrics: dict[str, tuple[float, str]]  # empty on the other processes
 
 
-def _softmax_context(model):
-    """A context manager factory that runs ``model`` on softmax for its duration."""
-    from contextlib import contextmanager
+def run_original(ev: Evaluation) -> Original:
+    """The model on softmax: what the task prepares with it, then its outputs (each setting's
+    reference), predictions and metrics."""
+    ev.task.prepare(ev.runner.predict, ev.opts)
+    result = ev.runner.run(ev.batches, "original (softmax)", warmup=ev.run.warmup)
+    metrics = ev.task.compute_metrics(result.predictions, ev.references, ev.opts) if ev.dist.main else {}
+    ev.task.keep_original(result.predictions)
+    return Original(result, metrics)
 
+
+def run_setting(ev: Evaluation, original: Original, settings: Any) -> dict[str, Any] | None:
+    """The model converted with ``settings``, over the same batches: the setting's entry of the
+    report on the main process (None on the others)."""
     from ..conversion import conversion_report, convert, revert
 
-    @contextmanager
-    def ctx():
-        settings = conversion_report(model).settings
-        revert(model)
-        try:
-            yield
-        finally:
-            convert(model, settings)
+    revert(ev.model)  # or convert would merge ``settings`` over the previous setting's
+    convert(ev.model, settings)
+    report = conversion_report(ev.model)
+    label = setting_label(report.settings.to_dict())
+    layers = LayerFidelity(ev.model, lambda: ev.runner.current_mask) if ev.run.fidelity and report.converted else None
+    converted = ev.runner.run(ev.batches, f"converted {label}", reference=original.result.outputs, layers=layers,
+                              warmup=ev.run.warmup)
+    layer_rows = layers.rows(ev.dist.gather) if layers is not None else []
+    if not ev.dist.main:
+        return None
+    metrics = metric_rows(original.metrics, ev.task.compute_metrics(converted.predictions, ev.references, ev.opts))
+    metrics += extra_metric_rows(ev.task, ev.opts, original.result.predictions, converted.predictions, ev.references)
+    return {
+        "settings": report.settings.to_dict(),
+        "label": label,
+        "converted_modules": len(report.converted),
+        "skipped_modules": [{"name": r.name, "reason": r.reason} for r in report.skipped],
+        "metrics": metrics,
+        "attention_flops": attention_flops(ev.model, [n for b in ev.batches for n in b.lengths]),
+        "wall_time_s": wall_times(original.result, converted),
+        "fidelity": {"layers": layer_rows, "output": converted.fidelity},
+    }
 
-    return ctx
+
+# ----------------------------------------------------------------------- stage 5: the report
+
+# The main setting's entries, repeated at the top of the report.
+MAIN_SETTING_KEYS = ("settings", "metrics", "attention_flops", "wall_time_s", "fidelity")
 
 
-def _extra_metric_rows(task_obj, opts, ref_preds, new_preds, references) -> list[dict]:
-    from .metrics import extra_hub_metric
+def assemble_report(ev: Evaluation, sample: Sample, data: DataOptions, results: list[dict],
+                    started: float) -> EvaluationReport:
+    model_dtype = next(ev.model.parameters()).dtype
+    report: dict[str, Any] = {
+        "task": ev.task.name,
+        "model": str(ev.model_name),
+        "dataset": {"name": _dataset_name(data), "config": data.dataset_config, "split": data.split,
+                    "columns": sample.columns, "size": len(sample.loaded)},
+        "samples": len(sample.evaluated),
+        "seed": data.seed,
+        "batch_size": ev.run.batch_size,
+        "max_length": ev.run.max_length,
+        "device": str(ev.run.device),
+        "num_processes": ev.dist.world,
+        "dtype": str(model_dtype).replace("torch.", ""),
+        "metric_source": ev.run.metric_source,
+        **ev.task.report_fields(data, ev.opts),
+    }
+    if results:
+        report.update({key: results[0][key] for key in MAIN_SETTING_KEYS})
+    report["sweep"] = results
+    report["versions"] = versions()
+    report["total_time_s"] = time.perf_counter() - started
+    return EvaluationReport(report)
 
-    rows = []
-    for name in opts.extra_metrics:
-        if task_obj.name in ("image-classification", "text-classification"):
-            fmt = lambda preds: [int(p.argmax()) for p in preds]  # noqa: E731
-            refs = references
-        elif task_obj.name == "summarization":
-            fmt, refs = (lambda preds: list(preds)), references
-        elif task_obj.name == "question-answering":
-            fmt = lambda preds: [{"id": r["id"], "prediction_text": p} for p, r in zip(preds, references)]  # noqa: E731
-            refs = references
-        else:
-            raise MonarchConvertError(f"extra metrics are not available for task {task_obj.name}")
-        before = extra_hub_metric(name, fmt(ref_preds), refs, opts.metric_source)
-        after = extra_hub_metric(name, fmt(new_preds), refs, opts.metric_source)
-        for k, (v, src) in before.items():
-            rows.append({"name": k, "original": v, "converted": after[k][0], "delta": after[k][0] - v, "source": src})
-    return rows
+
+def _dataset_name(data: DataOptions) -> str:
+    if data.name:
+        return data.name
+    if isinstance(data.dataset, (str, Path)):
+        return str(data.dataset) or "in-memory dataset"
+    info = getattr(data.dataset, "info", None)
+    return (info and info.dataset_name) or "in-memory dataset"

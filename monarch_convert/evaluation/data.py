@@ -54,7 +54,9 @@ def load_data(
     if isinstance(dataset, datasets.DatasetDict):
         return _pick_split(dataset, split, "the DatasetDict")
     if not isinstance(dataset, (str, Path)) or not str(dataset):
-        raise MonarchConvertError(f"dataset must be a Hub name, a local path or a datasets.Dataset, got {type(dataset).__name__}")
+        raise MonarchConvertError(
+            f"dataset must be a Hub name, a local path or a datasets.Dataset, got {type(dataset).__name__}"
+        )
     path = Path(dataset).expanduser()
     try:
         if path.is_file():
@@ -67,7 +69,7 @@ def load_data(
             dd = datasets.load_dataset(_FILE_BUILDERS[suffix], **kwargs)
             return _pick_split(dd, None, str(path))
         if path.is_dir():
-            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            if any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
                 loaded = datasets.load_from_disk(str(path))
                 return loaded if isinstance(loaded, datasets.Dataset) else _pick_split(loaded, split, str(path))
             builder, kwargs = _builder_for_dir(path)
@@ -108,14 +110,16 @@ def split_indices(indices: Sequence[int], fraction: float, seed: int | None) -> 
     order = np.random.default_rng(0 if seed is None else seed).permutation(len(indices))
     cut = int(round(fraction * len(indices)))
     if cut < 1 or cut >= len(indices):
-        raise MonarchConvertError(f"cannot split {len(indices)} examples into a probe train part and an evaluation part")
+        raise MonarchConvertError(
+            f"cannot split {len(indices)} examples into a probe train part and an evaluation part"
+        )
     first = sorted(indices[i] for i in order[:cut])
     rest = sorted(indices[i] for i in order[cut:])
     return first, rest
 
 
 def resolve_columns(
-    ds,
+    ds: Any,
     roles: Mapping[str, Sequence[str]],
     required: Sequence[str],
     given: Mapping[str, str] | None,

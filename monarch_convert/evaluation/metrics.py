@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..errors import MonarchConvertError
 
@@ -25,10 +25,11 @@ def hub_allowed(source: str) -> bool:
         return False
     if source == "hub":
         return True
-    return not any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE"))
+    offline_flags = ("HF_HUB_OFFLINE", "HF_EVALUATE_OFFLINE")
+    return not any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in offline_flags)
 
 
-def load_hub_metric(name: str, source: str):
+def load_hub_metric(name: str, source: str) -> Any:
     """``evaluate.load(name)`` or None (offline, or the module cannot be fetched)."""
     if not hub_allowed(source):
         return None
@@ -43,14 +44,16 @@ def _load_hub_metric(name: str, source: str):
         return evaluate.load(name)
     except Exception as exc:  # noqa: BLE001 - any failure means: use the offline implementation
         if source == "hub":
-            raise MonarchConvertError(f"could not load metric {name!r} through evaluate: {str(exc).splitlines()[0]}") from exc
+            first = str(exc).splitlines()[0]
+            raise MonarchConvertError(f"could not load metric {name!r} through evaluate: {first}") from exc
         return None
 
 
 # ---------------------------------------------------------------- classification (logits, labels)
 
 
-def classification_metrics(logits, labels, *, top_k: Sequence[int] = (1,), f1: bool = False, source: str = "offline"):
+def classification_metrics(logits: Any, labels: Any, *, top_k: Sequence[int] = (1,), f1: bool = False,
+                           source: str = "offline") -> dict[str, tuple[float, str]]:
     """Top-k accuracies (percent) and optionally macro F1 (percent) of ``logits`` (n, C) vs ``labels``."""
     import torch
     from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
@@ -84,13 +87,14 @@ def classification_metrics(logits, labels, *, top_k: Sequence[int] = (1,), f1: b
 # --------------------------------------------------------------------------------- SQuAD EM / F1
 
 
-def squad_metrics(predictions: Sequence[dict], references: Sequence[dict], *, source: str = "offline"):
+def squad_metrics(predictions: Sequence[dict], references: Sequence[dict], *,
+                  source: str = "offline") -> dict[str, tuple[float, str]]:
     """SQuAD v1 exact match and F1 (percent). predictions: {"id", "prediction_text"};
     references: {"id", "answers": {"text": [...], "answer_start": [...]}}."""
     hub = load_hub_metric("squad", source)
     if hub is not None:
         res = hub.compute(predictions=list(predictions), references=list(references))
-        return {"exact_match": (float(res["exact_match"]), "evaluate:squad"), "f1": (float(res["f1"]), "evaluate:squad")}
+        return {k: (float(res[k]), "evaluate:squad") for k in ("exact_match", "f1")}
     from torchmetrics.functional.text import squad
 
     res = squad(list(predictions), list(references))
@@ -102,7 +106,8 @@ def squad_metrics(predictions: Sequence[dict], references: Sequence[dict], *, so
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
-def rouge_metrics(predictions: Sequence[str], references: Sequence[str], *, source: str = "offline"):
+def rouge_metrics(predictions: Sequence[str], references: Sequence[str], *,
+                  source: str = "offline") -> dict[str, tuple[float, str]]:
     """ROUGE-1/2/L/Lsum F-measure (percent), mean over examples. ROUGE-Lsum splits summaries into
     sentences at newlines (as ``evaluate``'s rouge does)."""
     hub = load_hub_metric("rouge", source)
@@ -125,7 +130,7 @@ def rouge_metrics(predictions: Sequence[str], references: Sequence[str], *, sour
 # --------------------------------------------------------------------------- linear probe accuracy
 
 
-def fit_linear_probe(features, labels, seed: int | None = 0):
+def fit_linear_probe(features: Any, labels: Any, seed: int | None = 0) -> Any:
     """A logistic-regression probe (scikit-learn) fitted on ``features`` (n, d)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -138,7 +143,7 @@ def fit_linear_probe(features, labels, seed: int | None = 0):
     return probe
 
 
-def probe_accuracy(probe, features, labels) -> float:
+def probe_accuracy(probe: Any, features: Any, labels: Any) -> float:
     import numpy as np
     from sklearn.metrics import accuracy_score
 
@@ -163,5 +168,3 @@ def extra_hub_metric(name: str, predictions: list, references: list, source: str
             out[key if key.startswith(name) else f"{name}_{key}"] = (float(value), f"evaluate:{name}")
     return out
 
-
-Metric = Callable[..., dict[str, Any]]

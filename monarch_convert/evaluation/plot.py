@@ -26,7 +26,8 @@ def plot_sweep(data: dict[str, Any], path: str | Path, metrics: list[str] | None
             key = f"b={st.get('block_size')} {st.get('pad_type')}, {layers}"
             for m in r["metrics"]:
                 if m["name"] == name:
-                    groups.setdefault(key, []).append((r["attention_flops"]["monarch"], m["converted"], st.get("num_steps")))
+                    point = (r["attention_flops"]["monarch"], m["converted"], st.get("num_steps"))
+                    groups.setdefault(key, []).append(point)
                     original = m["original"]
         for key, points in groups.items():
             points.sort()
@@ -35,7 +36,8 @@ def plot_sweep(data: dict[str, Any], path: str | Path, metrics: list[str] | None
             for x, y, t in points:
                 ax.annotate(f"T={t}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
         if original is not None:
-            ax.scatter([softmax_flops], [original], marker="*", s=160, color="black", zorder=4, label="softmax (original)")
+            ax.scatter([softmax_flops], [original], marker="*", s=160, color="black", zorder=4,
+                       label="softmax (original)")
             ax.axhline(original, color="black", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("attention FLOPs per sequence")

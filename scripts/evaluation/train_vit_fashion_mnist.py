@@ -5,7 +5,7 @@ N = 1 class token + 7 x 7 patches = 50 tokens (the ViT-B/16 layout in miniature:
 and ``pre`` padding, the class token sits alone in block 0 and every other block is one row of
 patches). It is saved with its image processor into a cache directory (never committed):
 
-    nice -n 10 python scripts/train_vit_fashion_mnist.py --out .cache/vit-fashion-mnist
+    nice -n 10 python scripts/evaluation/train_vit_fashion_mnist.py --out .cache/vit-fashion-mnist
 
 ``eval_vit_fashion_mnist.py`` calls this when the checkpoint is missing.
 """
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist import CLASSES, load_split  # noqa: E402
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train-set pixel statistics (in [0, 1])
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / ".cache" / "vit-fashion-mnist"
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / ".cache" / "vit-fashion-mnist"  # at the repository root
 
 
 def build_model(hidden: int, layers: int, heads: int, seed: int):
@@ -68,6 +68,41 @@ def accuracy(model, images: np.ndarray, labels: np.ndarray, batch: int = 500) ->
     return float(correct) / len(images)
 
 
+def warmup_cosine(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over min(500, total / 10) steps, then cosine decay to 0 at step ``total``."""
+    warmup = min(500, total // 10)
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_epoch(model, opt, sched, x_train: np.ndarray, y_train: np.ndarray, batch: int, gen: torch.Generator,
+                shift: int, epoch: int, t0: float) -> None:
+    """One pass over the shuffled train set, printing the mean loss every 100 steps."""
+    model.train()
+    order = torch.randperm(len(x_train), generator=gen).numpy()
+    steps = math.ceil(len(x_train) / batch)
+    running = 0.0
+    for i in range(steps):
+        idx = order[i * batch : (i + 1) * batch]
+        x = augment(to_pixels(x_train[idx]), gen, shift)
+        loss = model(pixel_values=x, labels=torch.from_numpy(y_train[idx])).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running += loss.item()
+        if (i + 1) % 100 == 0:
+            print(f"epoch {epoch + 1} step {i + 1}/{steps} loss {running / 100:.4f} ({time.time() - t0:.0f}s)",
+                  flush=True)
+            running = 0.0
+
+
 def train(out: Path, epochs: int, batch: int, lr: float, hidden: int, layers: int, heads: int, seed: int,
           threads: int | None, shift: int = 0) -> dict:
     from transformers import ViTImageProcessor
@@ -81,34 +116,11 @@ def train(out: Path, epochs: int, batch: int, lr: float, hidden: int, layers: in
     print(f"ViT: {layers} layers, hidden {hidden}, {heads} heads, {params:,} parameters; "
           f"{len(x_train)} train / {len(x_test)} test images", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps_per_epoch = math.ceil(len(x_train) / batch)
-    total = epochs * steps_per_epoch
-    warmup = min(500, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-    )
+    sched = warmup_cosine(opt, epochs * math.ceil(len(x_train) / batch))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
-    step = 0
     for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(x_train), generator=gen).numpy()
-        running = 0.0
-        for i in range(steps_per_epoch):
-            idx = order[i * batch : (i + 1) * batch]
-            x = augment(to_pixels(x_train[idx]), gen, shift)
-            loss = model(pixel_values=x, labels=torch.from_numpy(y_train[idx])).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            running += loss.item()
-            if (i + 1) % 100 == 0:
-                print(f"epoch {epoch + 1} step {i + 1}/{steps_per_epoch} loss {running / 100:.4f} "
-                      f"({time.time() - t0:.0f}s)", flush=True)
-                running = 0.0
+        train_epoch(model, opt, sched, x_train, y_train, batch, gen, shift, epoch, t0)
         acc = accuracy(model, x_test, y_test)
         print(f"epoch {epoch + 1}: test accuracy {acc:.4f} ({time.time() - t0:.0f}s)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,9 +129,11 @@ def train(out: Path, epochs: int, batch: int, lr: float, hidden: int, layers: in
                       image_mean=[MEAN], image_std=[STD]).save_pretrained(out)
     meta = {
         "trained_here": True,
-        "note": "trained from scratch in this project by scripts/train_vit_fashion_mnist.py; not a pretrained model",
+        "note": "trained from scratch in this project by scripts/evaluation/train_vit_fashion_mnist.py; "
+                "not a pretrained model",
         "data": "Fashion-MNIST (Debian dataset-fashion-mnist), 60,000 train images",
-        "epochs": epochs, "batch_size": batch, "augmentation": f"horizontal flip, shift {shift}px", "lr": lr, "seed": seed, "parameters": params,
+        "epochs": epochs, "batch_size": batch, "augmentation": f"horizontal flip, shift {shift}px", "lr": lr,
+        "seed": seed, "parameters": params,
         "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
         "test_accuracy_softmax": acc, "train_seconds": round(time.time() - t0, 1),
         "torch": torch.__version__,

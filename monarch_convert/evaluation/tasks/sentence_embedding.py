@@ -1,0 +1,137 @@
+"""Sentence embedding: cosine to the original model's embeddings and, where the data has labels,
+the accuracy of a linear probe fitted on the original's embeddings of a held-out train part."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ...errors import MonarchConvertError
+from ..data import load_data, sample_indices, split_indices
+from ..metrics import fit_linear_probe, probe_accuracy
+from .base import TOKEN_INPUTS, Batch, Options, Task, tokenized_batches
+
+if TYPE_CHECKING:
+    from ..options import DataOptions
+
+
+class SentenceEmbedding(Task):
+    name = "sentence-embedding"
+    description = "cosine to the original's embeddings; linear-probe accuracy"
+    auto_class = "AutoModel"
+    head = "encoder"
+    roles = {"text": ("text", "sentence", "content", "review", "document"), "label": ("label", "labels", "class")}
+    required = ("text",)
+
+    def __init__(self) -> None:
+        self.probe_train = None  # the examples the probe is fitted on (data with labels only)
+        self.probe_labels: list = []
+        self.probe = None
+        self.original_embeddings = None
+
+    def is_head_key(self, key: str) -> bool:
+        return False
+
+    def check_model(self, model: Any) -> None:
+        if not hasattr(model, "config"):
+            raise MonarchConvertError(f"{type(model).__name__} is not a transformers model")
+
+    # ------------------------------------------------------------------------------ data
+    def hold_out(self, ds: Any, cols: dict[str, str], data: DataOptions) -> list[int]:
+        """The probe's train part: the ``probe_train_split``, else a seeded part of ``ds``."""
+        remaining = list(range(len(ds)))
+        if "label" not in cols:
+            return remaining
+        if data.probe_train_split is not None:
+            self.probe_train = _probe_split(data, cols)
+        else:
+            train, remaining = split_indices(remaining, data.probe_train_fraction, data.seed)
+            if data.probe_train_samples is not None:
+                train = [train[i] for i in sample_indices(len(train), data.probe_train_samples, data.seed)]
+            self.probe_train = ds.select(train)
+        self.probe_labels = list(self.probe_train[cols["label"]])
+        return remaining
+
+    def references(self, ds: Any, cols: dict[str, str], model: Any) -> list:
+        if "label" not in cols:
+            return [None] * len(ds)
+        return list(ds[cols["label"]])
+
+    def make_batches(self, ds: Any, cols: dict[str, str], processor: Any, model: Any, opts: Options) -> list[Batch]:
+        if opts.task.pooling not in ("mean", "cls"):
+            raise MonarchConvertError(f"pooling must be 'mean' or 'cls', got {opts.task.pooling!r}")
+        return tokenized_batches([str(t) for t in ds[cols["text"]]], processor, model, opts)
+
+    # --------------------------------------------------------------------------- running
+    def prepare(self, predict: Callable[[Any, str], list], opts: Options) -> None:
+        """Fit the linear probe on the original model's embeddings of the probe train part."""
+        if self.probe_train is None:
+            return
+        import torch
+
+        embeddings = torch.stack(predict(self.probe_train, "probe train (original)"))
+        self.probe = fit_linear_probe(embeddings.numpy(), self.probe_labels, seed=opts.seed)
+
+    def forward(self, model: Any, batch: Batch, inputs: dict, opts: Options) -> dict:
+        import torch
+
+        encoder = model.base_model if getattr(model, "base_model", None) is not None else model
+        kwargs = {k: v for k, v in inputs.items() if k in TOKEN_INPUTS}
+        if getattr(encoder.config, "is_encoder_decoder", False) and hasattr(encoder, "get_encoder"):
+            encoder = encoder.get_encoder()
+            kwargs.pop("token_type_ids", None)
+        hidden = encoder(**kwargs).last_hidden_state.float()
+        if opts.task.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            from ...pooling import mean_pool
+
+            pooled = mean_pool(hidden, inputs["attention_mask"])
+        if opts.task.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return {"embeddings": pooled.cpu()}
+
+    def predictions(self, batch: Batch, outputs: dict, opts: Options) -> list:
+        return list(outputs["embeddings"])
+
+    def output_fidelity(self, batch: Batch, inputs: dict, ref_out: dict, new_out: dict, model: Any,
+                        opts: Options) -> dict[str, tuple[float, int]]:
+        import torch
+
+        cos = torch.nn.functional.cosine_similarity(ref_out["embeddings"], new_out["embeddings"], dim=-1)
+        return {"embedding_cosine": (float(cos.sum()), cos.numel()), "embedding_cosine_min": (float(cos.min()), -1)}
+
+    # ----------------------------------------------------------------- metrics and report
+    def compute_metrics(self, predictions: list, references: list, opts: Options) -> dict[str, tuple[float, str]]:
+        import torch
+
+        emb = torch.stack(predictions)
+        out: dict[str, tuple[float, str]] = {}
+        if self.original_embeddings is None:  # the original itself
+            out["embedding_cosine"] = (1.0, "torch")
+        else:
+            cos = torch.nn.functional.cosine_similarity(emb.float(), self.original_embeddings.float(), dim=-1)
+            out["embedding_cosine"] = (float(cos.mean()), "torch")
+        if self.probe is not None and all(r is not None for r in references):
+            out["probe_accuracy"] = (probe_accuracy(self.probe, emb.numpy(), references), "scikit-learn")
+        return out
+
+    def keep_original(self, predictions: list) -> None:
+        import torch
+
+        self.original_embeddings = torch.stack(predictions)
+
+    def report_fields(self, data: DataOptions, opts: Options) -> dict[str, Any]:
+        if self.probe_train is None:
+            return {"probe": None}
+        train_split = data.probe_train_split or f"seeded {data.probe_train_fraction:g} of {data.split or 'the data'}"
+        return {"probe": {"train_examples": len(self.probe_train), "train_split": train_split,
+                          "classifier": "sklearn.linear_model.LogisticRegression", "pooling": opts.task.pooling,
+                          "normalize": opts.task.normalize}}
+
+
+def _probe_split(data, cols):
+    """The seeded sample of ``data.probe_train_split`` the probe is fitted on."""
+    split = load_data(data.dataset, dataset_config=data.dataset_config, split=data.probe_train_split)
+    if cols["label"] not in split.column_names or cols["text"] not in split.column_names:
+        raise MonarchConvertError(f"the probe train split {data.probe_train_split!r} lacks the text or label column")
+    return split.select(sample_indices(len(split), data.probe_train_samples, data.seed))
