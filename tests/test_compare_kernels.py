@@ -1,4 +1,4 @@
-"""scripts/benchmarks/compare.py loads another version's kernels next to this tree's (CPU part)."""
+"""scripts/benchmarks/compare_versions.py loads another version's kernels next to this tree's (CPU part)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("triton")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPARE = os.path.join(ROOT, "scripts", "benchmarks", "compare.py")
+COMPARE = os.path.join(ROOT, "scripts", "benchmarks", "compare_versions.py")
 
 
 def _check(folder):

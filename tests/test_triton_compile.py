@@ -2,7 +2,7 @@
 
 The interpreter tests run the kernels' Python semantics; they never go through Triton's compiler
 (typing, constexpr branches, layouts), so a kernel can pass them and still fail to build on a GPU.
-``scripts/benchmarks/resources.py --every-variant`` compiles every kernel variant the launcher
+``scripts/benchmarks/kernel_resources.py --every-variant`` compiles every kernel variant the launcher
 uses, here in a subprocess without TRITON_INTERPRET (which must be unset when triton is imported)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("triton")
 
 RESOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "benchmarks",
-                         "resources.py")
+                         "kernel_resources.py")
 
 
 @pytest.mark.slow

@@ -20,8 +20,10 @@ from triton import knobs
 
 def knobs_allow_replay() -> bool:
     """Replays call no launch hooks: with a hook set (a profiler such as proton), launch through
-    Triton every time."""
-    return knobs.runtime.launch_enter_hook is None and knobs.runtime.launch_exit_hook is None
+    Triton every time. (Triton 3.5+ keeps hooks in a ``HookChain``, empty by default; older
+    versions use None.)"""
+    return all(hook is None or not getattr(hook, "calls", True)
+               for hook in (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook))
 
 
 def _aligned(t: torch.Tensor) -> bool:

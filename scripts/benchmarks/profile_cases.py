@@ -2,12 +2,12 @@
 """Launch MonarchAttention's kernels once per case, for a profiler (Nsight Compute) to capture.
 
     ncu --section SpeedOfLight --section Occupancy -k regex:'_kernel$' \
-        python scripts/benchmarks/profile.py tiles:1:4096 tiles:1:16384 fused:1024:256
-    python scripts/benchmarks/profile.py --times tiles:8:4096:1:0.5     # per-kernel device times
-    python scripts/benchmarks/profile.py model:bert-base:4096           # host time of a forward
+        python scripts/benchmarks/profile_cases.py tiles:1:4096 tiles:1:16384 fused:1024:256
+    python scripts/benchmarks/profile_cases.py --times tiles:8:4096:1:0.5     # per-kernel device times
+    python scripts/benchmarks/profile_cases.py model:bert-base:4096           # host time of a forward
 
 Each case is MODE:BATCH:SEQ[:STEPS[:PAD]] (12 heads, head dim 64, float16, b = ceil(sqrt(N));
-MODE is "tiles", "fused" or a knob set of ``common.VARIANTS``; PAD is the fraction of right
+MODE is "tiles", "fused" or a knob set of ``bench_utils.VARIANTS``; PAD is the fraction of right
 padding of every sequence, with a key-padding mask). Each case runs twice: the first launch
 compiles, profile the second. ``--times`` prints each kernel's device time (median of 20 calls,
 L2 flushed before each) and the gaps between kernels. ``model:KIND:SEQ`` prints where the host
@@ -20,13 +20,13 @@ import sys
 
 import torch
 
-from common import VARIANTS, Case, kernel_times
+from bench_utils import VARIANTS, Case, kernel_times
 from monarch_convert.kernels.triton.plan import Knobs
 
 
 def profile_model(kind: str, seq: int) -> None:
     import monarch_convert
-    from models import build_encoder
+    from bench_models import build_encoder
 
     model, vocab = build_encoder(kind, seq)
     ids = torch.randint(4, vocab, (1, seq), device="cuda")
@@ -62,6 +62,9 @@ def run_case(spec: str, times: bool) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if not argv or {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return
     times = "--times" in argv
     for spec in (a for a in argv if a != "--times"):
         if spec.startswith("model:"):

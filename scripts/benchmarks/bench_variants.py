@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""The launcher's knob sets (``common.VARIANTS``) on the variant cases, CUDA-graph replays.
+"""The launcher's knob sets (``bench_utils.VARIANTS``) on the variant cases, CUDA-graph replays.
 
-    python scripts/benchmarks/variants.py [--cases T2-long padded] [--variants default nopdl]
+    python scripts/benchmarks/bench_variants.py [--cases T2-long padded] [--variants default nopdl]
 
 Prints one line per case; writes CSV rows (kernel = ``variant:<name>:<case>``)."""
 
@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from common import VARIANTS, Case, bench, environment, graphed, selected, write_csv
+from bench_utils import VARIANTS, Case, bench, environment, graphed, selected, write_csv
 
 CASES = [Case("paper-short", 64, 256), Case("paper-short", 1024, 256), Case("T2-short", 1024, 256, steps=2),
          Case("short-512", 256, 512), Case("paper-long", 1, 4096), Case("paper-long", 1, 8192),
@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        sys.exit("variants.py needs a CUDA GPU")
+        sys.exit("bench_variants.py needs a CUDA GPU")
     env, rows = environment(), []
     for case in selected(CASES, args.cases):
         q, k, v, mask, n_real = case.inputs()

@@ -4,7 +4,7 @@ does any work. Measured as back-to-back calls with no synchronisation in between
 never fills at these sizes), median of 7 rounds of 60 calls, after warm-up (the first call of a
 signature compiles and records; its cost is reported separately).
 
-    python scripts/benchmarks/host_time.py [--batches 1 8] [--seqs 512 4096] [--csv FILE]
+    python scripts/benchmarks/bench_host_time.py [--batches 1 8] [--seqs 512 4096] [--csv FILE]
 
 Compares ``monarch_attention`` (public entry point, backend "triton") with SDPA at the same
 shapes (with the same key mask as a broadcast boolean mask when there is one), and prints, for
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from common import Case, Row, environment, write_csv
+from bench_utils import Case, Row, environment, write_csv
 
 
 def host_us(fn, calls: int = 60, rounds: int = 7) -> float:
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        sys.exit("host_time.py needs a CUDA GPU")
+        sys.exit("bench_host_time.py needs a CUDA GPU")
     env, rows = environment(measure_copy=False), []
     for name, us in scale_rows():
         print(f"{name:40s} {us:7.1f} us", flush=True)

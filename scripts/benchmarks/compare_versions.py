@@ -2,12 +2,12 @@
 """Time another version of the Triton kernels against this tree's, on the same inputs, in one run.
 
     git worktree add /tmp/old 60edd2f          # or any folder holding that version's kernels/
-    python scripts/benchmarks/compare.py /tmp/old [--variants default nopdl] [--cases T2-long padded]
-    python scripts/benchmarks/compare.py /tmp/old --check      # only load OLD's kernels (no GPU)
+    python scripts/benchmarks/compare_versions.py /tmp/old [--variants default nopdl] [--cases T2-long padded]
+    python scripts/benchmarks/compare_versions.py /tmp/old --check      # only load OLD's kernels (no GPU)
 
 OLD's ``kernels/`` folder is imported as a package of its own next to this tree's (either layout:
 ``kernels/triton/launch.py``, or ``kernels/triton_monarch.py`` before the kernels/triton/ split). The cases
-are ``variants.py``'s; each is timed with OLD's defaults ("old") and with this tree's kernels under
+are ``bench_variants.py``'s; each is timed with OLD's defaults ("old") and with this tree's kernels under
 each named knob set, as CUDA-graph replays. Also printed: each output's relative difference from
 the old one. Writes CSV rows (kernel = ``compare:<variant>:<case>``).
 """
@@ -23,8 +23,8 @@ from typing import Callable
 
 import torch
 
-from common import VARIANTS, bench, environment, graphed, selected, write_csv
-from variants import CASES
+from bench_utils import VARIANTS, bench, environment, graphed, selected, write_csv
+from bench_variants import CASES
 
 
 def import_kernels(folder: str) -> tuple[object, Callable]:
@@ -64,7 +64,7 @@ def main(argv=None) -> None:
         print(module.output_like.__module__)
         return
     if not torch.cuda.is_available():
-        sys.exit("compare.py needs a CUDA GPU")
+        sys.exit("compare_versions.py needs a CUDA GPU")
     from monarch_convert.kernels.triton.launch import monarch_attention_triton
 
     env, rows = environment(), []

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """MonarchAttention's kernels against PyTorch SDPA's flash, cuDNN and efficient backends.
 
-    python scripts/benchmarks/kernels.py [--quick] [--cases paper-long T2] [--csv FILE]
+    python scripts/benchmarks/bench_op.py [--quick] [--cases paper-long T2] [--csv FILE]
 
 Each case (``CASES``: float16 unless named, 12 heads, head dim 64, b = ceil(sqrt(N))) is timed
 eager and as CUDA-graph replays, median of ``triton.testing.do_bench``. Speed-ups compare eager
 with eager and graph with graph against the fastest SDPA backend of the same run. The floor is
 reading q, k, v and writing the output once (real tokens only) at the copy bandwidth measured in
-the same run. Prints a table; writes CSV rows (``common.Row``).
+the same run. Prints a table; writes CSV rows (``bench_utils.Row``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from common import SDPA_BACKENDS, Case, environment, bench, graphed, sdpa_fn, selected, write_csv
+from bench_utils import SDPA_BACKENDS, Case, environment, bench, graphed, sdpa_fn, selected, write_csv
 
 BF16 = torch.bfloat16
 CASES = (
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     p.add_argument("--csv", default=None, help="CSV file (default: bench_kernels.csv in $OUT or .)")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        sys.exit("kernels.py needs a CUDA GPU")
+        sys.exit("bench_op.py needs a CUDA GPU")
     env = environment()
     print(f"{env.gpu}; {env.versions}; commit {env.commit}; copy bandwidth {env.copy_gbps:.0f} GB/s", flush=True)
     cases = [c for c in selected(list(CASES), args.cases) if not args.quick or (c.name, c.batch) in QUICK

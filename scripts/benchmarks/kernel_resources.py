@@ -2,8 +2,8 @@
 """Registers, spills and shared memory of the Triton kernels for Hopper (sm_90), compiled on this
 machine: no GPU needed.
 
-    python scripts/benchmarks/resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
-    python scripts/benchmarks/resources.py --every-variant      # compile each kernel variant once
+    python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
+    python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
 
 Each N is a sequence length (head dim 64, float16, b = ceil(sqrt(N)), the launcher's tiles).
 Strides are specialised the way Triton's JIT does on a launch (a unit stride becomes a constant,

@@ -2,7 +2,7 @@
 """Whole encoders on SDPA and converted (``monarch_convert.convert``, block_size="auto"), float16,
 random weights built in code, an attention mask of ones (what a tokenizer gives).
 
-    python scripts/benchmarks/models.py [--models bert-base bart-base] [--seqs 1024 4096] [--batch 1]
+    python scripts/benchmarks/bench_models.py [--models bert-base bart-base] [--seqs 1024 4096] [--batch 1]
                                          [--compile]
 
 Per model and N: eager wall time (host launch overhead included), GPU time (the sum of the
@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from common import Row, bench, environment, write_csv
+from bench_utils import Row, bench, environment, write_csv
 
 
 def build_encoder(kind: str, N: int):
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        sys.exit("models.py needs a CUDA GPU")
+        sys.exit("bench_models.py needs a CUDA GPU")
     env, rows = environment(measure_copy=False), []
     try:
         for kind in args.models:

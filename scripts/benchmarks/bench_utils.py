@@ -1,7 +1,7 @@
 """What every benchmark script shares: the CSV row, the environment it records, timing on the
 GPU, the cases' inputs, and the unavoidable-bytes floor (docs/algorithm.md, section 3).
 
-Scripts in this folder import it as ``common`` (they run as ``python scripts/benchmarks/X.py``,
+Scripts in this folder import it as ``bench_utils`` (they run as ``python scripts/benchmarks/X.py``,
 which puts this folder first on ``sys.path``)."""
 
 from __future__ import annotations
