@@ -132,8 +132,18 @@ def monarch_mask(**kwargs: Any) -> Any:
     if _is_key_padding(kwargs):
         attention_mask = kwargs.get("attention_mask")
         key_padding = None if attention_mask is None else attention_mask.to(torch.bool)
+        if key_padding is not None and kwargs.get("allow_is_bidirectional_skip", True) and _no_padding(key_padding):
+            key_padding = None
         return MonarchMask(key_padding, base, dict(kwargs))
     return _base_mask(base, kwargs)
+
+
+def _no_padding(key_padding: torch.Tensor) -> bool:
+    """A mask with no padding is the same as no mask, and the kernels without a mask skip a launch
+    and the token index (14% of the GPU time measured). Checking costs a device sync once per
+    forward, not per layer, as transformers' own SDPA mask does the same check; never under
+    ``torch.compile``, where the mask is kept."""
+    return not torch.compiler.is_compiling() and bool(key_padding.all())
 
 
 def _eager_function(module: torch.nn.Module) -> Callable:

@@ -98,6 +98,29 @@ def test_padding_mask_reaches_monarch(arch_, pad_type):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_a_mask_without_padding_runs_as_no_mask(monkeypatch, backend):
+    """A mask of ones reaches the op as no mask (one launch fewer, no token index), outputs
+    unchanged bit for bit; a mask with padding still arrives."""
+    from monarch_convert.kernels import ops
+
+    seen = []
+    op = ops.monarch_attention
+    monkeypatch.setattr(ops, "monarch_attention", lambda *a, **kw: seen.append(a[3]) or op(*a, **kw))
+    model = mc.convert(tiny_model("bert"), block_size=4, num_steps=2, pad_type="pre", backend=backend)
+    ids = tiny_inputs("bert", lengths=[20, 20])["input_ids"]
+    ones = main_output("bert", run(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}))
+    assert seen and all(mask is None for mask in seen)
+    monkeypatch.setattr(ops, "monarch_attention", op)
+    mc.convert(model, backend="torch")
+    reference = main_output("bert", run(model, {"input_ids": ids}))
+    assert torch.equal(ones, reference) if backend == "torch" else torch.allclose(ones, reference, atol=1e-5)
+    seen.clear()
+    monkeypatch.setattr(ops, "monarch_attention", lambda *a, **kw: seen.append(a[3]) or op(*a, **kw))
+    run(model, tiny_inputs("bert", lengths=[20, 13]))
+    assert seen and all(mask is not None for mask in seen)
+
+
 def test_padding_is_not_ignored():
     """Without the mask, the padded tokens change the real tokens' outputs (the test above can fail)."""
     model = mc.convert(tiny_model("bert"), block_size=4)

@@ -261,3 +261,16 @@ def test_triton_backend_on_cpu_needs_interpreter(kern, monkeypatch):
     q = torch.randn(1, 1, 4, 16)
     with pytest.raises(ValueError, match="CUDA"):
         ops.monarch_attention(q, q, q, block_size=2, backend="triton")
+
+
+@pytest.mark.parametrize("pad", ["post", "pre"])
+@pytest.mark.parametrize("T", [1, 2])
+def test_mask_of_ones_is_no_mask(kern, pad, T):
+    """Converted models pass no mask when nothing is padded (patches/dispatch.py): the same outputs."""
+    gen = torch.Generator().manual_seed(11 + T)
+    q, k, v = _inputs(2, 2, 37, 16, 16, torch.float32, "bnhd", gen)
+    ones = torch.ones(2, 37, dtype=torch.bool)
+    for backend in ("torch", "triton"):
+        with_ones = ops.monarch_attention(q, k, v, ones, block_size=5, num_steps=T, pad_type=pad, backend=backend)
+        without = ops.monarch_attention(q, k, v, None, block_size=5, num_steps=T, pad_type=pad, backend=backend)
+        assert torch.equal(with_ones, without), backend

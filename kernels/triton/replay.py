@@ -90,9 +90,12 @@ class Replay:
             out = torch.empty_strided(self.out_size, self.out_stride, dtype=q.dtype, device=q.device)
         scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8, device=q.device)
         base = scratch.data_ptr()
-        values = {"q": q, "k": k, "v": v, "out": out, "mask": mask}
+        # Plain ints as pointers: the launchers take them as they are (a tensor costs them a
+        # data_ptr() call per argument per launch).
+        values = {"q": q.data_ptr(), "k": k.data_ptr(), "v": v.data_ptr(), "out": out.data_ptr(),
+                  "mask": None if mask is None else mask.data_ptr()}
         for name, at in self.offsets.items():
-            values[name] = base + at  # the launchers take a plain int as a pointer
+            values[name] = base + at
         stream = current_stream(q.device.index)
         for launch in self.launches:
             args = list(launch.args)
