@@ -42,7 +42,8 @@ def _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backen
         raise ValueError(f"q and k must share head_dim, got q={q.shape[-1]}, k={k.shape[-1]}")
     if key_padding_mask is not None:
         if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-            got = key_padding_mask.dtype if isinstance(key_padding_mask, torch.Tensor) else type(key_padding_mask).__name__
+            is_tensor = isinstance(key_padding_mask, torch.Tensor)
+            got = key_padding_mask.dtype if is_tensor else type(key_padding_mask).__name__
             raise ValueError(f"key_padding_mask must be a bool tensor (True = real token), got {got}")
         if tuple(key_padding_mask.shape) != (q.shape[0], q.shape[2]):
             raise ValueError(

@@ -1,6 +1,6 @@
 """PyTorch reference of MonarchAttention: any device, any float dtype, autograd.
 
-Notation follows ``shared/monarch-attention.md``. Everything is computed in float32 (logits and
+Notation follows ``docs/algorithm.md``. Everything is computed in float32 (logits and
 softmax statistics must be float32 whatever the input dtype) and cast back at the end. Every
 product is a batched matmul, so ``torch.utils.flop_counter`` sees exactly the cost of section 3.
 

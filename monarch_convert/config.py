@@ -33,7 +33,7 @@ def load_preset(model_type: str) -> dict[str, Any]:
 def auto_block_size(max_seq_len: int) -> int:
     """The block size ``block_size="auto"`` stands for: ``ceil(sqrt(N))`` for the model's longest
     sequence N, so that blocks and block count are both about sqrt(N) (the cheapest Monarch
-    factorisation, section 3 of the algorithm page). N comes from the architecture's patcher
+    factorisation, docs/algorithm.md, section 3). N comes from the architecture's patcher
     (``patches/<model_type>.py``): ViT ``(image_size / patch_size) ** 2 + 1`` (197 for ViT-B/16 at
     224 px, giving 15), text models ``max_position_embeddings`` less any reserved positions
     (BERT 512 -> 23, RoBERTa 514 - 2 = 512 -> 23, BART 1024 -> 32). It is fixed at conversion time,

@@ -54,7 +54,7 @@ def load_preprocessor(source: str) -> Any:
     for auto in (AutoTokenizer, AutoImageProcessor):
         try:
             return auto.from_pretrained(source)
-        except Exception:  # noqa: BLE001 - any failure means "this source has none of that kind"
+        except Exception:  # any failure means "this source has none of that kind"
             continue
     return None
 

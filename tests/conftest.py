@@ -23,7 +23,8 @@ TINY_CONFIGS = {
     "roberta": ("RobertaConfig", dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
                                       intermediate_size=64, max_position_embeddings=66, initializer_range=0.2,
                                       num_labels=3)),
-    "bart": ("BartConfig", dict(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+    "bart": ("BartConfig", dict(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2,
+                                encoder_attention_heads=4,
                                 decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
                                 max_position_embeddings=64, init_std=0.2, num_labels=3)),
 }

@@ -57,7 +57,8 @@ def one_line_error(code, err):
 
 def test_converts_a_local_checkpoint(tiny_bert_dir, tmp_path, capsys):
     out = tmp_path / "converted"
-    code, stdout, err = run_cli([tiny_bert_dir, "--out", out, "--block-size", "4", "--num-steps", "2", "--layers", "1"], capsys)
+    args = [tiny_bert_dir, "--out", out, "--block-size", "4", "--num-steps", "2", "--layers", "1"]
+    code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert {"config.json", "model.safetensors", "conversion.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     report = json.loads((out / "conversion.json").read_text())

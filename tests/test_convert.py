@@ -146,8 +146,9 @@ def test_bart_decoder_and_cross_attention_untouched():
     assert (enc_after - enc_before).abs().max() > 1e-3
     statuses = {r.name: (r.status, r.reason) for r in mc.conversion_report(model).modules}
     assert statuses["encoder.layers.0.self_attn"] == ("converted", None)
-    assert statuses["decoder.layers.0.self_attn"][0] == "skipped" and "causal" in statuses["decoder.layers.0.self_attn"][1]
-    assert statuses["decoder.layers.1.encoder_attn"][0] == "skipped" and "cross" in statuses["decoder.layers.1.encoder_attn"][1]
+    self_attn, cross = statuses["decoder.layers.0.self_attn"], statuses["decoder.layers.1.encoder_attn"]
+    assert self_attn[0] == "skipped" and "causal" in self_attn[1]
+    assert cross[0] == "skipped" and "cross" in cross[1]
 
 
 def test_bart_generate_runs_converted():
@@ -296,7 +297,8 @@ def test_report_contents():
     report = mc.conversion_report(model, seq_len=50)
     d = report.to_dict()
     assert set(d) == {"monarch_convert_version", "source_model", "model_type", "settings", "modules", "attention_flops"}
-    assert d["source_model"] == "tiny/bart" and d["model_type"] == "bart" and d["monarch_convert_version"] == mc.__version__
+    assert d["source_model"] == "tiny/bart" and d["model_type"] == "bart"
+    assert d["monarch_convert_version"] == mc.__version__
     assert d["settings"] == {"block_size": 4, "num_steps": 2, "pad_type": "pre", "layers": "all", "backend": "auto"}
     assert len(d["modules"]) == 6 and set(d["modules"][0]) == {"name", "layer", "status", "reason"}
     assert sum(m["status"] == "converted" for m in d["modules"]) == 2
@@ -307,7 +309,9 @@ def test_report_contents():
     assert f["ratio"] == pytest.approx((2 * monarch + 4 * dense) / (6 * dense))
     assert mc.conversion_report(model).seq_len == 64  # default: the model's maximum length
     table = report.format_table()
-    for text in ("tiny/bart", "block_size=4", "decoder.layers.1.encoder_attn", "cross-attention", "seq_len=50", "2 converted"):
+    expected = ("tiny/bart", "block_size=4", "decoder.layers.1.encoder_attn", "cross-attention", "seq_len=50",
+                "2 converted")
+    for text in expected:
         assert text in table
     import json
 

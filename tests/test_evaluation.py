@@ -19,7 +19,8 @@ from monarch_convert.errors import MonarchConvertError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-WORDS = "the a movie film plot actor great bad boring fun dull long short story good awful fine scene music ending".split()
+WORDS = ("the a movie film plot actor great bad boring fun dull long short story good awful fine scene music "
+         "ending").split()
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,8 @@ def sentence(i: int, n: int) -> str:
 
 
 def bert_config(tok, **kw):
-    return transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    return transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2,
                                    intermediate_size=64, max_position_embeddings=64, **kw)
 
 
@@ -118,7 +120,8 @@ def test_model_object_is_restored(text_cls, tokenizer):
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
     batch = tokenizer(["a good movie", "bad"], padding=True, return_tensors="pt")
     before = model(**batch).logits
-    mc.evaluate(model, "text-classification", str(csv), {"block_size": 2}, processor=tokenizer, samples=6, progress=False)
+    mc.evaluate(model, "text-classification", str(csv), {"block_size": 2}, processor=tokenizer, samples=6,
+                progress=False)
     assert not mc.is_converted(model)
     assert torch.equal(model(**batch).logits, before)
     mc.convert(model, block_size=4, num_steps=2)

@@ -25,11 +25,11 @@ huggingface_hub = pytest.importorskip("huggingface_hub")
 from huggingface_hub import ModelCard, ModelCardData  # noqa: E402
 from huggingface_hub.utils import _http  # noqa: E402
 
+from monarch_convert.errors import MonarchConvertError  # noqa: E402
 from monarch_convert.hub.card import build_model_card  # noqa: E402
 from monarch_convert.hub.cli import push_converted_dir  # noqa: E402
 from monarch_convert.hub.pipeline_tags import infer_pipeline_tag  # noqa: E402
 from monarch_convert.hub.upload import push_to_hub  # noqa: E402
-from monarch_convert.errors import MonarchConvertError  # noqa: E402
 
 # huggingface_hub's own LFS PUT passes raw bytes as data= (its httpx warns); not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>'.*:DeprecationWarning")
@@ -45,10 +45,12 @@ HTTPX = getattr(_http, "httpx2", None) or _http.httpx
 # ---------------------------------------------------------------------------------------------
 # A sample converted folder, as `monarch-convert MODEL --out DIR` and `monarch-convert eval` write it
 # ---------------------------------------------------------------------------------------------
-SETTINGS = {"block_size": 16, "num_steps": 1, "pad_type": "post", "layers": [0, 1, 2, 3, 8, 9, 10, 11], "backend": "auto"}
+SETTINGS = {"block_size": 16, "num_steps": 1, "pad_type": "post", "layers": [0, 1, 2, 3, 8, 9, 10, 11],
+            "backend": "auto"}
 
 
-def make_converted_dir(path: Path, *, evaluation: bool = True, source: str = "textattack/bert-base-uncased-SST-2") -> Path:
+def make_converted_dir(path: Path, *, evaluation: bool = True,
+                       source: str = "textattack/bert-base-uncased-SST-2") -> Path:
     """A converted BERT text classifier (12 layers, 8 converted), with an illustrative evaluation."""
     path.mkdir(parents=True, exist_ok=True)
     config = {
@@ -107,7 +109,9 @@ def make_converted_dir(path: Path, *, evaluation: bool = True, source: str = "te
 
 def snapshot(path: Path) -> dict[str, str]:
     return {
-        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -181,7 +185,8 @@ class FakeHub:
 
             return self._json(
                 200,
-                {"files": [{"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False, "oid": None} for f in files]},
+                {"files": [{"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False, "oid": None}
+                           for f in files]},
             )
         if request.method == "POST" and path.endswith(".git/info/lfs/objects/batch"):
             objects = json.loads(body)["objects"]
@@ -203,7 +208,8 @@ class FakeHub:
                 elif x["key"] == "lfsFile":
                     files[x["value"]["path"]] = self.lfs_objects.get(x["value"]["oid"], b"<missing LFS object>")
             repo_id = path.split("/api/models/", 1)[1].split("/commit/", 1)[0]
-            self.commits.append({"repo_id": repo_id, "header": header, "files": files, "path": path, "query": record["query"]})
+            self.commits.append({"repo_id": repo_id, "header": header, "files": files, "path": path,
+                                 "query": record["query"]})
             oid = "f" * 40
             response = {"commitUrl": f"{ENDPOINT}/{repo_id}/commit/{oid}", "commitOid": oid, "success": True}
             if record["query"].get("create_pr") == "1":
@@ -404,13 +410,17 @@ def assert_clean_failure(exc: MonarchConvertError, converted: Path, before: dict
     "failure, expected",
     [
         ((("POST", "/api/repos/create"), (401, {"error": "Invalid credentials in Authorization header"})), "401"),
-        ((("POST", "/api/repos/create"), (403, {"error": "You don't have the rights to create a model under this namespace"})), "403"),
+        ((("POST", "/api/repos/create"),
+          (403, {"error": "You don't have the rights to create a model under this namespace"})), "403"),
         ((("POST", "/commit/main"), (403, {"error": "Forbidden: pass a write token"})), "no write access"),
-        ((("POST", "/commit/main"), (400, {"error": "Your push was rejected because it contains binary files"})), "rejected"),
+        ((("POST", "/commit/main"), (400, {"error": "Your push was rejected because it contains binary files"})),
+         "rejected"),
         ((("POST", "/commit/main"), (413, {"error": "Payload too large"})), "too large"),
         ((("POST", "/commit/main"), (500, {"error": "Internal Error"})), "server error"),
-        ((("POST", "/api/validate-yaml"), (400, {"errors": [{"message": '"base_model" is invalid'}]})), "model card's metadata"),
-        ((("POST", "/api/repos/create"), HTTPX.ConnectError("[Errno -3] Temporary failure in name resolution")), "network error"),
+        ((("POST", "/api/validate-yaml"), (400, {"errors": [{"message": '"base_model" is invalid'}]})),
+         "model card's metadata"),
+        ((("POST", "/api/repos/create"), HTTPX.ConnectError("[Errno -3] Temporary failure in name resolution")),
+         "network error"),
         ((("POST", "/commit/main"), HTTPX.ReadTimeout("timed out")), "network error"),
     ],
     ids=["401", "403-create", "403-commit", "400-rejected", "413", "500", "bad-yaml", "connect", "timeout"],
@@ -441,7 +451,8 @@ def test_retry_hint_repeats_the_options(fake_hub, converted):
     with pytest.raises(MonarchConvertError) as info:
         push_to_hub(converted, "alice/m", token=TOKEN, private=True, revision="exp", create_pr=True)
     assert_clean_failure(
-        info.value, converted, before, retry=f"monarch-convert upload {converted} alice/m --private --revision exp --create-pr"
+        info.value, converted, before,
+        retry=f"monarch-convert upload {converted} alice/m --private --revision exp --create-pr",
     )
 
 
@@ -669,7 +680,8 @@ def test_pushed_checkpoint_loads_by_id_and_revision(fake_hub, tmp_path):
     transformers = pytest.importorskip("transformers")
 
     config = transformers.BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64,
     )
     ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
     expected = {}

@@ -104,7 +104,9 @@ def test_monarch_mask_matches_base_mask(base):
     assert dispatch.monarch_mask(**_mask_kwargs(config)).key_padding is None
 
     # Causal or cross-attention masks: exactly the base implementation's mask.
-    for extra in (dict(mask_function=causal_mask_function, allow_is_causal_skip=False), dict(kv_length=9, attention_mask=None)):
+    extras = (dict(mask_function=causal_mask_function, allow_is_causal_skip=False),
+              dict(kv_length=9, attention_mask=None))
+    for extra in extras:
         kw = _mask_kwargs(config, **extra)
         got, want = dispatch.monarch_mask(**kw), base_fn(**kw)
         assert not isinstance(got, dispatch.MonarchMask)

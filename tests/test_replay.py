@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from monarch_convert.kernels.triton import replay  # noqa: E402
+from monarch_convert.kernels.triton import replay
 
 
 class FakeCompiled:

@@ -44,7 +44,8 @@ def test_round_trip(arch, tmp_path):
     model.save_pretrained(tmp_path / "conv")
 
     # Weights unchanged; config.json carries the settings, and no monarch attention implementation.
-    orig_w, conv_w = load_file(tmp_path / "orig" / "model.safetensors"), load_file(tmp_path / "conv" / "model.safetensors")
+    orig_w = load_file(tmp_path / "orig" / "model.safetensors")
+    conv_w = load_file(tmp_path / "conv" / "model.safetensors")
     assert orig_w.keys() == conv_w.keys() and all(torch.equal(orig_w[k], conv_w[k]) for k in orig_w)
     config = json.loads((tmp_path / "conv" / "config.json").read_text())
     assert config["monarch_attention"]["settings"]["block_size"] == 4

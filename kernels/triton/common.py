@@ -45,6 +45,14 @@ def _seq_info(seq, dims, bi, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
+def _head_sequence(bh, seq, dims, HAS_MASK: tl.constexpr):
+    """(sequence, head, length, pre-padding offset, blocks m_s) of head ``bh``."""
+    bi = bh // dims[0]
+    L, off = _seq_info(seq, dims, bi, HAS_MASK)
+    return bi, bh % dims[0], L, off, (L + dims[2] - 1) // dims[2]
+
+
+@triton.jit
 def _seq_blocks(seq, dims, bh, HAS_MASK: tl.constexpr):
     """Blocks ``m_s`` of the sequence of head ``bh``."""
     L, _ = _seq_info(seq, dims, bh // dims[0], HAS_MASK)

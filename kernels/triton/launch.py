@@ -143,18 +143,9 @@ class _Call:
 
 
 def monarch_attention_triton(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_padding_mask: Optional[torch.Tensor],
-    block_size: int,
-    num_steps: int,
-    pad_type: str,
-    scale: float,
-    out: Optional[torch.Tensor] = None,
-    *,
-    knobs: Optional[Knobs] = None,
-    poison: bool = False,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
+    block_size: int, num_steps: int, pad_type: str, scale: float, out: Optional[torch.Tensor] = None,
+    *, knobs: Optional[Knobs] = None, poison: bool = False,
 ) -> torch.Tensor:
     """Launch the kernels on inputs as validated by ``ops.monarch_attention``. ``out``: where to
     write (default: a new tensor laid out like q); ``knobs``: benchmark overrides of the plan;
@@ -211,16 +202,16 @@ def _launch_layout(c: _Call) -> None:
 
 def _launch_fused(c: _Call) -> None:
     """One program per (batch, head): all steps in one launch."""
-    q, DV, plan, buf = c.q, c.v.shape[-1], c.plan, c.buffers
+    q, DV, buf = c.q, c.v.shape[-1], c.buffers
+    rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step
     mask, mask_strides = (c.mask, c.mask.stride()) if c.has_mask else (q, (0, 0))
     c.launch(
         _fused_kernel, q.shape[0] * q.shape[1],
-        q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], c.out, mask, *c.seq_args(), plan.l.tiles,
+        q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], c.out, mask, *c.seq_args(), lt.tiles,
         *q.stride(), *c.k.stride(), *c.v.stride(), *c.out.stride(), *mask_strides, c.scale,
-        DV=DV, NUM_STEPS=c.num_steps, R_GROUPED=plan.r.grouped, R_ONE_COL=plan.r.one_col,
-        L_GROUPED=plan.l.grouped, L_ONE_COL=plan.l.one_col, R_TILE=plan.r.rows, R_COLS=plan.r.cols,
-        L_TILE=plan.l.rows, L_COLS=plan.l.cols, S_COLS=plan.s.cols, BDV=max(16, pow2(DV)),
-        **c.flags(), **c.chained(c.has_mask), num_warps=plan.fused_warps,
+        DV=DV, NUM_STEPS=c.num_steps, R_GROUPED=rt.grouped, R_ONE_COL=rt.one_col, L_GROUPED=lt.grouped,
+        L_ONE_COL=lt.one_col, R_TILE=rt.rows, R_COLS=rt.cols, L_TILE=lt.rows, L_COLS=lt.cols, S_COLS=st.cols,
+        BDV=max(16, pow2(DV)), **c.flags(), **c.chained(c.has_mask), num_warps=c.plan.fused_warps,
     )
 
 
@@ -229,28 +220,28 @@ def _launch_tiled(c: _Call) -> None:
     q, DV, buf = c.q, c.v.shape[-1], c.buffers
     BH = q.shape[0] * q.shape[1]
     seq_args, flags = c.seq_args(), c.flags()
-    r, l, s = c.plan.r, c.plan.l, c.plan.s
+    rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
     for step in range(c.num_steps):
         last = step == c.num_steps - 1
         c.launch(
-            _r_step_kernel, BH * r.tiles,
-            q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], *seq_args, r.tiles,
+            _r_step_kernel, BH * rt.tiles,
+            q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], *seq_args, rt.tiles,
             *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
-            DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last, GROUPED=r.grouped, ONE_COL=r.one_col, BQ=r.rows, BK=r.cols,
-            BDV=max(16, pow2(DV)), **flags, **c.chained(c.has_mask or step > 0), num_warps=r.warps,
+            DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows, BK=rt.cols,
+            BDV=max(16, pow2(DV)), **flags, **c.chained(c.has_mask or step > 0), num_warps=rt.warps,
         )
         if not last:
             c.launch(
-                _l_sum_kernel, BH * s.tiles,
-                q, buf["al"], buf["cl"], buf["summ"], *seq_args, s.tiles, *q.stride(),
-                GROUPED=l.grouped, ONE_COL=l.one_col, BQ=s.rows, BK=s.cols, **flags, **c.chained(True),
-                num_warps=s.warps,
+                _l_sum_kernel, BH * st.tiles,
+                q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(),
+                GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
+                num_warps=st.warps,
             )
     mask, mask_strides = (c.mask, c.mask.stride()) if c.has_mask else (q, (0, 0))
     c.launch(
-        _l_out_kernel, BH * l.tiles,
-        q, buf["al"], buf["cl"], buf["y"], c.out, mask, *seq_args, l.tiles,
+        _l_out_kernel, BH * lt.tiles,
+        q, buf["al"], buf["cl"], buf["y"], c.out, mask, *seq_args, lt.tiles,
         *q.stride(), *c.out.stride(), *mask_strides,
-        DV=DV, GROUPED=l.grouped, ONE_COL=l.one_col, BQ=l.rows, BK=l.cols, BDV=max(16, pow2(DV)),
-        **flags, **c.chained(True), num_warps=l.warps,
+        DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
+        **flags, **c.chained(True), num_warps=lt.warps,
     )

@@ -54,12 +54,12 @@ class StepTiles:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """r: R-steps; l: the final L-step (output); s: non-final L-steps (summaries)."""
+    """r_step: R-steps; l_step: the final L-step (output); s_step: non-final L-steps (summaries)."""
 
     mode: str
-    r: StepTiles
-    l: StepTiles
-    s: StepTiles
+    r_step: StepTiles
+    l_step: StepTiles
+    s_step: StepTiles
     fused_warps: int
     stages: Optional[int]
     pdl: bool
@@ -111,13 +111,13 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     """The plan for ``bh`` heads of blocks of ``b`` slots, ``m`` blocks, head width ``width`` (the
     padded head dim); ``sm_count`` is None off CUDA (the interpreter), where the tiled strategy runs."""
     r = _step(b, m, width, knobs, knobs.r_warps)
-    l = _step(m, b, width, knobs, knobs.l_warps)
+    lo = _step(m, b, width, knobs, knobs.l_warps)
     # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
     # blocks fit one column tile, its columns are all of them (one pass, no recomputed statistics).
-    s_cols = l.cols if l.one_col else l.rows
-    s = replace(l, rows=l.rows if l.grouped or knobs.s_rows is None else knobs.s_rows, cols=s_cols,
-                tiles=l.tiles if l.grouped else b * -(-m // s_cols),
-                warps=knobs.s_warps if knobs.s_warps is not None else l.warps)
+    s_cols = lo.cols if lo.one_col else lo.rows
+    s = replace(lo, rows=lo.rows if lo.grouped or knobs.s_rows is None else knobs.s_rows, cols=s_cols,
+                tiles=lo.tiles if lo.grouped else b * -(-m // s_cols),
+                warps=knobs.s_warps if knobs.s_warps is not None else lo.warps)
     mode = knobs.mode or ("fused" if _fused_pays(bh, m * b, num_steps, sm_count) else "tiles")
-    fused_warps = knobs.warps if knobs.warps is not None else max(r.warps, l.warps)
-    return LaunchPlan(mode, r, l, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl)
+    fused_warps = knobs.warps if knobs.warps is not None else max(r.warps, lo.warps)
+    return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl)

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 from triton import knobs
 
+
 def knobs_allow_replay() -> bool:
     """Replays call no launch hooks: with a hook set (a profiler such as proton), launch through
     Triton every time. (Triton 3.5+ keeps hooks in a ``HookChain``, empty by default; older

@@ -29,9 +29,9 @@ from .common import (
     _block_ok,
     _dot,
     _head_base,
+    _head_sequence,
     _l_rows,
     _lanes,
-    _seq_info,
     _tile_origin,
     _token,
 )
@@ -67,12 +67,10 @@ def _r_tile(
     """R-step tile ``t`` (below ``_r_count``) of head ``bh``. WANT_Y: the final R-step, the only one
     whose ``Y = R @ v`` is read (earlier steps neither load v nor write Y). ONE_COL: the block's keys
     fit one column tile, so the body has no loop (a loop with dynamic bounds keeps index and pointer
-    tiles live across it: more registers per thread)."""
-    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
-    bi = bh // H
-    hi = bh % H
-    L, off = _seq_info(seq, dims, bi, HAS_MASK)
-    mb = (L + b - 1) // b
+    tiles live across it: more registers per thread). Longer than a screen: the online softmax keeps
+    its five accumulators in this one function, whose generated code is the one measured."""
+    N, b, m = dims[1], dims[2], dims[3]
+    bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     k0, q0, RB, G = _tile_origin(t, b, BQ, GROUPED)
     # Valid key slots of block k0 (looped case: one block per program).
     k_lo = tl.maximum(off - k0 * b, 0)
@@ -191,8 +189,8 @@ def _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, sm, DV: tl.constexpr, GROUP
     real = tl.load(mask_ptr + bi.to(tl.int64) * sm[0] + n * sm[1], mask=inb, other=1)
     pad = inb & (real == 0)
     obase = _head_base(o_ptr, so, bi, hi)
-    tl.store(obase + n[:, None] * so[2] + ddv[None, :] * so[3], tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty),
-             mask=pad[:, None] & (ddv < DV)[None, :])
+    zeros = tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty)
+    tl.store(obase + n[:, None] * so[2] + ddv[None, :] * so[3], zeros, mask=pad[:, None] & (ddv < DV)[None, :])
 
 
 @triton.jit
@@ -204,11 +202,8 @@ def _l_out_tile(
 ):
     """Final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: output rows. ONE_COL: the
     sequence's blocks fit one column tile (no loop in the body; see ``_r_tile``)."""
-    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
-    bi = bh // H
-    hi = bh % H
-    L, off = _seq_info(seq, dims, bi, HAS_MASK)
-    mb = (L + b - 1) // b
+    N, b, m = dims[1], dims[2], dims[3]
+    bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     r = tl.arange(0, BQ)
     ddv = tl.arange(0, BDV)
     dvmask = ddv < DV
@@ -283,11 +278,8 @@ def _l_sum_tile(
 ):
     """Non-final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: summaries aR/cR of a tile of
     columns (block k, offset j) for the next R-step, summed over the queries (rows) in chunks of BQ."""
-    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
-    bi = bh // H
-    hi = bh % H
-    L, off = _seq_info(seq, dims, bi, HAS_MASK)
-    mb = (L + b - 1) // b
+    N, b, m = dims[1], dims[2], dims[3]
+    bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     j0, k0, RM, G = _l_rows(t, mb, BK, GROUPED)
     bh64 = bh.to(tl.int64)
     dd = tl.arange(0, BD)

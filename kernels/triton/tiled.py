@@ -16,6 +16,13 @@ from .stages import _l_out_tile, _l_sum_tile, _r_tile, _zero_pad_rows
 
 
 @triton.jit
+def _head_and_tile(TILES):
+    """The (batch * head, tile) this program owns: programs are numbered head by head."""
+    pid = tl.program_id(0)
+    return pid // TILES, pid % TILES
+
+
+@triton.jit
 def _r_step_kernel(
     q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
@@ -27,11 +34,8 @@ def _r_step_kernel(
     BDV: tl.constexpr, PDL: tl.constexpr,
 ):
     _after_previous_grid(PDL)
-    seq = (len_ptr, off_ptr, tok_ptr)
-    dims = (H, N, b, m, seq_len, pad_off)
-    pid = tl.program_id(0)
-    bh = pid // TILES
-    t = pid % TILES
+    seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
+    bh, t = _head_and_tile(TILES)
     if t < _r_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
         _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq, dims,
                 (stride_qb, stride_qh, stride_qn, stride_qd), (stride_kb, stride_kh, stride_kn, stride_kd),
@@ -52,12 +56,9 @@ def _l_out_kernel(
     """With a mask, each program also zeroes the output rows of the padding tokens in its tile of
     the batch's grid."""
     _after_previous_grid(PDL)
-    seq = (len_ptr, off_ptr, tok_ptr)
-    dims = (H, N, b, m, seq_len, pad_off)
+    seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     so = (stride_ob, stride_oh, stride_on, stride_od)
-    pid = tl.program_id(0)
-    bh = pid // TILES
-    t = pid % TILES
+    bh, t = _head_and_tile(TILES)
     if HAS_MASK:
         _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, (stride_mb, stride_mn), DV, GROUPED, BQ, BDV)
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
@@ -75,11 +76,8 @@ def _l_sum_kernel(
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr,
 ):
     _after_previous_grid(PDL)
-    seq = (len_ptr, off_ptr, tok_ptr)
-    dims = (H, N, b, m, seq_len, pad_off)
-    pid = tl.program_id(0)
-    bh = pid // TILES
-    t = pid % TILES
+    seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
+    bh, t = _head_and_tile(TILES)
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BK, GROUPED):
         _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, (stride_qb, stride_qh, stride_qn, stride_qd),
                     D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD)

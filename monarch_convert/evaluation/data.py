@@ -82,7 +82,7 @@ def load_data(
         return dd if isinstance(dd, datasets.Dataset) else _pick_split(dd, split, str(dataset))
     except MonarchConvertError:
         raise
-    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+    except Exception as exc:  # datasets raises many kinds; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MonarchConvertError(f"could not load dataset {dataset!s}: {first}") from exc
 

@@ -20,7 +20,7 @@ class Distributed:
             # accelerate spreads CPU processes (gloo) only when asked for the CPU explicitly.
             state = PartialState(cpu=str(device).startswith("cpu") or not torch.cuda.is_available())
             self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
-        except Exception:  # noqa: BLE001 - accelerate missing or unconfigured: one process
+        except Exception:  # accelerate missing or unconfigured: one process
             pass
 
     @property

@@ -42,7 +42,7 @@ def _load_hub_metric(name: str, source: str):
         import evaluate
 
         return evaluate.load(name)
-    except Exception as exc:  # noqa: BLE001 - any failure means: use the offline implementation
+    except Exception as exc:  # any failure means: use the offline implementation
         if source == "hub":
             first = str(exc).splitlines()[0]
             raise MonarchConvertError(f"could not load metric {name!r} through evaluate: {first}") from exc

@@ -19,5 +19,5 @@ def quiet_libraries() -> None:
 
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
-    except Exception:  # noqa: BLE001 - a missing or changed library only means the bars stay
+    except Exception:  # a missing or changed library only means the bars stay
         pass

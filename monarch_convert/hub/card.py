@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import MonarchConfig
-from ..evaluation.report import JSON_FILE as EVALUATION_FILE, MARKDOWN_FILE as EVALUATION_REPORT_FILE
+from ..evaluation.report import JSON_FILE as EVALUATION_FILE
+from ..evaluation.report import MARKDOWN_FILE as EVALUATION_REPORT_FILE
 from ..flops import format_flops
 from .eval_results import dataset_fields, eval_results, named_metrics
 from .folder import read_converted_dir, read_evaluation

@@ -19,7 +19,6 @@ import sys
 import time
 
 import torch
-
 from bench_utils import Case, Row, environment, write_csv
 
 
@@ -85,7 +84,8 @@ def main(argv=None) -> None:
                     first = first_call_us(fn) / 1e3
                     ours = host_us(fn)
                     sdpa_mask = None if mask is None else mask[:, None, None, :]
-                    sdpa = host_us(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask))
+                    sdpa = host_us(lambda: torch.nn.functional.scaled_dot_product_attention(
+                        q, k, v, attn_mask=sdpa_mask))
                     print(f"| {B} | {N} | {T} | {'yes' if masked else 'no'} | {ours:.1f} | {sdpa:.1f} | {first:.1f} |",
                           flush=True)
                     for prov, us in (("monarch", ours), ("sdpa", sdpa)):

@@ -18,7 +18,6 @@ import math
 import sys
 
 import torch
-
 from bench_utils import Row, bench, environment, write_csv
 
 

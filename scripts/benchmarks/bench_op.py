@@ -16,8 +16,7 @@ import argparse
 import sys
 
 import torch
-
-from bench_utils import SDPA_BACKENDS, Case, environment, bench, graphed, sdpa_fn, selected, write_csv
+from bench_utils import SDPA_BACKENDS, Case, bench, environment, graphed, sdpa_fn, selected, write_csv
 
 BF16 = torch.bfloat16
 CASES = (

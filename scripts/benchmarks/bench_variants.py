@@ -11,7 +11,6 @@ import argparse
 import sys
 
 import torch
-
 from bench_utils import VARIANTS, Case, bench, environment, graphed, selected, write_csv
 
 CASES = [Case("paper-short", 64, 256), Case("paper-short", 1024, 256), Case("T2-short", 1024, 256, steps=2),

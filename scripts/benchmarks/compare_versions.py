@@ -22,7 +22,6 @@ import sys
 from typing import Callable
 
 import torch
-
 from bench_utils import VARIANTS, bench, environment, graphed, selected, write_csv
 from bench_variants import CASES
 

@@ -73,15 +73,16 @@ def kernel_configs(N: int, T: int, mask: bool):
 
     b = math.isqrt(N - 1) + 1
     p = make_plan(12, b, -(-N // b), 64, T, None, True)
+    rs, ls, ss = p.r_step, p.l_step, p.s_step
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
-    r = dict(base, DV=64, BDV=64, GROUPED=p.r.grouped, ONE_COL=p.r.one_col, BQ=p.r.rows, BK=p.r.cols)
+    r = dict(base, DV=64, BDV=64, GROUPED=rs.grouped, ONE_COL=rs.one_col, BQ=rs.rows, BK=rs.cols)
     if T > 1:
-        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), p.r.warps
-        yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=p.l.grouped, ONE_COL=p.l.one_col,
-                                                        BQ=p.s.rows, BK=p.s.cols), p.s.warps
-    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), p.r.warps
-    yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=p.l.grouped, ONE_COL=p.l.one_col,
-                                                BQ=p.l.rows, BK=p.l.cols), p.l.warps
+        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), rs.warps
+        yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=ls.grouped, ONE_COL=ls.one_col, BQ=ss.rows,
+                                                        BK=ss.cols), ss.warps
+    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), rs.warps
+    yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=ls.grouped, ONE_COL=ls.one_col,
+                                                BQ=ls.rows, BK=ls.cols), ls.warps
 
 
 def every_variant():

@@ -19,14 +19,15 @@ from __future__ import annotations
 import sys
 
 import torch
-
 from bench_utils import VARIANTS, Case, kernel_times
+
 from monarch_convert.kernels.triton.plan import Knobs
 
 
 def profile_model(kind: str, seq: int) -> None:
-    import monarch_convert
     from bench_models import build_encoder
+
+    import monarch_convert
 
     model, vocab = build_encoder(kind, seq)
     ids = torch.randint(4, vocab, (1, seq), device="cuda")

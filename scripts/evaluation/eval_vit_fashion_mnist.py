@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_mnist import CLASSES, load_split  # noqa: E402
+from fashion_mnist import CLASSES, load_split
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / ".cache" / "vit-fashion-mnist"  # at the repository root
 DEFAULT_SWEEP = ["b=7,T=1", "b=7,T=2", "b=7,T=3", "b=5,T=1", "b=10,T=1", "b=10,T=2", "b=14,T=1", "b=25,T=1",

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_mnist import CLASSES, load_split  # noqa: E402
+from fashion_mnist import CLASSES, load_split
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train-set pixel statistics (in [0, 1])
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / ".cache" / "vit-fashion-mnist"  # at the repository root

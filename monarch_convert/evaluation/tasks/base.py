@@ -168,7 +168,7 @@ class Task:
         auto = AutoTokenizer if self.processor_kind == "tokenizer" else AutoImageProcessor
         try:
             return auto.from_pretrained(path)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             first = str(exc).splitlines()[0]
             raise MonarchConvertError(f"could not load the {self.processor_kind} of {path}: {first}") from exc
 
