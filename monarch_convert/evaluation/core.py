@@ -165,7 +165,7 @@ def load_sample(task: Task, data: DataOptions) -> Sample:
     """The examples to evaluate: the loaded split, less what the task holds out, sampled."""
     ds = load_data(data.dataset, dataset_config=data.dataset_config, split=data.split)
     if len(ds) == 0:
-        raise MonarchConvertError("the dataset is empty: nothing to evaluate")
+        raise MonarchConvertError(f"{_dataset_name(data)} is empty: no examples to evaluate")
     cols = resolve_columns(ds, task.roles, task.required, data.columns, task.name)
     remaining = task.hold_out(ds, cols, data)
     picked = [remaining[i] for i in sample_indices(len(remaining), data.samples, data.seed)]
