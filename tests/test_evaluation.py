@@ -4,6 +4,7 @@ and small local data files written by the tests (offline metrics)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -432,6 +433,59 @@ def test_unreadable_files_name_the_file_and_cause(tmp_path, capfd):
         with pytest.raises(MonarchConvertError, match=message):
             load_data(str(tmp_path / name))
     assert "broken.csv" not in capfd.readouterr().err  # nor is datasets' own log line of the csv error
+
+
+def test_empty_text_cells_are_refused_with_their_rows(text_cls, tmp_path):
+    path, _ = text_cls
+    rows = ["sentence,label", "a good movie,1", ",2", "bad,0", '"",1', "fine,0"]
+    (tmp_path / "holes.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = run_eval_process([path, "-t", "text-classification", "-d", "holes.csv"], tmp_path)
+    assert one_line_error(code, err) == (
+        "error: holes.csv: column 'sentence' (text) is empty in 2 of 5 rows: 1, 3 (row 0 = the first example); "
+        "fill or drop them")
+    assert out == ""
+
+
+def _with_blanks(columns: dict, role_column: str, blanks: dict) -> "datasets.Dataset":
+    data = {name: list(values) for name, values in columns.items()}
+    for row, value in blanks.items():
+        data[role_column][row] = value
+    return datasets.Dataset.from_dict(data)
+
+
+@pytest.mark.parametrize("fixture,task,column,role", [
+    ("text_cls", "text-classification", "text", "text"),
+    ("text_cls", "text-classification", "text_pair", "text_pair"),
+    ("embed", "sentence-embedding", "text", "text"),
+    ("qa", "question-answering", "question", "question"),
+    ("qa", "question-answering", "context", "context"),
+    ("summ", "summarization", "document", "document"),
+    ("summ", "summarization", "summary", "summary"),
+])
+def test_every_text_column_of_every_task_is_checked(request, fixture, task, column, role):
+    path = request.getfixturevalue(fixture)[0]
+    n = 12
+    columns = {"text": [sentence(i, 4) for i in range(n)], "text_pair": [sentence(i, 3) for i in range(n)],
+               "label": [i % 2 for i in range(n)], "question": ["what?"] * n,
+               "context": [sentence(i, 8) for i in range(n)],
+               "answers": [{"text": ["the"], "answer_start": [0]}] * n,
+               "document": [sentence(i, 9) for i in range(n)], "summary": [sentence(i, 3) for i in range(n)]}
+    blanks = {2: None, 4: "", 5: "  \t", 6: None, 8: None, 9: None, 11: "\n"}
+    ds = _with_blanks(columns, column, blanks)
+    expected = (f"in-memory dataset: column '{column}' ({role}) is empty in 7 of 12 rows: 2, 4, 5, 6, 8 and 2 more "
+                "(row 0 = the first example)")
+    with pytest.raises(MonarchConvertError, match=re.escape(expected)):
+        mc.evaluate(str(path), task, ds, samples=3, progress=False)
+
+
+def test_probe_train_split_text_is_checked(embed):
+    path, _ = embed
+    good = datasets.Dataset.from_dict({"text": [sentence(i, 5) for i in range(8)], "label": [i % 2 for i in range(8)]})
+    train = _with_blanks(good.to_dict(), "text", {3: None})
+    with pytest.raises(MonarchConvertError, match=re.escape(
+            "the probe train split 'train': column 'text' (text) is empty in 1 of 8 rows: 3 ")):
+        mc.evaluate(str(path), "sentence-embedding", datasets.DatasetDict({"train": train, "test": good}),
+                    split="test", probe_train_split="train", progress=False)
 
 
 def test_eval_help_is_fast_to_import():

@@ -256,3 +256,34 @@ def resolve_columns(
                 )
     return out
 
+
+def blank_rows(ds: Any, column: str) -> list[int]:
+    """The rows of ``ds`` whose ``column`` is missing, or text with nothing but white space.
+    Computed in Arrow (no Python objects per row), on the rows ``ds`` selects."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = ds.with_format("arrow")[column]
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), True)
+    else:
+        blank = pc.is_null(values)
+    return np.flatnonzero(blank.to_numpy(zero_copy_only=False)).tolist()
+
+
+def check_text_cells(ds: Any, columns: Mapping[str, str], roles: Sequence[str], where: str) -> None:
+    """Refuse empty cells in the text columns of ``roles``, in one line with the first rows and
+    the count. ``datasets`` reads an empty csv cell as None, which a task would evaluate as the
+    text "None"; skipping such rows instead would make the evaluated sample differ from the one
+    asked for, unseen by anyone reading only the metrics."""
+    for role in roles:
+        if role not in columns:
+            continue
+        rows = blank_rows(ds, columns[role])
+        if rows:
+            listed = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+            raise MonarchConvertError(
+                f"{where}: column {columns[role]!r} ({role}) is empty in {len(rows)} of {len(ds)} rows: {listed} "
+                "(row 0 = the first example); fill or drop them"
+            )
