@@ -4,6 +4,7 @@ and small local data files written by the tests (offline metrics)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -357,7 +358,7 @@ def test_bad_input_is_one_line(text_cls, embed, tmp_path, capsys):
     code, _, err = run_cli([path, "-t", "text-classification", "-d", empty, "-q"], capsys)
     assert "empty" in one_line_error(code, err)
     code, _, err = run_cli([path, "-t", "text-classification", "-d", tmp_path / "missing.csv", "-q"], capsys)
-    assert "does not exist" in one_line_error(code, err)
+    assert "no such file: " in one_line_error(code, err)
     code, _, err = run_cli([path, "-t", "text-classification", "-d", "no-such-user/no-such-dataset", "-q"], capsys)
     assert "could not load dataset no-such-user/no-such-dataset" in one_line_error(code, err)
     code, _, err = run_cli([path, "-t", "text-classification", "-d", csv, "--setting", "block_size=x", "-q"], capsys)
@@ -365,6 +366,126 @@ def test_bad_input_is_one_line(text_cls, embed, tmp_path, capsys):
     with pytest.raises(MonarchConvertError, match="has no image-classification head"):
         mc.evaluate(transformers.BertModel(bert_config(transformers.AutoTokenizer.from_pretrained(path))),
                     "image-classification", str(csv), progress=False)
+
+
+# ------------------------------------------------------------------------ data files and cells
+
+
+def run_eval_process(argv, cwd):
+    """The real entry point in a process of its own: (exit code, stdout, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "monarch_convert.cli", "eval", *map(str, argv), "-q"], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_missing_local_file_is_one_line_not_a_hub_lookup(text_cls, tmp_path):
+    path, _ = text_cls
+    code, _, err = run_eval_process([path, "-t", "text-classification", "-d", "x.csv"], tmp_path)
+    assert one_line_error(code, err) == "error: no such file: x.csv"
+    for name in ("sub/train.jsonl", "data.PARQUET", "./no-such-monarch-data", "../no-such-monarch-data",
+                 "~/no-such-monarch-data", tmp_path / "missing"):
+        with pytest.raises(MonarchConvertError, match=r"^no such file(?: or folder)?: "):
+            mc.evaluate(str(path), "text-classification", name, progress=False)
+
+
+def test_empty_data_file_is_one_line(text_cls, tmp_path):
+    path, _ = text_cls
+    (tmp_path / "empty.csv").write_text("")
+    code, _, err = run_eval_process([path, "-t", "text-classification", "-d", "empty.csv"], tmp_path)
+    assert one_line_error(code, err) == "error: empty.csv is empty"
+    (tmp_path / "blank.csv").write_text("\n  \n")
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("sentence,label\n")  # these two load as no rows
+    (tmp_path / "list.json").write_text("[]")
+    for name in ("blank.csv", "empty.parquet", "header.csv", "list.json"):
+        with pytest.raises(MonarchConvertError, match=rf"^{tmp_path / name} is empty"):
+            mc.evaluate(str(path), "text-classification", str(tmp_path / name), progress=False)
+
+
+def test_non_utf8_file_is_one_line_with_the_offset(text_cls, tmp_path):
+    path, _ = text_cls
+    (tmp_path / "latin.csv").write_bytes("sentence,label\ncaf\xe9 ok,1\n".encode("latin-1"))
+    code, _, err = run_eval_process([path, "-t", "text-classification", "-d", "latin.csv"], tmp_path)
+    assert one_line_error(code, err) == "error: cannot read latin.csv: not UTF-8 (byte 0xe9 at offset 18)"
+
+
+def test_unreadable_files_name_the_file_and_cause(tmp_path, capfd):
+    from monarch_convert.evaluation.data import load_data
+
+    # json: datasets loads the bad bytes and fails only when a row is read
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "a"}\n{"text": "\xff"}\n')
+    # a two-byte character cut by the 1 MiB read boundary is fine; the stray byte after it is not
+    big = b"a" * ((1 << 20) - 1) + "\u00e9".encode() + b"b\xc3"
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "ok.txt").write_text("fine\n")
+    (tmp_path / "folder" / "z.txt").write_bytes(big)
+    (tmp_path / "broken.csv").write_text('sentence,label\n"open quote,1\n')
+    cases = {"bad.jsonl": r"cannot read \S*bad.jsonl: not UTF-8 \(byte 0xff at offset 24\)$",
+             "folder": r"cannot read \S*folder/z.txt: not UTF-8 \(byte 0xc3 at offset 1048578\)$",
+             "broken.csv": r"cannot read \S*broken.csv: Error tokenizing data"}
+    for name, message in cases.items():
+        with pytest.raises(MonarchConvertError, match=message):
+            load_data(str(tmp_path / name))
+    assert "broken.csv" not in capfd.readouterr().err  # nor is datasets' own log line of the csv error
+
+
+def test_empty_text_cells_are_refused_with_their_rows(text_cls, tmp_path):
+    path, _ = text_cls
+    rows = ["sentence,label", "a good movie,1", ",2", "bad,0", '"",1', "fine,0"]
+    (tmp_path / "holes.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = run_eval_process([path, "-t", "text-classification", "-d", "holes.csv"], tmp_path)
+    assert one_line_error(code, err) == (
+        "error: holes.csv: column 'sentence' (text) is empty in 2 of 5 rows: 1, 3 (row 0 = the first example); "
+        "fill or drop them")
+    assert out == ""
+
+
+def _with_blanks(columns: dict, role_column: str, blanks: dict) -> "datasets.Dataset":
+    data = {name: list(values) for name, values in columns.items()}
+    for row, value in blanks.items():
+        data[role_column][row] = value
+    return datasets.Dataset.from_dict(data)
+
+
+@pytest.mark.parametrize("fixture,task,column,role", [
+    ("text_cls", "text-classification", "text", "text"),
+    ("text_cls", "text-classification", "text_pair", "text_pair"),
+    ("embed", "sentence-embedding", "text", "text"),
+    ("qa", "question-answering", "question", "question"),
+    ("qa", "question-answering", "context", "context"),
+    ("summ", "summarization", "document", "document"),
+    ("summ", "summarization", "summary", "summary"),
+])
+def test_every_text_column_of_every_task_is_checked(request, fixture, task, column, role):
+    path = request.getfixturevalue(fixture)[0]
+    n = 12
+    columns = {"text": [sentence(i, 4) for i in range(n)], "text_pair": [sentence(i, 3) for i in range(n)],
+               "label": [i % 2 for i in range(n)], "question": ["what?"] * n,
+               "context": [sentence(i, 8) for i in range(n)],
+               "answers": [{"text": ["the"], "answer_start": [0]}] * n,
+               "document": [sentence(i, 9) for i in range(n)], "summary": [sentence(i, 3) for i in range(n)]}
+    blanks = {2: None, 4: "", 5: "  \t", 6: None, 8: None, 9: None, 11: "\n"}
+    ds = _with_blanks(columns, column, blanks)
+    expected = (f"in-memory dataset: column '{column}' ({role}) is empty in 7 of 12 rows: 2, 4, 5, 6, 8 and 2 more "
+                "(row 0 = the first example)")
+    with pytest.raises(MonarchConvertError, match=re.escape(expected)):
+        mc.evaluate(str(path), task, ds, samples=3, progress=False)
+
+
+def test_probe_train_split_text_is_checked(embed):
+    path, _ = embed
+    good = datasets.Dataset.from_dict({"text": [sentence(i, 5) for i in range(8)], "label": [i % 2 for i in range(8)]})
+    train = _with_blanks(good.to_dict(), "text", {3: None})
+    with pytest.raises(MonarchConvertError, match=re.escape(
+            "the probe train split 'train': column 'text' (text) is empty in 1 of 8 rows: 3 ")):
+        mc.evaluate(str(path), "sentence-embedding", datasets.DatasetDict({"train": train, "test": good}),
+                    split="test", probe_train_split="train", progress=False)
 
 
 def test_eval_help_is_fast_to_import():

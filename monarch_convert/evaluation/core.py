@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from ..dtypes import torch_dtype
 from ..errors import MonarchConvertError
-from .data import load_data, resolve_columns, sample_indices
+from .data import check_text_cells, load_data, resolve_columns, sample_indices
 from .distributed import Distributed
 from .fidelity import LayerFidelity
 from .options import DataOptions, RunOptions
@@ -165,8 +165,10 @@ def load_sample(task: Task, data: DataOptions) -> Sample:
     """The examples to evaluate: the loaded split, less what the task holds out, sampled."""
     ds = load_data(data.dataset, dataset_config=data.dataset_config, split=data.split)
     if len(ds) == 0:
-        raise MonarchConvertError("the dataset is empty: nothing to evaluate")
+        raise MonarchConvertError(f"{_dataset_name(data)} is empty: no examples to evaluate")
     cols = resolve_columns(ds, task.roles, task.required, data.columns, task.name)
+    where = _dataset_name(data) + (f" (split {data.split})" if data.split else "")
+    check_text_cells(ds, cols, task.text_roles, where)  # the whole split: the same answer for any sample
     remaining = task.hold_out(ds, cols, data)
     picked = [remaining[i] for i in sample_indices(len(remaining), data.samples, data.seed)]
     if not picked:

@@ -113,6 +113,7 @@ class Task:
     head = ""  # the head it needs, in words (for error messages)
     roles: dict[str, tuple[str, ...]] = {}  # column role -> column names looked for, in order
     required: tuple[str, ...] = ()  # roles without which the task cannot run
+    text_roles: tuple[str, ...] = ()  # roles holding text the model reads or is scored on: no cell may be empty
     processor_kind = "tokenizer"  # or "image"
 
     # ------------------------------------------------------------------ model and preprocessor

@@ -20,6 +20,7 @@ class QuestionAnswering(Task):
     head = "question-answering (span) head"
     roles = {"question": ("question",), "context": ("context",), "answers": ("answers",), "id": ("id",)}
     required = ("question", "context", "answers")
+    text_roles = ("question", "context")
 
     def is_head_key(self, key: str) -> bool:
         return key.startswith("qa_outputs")

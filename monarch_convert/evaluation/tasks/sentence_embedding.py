@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...errors import MonarchConvertError
-from ..data import load_data, sample_indices, split_indices
+from ..data import check_text_cells, load_data, sample_indices, split_indices
 from ..metrics import fit_linear_probe, probe_accuracy
 from .base import TOKEN_INPUTS, Batch, Options, Task, tokenized_batches
 
@@ -21,6 +21,7 @@ class SentenceEmbedding(Task):
     head = "encoder"
     roles = {"text": ("text", "sentence", "content", "review", "document"), "label": ("label", "labels", "class")}
     required = ("text",)
+    text_roles = ("text",)
 
     def __init__(self) -> None:
         self.probe_train = None  # the examples the probe is fitted on (data with labels only)
@@ -134,4 +135,5 @@ def _probe_split(data, cols):
     split = load_data(data.dataset, dataset_config=data.dataset_config, split=data.probe_train_split)
     if cols["label"] not in split.column_names or cols["text"] not in split.column_names:
         raise MonarchConvertError(f"the probe train split {data.probe_train_split!r} lacks the text or label column")
+    check_text_cells(split, cols, ("text",), f"the probe train split {data.probe_train_split!r}")
     return split.select(sample_indices(len(split), data.probe_train_samples, data.seed))

@@ -19,6 +19,7 @@ class Summarization(Task):
     roles = {"document": ("document", "article", "text", "input", "chapter", "source"),
              "summary": ("summary", "highlights", "target", "abstract", "summary_text")}
     required = ("document", "summary")
+    text_roles = ("document", "summary")
 
     def is_head_key(self, key: str) -> bool:
         return key.startswith("lm_head") and "lm_head.weight" != key  # lm_head.weight is tied to the embeddings

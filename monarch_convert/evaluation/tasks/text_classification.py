@@ -20,6 +20,7 @@ class TextClassification(ClassificationTask):
         "label": ("label", "labels", "class"),
     }
     required = ("text", "label")
+    text_roles = ("text", "text_pair")
 
     def is_head_key(self, key: str) -> bool:
         return key.startswith(("classifier", "score", "pre_classifier", "classification_head"))
