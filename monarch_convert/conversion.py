@@ -22,7 +22,6 @@ and puts ``<base>`` back. The resolved settings are also written to the model co
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -97,7 +96,8 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
     Idempotent: converting a converted model again with no new settings changes nothing; with
     new settings, it is reconverted with them. Cross-attention, causal self-attention and
     modules whose scores carry a bias are never converted (listed as skipped, with the reason).
-    Raises :class:`MonarchConvertError` for an unsupported ``model_type`` or invalid settings.
+    Raises :class:`MonarchConvertError` for an unsupported ``model_type``, invalid settings, or
+    settings under which no module at all would be converted (``layers=[]``, a decoder only).
 
     Training works (gradients flow through MonarchAttention), but converted modules apply no
     dropout to attention weights (there is no attention matrix to drop from); ``output_attentions``
@@ -112,12 +112,6 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
     # as it was (a converted model keeps its conversion).
     revert(model)
     _apply(model, plan)
-    if not plan.to_convert:
-        reasons = sorted({r.reason for r in plan.records if r.reason})
-        warnings.warn(
-            f"no attention module of this {plan.model_type} model was converted ({'; '.join(reasons)})",
-            stacklevel=2,
-        )
     return model
 
 

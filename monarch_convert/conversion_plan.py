@@ -73,12 +73,21 @@ def plan_conversion(
     max_length = patch.max_length(model.config)
     block_size = auto_block_size(max_length) if resolved.block_size == "auto" else resolved.block_size
     records = tuple(_record(f, layers) for f in found)
+    to_convert = tuple((f.name, f.module) for f, r in zip(found, records) if r.status == "converted")
+    if not to_convert:
+        # A model saved with nothing converted is the original under another name: refuse.
+        reasons = "; ".join(sorted({r.reason for r in records if r.reason}))
+        convertible = _convertible_layers(found)
+        raise MonarchConvertError(
+            f"nothing to convert: no attention module of this {patch.model_type} model would be converted "
+            f"({reasons}); its convertible layers are {_format_layers(convertible) if convertible else 'none'}"
+        )
     return ConversionPlan(
         model_type=patch.model_type,
         settings=replace(resolved, block_size=block_size, layers=layers),
         max_length=max_length,
         records=records,
-        to_convert=tuple((f.name, f.module) for f, r in zip(found, records) if r.status == "converted"),
+        to_convert=to_convert,
     )
 
 
@@ -148,9 +157,20 @@ def _select_layers(layers: Layers, convertible: list[int], given: bool, model_ty
     if missing and given and convertible:
         raise MonarchConvertError(
             f"layers {missing} do not exist: this {model_type} model's convertible layers are "
-            f"{convertible[0]}-{convertible[-1]}"
+            f"{_format_layers(convertible)}"
         )
     return tuple(i for i in layers if i in convertible)
+
+
+def _format_layers(layers: list[int]) -> str:
+    """Sorted layer indices as ranges, the way ``--layers`` takes them: [0, 1, 2, 3, 8] -> '0-3,8'."""
+    ranges: list[list[int]] = []
+    for i in layers:
+        if ranges and i == ranges[-1][1] + 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
 
 def _record(found: _Found, layers: Layers) -> ModuleRecord:

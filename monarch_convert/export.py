@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .config import MonarchConfig
 from .dtypes import check_dtype_name
 from .errors import MonarchConvertError
+from .interrupts import during
+from .output_dir import staged_output, write_errors
+from .stop_points import stop_point
 
 if TYPE_CHECKING:
     import torch
@@ -20,43 +20,26 @@ if TYPE_CHECKING:
 REPORT_FILE = "conversion.json"
 
 
-def check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Fail before any heavy work if DIR cannot be written."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MonarchConvertError(f"--out {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise MonarchConvertError(f"--out {out_dir} is not empty (pass --overwrite to replace it)")
+def check_device(device: str, backend: Optional[str]) -> None:
+    """Refuse, before loading anything, a device the model cannot be converted and saved on: one
+    that does not exist here, ``meta`` (no weights to save), and ``--backend triton`` off CUDA
+    (the saved model would fail on its first forward)."""
+    import torch
 
+    from .kernels import ops
+    from .loading import failure_reason
 
-@contextmanager
-def staged_dir(out_dir: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out_dir`` that replaces it only if the block succeeds, so a
-    failure at any point leaves ``out_dir`` exactly as it was."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
-        yield staging
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            out_dir.rename(old / "previous")
-            staging.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def load_preprocessor(source: str) -> Any:
-    """The source's tokenizer or image processor, or None if it ships neither."""
-    from transformers import AutoImageProcessor, AutoTokenizer
-
-    for auto in (AutoTokenizer, AutoImageProcessor):
+        probe = torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise MonarchConvertError(f"--device {device!r} cannot be used: {failure_reason(e)}") from e
+    if probe.is_meta:
+        raise MonarchConvertError("--device meta holds no weights, so there is nothing to save: use cpu or cuda")
+    if backend == "triton":
         try:
-            return auto.from_pretrained(source)
-        except Exception:  # any failure means "this source has none of that kind"
-            continue
-    return None
+            ops._use_triton(probe, backend)  # the op's own rule: CUDA, or Triton's CPU interpreter
+        except (ValueError, RuntimeError) as e:
+            raise MonarchConvertError(f"--backend triton cannot run on --device {device}: {e}") from e
 
 
 def export_checkpoint(
@@ -72,44 +55,64 @@ def export_checkpoint(
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
 
-    Writes the converted checkpoint, the source's tokenizer or image processor, and
-    ``conversion.json``; returns that report as a dict.
+    Writes the converted checkpoint, the source's tokenizer or image processor (if it has one),
+    and ``conversion.json``; returns that report as a dict. ``out_dir`` is checked before the model
+    is loaded and replaced only at the end (``output_dir.staged_output``).
     """
-    from . import conversion_report, convert
-    from .default_model import DEFAULT_MODEL_NAME, default_model_path, sentence_embeddings
-    from .loading import load_source_model
+    from .default_model import DEFAULT_MODEL_NAME
 
     out_dir = Path(out_dir)
     check_dtype_name(dtype, "--dtype")
-    check_out_dir(out_dir, overwrite)
-    is_default = source is None
-    name = DEFAULT_MODEL_NAME if is_default else source
-    path = default_model_path() if is_default else source
+    name = DEFAULT_MODEL_NAME if source is None else source
+    with during(f"converting {name} into {out_dir}", f"{out_dir} was left as it was"):
+        with staged_output(out_dir, overwrite, echo) as staging:
+            check_device(device, config.backend if config is not None else None)
+            model, preprocessor, report = _load_and_convert(source, name, config, dtype, device, seq_len, echo)
+            start = time.perf_counter()
+            echo(f"Saving to {out_dir} ...")
+            with write_errors(out_dir):
+                written = _save(staging, model, preprocessor, report)
+        echo(f"Saved in {time.perf_counter() - start:.1f}s: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
+        echo(written)
+    return report
 
+
+def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tuple[Any, Any, dict]:
+    """The converted model, the source's preprocessor (or None) and the conversion report."""
+    from . import conversion_report, convert
+    from .default_model import default_model_path, sentence_embeddings
+    from .loading import load_source_model
+    from .preprocessors import load_preprocessor
+
+    path = default_model_path() if source is None else source
     start = time.perf_counter()
     echo(f"Loading {name} ...")
     model = load_source_model(path, dtype=dtype, device=device)
     model.config.name_or_path = name  # the report and the saved config name the model, not a cache path
     preprocessor = load_preprocessor(path)
     echo(f"Loaded {type(model).__name__} in {time.perf_counter() - start:.1f}s")
+    stop_point("loaded")
 
-    before = sentence_embeddings(model, preprocessor) if is_default else None
+    before = sentence_embeddings(model, preprocessor) if source is None else None
     convert(model, config)
     report = conversion_report(model, seq_len=seq_len)
-    report_dict = report.to_dict()
     echo(report.format_table())
     if before is not None:
         echo(format_embedding_drift(before, sentence_embeddings(model, preprocessor)))
+    return model, preprocessor, report.to_dict()
 
-    start = time.perf_counter()
-    echo(f"Saving to {out_dir} ...")
-    with staged_dir(out_dir) as staging:
-        model.save_pretrained(staging)
-        if preprocessor is not None:
-            preprocessor.save_pretrained(staging)
-        (staging / REPORT_FILE).write_text(json.dumps(report_dict, indent=2) + "\n")
-    echo(f"Saved in {time.perf_counter() - start:.1f}s: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
-    return report_dict
+
+def _save(staging: Path, model: Any, preprocessor: Any, report: dict) -> str:
+    """Write everything into ``staging``; the summary line of the preprocessor's files."""
+    from .preprocessors import describe
+
+    model.save_pretrained(staging)
+    before = {p.name for p in staging.iterdir()}
+    if preprocessor is not None:
+        preprocessor.save_pretrained(staging)
+    copied = [p.name for p in staging.iterdir() if p.name not in before]
+    (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return describe(preprocessor, copied)
 
 
 def format_embedding_drift(before: torch.Tensor, after: torch.Tensor) -> str:

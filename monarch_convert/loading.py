@@ -41,13 +41,35 @@ def _load_config(path: str, hf_kwargs: dict[str, Any]):
     try:
         return AutoConfig.from_pretrained(path, **{k: hf_kwargs[k] for k in _CONFIG_KWARGS if k in hf_kwargs})
     except (OSError, ValueError, KeyError) as e:
-        raise MonarchConvertError(f"cannot load a model config from {path!r}: {_first_line(e)}") from e
+        raise MonarchConvertError(f"cannot load a model config from {path!r}: {failure_reason(e)}") from e
 
 
-def _first_line(error: Exception) -> str:
-    """The first line of ``error``'s message (transformers' are often paragraphs), or its type."""
+def failure_reason(error: BaseException) -> str:
+    """Why loading failed, in one line: that the Hub could not be reached (or, offline, that the
+    files are not cached), else the first line of ``error``'s message (transformers' are often
+    paragraphs), or its type."""
+    unreachable = _hub_unreachable(error)
+    if unreachable:
+        return unreachable
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _hub_unreachable(error: BaseException) -> str | None:
+    """huggingface_hub raises ``LocalEntryNotFoundError`` (somewhere in the chain of causes) when
+    it could not reach the Hub, after its retries, nor find the files in its cache."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:  # "not in": a chain may loop back
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    if not any(isinstance(e, LocalEntryNotFoundError) for e in chain):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "the files are not in the local Hub cache, and HF_HUB_OFFLINE is set"
+    return f"the Hub ({constants.ENDPOINT}) could not be reached, and the files are not in the local cache"
 
 
 def model_class_for(config: Any) -> type:
@@ -85,7 +107,7 @@ def _load(path: str, model_class: Any, hf_kwargs: dict[str, Any]):
         # (num_labels=..., and the like) keep working as in transformers.
         return cls.from_pretrained(path, **hf_kwargs)
     except (OSError, ValueError) as e:
-        raise MonarchConvertError(f"cannot load {cls.__name__} from {path!r}: {_first_line(e)}") from e
+        raise MonarchConvertError(f"cannot load {cls.__name__} from {path!r}: {failure_reason(e)}") from e
 
 
 def from_pretrained(

@@ -8,8 +8,13 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_model
+from test_cli_helpers import cli_env, listing, run, save_tiny_bert
+from test_cli_helpers import one_line_error as error_line_of
 
+import monarch_convert as mc
 from monarch_convert import cli
+from monarch_convert.errors import MonarchConvertError
 
 transformers = pytest.importorskip("transformers")
 
@@ -68,6 +73,7 @@ def test_converts_a_local_checkpoint(tiny_bert_dir, tmp_path, capsys):
     assert statuses == {0: "skipped", 1: "converted"}
     assert report["attention_flops"]["monarch"] < report["attention_flops"]["softmax"]
     assert "converted" in stdout and "Saving" in stdout
+    assert "Wrote the source's BertTokenizer: tokenizer.json, tokenizer_config.json" in stdout
     # Nothing but DIR was written beside it (the staging folder is gone).
     assert [p.name for p in tmp_path.iterdir()] == ["converted"]
 
@@ -116,13 +122,13 @@ def test_non_empty_dir_needs_overwrite_and_failures_leave_it_intact(tiny_bert_di
     assert "--overwrite" in one_line_error(code, err)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
-    # A failure half-way through writing leaves DIR exactly as it was.
+    # A failure half-way through writing is one line and leaves DIR exactly as it was.
     def broken_save(self, *args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", broken_save)
-    with pytest.raises(OSError):
-        cli.main([str(tiny_bert_dir), "--out", str(out), "--overwrite"])
+    code, _, err = run_cli([tiny_bert_dir, "--out", out, "--overwrite"], capsys)
+    assert one_line_error(code, err) == f"error: cannot write {out}: disk full"
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["converted"]
     monkeypatch.undo()
@@ -150,3 +156,55 @@ def test_console_script_help():
     )
     assert result.returncode == 0
     assert "--out" in result.stdout and "upload" in result.stdout
+
+
+# -- settings that make no sense, tokenizers, the Hub: the real entry point in a subprocess ----------
+
+
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["--layers", "5-2"], {}, "error: nothing to convert: no attention module of this bert model would be "
+         "converted (layer not selected); its convertible layers are 0-1"),
+        # Triton's CPU interpreter (which the tests set) would run it: without it, the kernels need CUDA.
+        (["--backend", "triton"], {"TRITON_INTERPRET": None}, "error: --backend triton cannot run on --device cpu: "),
+        (["--device", "meta"], {}, "error: --device meta holds no weights, so there is nothing to save"),
+    ],
+)
+def test_settings_that_make_no_sense_are_one_line_errors(tiny_bert_dir, tmp_path, args, env, expected):
+    result = run([tiny_bert_dir, "--out", tmp_path / "converted", *args], env=cli_env(**env))
+    assert error_line_of(result).startswith(expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_converting_nothing_is_an_error_in_python_too():
+    model = tiny_model("bert")
+    with pytest.raises(MonarchConvertError, match="nothing to convert.*convertible layers are 0-1"):
+        mc.convert(model, layers=[])
+    assert not mc.is_converted(model) and model.config._attn_implementation == "sdpa"
+    decoder = tiny_model("bert", is_decoder=True, add_cross_attention=True)
+    with pytest.raises(MonarchConvertError, match="causal.*cross.*convertible layers are none"):
+        mc.convert(decoder)
+
+
+def test_a_source_without_tokenizer_gets_none(tmp_path):
+    source = save_tiny_bert(tmp_path / "model")  # config and weights only
+    out = tmp_path / "converted"
+    result = run([source, "--out", out])
+    assert result.returncode == 0, result.stderr
+    assert set(listing(out)) == {"config.json", "model.safetensors", "conversion.json"}
+    assert "The source has no tokenizer or image processor: none written" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_is_one_line(tmp_path):
+    """huggingface_hub's 5 retries (about 25 s: the real behaviour is kept) print nothing."""
+    env = cli_env(HF_HUB_OFFLINE=None, TRANSFORMERS_OFFLINE=None, HF_ENDPOINT="http://127.0.0.1:9",
+                  HF_HOME=str(tmp_path / "hf-home"))
+    result = run(["someone/some-model", "--out", tmp_path / "converted"], env=env, timeout=240)
+    assert error_line_of(result) == (
+        "error: cannot load a model config from 'someone/some-model': the Hub (http://127.0.0.1:9) could not "
+        "be reached, and the files are not in the local cache"
+    )
+    assert result.stdout == "Loading someone/some-model ...\n"
+    assert not (tmp_path / "converted").exists()

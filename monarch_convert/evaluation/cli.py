@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import MonarchConvertError
+from ..interrupts import during
 
 EVAL_HELP = (
     "Evaluate MODEL before and after conversion to MonarchAttention on one task.\n\n"
@@ -112,15 +113,17 @@ def eval_command(
 
     _silence_libraries(quiet)
     shared = {k: v for k, v in (("pad_type", pad_type), ("backend", backend)) if v is not None}
-    report = evaluate(
-        model, task, dataset, shared or None, sweep=build_sweep(block_size, num_steps, layers, setting),
-        dataset_config=dataset_config, split=split, columns=_parse_columns(column), samples=samples,
-        seed=None if first else seed, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
-        out_dir=out, metric_source=metric_source, metrics=tuple(metric or ()), fidelity=not no_fidelity,
-        progress=not quiet, pooling=pooling, probe_train_split=probe_train_split,
-        probe_train_fraction=probe_train_fraction, probe_train_samples=probe_train_samples,
-        max_new_tokens=max_new_tokens, num_beams=num_beams, doc_stride=doc_stride,
-    )
+    left = f"{out} was left as it was" if out is not None else "nothing was written"
+    with during(f"evaluating {model}", left):  # the report is written only at the end
+        report = evaluate(
+            model, task, dataset, shared or None, sweep=build_sweep(block_size, num_steps, layers, setting),
+            dataset_config=dataset_config, split=split, columns=_parse_columns(column), samples=samples,
+            seed=None if first else seed, batch_size=batch_size, max_length=max_length, device=device, dtype=dtype,
+            out_dir=out, metric_source=metric_source, metrics=tuple(metric or ()), fidelity=not no_fidelity,
+            progress=not quiet, pooling=pooling, probe_train_split=probe_train_split,
+            probe_train_fraction=probe_train_fraction, probe_train_samples=probe_train_samples,
+            max_new_tokens=max_new_tokens, num_beams=num_beams, doc_stride=doc_stride,
+        )
     typer.echo(report.to_markdown())
     if out is not None:
         typer.echo(f"Wrote {out / 'evaluation.json'}, {out / 'evaluation.md'} and {out / 'evaluation.png'}")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from ..interrupts import during
 from .card import HUB_URL
 from .folder import read_converted_dir
 from .upload import files_to_upload, push_to_hub
@@ -30,7 +31,9 @@ def push_converted_dir(
     where = f" (branch {options['revision']})" if options.get("revision") else ""
     how = "opening a pull request on" if options.get("create_pr") else "pushing to"
     echo(f"Uploading {len(files)} files ({size / 1e6:.1f} MB) from {local_dir}, {how} {HUB_URL}/{repo_id}{where} ...")
-    info = push_to_hub(local_dir, repo_id, **options)
+    # A Hub commit is all or nothing, and the folder is only read.
+    with during(f"uploading {local_dir} to {repo_id}", f"{local_dir} was left as it was"):
+        info = push_to_hub(local_dir, repo_id, **options)
     pr_url = getattr(info, "pr_url", None)
     echo(f"Opened pull request: {pr_url}" if pr_url else f"Uploaded: {getattr(info, 'commit_url', None) or info}")
     return info
