@@ -89,7 +89,7 @@ def monarch_attention(
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    if _use_triton(q, backend):
+    if uses_triton(q, backend):
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             _warn_no_backward()
         else:
@@ -128,7 +128,9 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _use_triton(q: torch.Tensor, backend: str) -> bool:
+def uses_triton(q: torch.Tensor, backend: str) -> bool:
+    """Whether ``backend`` runs the Triton kernels on tensors like ``q``; an error where it cannot
+    (``"triton"`` needs CUDA tensors, or Triton's CPU interpreter, and the triton package)."""
     if backend == "torch":
         return False
     if backend == "auto":

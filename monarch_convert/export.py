@@ -37,7 +37,7 @@ def check_device(device: str, backend: Optional[str]) -> None:
         raise MonarchConvertError("--device meta holds no weights, so there is nothing to save: use cpu or cuda")
     if backend == "triton":
         try:
-            ops._use_triton(probe, backend)  # the op's own rule: CUDA, or Triton's CPU interpreter
+            ops.uses_triton(probe, backend)  # the op's own rule: CUDA, or Triton's CPU interpreter
         except (ValueError, RuntimeError) as e:
             raise MonarchConvertError(f"--backend triton cannot run on --device {device}: {e}") from e
 

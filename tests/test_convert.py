@@ -246,11 +246,11 @@ def test_unsupported_model_type():
 
 def test_bert_decoder_and_cross_attention_are_skipped():
     model = tiny_model("bert", is_decoder=True, add_cross_attention=True)
-    with pytest.warns(UserWarning, match="no attention module"):
+    # Every module is skipped, for its reason: converting nothing is an error (issue 13), not a warning.
+    with pytest.raises(MonarchConvertError, match="nothing to convert") as info:
         mc.convert(model)
-    rows = mc.conversion_report(model).modules
-    assert {r.status for r in rows} == {"skipped"}
-    assert any("causal" in r.reason for r in rows) and any("cross" in r.reason for r in rows)
+    assert "causal" in str(info.value) and "cross" in str(info.value)
+    assert not mc.is_converted(model)
     assert model.config._attn_implementation == "sdpa"  # nothing converted: nothing switched
 
 
