@@ -238,3 +238,95 @@ def test_bad_arguments_raise_value_error_naming_them(change, needle):
     args.update(change)
     with pytest.raises(ValueError, match=needle):
         monarch_attention(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("mask"), **args)
+
+
+# --- extreme inputs: the output stays in the convex hull of v -------------------------------------
+
+EXTREME = ("constant", "constant_near_max", "random_large", "near_max", "scale_above_one")
+
+
+def extreme_qkv(kind, batch=2, heads=2, seq=23, dim=16, dtype=torch.float32, seed=0):
+    """(q, k, v, scale) with logits far beyond softmax's usual range, every value within float16's:
+    q = k = one constant vector (all logits tied, at 1e8-1e9), large random vectors, magnitudes up to
+    float16's 65504, or keys of 3e4 with a scale of 4 (``s * R @ k`` beyond float16's range)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, heads, seq, dim)
+    scale = None
+    if kind in ("constant", "constant_near_max"):
+        q = torch.full(shape, 1e4 if kind == "constant" else 6e4)
+        k = q.clone()
+    elif kind == "random_large":
+        q, k = ((1e4 * torch.randn(shape, generator=g)).clamp(-6e4, 6e4) for _ in range(2))
+    elif kind == "near_max":
+        sign = torch.randn(shape, generator=g).sign()
+        q = sign * (3e4 + 3.5e4 * torch.rand(shape, generator=g))
+        k = q.flip(2)
+    else:
+        q, k, scale = 100 * torch.randn(shape, generator=g), 3e4 * torch.rand(shape, generator=g), 4.0
+    v = 3 * torch.randn(shape, generator=g)
+    return q.to(dtype), k.to(dtype), v.to(dtype), scale
+
+
+def hull_excess(out, v, mask=None):
+    """How far the outputs at real tokens lie outside [min v, max v] of their head and feature (over
+    the head's real tokens), relative to the head's max |v|; 0 inside. Outputs must be finite."""
+    assert torch.isfinite(out).all(), "NaN/Inf in the output"
+    real = torch.ones(v.shape[0], v.shape[2], dtype=torch.bool) if mask is None else mask.cpu()
+    keep = real[:, None, :, None]
+    vv, o = v.float().cpu(), out.float().cpu()
+    hi = vv.masked_fill(~keep, float("-inf")).amax(dim=2, keepdim=True)
+    lo = vv.masked_fill(~keep, float("inf")).amin(dim=2, keepdim=True)
+    excess = torch.maximum(o - hi, lo - o).clamp_min(0).masked_fill(~keep, 0)
+    return (excess / vv.abs().amax(dim=(2, 3), keepdim=True)).max().item()
+
+
+def hull_tolerance(dtype) -> float:
+    """Rounding allowed outside the hull: the weights and the output are rounded to the input dtype."""
+    return 4 * torch.finfo(dtype).eps
+
+
+def extreme_mask(batch, seq):
+    """Right-padded sequences of other lengths, none empty (the hull of no token is empty)."""
+    lengths = torch.tensor([seq, max(1, seq - 8)] + [3] * (batch - 2))[:batch]
+    return torch.arange(seq)[None, :] < lengths[:, None]
+
+
+def check_extreme_hull(run, kind, dtype, cases=((23, 5, None),), heads=2, dim=16):
+    """Outputs of ``run(q, k, v, mask, b, steps, pad_type, scale, opts)`` on ``extreme_qkv(kind)``
+    (CPU tensors) stay in the hull of v, for T = 1 and 2, with and without a mask, for each
+    (seq, b, opts) case."""
+    for seq, b, opts in cases:
+        q, k, v, scale = extreme_qkv(kind, heads=heads, seq=seq, dim=dim, dtype=dtype)
+        mask = extreme_mask(2, seq)
+        for steps, pad_type in ((1, "post"), (2, "pre"), (2, "post")):
+            for m in (None, mask):
+                out = run(q, k, v, m, b, steps, pad_type, scale, opts)
+                assert out.dtype == dtype
+                assert hull_excess(out, v, m) <= hull_tolerance(dtype), (seq, b, steps, pad_type, m is not None)
+
+
+def check_tied_logits_average_v(run, dtype):
+    """q = k = one vector: every logit ties, so softmax (and Monarch, whose blocks are then all
+    alike) is the plain mean of v, however large the logits. ``run(q, k, v, steps)``."""
+    q, k, v, _ = extreme_qkv("constant", seq=24, dtype=dtype)
+    for steps in (1, 2):
+        want = v.float().mean(dim=2, keepdim=True).expand(*v.shape)
+        torch.testing.assert_close(run(q, k, v, steps).float(), want, rtol=0,
+                                   atol=4e-3 if dtype == torch.float16 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", EXTREME)
+def test_extreme_logits_stay_in_the_convex_hull_of_v(kind, dtype):
+    # The output is a convex combination of rows of v. Before, q = k = a constant vector of 1e4 gave
+    # outputs up to 2-20x max|v|: log p = x - logsumexp(x) lost log(count) in float32 at logits of
+    # 1e9, so every tied weight became 1 and rows of R and L summed to their count.
+    def run(q, k, v, mask, b, steps, pad_type, scale, opts):
+        return ma(q, k, v, mask, block_size=b, num_steps=steps, pad_type=pad_type, scale=scale)
+
+    check_extreme_hull(run, kind, dtype, cases=((23, 5, None), (24, 4, None)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_tied_extreme_logits_attend_uniformly(dtype):
+    check_tied_logits_average_v(lambda q, k, v, steps: ma(q, k, v, block_size=4, num_steps=steps), dtype)

@@ -233,7 +233,7 @@ def _launch_tiled(c: _Call) -> None:
         if not last:
             c.launch(
                 _l_sum_kernel, BH * st.tiles,
-                q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(),
+                q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(), c.scale,
                 GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
                 num_warps=st.warps,
             )
@@ -241,7 +241,7 @@ def _launch_tiled(c: _Call) -> None:
     c.launch(
         _l_out_kernel, BH * lt.tiles,
         q, buf["al"], buf["cl"], buf["y"], c.out, mask, *seq_args, lt.tiles,
-        *q.stride(), *c.out.stride(), *mask_strides,
+        *q.stride(), *c.out.stride(), *mask_strides, c.scale,
         DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
         **flags, **c.chained(True), num_warps=lt.warps,
     )

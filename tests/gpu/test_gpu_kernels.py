@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from test_op import EXTREME, check_extreme_hull
 
 from monarch_convert.kernels.triton.plan import Knobs
 
@@ -290,3 +291,21 @@ def test_replays_are_cuda_graph_safe(kern):
     g.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, kern.monarch_attention_triton(q2, k2, v2, mask, 32, 2, "post", 0.125, knobs=Knobs()))
+
+
+# Extreme logits (tests/test_op.py: extreme_qkv): the output stays in the convex hull of v, at realistic
+# sizes, in both half precisions. (seq, b, knobs): BERT-base, ViT-B on the fused path, N = 4096 with
+# a grouped and a looped R-step (b = 512 > 128).
+EXTREME_GPU_CASES = ((512, 23, {}), (197, 14, {"mode": "fused"}), (4096, 64, {}), (4096, 512, {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", EXTREME)
+def test_extreme_logits_stay_in_the_convex_hull_of_v(kern, kind, dtype):
+    def run(q, k, v, mask, b, steps, pad, scale, knobs):
+        q, k, v = (x.cuda() for x in (q, k, v))
+        mask = None if mask is None else mask.cuda()
+        s = scale or q.shape[-1] ** -0.5
+        return kern.monarch_attention_triton(q, k, v, mask, b, steps, pad, s, knobs=Knobs(**knobs), poison=True)
+
+    check_extreme_hull(run, kind, dtype, EXTREME_GPU_CASES, heads=12, dim=64)
