@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .layout import SequenceLayout
+from .layout import SequenceLayout, capped_block_size
 
 
 def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +52,12 @@ def monarch_attention_torch(
 ) -> torch.Tensor:
     B, H, N, d = q.shape
     dv = v.shape[-1]
-    b, m = block_size, layout.num_blocks
+    if v.numel() == 0:
+        # No token (or no batch, head or value feature): an empty output, as SDPA returns. It still
+        # depends on q and k, so that autograd gives all three their (empty) gradients.
+        return v + 0 * (q.sum() + k.sum())
+    # As the layout: b >= N is one block (exact softmax), never a padded longer one.
+    b, m = capped_block_size(block_size, N), layout.num_blocks
     n_pad = m * b
     dev = q.device
 

@@ -380,3 +380,33 @@ def test_failed_reconversion_leaves_the_conversion_in_place():
         mc.convert(model, layers=[7])
     assert mc.is_converted(model) and mc.conversion_report(model).settings.block_size == 4
     assert model.config._attn_implementation == "monarch_sdpa"
+
+
+# -- block sizes beyond the sequence ---------------------------------------------------------------
+
+
+def test_block_size_beyond_int64_is_a_one_line_error():
+    for bad in (2**63, 10**20):
+        with pytest.raises(ValueError, match="block_size must be at most"):
+            mc.MonarchConfig(block_size=bad)
+        with pytest.raises(MonarchConvertError, match="block_size must be at most") as info:
+            mc.convert(tiny_model("bert"), block_size=bad)
+        assert "\n" not in str(info.value)
+    assert mc.MonarchConfig(block_size=2**63 - 1).block_size == 2**63 - 1
+
+
+def test_block_size_beyond_the_sequence_is_softmax_and_counted_at_b_equal_n():
+    # Before, block_size=99999999999999999999 reported 3.84e+30 TFLOP and failed at inference.
+    model = tiny_model("bert")
+    inputs = tiny_inputs("bert")
+    before = run(model, inputs).last_hidden_state
+    mc.convert(model, block_size=2**63 - 1, num_steps=2)
+    after = run(model, inputs).last_hidden_state
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(after[real], before[real], rtol=1e-4, atol=1e-5)  # exact softmax
+    report = mc.conversion_report(model, seq_len=50)
+    at_n = monarch_attention_flops(50, 8, 50, 2, 4)
+    assert report.attention_flops["monarch"] == 2 * at_n  # 2 layers, each counted at b = 50
+    assert "block_size runs as 50" in report.format_table()
+    for b in (51, 10**6, 2**63 - 1):
+        assert monarch_attention_flops(50, 8, b, 2, 4) == at_n

@@ -330,3 +330,59 @@ def test_extreme_logits_stay_in_the_convex_hull_of_v(kind, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_tied_extreme_logits_attend_uniformly(dtype):
     check_tied_logits_average_v(lambda q, k, v, steps: ma(q, k, v, block_size=4, num_steps=steps), dtype)
+
+
+# --- block sizes beyond the sequence, and empty inputs ---------------------------------------------
+
+HUGE_BLOCKS = (24, 25, 2**31, 2**62, 2**63 - 1)
+
+
+@pytest.mark.parametrize("pad_type", PADS)
+def test_block_beyond_the_sequence_runs_as_one_block(pad_type):
+    # Before, block_size=2**31 on a 10-token input allocated 2**31 slots per head (OOM killer), and
+    # 2**63 - 1 overflowed int64 in the layout. Any b >= N is one block of N slots: exact softmax.
+    q, k, v = qkv(seq=24)
+    mask = extreme_mask(2, 24)
+    for m in (None, mask):
+        at_n = ma(q, k, v, m, block_size=24, num_steps=2, pad_type=pad_type)
+        for b in HUGE_BLOCKS:
+            assert torch.equal(ma(q, k, v, m, block_size=b, num_steps=2, pad_type=pad_type), at_n), b
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    torch.testing.assert_close(at_n[mask[:, None, :].expand(-1, 3, -1)],
+                               want[mask[:, None, :].expand(-1, 3, -1)], rtol=1e-5, atol=1e-5)
+
+
+def test_block_beyond_the_sequence_costs_what_b_equal_n_costs():
+    from monarch_convert.kernels.layout import sequence_layout
+
+    q, k, v = qkv(batch=1, heads=1, seq=10, dim=8)
+    with FlopCounterMode(display=False) as at_n:
+        ma(q, k, v, block_size=10)
+    with FlopCounterMode(display=False) as huge:
+        ma(q, k, v, block_size=2**62)
+    assert huge.get_total_flops() == at_n.get_total_flops()
+    layout = sequence_layout(torch.ones(2, 10, dtype=torch.bool), 2, 10, 2**63 - 1, "pre", q.device)
+    assert layout.num_blocks == 1 and layout.offsets.tolist() == [0, 0]  # never padded beyond N
+
+
+@pytest.mark.parametrize("block_size", [2**63, 10**20])
+def test_unrepresentable_block_size_is_a_one_line_error(block_size):
+    q, k, v = qkv(seq=9)
+    with pytest.raises(ValueError, match="block_size must be at most") as info:
+        ma(q, k, v, block_size=block_size)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 8), (0, 3, 5, 8), (2, 0, 5, 8)])
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_empty_inputs_give_an_empty_output_as_sdpa(shape, backend):
+    # Before, seq_len = 0 raised "index -1 is out of bounds".
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(shape, generator=g).requires_grad_() for _ in range(2))
+    v = torch.randn(*shape[:3], 6, generator=g).requires_grad_()
+    want = F.scaled_dot_product_attention(q, k, v)
+    for mask in (None, torch.ones(shape[0], shape[2], dtype=torch.bool)):
+        out = monarch_attention(q, k, v, mask, block_size=4, num_steps=2, backend=backend)
+        assert out.shape == want.shape and out.dtype == want.dtype
+        out.sum().backward()  # as SDPA's: connected to the inputs, with (empty) gradients
+        assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape

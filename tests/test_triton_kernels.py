@@ -306,3 +306,33 @@ def test_extreme_logits_in_looped_tiles(kern, kind):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_tied_extreme_logits_attend_uniformly(kern, dtype):
     check_tied_logits_average_v(lambda q, k, v, steps: _run(kern, q, k, v, None, 4, steps, "post"), dtype)
+
+
+@pytest.mark.parametrize("mode", ["tiles", "fused"])
+def test_block_beyond_the_sequence_runs_as_one_block(kern, mode):
+    """b >= N is one block of N slots (before, b = 2**31 on 10 tokens allocated 2**31 slots per head):
+    the same launches, bit for bit, as b = N."""
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = _inputs(2, 2, 10, 16, 16, torch.float32, gen=gen)
+    mask = _mask("right", 2, 10, gen)
+    for m in (None, mask):
+        for pad in ("post", "pre"):
+            at_n = _run(kern, q, k, v, m, 10, 2, pad, mode=mode)
+            for b in (11, 2**63 - 1):
+                assert torch.equal(_run(kern, q, k, v, m, b, 2, pad, mode=mode), at_n), (b, pad)
+    assert kern.plan_for(q, v, 2**63 - 1, 1).r_step == kern.plan_for(q, v, 10, 1).r_step
+
+
+def test_empty_inputs_give_an_empty_output_as_sdpa(kern):
+    for shape in ((2, 3, 0, 8), (0, 3, 5, 8), (2, 0, 5, 8)):
+        q = torch.randn(shape)
+        for mask in (None, torch.ones(shape[0], shape[2], dtype=torch.bool)):
+            out = ops.monarch_attention(q, q, q, mask, block_size=4, num_steps=2, backend="triton")
+            assert out.shape == shape
+
+
+def test_sequences_beyond_int32_indexing_are_refused(kern):
+    """Slots and tile counts are int32 in the kernels, and stay below 2N with b capped at N."""
+    q = torch.zeros(1, 1, 1, 16).expand(1, 1, kern.MAX_SEQ_LEN + 1, 16)  # no memory: stride 0
+    with pytest.raises(ValueError, match="at most"):
+        kern.monarch_attention_triton(q, q, q, None, 2**40, 1, "post", 0.25)
