@@ -27,8 +27,9 @@ class SequenceLayout:
                  r-th real token (entries at ``r >= lengths[b]`` are 0 and unused).
     offsets:     (B,) int64, position of the first real token in the padded layout (0 for
                  ``post``, ``m_b * block_size - L_b`` for ``pre``).
-    num_blocks:  ``ceil(N / block_size)``, enough blocks for any sequence of the batch; known on
-                 the host without a device sync (a sequence simply leaves its trailing blocks empty).
+    num_blocks:  ``ceil(N / b)`` with b the block size as ``capped_block_size`` caps it: enough
+                 blocks for any sequence of the batch, known on the host without a device sync (a
+                 sequence simply leaves its trailing blocks empty).
     """
 
     token_mask: torch.Tensor
@@ -36,6 +37,16 @@ class SequenceLayout:
     token_index: torch.Tensor
     offsets: torch.Tensor
     num_blocks: int
+
+
+def capped_block_size(block_size: int, seq_len: int) -> int:
+    """The block size a call on ``seq_len`` tokens runs with: ``block_size``, but at most the
+    sequence length. A block at least as long as the sequence is one block (``m = 1``), which is
+    exact softmax attention (docs/algorithm.md, section 2): a longer one would only pad it, so that
+    ``block_size=2**40`` on 10 tokens would allocate 2**40 slots. Every backend and the FLOPs
+    report use this, so a larger block never costs more than ``b = N``. (``torch.sym_min``: no
+    guard on the length under ``torch.compile``; plain ints in, a plain int out.)"""
+    return torch.sym_max(1, torch.sym_min(block_size, seq_len))
 
 
 def sequence_layout(
@@ -46,6 +57,7 @@ def sequence_layout(
     pad_type: str,
     device: torch.device,
 ) -> SequenceLayout:
+    block_size = capped_block_size(block_size, seq_len)
     if key_padding_mask is None:
         mask = torch.ones((batch, seq_len), dtype=torch.bool, device=device)
     else:

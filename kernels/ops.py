@@ -10,15 +10,18 @@ import warnings
 import torch
 
 from .layout import sequence_layout
-from .options import BACKENDS, PAD_TYPES
+from .options import BACKENDS, MAX_BLOCK_SIZE, PAD_TYPES
 from .reference import monarch_attention_torch
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _check_int(name: str, value: object) -> int:
+def _check_int(name: str, value: object, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if most is not None and value > most:
+        raise ValueError(f"{name} must be at most {most} (a block as long as the sequence is already exact "
+                         f"softmax attention), got {value!r}")
     return value
 
 
@@ -50,7 +53,7 @@ def _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backen
                 f"key_padding_mask must have shape (batch, seq) = {(q.shape[0], q.shape[2])}, "
                 f"got {tuple(key_padding_mask.shape)}"
             )
-    _check_int("block_size", block_size)
+    _check_int("block_size", block_size, MAX_BLOCK_SIZE)
     _check_int("num_steps", num_steps)
     if pad_type not in PAD_TYPES:
         raise ValueError(f"pad_type must be one of {PAD_TYPES}, got {pad_type!r}")
@@ -74,7 +77,8 @@ def monarch_attention(
 
     key_padding_mask: (batch, seq) bool, True = real token. Each sequence is treated by its own
         length, so outputs at real tokens do not depend on padding; padding rows are zeros.
-    block_size: Monarch block size b (``b = 1`` and ``b >= seq`` are exact softmax attention).
+    block_size: Monarch block size b (``b = 1`` and ``b >= seq`` are exact softmax attention; a
+        block longer than the sequence runs as ``b = seq``: it costs no more than that).
     num_steps: alternating (R, L) update pairs T.
     pad_type: ``"post"`` pads each sequence at its end up to a multiple of b, ``"pre"`` at its front.
     scale: softmax scale, ``head_dim ** -0.5`` by default.
@@ -84,7 +88,8 @@ def monarch_attention(
         warning. Under ``torch.compile`` the kernels are one ``torch.library`` custom op
         (``monarch_convert::monarch_attention_fwd``): no graph break, CUDA-graph safe.
 
-    Returns (batch, heads, seq, v_head_dim) in the input dtype.
+    Returns (batch, heads, seq, v_head_dim) in the input dtype (empty where seq, batch or heads is 0,
+    as ``scaled_dot_product_attention`` returns).
     """
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend)
     if scale is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .layout import SequenceLayout
+from .layout import SequenceLayout, capped_block_size
 
 
 def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,6 +24,12 @@ def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     x = logits.masked_fill(~mask, float("-inf"))
     # A row with nothing valid gets finite logits here and is zeroed below.
     x = torch.where(mask.any(dim=-1, keepdim=True), x, 0.0)
+    # The row max comes off first (exactly, in float32, near the max), then the log-sum-exp of what
+    # is left. ``x - logsumexp(x)`` rounds log(sum) away when the logits are large: at 8e8 float32's
+    # spacing is 64, so tied logits (q = k = a constant vector of 1e4) all got log p = 0, p = 1, and
+    # a row summed to its count (the output left the convex hull of v). Softmax is shift-invariant:
+    # the max needs no gradient.
+    x = x - x.amax(dim=-1, keepdim=True).detach()
     logp = torch.where(mask, x - torch.logsumexp(x, dim=-1, keepdim=True), 0.0)
     return torch.where(mask, logp.exp(), 0.0), logp
 
@@ -46,7 +52,12 @@ def monarch_attention_torch(
 ) -> torch.Tensor:
     B, H, N, d = q.shape
     dv = v.shape[-1]
-    b, m = block_size, layout.num_blocks
+    if v.numel() == 0:
+        # No token (or no batch, head or value feature): an empty output, as SDPA returns. It still
+        # depends on q and k, so that autograd gives all three their (empty) gradients.
+        return v + 0 * (q.sum() + k.sum())
+    # As the layout: b >= N is one block (exact softmax), never a padded longer one.
+    b, m = capped_block_size(block_size, N), layout.num_blocks
     n_pad = m * b
     dev = q.device
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from importlib import resources
 from typing import Any, Literal, Union
 
-from .kernels.options import BACKENDS, PAD_TYPES
+from .kernels.options import BACKENDS, MAX_BLOCK_SIZE, PAD_TYPES
 
 # Used for a field that neither the user nor the architecture's preset sets.
 DEFAULTS: dict[str, Any] = {
@@ -55,7 +55,8 @@ class MonarchConfig:
 
     block_size: Monarch block size, or ``"auto"``: ``ceil(sqrt(N))`` for the model's maximum
         sequence length N, fixed at conversion time (so that outputs never depend on padding);
-        see :func:`auto_block_size` for how N is read from each architecture's config.
+        see :func:`auto_block_size` for how N is read from each architecture's config. A block
+        longer than a sequence runs as one block of the sequence's length: exact softmax attention.
     num_steps: alternating (R, L) update pairs.
     pad_type: ``"post"`` or ``"pre"``: where each sequence is padded up to a multiple of the block.
     layers: ``"all"`` or the indices of the layers to convert.
@@ -78,6 +79,11 @@ class MonarchConfig:
         bs = self.block_size
         if bs is not None and bs != "auto" and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
             raise ValueError(f"block_size must be an integer >= 1 or 'auto', got {bs!r}")
+        # Any block at least as long as a sequence runs as one block of that length (exact softmax),
+        # so only values no int64 holds (the op's argument, the saved config) are refused.
+        if isinstance(bs, int) and bs > MAX_BLOCK_SIZE:
+            raise ValueError(f"block_size must be at most {MAX_BLOCK_SIZE} (a block as long as the sequence is "
+                             f"already exact softmax attention), got {bs}")
         ns = self.num_steps
         if ns is not None and (isinstance(ns, bool) or not isinstance(ns, int) or ns < 1):
             raise ValueError(f"num_steps must be an integer >= 1, got {ns!r}")

@@ -37,7 +37,8 @@ class ConversionReport:
     ``to_dict()`` is the ``conversion.json`` the CLI writes; ``format_table()`` its summary.
     FLOPs count the attention products (q k^T and A v for softmax; section 3's formula for
     Monarch) of every attention module listed, at query and key length ``seq_len``, for one
-    sequence with all heads; modules left on softmax count at softmax cost in both columns.
+    sequence with all heads; modules left on softmax count at softmax cost in both columns. A
+    block longer than ``seq_len`` is counted as ``b = seq_len``: the op runs it so.
     """
 
     model_type: str
@@ -98,8 +99,10 @@ class ConversionReport:
             layer = "-" if r.layer is None else str(r.layer)
             lines.append(f"  {r.name:<{width}}  {layer:>5}  {r.status:<9}  {r.reason or ''}".rstrip())
         f = self.attention_flops
+        # A block at least as long as the sequence runs as one block of it (exact softmax), and is counted so.
+        capped = f" (block_size runs as {f['seq_len']}: exact softmax)" if s.block_size > f["seq_len"] else ""
         lines.append(
-            f"attention FLOPs at seq_len={f['seq_len']}: softmax {format_flops(f['softmax'])} -> "
+            f"attention FLOPs at seq_len={f['seq_len']}{capped}: softmax {format_flops(f['softmax'])} -> "
             f"monarch {format_flops(f['monarch'])} ({100 * f['ratio']:.1f}%)"
         )
         return "\n".join(lines)

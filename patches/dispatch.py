@@ -244,8 +244,35 @@ def monarch_attention_forward(
         scale=kwargs.get("scaling"),
         backend=spec.backend,
     )
+    _record_no_weights(module)
     # (batch, heads, seq, dv) -> (batch, seq, heads, dv), as transformers' attention functions return.
     return out.transpose(1, 2).contiguous(), None
+
+
+def _output_collector() -> Any:
+    """What transformers' ``capture_outputs`` collects in this forward (a dict of lists, e.g.
+    ``{"attentions": [...]}``), or None. Not imported here: a forward that collects has imported it."""
+    collector = getattr(sys.modules.get("transformers.utils.output_capturing"), "_active_collector", None)
+    return None if collector is None else collector.get()
+
+
+def _record_no_weights(module: torch.nn.Module) -> None:
+    """Give a converted module its entry in ``output_attentions``: ``None``.
+
+    transformers collects attention weights with a forward hook on each attention module, which
+    appends the weights the module returns and skips ``None`` (its way of leaving out modules with
+    nothing to record). A converted module has no weights, so its layer would vanish from the tuple
+    and every later index would name the wrong layer. It appends its ``None`` here, during its own
+    forward, so that the entry sits in its layer's place. Only where the base implementation would
+    have recorded weights (eager): under ``sdpa`` no module records any, and nor does a converted one.
+    """
+    collected = _output_collector()
+    if collected is None or "attentions" not in collected:
+        return
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if base_implementation(module.config._attn_implementation) not in ALL_ATTENTION_FUNCTIONS:
+        collected["attentions"].append(None)
 
 
 def ensure_registered(base: str | None) -> str:

@@ -380,3 +380,87 @@ def test_failed_reconversion_leaves_the_conversion_in_place():
         mc.convert(model, layers=[7])
     assert mc.is_converted(model) and mc.conversion_report(model).settings.block_size == 4
     assert model.config._attn_implementation == "monarch_sdpa"
+
+
+# -- output_attentions ---------------------------------------------------------------------------
+
+
+def _attentions(arch, output):
+    return output.encoder_attentions if arch == "bart" else output.attentions
+
+
+@pytest.mark.parametrize("layers", [[1], "all"])
+def test_output_attentions_keeps_one_entry_per_layer(arch, layers):
+    """Converted layers give None in their place (transformers' hooks skip a None, which shifted every
+    later layer's index); the others give their weights, those before any converted layer the same as
+    the unconverted model's."""
+    model = tiny_model(arch, attn_implementation="eager")
+    inputs = tiny_inputs(arch)
+    with torch.no_grad():
+        before = _attentions(arch, model(**inputs, output_attentions=True))
+        mc.convert(model, block_size=4, layers=layers)
+        after = _attentions(arch, model(**inputs, output_attentions=True))
+        as_tuple = model(**inputs, output_attentions=True, return_dict=False)
+    num_layers = getattr(model.config, "encoder_layers", None) or model.config.num_hidden_layers
+    assert len(before) == len(after) == num_layers
+    converted = {1} if layers == [1] else set(range(num_layers))
+    for i, (b, a) in enumerate(zip(before, after)):
+        if i in converted:
+            assert a is None, i
+        elif i < min(converted):  # layers after a converted one see other hidden states
+            assert torch.equal(a, b), i
+        else:
+            assert a.shape == b.shape, i
+    # return_dict=False: the same entries, in the same places.
+    pattern = [i in converted for i in range(num_layers)]
+    assert pattern in [[x is None for x in t] for t in as_tuple if isinstance(t, tuple) and len(t) == num_layers]
+
+
+def test_output_attentions_of_the_bart_decoder():
+    bart = mc.convert(tiny_model("bart", attn_implementation="eager"), block_size=4)
+    with torch.no_grad():
+        out = bart(**tiny_inputs("bart"), output_attentions=True)
+    # The decoder is never converted: its self- and cross-attention weights are all there.
+    assert len(out.decoder_attentions) == len(out.cross_attentions) == 2
+    assert all(a is not None for a in out.decoder_attentions + out.cross_attentions)
+
+
+def test_output_attentions_with_a_base_that_records_none():
+    """Under sdpa transformers records no attention weights at all (it says so); nor does a converted
+    model: the same empty tuple, not entries for the converted layers alone."""
+    model = tiny_model("bert")
+    inputs = tiny_inputs("bert")
+    with torch.no_grad():
+        before = model(**inputs, output_attentions=True).attentions
+        after = mc.convert(model, block_size=4, layers=[1])(**inputs, output_attentions=True).attentions
+    assert before == after == ()
+
+
+# -- block sizes beyond the sequence ---------------------------------------------------------------
+
+
+def test_block_size_beyond_int64_is_a_one_line_error():
+    for bad in (2**63, 10**20):
+        with pytest.raises(ValueError, match="block_size must be at most"):
+            mc.MonarchConfig(block_size=bad)
+        with pytest.raises(MonarchConvertError, match="block_size must be at most") as info:
+            mc.convert(tiny_model("bert"), block_size=bad)
+        assert "\n" not in str(info.value)
+    assert mc.MonarchConfig(block_size=2**63 - 1).block_size == 2**63 - 1
+
+
+def test_block_size_beyond_the_sequence_is_softmax_and_counted_at_b_equal_n():
+    # Before, block_size=99999999999999999999 reported 3.84e+30 TFLOP and failed at inference.
+    model = tiny_model("bert")
+    inputs = tiny_inputs("bert")
+    before = run(model, inputs).last_hidden_state
+    mc.convert(model, block_size=2**63 - 1, num_steps=2)
+    after = run(model, inputs).last_hidden_state
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(after[real], before[real], rtol=1e-4, atol=1e-5)  # exact softmax
+    report = mc.conversion_report(model, seq_len=50)
+    at_n = monarch_attention_flops(50, 8, 50, 2, 4)
+    assert report.attention_flops["monarch"] == 2 * at_n  # 2 layers, each counted at b = 50
+    assert "block_size runs as 50" in report.format_table()
+    for b in (51, 10**6, 2**63 - 1):
+        assert monarch_attention_flops(50, 8, b, 2, 4) == at_n

@@ -238,3 +238,151 @@ def test_bad_arguments_raise_value_error_naming_them(change, needle):
     args.update(change)
     with pytest.raises(ValueError, match=needle):
         monarch_attention(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("mask"), **args)
+
+
+# --- extreme inputs: the output stays in the convex hull of v -------------------------------------
+
+EXTREME = ("constant", "constant_near_max", "random_large", "near_max", "scale_above_one")
+
+
+def extreme_qkv(kind, batch=2, heads=2, seq=23, dim=16, dtype=torch.float32, seed=0):
+    """(q, k, v, scale) with logits far beyond softmax's usual range, every value within float16's:
+    q = k = one constant vector (all logits tied, at 1e8-1e9), large random vectors, magnitudes up to
+    float16's 65504, or keys of 3e4 with a scale of 4 (``s * R @ k`` beyond float16's range)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, heads, seq, dim)
+    scale = None
+    if kind in ("constant", "constant_near_max"):
+        q = torch.full(shape, 1e4 if kind == "constant" else 6e4)
+        k = q.clone()
+    elif kind == "random_large":
+        q, k = ((1e4 * torch.randn(shape, generator=g)).clamp(-6e4, 6e4) for _ in range(2))
+    elif kind == "near_max":
+        sign = torch.randn(shape, generator=g).sign()
+        q = sign * (3e4 + 3.5e4 * torch.rand(shape, generator=g))
+        k = q.flip(2)
+    else:
+        q, k, scale = 100 * torch.randn(shape, generator=g), 3e4 * torch.rand(shape, generator=g), 4.0
+    v = 3 * torch.randn(shape, generator=g)
+    return q.to(dtype), k.to(dtype), v.to(dtype), scale
+
+
+def hull_excess(out, v, mask=None):
+    """How far the outputs at real tokens lie outside [min v, max v] of their head and feature (over
+    the head's real tokens), relative to the head's max |v|; 0 inside. Outputs must be finite."""
+    assert torch.isfinite(out).all(), "NaN/Inf in the output"
+    real = torch.ones(v.shape[0], v.shape[2], dtype=torch.bool) if mask is None else mask.cpu()
+    keep = real[:, None, :, None]
+    vv, o = v.float().cpu(), out.float().cpu()
+    hi = vv.masked_fill(~keep, float("-inf")).amax(dim=2, keepdim=True)
+    lo = vv.masked_fill(~keep, float("inf")).amin(dim=2, keepdim=True)
+    excess = torch.maximum(o - hi, lo - o).clamp_min(0).masked_fill(~keep, 0)
+    return (excess / vv.abs().amax(dim=(2, 3), keepdim=True)).max().item()
+
+
+def hull_tolerance(dtype) -> float:
+    """Rounding allowed outside the hull: the weights and the output are rounded to the input dtype."""
+    return 4 * torch.finfo(dtype).eps
+
+
+def extreme_mask(batch, seq):
+    """Right-padded sequences of other lengths, none empty (the hull of no token is empty)."""
+    lengths = torch.tensor([seq, max(1, seq - 8)] + [3] * (batch - 2))[:batch]
+    return torch.arange(seq)[None, :] < lengths[:, None]
+
+
+def check_extreme_hull(run, kind, dtype, cases=((23, 5, None),), heads=2, dim=16):
+    """Outputs of ``run(q, k, v, mask, b, steps, pad_type, scale, opts)`` on ``extreme_qkv(kind)``
+    (CPU tensors) stay in the hull of v, for T = 1 and 2, with and without a mask, for each
+    (seq, b, opts) case."""
+    for seq, b, opts in cases:
+        q, k, v, scale = extreme_qkv(kind, heads=heads, seq=seq, dim=dim, dtype=dtype)
+        mask = extreme_mask(2, seq)
+        for steps, pad_type in ((1, "post"), (2, "pre"), (2, "post")):
+            for m in (None, mask):
+                out = run(q, k, v, m, b, steps, pad_type, scale, opts)
+                assert out.dtype == dtype
+                assert hull_excess(out, v, m) <= hull_tolerance(dtype), (seq, b, steps, pad_type, m is not None)
+
+
+def check_tied_logits_average_v(run, dtype):
+    """q = k = one vector: every logit ties, so softmax (and Monarch, whose blocks are then all
+    alike) is the plain mean of v, however large the logits. ``run(q, k, v, steps)``."""
+    q, k, v, _ = extreme_qkv("constant", seq=24, dtype=dtype)
+    for steps in (1, 2):
+        want = v.float().mean(dim=2, keepdim=True).expand(*v.shape)
+        torch.testing.assert_close(run(q, k, v, steps).float(), want, rtol=0,
+                                   atol=4e-3 if dtype == torch.float16 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", EXTREME)
+def test_extreme_logits_stay_in_the_convex_hull_of_v(kind, dtype):
+    # The output is a convex combination of rows of v. Before, q = k = a constant vector of 1e4 gave
+    # outputs up to 2-20x max|v|: log p = x - logsumexp(x) lost log(count) in float32 at logits of
+    # 1e9, so every tied weight became 1 and rows of R and L summed to their count.
+    def run(q, k, v, mask, b, steps, pad_type, scale, opts):
+        return ma(q, k, v, mask, block_size=b, num_steps=steps, pad_type=pad_type, scale=scale)
+
+    check_extreme_hull(run, kind, dtype, cases=((23, 5, None), (24, 4, None)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_tied_extreme_logits_attend_uniformly(dtype):
+    check_tied_logits_average_v(lambda q, k, v, steps: ma(q, k, v, block_size=4, num_steps=steps), dtype)
+
+
+# --- block sizes beyond the sequence, and empty inputs ---------------------------------------------
+
+HUGE_BLOCKS = (24, 25, 2**31, 2**62, 2**63 - 1)
+
+
+@pytest.mark.parametrize("pad_type", PADS)
+def test_block_beyond_the_sequence_runs_as_one_block(pad_type):
+    # Before, block_size=2**31 on a 10-token input allocated 2**31 slots per head (OOM killer), and
+    # 2**63 - 1 overflowed int64 in the layout. Any b >= N is one block of N slots: exact softmax.
+    q, k, v = qkv(seq=24)
+    mask = extreme_mask(2, 24)
+    for m in (None, mask):
+        at_n = ma(q, k, v, m, block_size=24, num_steps=2, pad_type=pad_type)
+        for b in HUGE_BLOCKS:
+            assert torch.equal(ma(q, k, v, m, block_size=b, num_steps=2, pad_type=pad_type), at_n), b
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    torch.testing.assert_close(at_n[mask[:, None, :].expand(-1, 3, -1)],
+                               want[mask[:, None, :].expand(-1, 3, -1)], rtol=1e-5, atol=1e-5)
+
+
+def test_block_beyond_the_sequence_costs_what_b_equal_n_costs():
+    from monarch_convert.kernels.layout import sequence_layout
+
+    q, k, v = qkv(batch=1, heads=1, seq=10, dim=8)
+    with FlopCounterMode(display=False) as at_n:
+        ma(q, k, v, block_size=10)
+    with FlopCounterMode(display=False) as huge:
+        ma(q, k, v, block_size=2**62)
+    assert huge.get_total_flops() == at_n.get_total_flops()
+    layout = sequence_layout(torch.ones(2, 10, dtype=torch.bool), 2, 10, 2**63 - 1, "pre", q.device)
+    assert layout.num_blocks == 1 and layout.offsets.tolist() == [0, 0]  # never padded beyond N
+
+
+@pytest.mark.parametrize("block_size", [2**63, 10**20])
+def test_unrepresentable_block_size_is_a_one_line_error(block_size):
+    q, k, v = qkv(seq=9)
+    with pytest.raises(ValueError, match="block_size must be at most") as info:
+        ma(q, k, v, block_size=block_size)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 8), (0, 3, 5, 8), (2, 0, 5, 8)])
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_empty_inputs_give_an_empty_output_as_sdpa(shape, backend):
+    # Before, seq_len = 0 raised "index -1 is out of bounds".
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(shape, generator=g).requires_grad_() for _ in range(2))
+    v = torch.randn(*shape[:3], 6, generator=g).requires_grad_()
+    want = F.scaled_dot_product_attention(q, k, v)
+    for mask in (None, torch.ones(shape[0], shape[2], dtype=torch.bool)):
+        out = monarch_attention(q, k, v, mask, block_size=4, num_steps=2, backend=backend)
+        assert out.shape == want.shape and out.dtype == want.dtype
+        out.sum().backward()  # as SDPA's: connected to the inputs, with (empty) gradients
+        assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape

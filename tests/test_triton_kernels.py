@@ -19,6 +19,8 @@ import torch
 
 triton = pytest.importorskip("triton")
 
+from test_op import EXTREME, check_extreme_hull, check_tied_logits_average_v  # noqa: E402
+
 from monarch_convert.kernels import ops  # noqa: E402
 from monarch_convert.kernels.layout import sequence_layout  # noqa: E402
 from monarch_convert.kernels.reference import monarch_attention_torch  # noqa: E402
@@ -69,9 +71,9 @@ def _reference(q, k, v, mask, b, T, pad):
     return monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, q.shape[-1] ** -0.5)
 
 
-def _run(kern, q, k, v, mask, b, T, pad, knobs=None, mode="tiles"):
+def _run(kern, q, k, v, mask, b, T, pad, knobs=None, mode="tiles", scale=None):
     out = torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=q.dtype)
-    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, q.shape[-1] ** -0.5, out=out,
+    kern.monarch_attention_triton(q, k, v, mask, b, T, pad, scale or q.shape[-1] ** -0.5, out=out,
                                   poison=True, knobs=Knobs(mode=mode, **(knobs or {})))
     return out
 
@@ -274,3 +276,63 @@ def test_mask_of_ones_is_no_mask(kern, pad, T):
         with_ones = ops.monarch_attention(q, k, v, ones, block_size=5, num_steps=T, pad_type=pad, backend=backend)
         without = ops.monarch_attention(q, k, v, None, block_size=5, num_steps=T, pad_type=pad, backend=backend)
         assert torch.equal(with_ones, without), backend
+
+
+def _extreme_run(kern, mode):
+    def run(q, k, v, mask, b, steps, pad, scale, knobs):
+        return _run(kern, q, k, v, mask, b, steps, pad, knobs, mode, scale=scale)
+
+    return run
+
+
+@pytest.mark.parametrize("mode", ["tiles", "fused"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("kind", EXTREME)
+def test_extreme_logits_stay_in_the_convex_hull_of_v(kern, kind, dtype, mode):
+    """Float32 statistics and max-subtracted exponentials keep every output a convex combination of
+    v. ``scale_above_one``: aL = s * R @ k (keys of 3e4, s = 4) overflowed float16 where the R-step
+    stored it, and the outputs were NaN; it is stored as min(s, 1) * R @ k."""
+    check_extreme_hull(_extreme_run(kern, mode), kind, dtype, ((23, 5, {}),), heads=1)
+
+
+@pytest.mark.parametrize("kind", ["constant", "scale_above_one"])
+def test_extreme_logits_in_looped_tiles(kern, kind):
+    """The same where the R-step loops over key tiles (b = 20 > 16), and where the L-steps loop over
+    block tiles (m = 18 > 16) with their statistics recomputed per column tile."""
+    cases = ((45, 20, {"max_tile": 16}), (52, 3, {"max_tile": 16}))
+    check_extreme_hull(_extreme_run(kern, "tiles"), kind, torch.float16, cases, heads=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_tied_extreme_logits_attend_uniformly(kern, dtype):
+    check_tied_logits_average_v(lambda q, k, v, steps: _run(kern, q, k, v, None, 4, steps, "post"), dtype)
+
+
+@pytest.mark.parametrize("mode", ["tiles", "fused"])
+def test_block_beyond_the_sequence_runs_as_one_block(kern, mode):
+    """b >= N is one block of N slots (before, b = 2**31 on 10 tokens allocated 2**31 slots per head):
+    the same launches, bit for bit, as b = N."""
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = _inputs(2, 2, 10, 16, 16, torch.float32, gen=gen)
+    mask = _mask("right", 2, 10, gen)
+    for m in (None, mask):
+        for pad in ("post", "pre"):
+            at_n = _run(kern, q, k, v, m, 10, 2, pad, mode=mode)
+            for b in (11, 2**63 - 1):
+                assert torch.equal(_run(kern, q, k, v, m, b, 2, pad, mode=mode), at_n), (b, pad)
+    assert kern.plan_for(q, v, 2**63 - 1, 1).r_step == kern.plan_for(q, v, 10, 1).r_step
+
+
+def test_empty_inputs_give_an_empty_output_as_sdpa(kern):
+    for shape in ((2, 3, 0, 8), (0, 3, 5, 8), (2, 0, 5, 8)):
+        q = torch.randn(shape)
+        for mask in (None, torch.ones(shape[0], shape[2], dtype=torch.bool)):
+            out = ops.monarch_attention(q, q, q, mask, block_size=4, num_steps=2, backend="triton")
+            assert out.shape == shape
+
+
+def test_sequences_beyond_int32_indexing_are_refused(kern):
+    """Slots and tile counts are int32 in the kernels, and stay below 2N with b capped at N."""
+    q = torch.zeros(1, 1, 1, 16).expand(1, 1, kern.MAX_SEQ_LEN + 1, 16)  # no memory: stride 0
+    with pytest.raises(ValueError, match="at most"):
+        kern.monarch_attention_triton(q, q, q, None, 2**40, 1, "post", 0.25)

@@ -41,12 +41,12 @@ def _fused_kernel(
         tl.debug_barrier()
         if step < NUM_STEPS - 1:
             for t in range(_l_count(mb, b, S_COLS, L_GROUPED)):
-                _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, sq, D, HAS_MASK, L_GROUPED, L_ONE_COL,
-                            IEEE, L_TILE, S_COLS, BD)
+                _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, sq, scale, D, HAS_MASK, L_GROUPED,
+                            L_ONE_COL, IEEE, L_TILE, S_COLS, BD)
             tl.debug_barrier()
     if HAS_MASK:
         for t in range(L_TILES):
             _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, (stride_mb, stride_mn), DV, L_GROUPED, L_TILE, BDV)
     for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
-        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
+        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale,
                     D, DV, HAS_MASK, L_GROUPED, L_ONE_COL, IEEE, L_TILE, L_COLS, BD, BDV)

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from ..layout import output_like
+from ..layout import capped_block_size, output_like
 from .fused import _fused_kernel
 from .layout_kernel import _layout_kernel
 from .plan import Knobs, LaunchPlan, make_plan, pow2
@@ -33,6 +33,9 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _DEVICES: dict[int, tuple[int, int]] = {}
 _REPLAYS: dict[tuple, Replay] = {}
 _MAX_REPLAYS = 512
+# The kernels index slots, tiles and block counts in int32: with b capped at N, the largest such
+# value is a slot or sum below m * b + b <= 2N (``k*b + j``, ``L + b - 1``), so N up to 2**30 fits.
+MAX_SEQ_LEN = 2**30
 
 
 def device_info(q: torch.Tensor) -> tuple[int, int]:
@@ -48,7 +51,7 @@ def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
              knobs: Knobs = Knobs()) -> LaunchPlan:
     """The launch plan of a call on ``q, v`` (only shapes and the device are read)."""
     B, H, N, D = q.shape
-    b = int(block_size)
+    b = capped_block_size(block_size, N)
     width = max(16, pow2(D), pow2(v.shape[-1]))
     sm_count, major = device_info(q) if q.is_cuda else (None, 0)
     return make_plan(B * H, b, max(1, -(-N // b)), width, num_steps, sm_count,
@@ -153,7 +156,11 @@ def monarch_attention_triton(
     B, H, N, D = q.shape
     DV = v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
-    b = int(block_size)
+    if N > MAX_SEQ_LEN:
+        raise ValueError(f"the Triton kernels take sequences of at most {MAX_SEQ_LEN} tokens, got {N}")
+    # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid and replay
+    # signature follow the capped b).
+    b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
         return output_like(q, DV) if out is None else out
@@ -233,7 +240,7 @@ def _launch_tiled(c: _Call) -> None:
         if not last:
             c.launch(
                 _l_sum_kernel, BH * st.tiles,
-                q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(),
+                q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(), c.scale,
                 GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
                 num_warps=st.warps,
             )
@@ -241,7 +248,7 @@ def _launch_tiled(c: _Call) -> None:
     c.launch(
         _l_out_kernel, BH * lt.tiles,
         q, buf["al"], buf["cl"], buf["y"], c.out, mask, *seq_args, lt.tiles,
-        *q.stride(), *c.out.stride(), *mask_strides,
+        *q.stride(), *c.out.stride(), *mask_strides, c.scale,
         DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
         **flags, **c.chained(True), num_warps=lt.warps,
     )

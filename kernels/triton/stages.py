@@ -4,7 +4,8 @@ per head loops over its tiles). Formulas: docs/algorithm.md, section 2.
 
 * R-step tile (``_r_tile``): rows are the queries of block k (step 1: the token's own q; later
   steps: the block summary ``aR/cR`` written by the previous L-step), columns the keys of block k.
-  A flash-style pass over the key tiles computes, per row, ``aL = s * R @ k``, ``Y = R @ v`` and
+  A flash-style pass over the key tiles computes, per row, ``aL = s * R @ k`` (stored as
+  ``min(s, 1) * R @ k``; the L-steps apply the rest, ``max(s, 1)``), ``Y = R @ v`` and
   ``cL = sum R log R`` (online: ``sum p (x - max)`` rescaled with the max, so ``0 log 0 = 0``
   comes for free), written "by offset": ``(BH, b, m, .)``.
 * Final L-step tile (``_l_out_tile``): rows are the queries ``(j, l)`` (slot ``l*b + j``), columns
@@ -140,7 +141,11 @@ def _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, ac
     # cL = sum_i R_i log R_i. (Equal to qt . aL - lse, which would save the p * logit term per
     # score, but keeping qt live to the end costs registers per thread: fewer CTAs.)
     c_l = LN2 * (w_i / l_safe - tl.log2(l_safe))
-    a_l = (acc_k * (scale / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
+    # aL = s * R @ k is stored as min(s, 1) * R @ k, in the input dtype: R @ k is a convex combination
+    # of keys, so it always fits, while s * R @ k overflowed float16 for a scale above 1 (keys of 3e4,
+    # s = 2: inf, then NaN outputs). ``_l_scores`` applies max(s, 1) to its float32 dot. For s <= 1
+    # (the default, d**-0.5) aL is stored exactly as s * R @ k.
+    a_l = (acc_k * (tl.minimum(scale, 1.0) / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
     orow = (bh64 * b + i_r) * m + blk_r
     tl.store(cl_ptr + orow, c_l, mask=row_in)
     tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
@@ -151,20 +156,23 @@ def _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, ac
 
 
 @triton.jit
-def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D: tl.constexpr,
+def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, scale, D: tl.constexpr,
               GROUPED: tl.constexpr, TRANS: tl.constexpr, IEEE: tl.constexpr):
-    """Base-2 logits of queries (j_r) against blocks (j_c, k_c); masked entries are NEG. Shape
-    (queries, blocks), or (blocks, queries) with TRANS."""
+    """Base-2 logits ``q . aL - cL`` of queries (j_r) against blocks (j_c, k_c); masked entries are
+    NEG. Shape (queries, blocks), or (blocks, queries) with TRANS."""
     crow = (bh64 * b + j_c) * m + k_c
     a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
-    c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0)
+    c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0) * LOG2E
+    # The part of the scale above 1 that ``_r_store`` left out of aL (so that aL cannot overflow),
+    # applied to the float32 dot; folded with the base-2 factor into one multiply-add per logit.
+    dot_scale = tl.maximum(scale, 1.0) * LOG2E
     if TRANS:
-        s = (_dot(a_l, tl.trans(q_t), IEEE) - c_l[:, None]) * LOG2E
+        s = _dot(a_l, tl.trans(q_t), IEEE) * dot_scale - c_l[:, None]
         ok = col_in[:, None]
         if GROUPED:  # block-diagonal: blocks of the query's own offset only
             ok = ok & (j_c[:, None] == j_r[None, :])
     else:
-        s = (_dot(q_t, tl.trans(a_l), IEEE) - c_l[None, :]) * LOG2E
+        s = _dot(q_t, tl.trans(a_l), IEEE) * dot_scale - c_l[None, :]
         ok = col_in[None, :]
         if GROUPED:
             ok = ok & (j_c[None, :] == j_r[:, None])
@@ -195,7 +203,7 @@ def _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, sm, DV: tl.constexpr, GROUP
 
 @triton.jit
 def _l_out_tile(
-    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
+    bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale,
     D: tl.constexpr, DV: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
@@ -229,7 +237,8 @@ def _l_out_tile(
     for c0 in range(0, c_end, BK):
         j_c, k_c, col_in = _lanes(c, c0, j0, RM, G, b, m, GROUPED)
         col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
-        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, False, IEEE)
+        s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, scale, D, GROUPED, False,
+                            IEEE)
         yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -245,7 +254,7 @@ def _l_out_tile(
 
 
 @triton.jit
-def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, D: tl.constexpr,
+def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, scale, D: tl.constexpr,
                  GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr,
                  BK: tl.constexpr):
     """Each query's softmax weights of a non-final L-step tile (blocks, queries): its statistics over
@@ -261,7 +270,7 @@ def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd
         for c1 in range(0, mb, BK):
             k2 = c1 + c
             s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
-                              b, m, dd, dmask, D, GROUPED, True, IEEE)
+                              b, m, dd, dmask, scale, D, GROUPED, True, IEEE)
             m_new = tl.maximum(m_i, tl.max(s2, 0))
             l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[None, :]), 0)
             m_i = m_new
@@ -271,7 +280,7 @@ def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd
 
 @triton.jit
 def _l_sum_tile(
-    bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, sq,
+    bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, sq, scale,
     D: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
@@ -303,8 +312,9 @@ def _l_sum_tile(
                       other=0.0)
         # Transposed (blocks, queries): the weights are then the first operand of the dot that sums
         # over the queries, with no transpose in registers (fewer registers per thread).
-        s, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, D, GROUPED, True, IEEE)
-        p, l_i = _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, D,
+        s, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, scale, D, GROUPED, True,
+                         IEEE)
+        p, l_i = _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, scale, D,
                               GROUPED, ONE_COL, IEEE, BQ, BK)
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         # Padding queries put no weight anywhere.

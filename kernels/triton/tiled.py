@@ -48,7 +48,7 @@ def _l_out_kernel(
     q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, mask_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
     stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od,
-    stride_mb, stride_mn,
+    stride_mb, stride_mn, scale,
     D: tl.constexpr, DV: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
@@ -63,7 +63,7 @@ def _l_out_kernel(
         _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, (stride_mb, stride_mn), DV, GROUPED, BQ, BDV)
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
         _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims,
-                    (stride_qb, stride_qh, stride_qn, stride_qd), so,
+                    (stride_qb, stride_qh, stride_qn, stride_qd), so, scale,
                     D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
 
 
@@ -71,7 +71,7 @@ def _l_out_kernel(
 def _l_sum_kernel(
     q_ptr, al_ptr, cl_ptr, sum_ptr, len_ptr, off_ptr, tok_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
-    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_qb, stride_qh, stride_qn, stride_qd, scale,
     D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr,
 ):
@@ -80,4 +80,4 @@ def _l_sum_kernel(
     bh, t = _head_and_tile(TILES)
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BK, GROUPED):
         _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, (stride_qb, stride_qh, stride_qn, stride_qd),
-                    D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD)
+                    scale, D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD)

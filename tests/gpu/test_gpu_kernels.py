@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from test_op import EXTREME, check_extreme_hull
 
 from monarch_convert.kernels.triton.plan import Knobs
 
@@ -290,3 +291,68 @@ def test_replays_are_cuda_graph_safe(kern):
     g.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, kern.monarch_attention_triton(q2, k2, v2, mask, 32, 2, "post", 0.125, knobs=Knobs()))
+
+
+# Extreme logits (tests/test_op.py: extreme_qkv): the output stays in the convex hull of v, at realistic
+# sizes, in both half precisions. (seq, b, knobs): BERT-base, ViT-B on the fused path, N = 4096 with
+# a grouped and a looped R-step (b = 512 > 128).
+EXTREME_GPU_CASES = ((512, 23, {}), (197, 14, {"mode": "fused"}), (4096, 64, {}), (4096, 512, {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", EXTREME)
+def test_extreme_logits_stay_in_the_convex_hull_of_v(kern, kind, dtype):
+    def run(q, k, v, mask, b, steps, pad, scale, knobs):
+        q, k, v = (x.cuda() for x in (q, k, v))
+        mask = None if mask is None else mask.cuda()
+        s = scale or q.shape[-1] ** -0.5
+        return kern.monarch_attention_triton(q, k, v, mask, b, steps, pad, s, knobs=Knobs(**knobs), poison=True)
+
+    check_extreme_hull(run, kind, dtype, EXTREME_GPU_CASES, heads=12, dim=64)
+
+
+@pytest.mark.parametrize("mode", ["tiles", "fused"])
+def test_block_beyond_the_sequence_runs_as_one_block(kern, mode):
+    """Any b >= N runs as b = N (one block, exact softmax): the same launches, bit for bit, and no
+    memory beyond what b = N takes (before, b = 2**31 allocated 2**31 slots per head)."""
+    q, k, v = _qkv(4, 12, 300, 64, 64, torch.float16, strided=True)
+    mask = _mask("right", 4, 300)
+    for m in (None, mask):
+        at_n = kern.monarch_attention_triton(q, k, v, m, 300, 2, "pre", 0.125, knobs=Knobs(mode=mode))
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        for b in (301, 2**31, 2**63 - 1):
+            out = kern.monarch_attention_triton(q, k, v, m, b, 2, "pre", 0.125, knobs=Knobs(mode=mode), poison=True)
+            assert torch.equal(out, at_n), b
+        assert torch.cuda.max_memory_allocated() - base < 64 * 2**20
+    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    out = kern.monarch_attention_triton(q, k, v, None, 2**62, 1, "post", 0.125)
+    assert _rel(out, ref) < 5e-3
+
+
+def test_block_beyond_the_sequence_through_the_custom_op(kern):
+    """Under torch.compile the block size reaches the custom op as given (int64) and is capped there."""
+    from monarch_convert.kernels.ops import monarch_attention
+
+    q, k, v = _qkv(2, 12, 256, 64, 64, torch.float16, strided=True)
+    mask = _mask("right", 2, 256)
+
+    def f(q, k, v, mask):
+        return monarch_attention(q, k, v, mask, block_size=2**63 - 1, num_steps=2)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    eager = monarch_attention(q, k, v, mask, block_size=256, num_steps=2)
+    torch.testing.assert_close(compiled(q, k, v, mask), eager)
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton", "torch"])
+def test_empty_inputs_give_an_empty_output_as_sdpa(kern, backend):
+    from monarch_convert.kernels.ops import monarch_attention
+
+    for shape in ((2, 12, 0, 64), (0, 12, 100, 64), (2, 0, 100, 64)):
+        q = torch.randn(shape, device="cuda", dtype=torch.float16)
+        for mask in (None, torch.ones(shape[0], shape[2], dtype=torch.bool, device="cuda")):
+            out = monarch_attention(q, q, q, mask, block_size=16, num_steps=2, backend=backend)
+            assert out.shape == shape and out.dtype == q.dtype and out.is_cuda
