@@ -94,6 +94,8 @@ def monarch_attention(
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend)
     if scale is None:
         scale = q.shape[-1] ** -0.5
+    if block_size >= q.shape[2]:
+        return _softmax_attention(q, k, v, key_padding_mask, float(scale))
     if uses_triton(q, backend):
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
             _warn_no_backward()
@@ -114,6 +116,17 @@ def monarch_attention(
 # so that TRITON_INTERPRET set by a test before that still takes effect). A constant for dynamo.
 _TRITON_OK: bool = importlib.util.find_spec("triton") is not None
 _WARNED_BACKWARD = False
+
+
+def _softmax_attention(q, k, v, key_padding_mask, scale: float) -> torch.Tensor:
+    """One block holds the whole sequence: MonarchAttention is then exact softmax attention
+    (docs/algorithm.md, section 2), so run softmax itself, at its cost, on every backend. Rows of
+    padding tokens are zeros, as everywhere else (also for a sequence with no real token)."""
+    attn_mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    if key_padding_mask is not None:
+        out = out.masked_fill(~key_padding_mask[:, None, :, None], 0.0)
+    return out
 
 
 def _launcher():

@@ -29,11 +29,11 @@ def softmax_attention_macs(seq_len: int, head_dim: int, num_heads: int = 1) -> i
 def monarch_attention_macs(
     seq_len: int, head_dim: int, block_size: int, num_steps: int = 1, num_heads: int = 1
 ) -> int:
-    """MACs of MonarchAttention: ``(2T+1) N' b d + 2T N' m d`` per head, b at most N."""
+    """MACs of MonarchAttention: ``(2T+1) N' b d + 2T N' m d`` per head; softmax's for b >= N."""
     n, d, h = _check("seq_len", seq_len), _check("head_dim", head_dim), _check("num_heads", num_heads)
     b, t = _check("block_size", block_size), _check("num_steps", num_steps)
-    # As each call of the op: b >= N is one block of N tokens, so no b costs more than b = N.
-    b = min(b, n)
+    if b >= n:  # one block holds the sequence: the op runs exact softmax attention itself
+        return softmax_attention_macs(n, d, h)
     m = -(-n // b)
     n_padded = m * b
     return ((2 * t + 1) * n_padded * b * d + 2 * t * n_padded * m * d) * h

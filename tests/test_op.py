@@ -53,6 +53,13 @@ def test_exact_softmax_at_extreme_block_sizes(steps, pad_type, block):
     size = {"one": 1, "seq": 23, "beyond": 40}[block]
     out = ma(q, k, v, block_size=size, num_steps=steps, pad_type=pad_type)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
+    # The op runs b >= N as softmax itself; the algorithm must be exact there too (the reference).
+    from monarch_convert.kernels.layout import sequence_layout
+    from monarch_convert.kernels.reference import monarch_attention_torch
+
+    layout = sequence_layout(None, q.shape[0], 23, size, pad_type, q.device)
+    ref = monarch_attention_torch(q, k, v, layout, size, steps, q.shape[-1] ** -0.5)
+    torch.testing.assert_close(ref, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("steps", STEPS)
@@ -361,6 +368,9 @@ def test_block_beyond_the_sequence_costs_what_b_equal_n_costs():
     with FlopCounterMode(display=False) as huge:
         ma(q, k, v, block_size=2**62)
     assert huge.get_total_flops() == at_n.get_total_flops()
+    with FlopCounterMode(display=False) as softmax:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert at_n.get_total_flops() == softmax.get_total_flops()  # softmax itself, at its cost
     layout = sequence_layout(torch.ones(2, 10, dtype=torch.bool), 2, 10, 2**63 - 1, "pre", q.device)
     assert layout.num_blocks == 1 and layout.offsets.tolist() == [0, 0]  # never padded beyond N
 
