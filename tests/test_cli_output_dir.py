@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -82,20 +84,29 @@ def test_no_permission(tiny_bert):
         if os.geteuid() == 0:
             # chmod does not stop root: run the command as nobody instead, on a folder it may only read.
             area.chmod(0o755)
+            tiny_bert = shutil.copytree(tiny_bert, area / "model")  # pytest's own tmp folders are 0700
             prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
             probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
             if probe.returncode != 0:
                 pytest.skip(f"running as root, and setpriv cannot drop privileges: {probe.stderr.strip()}")
+            # nobody must be able to run the package and read the model (a checkout in a 0700
+            # folder, as mktemp -d makes, is out of its reach).
+            readable = f"import monarch_convert.cli; open({str(Path(tiny_bert) / 'config.json')!r}).close()"
+            probe = subprocess.run([*prefix, sys.executable, "-c", readable], capture_output=True, text=True,
+                                   env=cli_env(), cwd="/")
+            if probe.returncode != 0:
+                pytest.skip("running as root, and the unprivileged user cannot read this checkout or the test "
+                            f"model: {probe.stderr.strip().splitlines()[-1]}")
         else:
             area.chmod(0o555)
             prefix = []
         argv = [*prefix, *COMMAND, str(tiny_bert), "--out", str(area / "out")]
         result = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300, cwd="/")
         assert failed_before_loading(result) == f"error: cannot write {area / 'out'}: Permission denied"
-        assert list(area.iterdir()) == []
+        assert [p.name for p in area.iterdir()] == (["model"] if os.geteuid() == 0 else [])  # nothing written
     finally:
         area.chmod(0o755)
-        area.rmdir()
+        shutil.rmtree(area)
 
 
 def test_a_new_dir_follows_the_umask_and_an_existing_one_keeps_its_mode(tiny_bert, tmp_path):
