@@ -129,12 +129,19 @@ def _softmax_attention(q, k, v, key_padding_mask, scale: float) -> torch.Tensor:
     return out
 
 
-def _launcher():
-    """The Triton launcher, imported on first use (so that TRITON_INTERPRET set by a test before
-    that still takes effect), then looked up on its module at each call (tests replace it)."""
-    from .triton import launch
+_LAUNCH_MODULE = None
 
-    return launch.monarch_attention_triton
+
+def _launcher():
+    """The Triton launcher: its module is imported on first use (so that TRITON_INTERPRET set by a
+    test before that still takes effect) and kept, not re-imported on every eager call; the
+    function is looked up on it at each call (tests replace it)."""
+    global _LAUNCH_MODULE
+    if _LAUNCH_MODULE is None:
+        from .triton import launch
+
+        _LAUNCH_MODULE = launch
+    return _LAUNCH_MODULE.monarch_attention_triton
 
 
 def triton_available() -> bool:

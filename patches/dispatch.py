@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import MonarchConvertError
+from ..kernels import ops
 
 PREFIX = "monarch"
 SPEC_ATTR = "_monarch_spec"
@@ -225,15 +226,13 @@ def monarch_attention_forward(
         function = ALL_ATTENTION_FUNCTIONS.get_interface(base, _eager_function(module))
         return function(module, query, key, value, attention_mask, **kwargs)
 
-    from ..kernels.ops import monarch_attention
-
     name = spec.name or type(module).__name__
     if key.shape[2] != query.shape[2]:
         raise _not_key_padding(name, f"keys of length {key.shape[2]} for queries of length {query.shape[2]}")
     key_padding = _key_padding(attention_mask, query, name)
     if key_padding is not None and key_padding.device != query.device:
         key_padding = key_padding.to(query.device)
-    out = monarch_attention(
+    out = ops.monarch_attention(
         query,
         key,
         value,
