@@ -305,3 +305,29 @@ def test_cli_calibrates_and_saves_the_correction(tiny_bert_dir, tmp_path, capsys
     assert (calibration_of(loaded) is not None) == (report["calibration"]["correction"] != "none")
     assert "Calibration (max_flops=0.7)" in stdout
     assert PROBE_ATTR not in str(vars(loaded))
+
+
+def test_the_evaluator_sweeps_a_calibrated_folder(tiny_bert_dir, tmp_path, capsys):  # noqa: F811
+    from monarch_convert.evaluation.cli import build_sweep
+
+    data = tmp_path / "data.csv"
+    data.write_text("text\n" + "\n".join(TEXTS) + "\n")
+    out = tmp_path / "converted"
+    assert run_cli([tiny_bert_dir, "--out", out, "--calibrate", data, "--min-fidelity", "0.95",
+                    "--calibration-samples", "8"], capsys)[0] == 0
+    sweep = build_sweep("4", None, None, [f"calibrated={out}"])
+    report = mc.evaluate(str(tiny_bert_dir), "sentence-embedding", str(data), sweep=sweep, progress=False,
+                         fidelity=False, warmup=False, max_length=60).to_dict()
+    plain, calibrated = report["sweep"]
+    assert not plain["calibrated"] and calibrated["calibrated"]
+    saved = json.loads((out / "conversion.json").read_text())
+    assert calibrated["settings"] == saved["settings"]
+    assert calibrated["attention_flops"]["monarch"] != plain["attention_flops"]["monarch"]
+    # The evaluator's converted embeddings are those of the calibrated folder loaded on its own.
+    import transformers as T
+
+    loaded, tok = mc.from_pretrained(out), T.AutoTokenizer.from_pretrained(out)
+    enc = tok(TEXTS[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(loaded(**enc).last_hidden_state).all()
+    assert calibrated["label"].startswith("per-layer settings")
