@@ -30,6 +30,10 @@ EVAL_HELP = (
 )
 
 
+SETTING_HELP = ("One explicit setting, e.g. 'block_size=16,num_steps=2', or 'calibrated=DIR' (a calibrated "
+                "folder's settings and correction); repeatable.")
+
+
 def _split_values(text: Optional[str], sep: str = ",") -> list:
     if text is None:
         return [None]
@@ -106,8 +110,7 @@ def eval_command(
                                          help="Layers: 'all' or '0-3,8-11'; several sets separated by ';' to sweep."),
     backend: Optional[str] = typer.Option(None, help="'auto', 'torch' or 'triton'."),
     setting: Optional[List[str]] = typer.Option(
-        None, "--setting", help="One explicit setting, e.g. 'block_size=16,num_steps=2', or 'calibrated=DIR' "
-        "(a calibrated folder's settings and correction); repeatable."),
+        None, "--setting", help=SETTING_HELP),
     metric_source: str = typer.Option("auto", help="auto (Hub evaluate modules unless offline), offline, or hub."),
     metric: Optional[List[str]] = typer.Option(None, "--metric",
                                                help="Extra Hub metric by name, through evaluate (repeatable)."),
