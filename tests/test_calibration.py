@@ -331,3 +331,27 @@ def test_the_evaluator_sweeps_a_calibrated_folder(tiny_bert_dir, tmp_path, capsy
     with torch.no_grad():
         assert torch.isfinite(loaded(**enc).last_hidden_state).all()
     assert calibrated["label"].startswith("per-layer settings")
+
+
+def test_the_evaluator_applies_a_calibrated_folders_correction(tmp_path, tokenizer):
+    model = mc.convert(tiny_model("bert", vocab_size=tokenizer.vocab_size, max_position_embeddings=64), block_size=4)
+    mc.apply_calibration(model, _random_calibration(model))
+    mc.save_pretrained(model, tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    data = tmp_path / "data.csv"
+    data.write_text("text\n" + "\n".join(TEXTS[:4]) + "\n")
+    report = mc.evaluate(str(tmp_path / "m"), "sentence-embedding", str(data), progress=False, fidelity=False,
+                         warmup=False, max_length=60).to_dict()
+    assert report["sweep"][0]["label"].startswith("b=4")
+    assert report["sweep"][0]["calibrated"]
+    with torch.no_grad():  # the evaluator's converted embeddings are the calibrated model's
+        enc = tokenizer(TEXTS[:4], padding=True, truncation=True, max_length=60, return_tensors="pt")
+        hidden = model(**enc).last_hidden_state
+        emb = torch.nn.functional.normalize((hidden * enc["attention_mask"][..., None]).sum(1)
+                                            / enc["attention_mask"].sum(1, keepdim=True), dim=-1)
+    with mc.softmax(model), torch.no_grad():
+        ref_hidden = model(**enc).last_hidden_state
+        ref = torch.nn.functional.normalize((ref_hidden * enc["attention_mask"][..., None]).sum(1)
+                                            / enc["attention_mask"].sum(1, keepdim=True), dim=-1)
+    cosine = [m for m in report["sweep"][0]["metrics"] if m["name"] == "embedding_cosine"][0]["converted"]
+    assert cosine == pytest.approx(float((emb * ref).sum(-1).mean()), abs=1e-5)

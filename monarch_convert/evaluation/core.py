@@ -98,7 +98,7 @@ def run_evaluation(model_or_path: Any, task_name: str, config: Any, sweep: Seque
     dist = Distributed(run.device)
     run = _checked(run, dist)
     base_config = _as_config(config, "config")
-    settings = _sweep_settings(sweep)
+    settings = _sweep_settings(sweep if sweep is not None else _calibrated_folder(model_or_path))
     if isinstance(model_or_path, torch.nn.Module):
         task.check_model(model_or_path)  # before the data: a model without the head is the error to report
     sample = load_sample(task, data)
@@ -142,6 +142,23 @@ def _as_config(value: Any, what: str) -> Any:
         except ValueError as e:
             raise MonarchConvertError(f"{what}: {e}") from e
     raise MonarchConvertError(f"{what} must be a MonarchConfig or a dict, got {type(value).__name__}")
+
+
+def _calibrated_folder(model_or_path: Any) -> list | None:
+    """A local folder saved calibrated is evaluated with its correction (no sweep given)."""
+    import json
+
+    if not isinstance(model_or_path, (str, Path)):
+        return None
+    config_file = Path(str(model_or_path)).expanduser() / "config.json"
+    if not config_file.is_file():
+        return None
+    entry = json.loads(config_file.read_text(encoding="utf-8")).get("monarch_attention") or {}
+    if not entry.get("calibration"):
+        return None
+    from ..calibration.saving import load_calibrated
+
+    return [load_calibrated(config_file.parent)]
 
 
 def _sweep_settings(sweep: Sequence[Any] | None) -> list:
