@@ -258,6 +258,13 @@ def test_a_correction_that_hurts_held_out_fidelity_is_refused(tokenizer, monkeyp
     assert report.fidelity_after == report.fidelity_before
 
 
+def test_a_budget_below_every_candidate_is_refused_before_the_search(tokenizer):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    with pytest.raises(mc.MonarchConvertError, match="below the cheapest settings"):
+        mc.calibrate(model, TEXTS, tokenizer, max_flops=0.01, samples=8, progress=False)
+    assert not mc.is_converted(model)
+
+
 def test_calibrate_under_a_fidelity_floor(tokenizer):
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
     report = mc.calibrate(model, TEXTS, tokenizer, min_fidelity=0.9, samples=12, batch_size=6, progress=False,

@@ -88,14 +88,11 @@ def calibrate(model: Any, data: Any, tokenizer: Any = None, *, max_flops: float 
     started = time.perf_counter()
     _check(max_flops, min_fidelity, correction)
     ctx = _set_up(model, data, tokenizer, seq_len, samples, batch_size, seed, progress)
-    options = _layer_options(ctx, correction, allow_softmax)
     softmax_total = sum(Candidate().flops(ctx.seq_len, d, h) for h, d in ctx.shapes.values())
+    _check_budget(ctx, max_flops, softmax_total)
+    options = _layer_options(ctx, correction, allow_softmax)
     if max_flops is not None:
         proposals = best_under(options, max_flops * softmax_total, validate)
-        if not proposals:
-            cheapest = sum(min(o.flops for o in layer) for layer in options) / softmax_total
-            raise MonarchConvertError(f"max_flops={max_flops:g} is below the cheapest settings searched "
-                                      f"({cheapest:.3f} of softmax's attention FLOPs at seq_len={ctx.seq_len})")
         results = [_validate(ctx, options, a, correction) for a in proposals]
         chosen, met = max(results, key=lambda r: r.best), True
     else:
@@ -114,6 +111,21 @@ def _check(max_flops: float | None, min_fidelity: float | None, correction: str)
         raise MonarchConvertError(f"min_fidelity must be in (0, 1], got {min_fidelity!r}")
     if correction not in CORRECTIONS:
         raise MonarchConvertError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+
+
+def _check_budget(ctx: _Context, max_flops: float | None, softmax_total: int) -> None:
+    """Refuse, before the search, a budget below every candidate's cost (the model is reverted)."""
+    from ..conversion import revert
+
+    if max_flops is None:
+        return
+    candidates = default_candidates(ctx.seq_len)
+    cheapest = [min(c.flops(ctx.seq_len, d, h) for c in candidates) for h, d in ctx.shapes.values()]
+    if sum(cheapest) > max_flops * softmax_total:
+        revert(ctx.model)
+        raise MonarchConvertError(f"max_flops={max_flops:g} is below the cheapest settings searched "
+                                  f"({sum(cheapest) / softmax_total:.3f} of softmax's attention FLOPs at "
+                                  f"seq_len={ctx.seq_len})")
 
 
 def _set_up(model, data, tokenizer, seq_len, samples, batch_size, seed, progress) -> _Context:
