@@ -258,6 +258,16 @@ def test_a_correction_that_hurts_held_out_fidelity_is_refused(tokenizer, monkeyp
     assert report.fidelity_after == report.fidelity_before
 
 
+def test_auto_prefers_no_correction_then_the_scalar_one():
+    from monarch_convert.calibration.run import HEAD_MARGIN, choose_correction
+
+    assert choose_correction({"none": 0.9, "scalar": 0.9, "head": 0.9}) == "none"
+    assert choose_correction({"none": 0.9, "scalar": 0.8995, "head": 0.9001}) == "none"
+    assert choose_correction({"none": 0.9, "scalar": 0.95, "head": 0.95 + HEAD_MARGIN / 2}) == "scalar"
+    assert choose_correction({"none": 0.9, "scalar": 0.95, "head": 0.95 + 2 * HEAD_MARGIN}) == "head"
+    assert choose_correction({"none": 0.9, "head": 0.91}) == "head"  # correction="head": no scalar measured
+
+
 def test_a_budget_below_every_candidate_is_refused_before_the_search(tokenizer):
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
     with pytest.raises(mc.MonarchConvertError, match="below the cheapest settings"):
