@@ -28,6 +28,8 @@ _LAZY = {
     "evaluate": "monarch_convert.evaluation.core",
     "EvaluationReport": "monarch_convert.evaluation.report",
     "measure_fidelity": "monarch_convert.evaluation.fidelity",
+    "heal": "monarch_convert.healing.core",
+    "HealReport": "monarch_convert.healing.core",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -17,6 +17,8 @@ from .stop_points import stop_point
 if TYPE_CHECKING:
     import torch
 
+    from .healing.export import HealOptions
+
 REPORT_FILE = "conversion.json"
 
 
@@ -52,12 +54,15 @@ def export_checkpoint(
     seq_len: Optional[int] = None,
     overwrite: bool = False,
     echo: Callable[..., None] = print,
+    heal: Optional[HealOptions] = None,
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
 
     Writes the converted checkpoint, the source's tokenizer or image processor (if it has one),
     and ``conversion.json``; returns that report as a dict. ``out_dir`` is checked before the model
-    is loaded and replaced only at the end (``output_dir.staged_output``).
+    is loaded and replaced only at the end (``output_dir.staged_output``). With ``heal``, the
+    converted model is healed before it is saved (``healing/export.py``): DIR then holds the
+    healed weights, and the report a ``healing`` entry.
     """
     from .default_model import DEFAULT_MODEL_NAME
 
@@ -67,14 +72,31 @@ def export_checkpoint(
     with during(f"converting {name} into {out_dir}", f"{out_dir} was left as it was"):
         with staged_output(out_dir, overwrite, echo) as staging:
             check_device(device, config.backend if config is not None else None)
+            heal = _checked_heal(heal)
             model, preprocessor, report = _load_and_convert(source, name, config, dtype, device, seq_len, echo)
+            if heal is not None:
+                from .healing.export import heal_converted
+
+                report["healing"] = heal_converted(model, preprocessor, heal, out_dir, echo)
             start = time.perf_counter()
             echo(f"Saving to {out_dir} ...")
             with write_errors(out_dir):
                 written = _save(staging, model, preprocessor, report)
         echo(f"Saved in {time.perf_counter() - start:.1f}s: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
         echo(written)
+    if heal is not None:
+        from .healing.export import remove_checkpoint
+
+        remove_checkpoint(heal, out_dir)
     return report
+
+
+def _checked_heal(heal: Optional[HealOptions]) -> Optional[HealOptions]:
+    if heal is None:
+        return None
+    from .healing.export import check
+
+    return check(heal)
 
 
 def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tuple[Any, Any, dict]:
