@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reviews", type=int, default=750, help="held-out reviews evaluated (default: all 750)")
     ap.add_argument("--third", type=int, default=500, help="e-mails of the third corpus evaluated")
     ap.add_argument("--eval-batch-size", type=int, default=16)
+    ap.add_argument("--held-out", type=int, default=40, help="healing passages held out for heal's own fidelity")
     ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (resumes from it)")
     a = ap.parse_args(argv)
 
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     heal_started = time.perf_counter()
     report = mc.heal(model, texts["heal"], steps=a.steps, batch_size=a.batch_size, lr=a.lr, trainable=a.trainable,
                      processor=tokenizer, seq_len=a.max_length, target="hidden", checkpoint_dir=a.checkpoint,
+                     eval_samples=a.held_out,
                      data_name="uncertainty-conll2010.csv sentences packed into passages")
     heal_s = time.perf_counter() - heal_started
     after = measure(model, tokenizer, texts, a, reference)
