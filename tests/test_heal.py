@@ -240,3 +240,48 @@ def test_cli_heal_errors_are_one_line(cli_inputs, tmp_path, capsys, extra, messa
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and lines == [f"error: {message}"], err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ data parallel
+
+DATA_PARALLEL = """
+import sys, copy, numpy as np, torch, transformers
+sys.path.insert(0, "tests")
+from conftest import tiny_model
+import monarch_convert as mc
+model = mc.convert(tiny_model("vit", transformers.ViTForImageClassification, num_labels=5), block_size=4)
+rng = np.random.default_rng(0)
+images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(40)]
+processor = transformers.ViTImageProcessor(do_resize=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+report = mc.heal(model, images, processor=processor, trainable="all", steps=4, batch_size=8, lr=1e-2,
+                 eval_samples=8, progress=False)
+if report.num_processes == 1 or torch.distributed.get_rank() == 0:
+    torch.save({"state": model.state_dict(), "report": report.to_dict()}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_heal_as_one(tmp_path):
+    """Under torchrun (2 CPU processes, gloo) each takes half of every batch: the gradients are
+    averaged, so the healed weights and the fidelity are those of one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "run.py"
+    script.write_text(DATA_PARALLEL)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    root = Path(__file__).resolve().parents[1]
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2"])):
+        subprocess.run([sys.executable, *launcher, str(script), str(tmp_path / name)], check=True, cwd=root,
+                       capture_output=True, timeout=300, env=env)
+    one, two = (torch.load(tmp_path / n, weights_only=False) for n in ("one", "two"))
+    assert one["report"]["num_processes"] == 1 and two["report"]["num_processes"] == 2
+    # Key biases are left out: softmax (and nearly Monarch) is invariant to them, so their gradient is
+    # rounding noise, which Adam's normalisation turns into steps of the learning rate's size.
+    for name, value in one["state"].items():
+        if not name.endswith("k_proj.bias"):
+            torch.testing.assert_close(two["state"][name], value, rtol=1e-4, atol=1e-5)
+    for key, value in one["report"]["fidelity_after"].items():
+        assert two["report"]["fidelity_after"][key] == pytest.approx(value, rel=1e-4, abs=1e-6)
