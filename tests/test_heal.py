@@ -285,3 +285,31 @@ def test_two_processes_heal_as_one(tmp_path):
             torch.testing.assert_close(two["state"][name], value, rtol=1e-4, atol=1e-5)
     for key, value in one["report"]["fidelity_after"].items():
         assert two["report"]["fidelity_after"][key] == pytest.approx(value, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(cli_inputs, tmp_path):
+    import signal
+
+    from test_cli_helpers import STOP_ENV, Child, cli_env, run
+
+    model_dir, texts = cli_inputs
+    out = tmp_path / "healed"
+    args = [model_dir, "--out", out, "--block-size", "4", "--heal", texts, "--heal-steps", "6",
+            "--heal-batch-size", "8"]
+    child = Child(args, env=cli_env(**{STOP_ENV: "heal:2"}))
+    child.wait_for("stopped at heal:2")
+    child.process.send_signal(signal.SIGINT)
+    code, _, err = child.finish()
+    checkpoint = tmp_path / "healed.heal-checkpoint"
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("stopped at")]
+    assert code == 130 and lines[-1] == (
+        f"error: interrupted (SIGINT) while healing; healing checkpoint of step 2 of 6 saved in {checkpoint} "
+        f"(run again to resume); {out} was left as it was"), err
+    assert not out.exists() and (checkpoint / "heal_state.pt").is_file()
+
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resumed from the checkpoint of step 2" in resumed.stdout
+    assert json.loads((out / "conversion.json").read_text())["healing"]["resumed_from_step"] == 2
+    assert not checkpoint.exists()
