@@ -115,7 +115,7 @@ def heal(model: Any, data: Any, *, steps: int, teacher: Any = None, trainable: s
     finally:
         model.train(was_training)
     report.wall_time_s += time.perf_counter() - started
-    report.data["name"] = data_name or (data if isinstance(data, (str, Path)) else type(data).__name__)
+    report.data["name"] = data_name or (str(data) if isinstance(data, (str, Path)) else type(data).__name__)
     return report
 
 
