@@ -407,6 +407,15 @@ def test_empty_inputs_give_an_empty_output_as_sdpa(kern):
             assert out.shape == shape
 
 
+def test_more_global_keys_than_the_kernels_hold_are_refused(kern):
+    q = torch.zeros(1, 1, 200, 16)
+    with pytest.raises(ValueError, match="at most 128 global keys"):
+        kern.monarch_attention_triton(q, q, q, None, 8, 1, "post", 0.25, global_keys=129)
+    out = kern.monarch_attention_triton(q[:, :, :20], q[:, :, :20], q[:, :, :20], None, 8, 1, "post", 0.25,
+                                        global_keys=10**9)  # only N = 20 can be global
+    assert torch.isfinite(out).all()
+
+
 def test_sequences_beyond_int32_indexing_are_refused(kern):
     """Slots and tile counts are int32 in the kernels, and stay below 2N with b capped at N."""
     q = torch.zeros(1, 1, 1, 16).expand(1, 1, kern.MAX_SEQ_LEN + 1, 16)  # no memory: stride 0

@@ -37,6 +37,9 @@ _MAX_REPLAYS = 512
 # The kernels index slots, tiles and block counts in int32: with b capped at N, the largest such
 # value is a slot or sum below m * b + b <= 2N (``k*b + j``, ``L + b - 1``), so N up to 2**30 fits.
 MAX_SEQ_LEN = 2**30
+# Global keys are held in registers, as one tile, by the programs that choose them and that attend
+# to them (``variants.py``): up to 128 (at most N are ever used).
+MAX_GLOBAL_KEYS = 128
 
 
 def device_info(q: torch.Tensor) -> tuple[int, int]:
@@ -180,6 +183,9 @@ def monarch_attention_triton(
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
     if N > MAX_SEQ_LEN:
         raise ValueError(f"the Triton kernels take sequences of at most {MAX_SEQ_LEN} tokens, got {N}")
+    if min(global_keys, N) > MAX_GLOBAL_KEYS:
+        raise ValueError(f"the Triton kernels take at most {MAX_GLOBAL_KEYS} global keys, got {global_keys} "
+                         "(backend='torch' takes any number)")
     # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid and replay
     # signature follow the capped b).
     b = capped_block_size(block_size, N)

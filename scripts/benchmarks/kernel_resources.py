@@ -92,7 +92,8 @@ def kernel_configs(N: int, T: int, mask: bool):
 
 def every_variant():
     """(kernel, constexprs) of every code path the launcher can compile: grouped, one column tile
-    and looped programs of each step kind, the first and a later R-step, and the fused kernel."""
+    and looped programs of each step kind, the first and a later R-step, and the fused kernel; then
+    the same with the op's options on."""
     from monarch_convert.kernels.triton.fused import _fused_kernel
     from monarch_convert.kernels.triton.layout_kernel import _layout_kernel
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
