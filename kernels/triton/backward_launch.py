@@ -1,0 +1,168 @@
+"""The backward launcher: gradients of q, k, v from the output's gradient (docs/algorithm.md,
+section 7), by recomputation from q, k, v and the key-padding mask alone.
+
+First the forward is rebuilt step by step (``aK, cL`` of every step, the summaries and ``cR`` of
+steps 2..T, ``Y`` of the last), then walked back: the output stage and the last R-step, then for
+each earlier step its summary stage and its R-step. Gradients accumulate in float32 at the inputs'
+positions (padding positions are never written: their gradient is zero) and are cast to the input
+dtype at the end. No host sync; the scratch is ``O(T N d)`` per head, freed when the call returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..layout import capped_block_size, sequence_layout
+from ..reference import monarch_attention_torch
+from .layout_kernel import _layout_kernel
+from .plan import pow2
+
+# Whole blocks (b keys) and whole offsets (m blocks) are one tile of each program: up to 128 wide,
+# i.e. N up to 16384 at b = sqrt(N). Wider calls take the reference's autograd (the docstring of
+# ``monarch_attention_backward`` says so).
+MAX_TILE = 128
+
+
+@dataclass
+class _Bwd:
+    """What every launch of one backward call reads."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    b: int
+    m: int
+    scale: float
+    seq: tuple  # (lengths, offsets, token index) pointers, or q three times without a mask
+    dims: tuple  # (H, N, b, m, seq_len, pad_off)
+    has_mask: bool
+
+    @property
+    def bh(self) -> int:
+        return self.q.shape[0] * self.q.shape[1]
+
+    def flags(self) -> dict:
+        D = self.q.shape[-1]
+        return dict(D=D, HAS_MASK=self.has_mask, IEEE=self.q.dtype == torch.float32, BD=max(16, pow2(D)))
+
+    def r_launch(self, kernel, *ptrs, **consts) -> None:
+        """An R-program per (head, block)."""
+        BB = max(16, pow2(self.b))
+        DV = self.v.shape[-1]
+        kernel[(self.bh * self.m,)](
+            *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(), *self.v.stride(), self.scale,
+            DV=DV, BB=BB, BQ=min(BB, 32), BDV=max(16, pow2(DV)), **self.flags(), **consts,
+            num_warps=8 if BB * max(16, pow2(self.q.shape[-1])) >= 128 * 64 else 4)
+
+    def l_launch(self, kernel, *ptrs, strides=(), **consts) -> None:
+        """An L-program per (head, offset)."""
+        BM = max(16, pow2(self.m))
+        kernel[(self.bh * self.b,)](
+            *ptrs, *self.seq, *self.dims, *self.q.stride(), *strides, self.scale, BM=BM, BQ=min(BM, 32),
+            **self.flags(), **consts, num_warps=8 if BM * max(16, pow2(self.q.shape[-1])) >= 128 * 64 else 4)
+
+
+def _sequences(q: torch.Tensor, mask: Optional[torch.Tensor], b: int, m: int, pad_type: str):
+    """(seq pointers, dims, has_mask): each sequence's length, offset and token index (the forward's
+    ``_layout_kernel``), or one length for all without a mask."""
+    B, H, N, _ = q.shape
+    if mask is None:
+        pad_off = m * b - N if pad_type == "pre" else 0
+        return (q, q, q), (H, N, b, m, N, pad_off), False
+    mask = mask.to(device=q.device).view(torch.uint8)
+    tok = torch.empty((B, N), dtype=torch.int64, device=q.device)
+    lens, offs = torch.empty((2, B), dtype=torch.int64, device=q.device)
+    _layout_kernel[(B,)](mask, *mask.stride(), tok, lens, offs, N, b, PRE=pad_type == "pre",
+                         CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
+    return (lens, offs, tok), (H, N, b, m, N, 0), True
+
+
+def _recompute(c: _Bwd, num_steps: int) -> list[dict]:
+    """Each step's intermediates, rebuilt: ``src`` (the R-step's row vectors: q, or the summaries),
+    ``ak``, ``cl``; ``cr`` of the summaries; ``y`` at the last step."""
+    BH, D, DV, dev = c.bh, c.q.shape[-1], c.v.shape[-1], c.q.device
+    rows = (BH, c.m, c.b)
+    steps, src = [], c.q
+    for t in range(num_steps):
+        last = t == num_steps - 1
+        step = dict(src=src, ak=torch.empty(*rows, D, dtype=c.q.dtype, device=dev),
+                    cl=torch.empty(rows, dtype=torch.float32, device=dev))
+        step["y"] = torch.empty(*rows, DV, dtype=c.q.dtype, device=dev) if last else step["cl"]
+        c.r_launch(_kernels()._r_fwd_kernel, src, c.k, c.v, step["ak"], step["cl"], step["y"],
+                   FROM_SUMMARY=t > 0, WANT_Y=last)
+        steps.append(step)
+        if not last:
+            src = torch.empty(*rows, D, dtype=c.q.dtype, device=dev)
+            step["next_cr"] = torch.empty(rows, dtype=torch.float32, device=dev)
+            c.l_launch(_kernels()._l_fwd_kernel, c.q, step["ak"], step["cl"], src, step["next_cr"])
+    return steps
+
+
+def _walk_back(c: _Bwd, steps: list[dict], grad_out: torch.Tensor, acc: tuple) -> None:
+    """The output stage, then each step from the last: its L-stage (output or summaries), then its
+    R-step, whose row-vector gradient feeds the previous step's summary stage (or dq at step 1)."""
+    dq, dk, dv = acc
+    D, DV = c.q.shape[-1], c.v.shape[-1]
+    rows = (c.bh, c.m, c.b)
+    f32 = dict(dtype=torch.float32, device=c.q.device)
+    dak, dcl, dy = torch.empty(*rows, D, **f32), torch.empty(rows, **f32), torch.empty(*rows, DV, **f32)
+    d_sum = torch.empty(*rows, D, **f32) if len(steps) > 1 else dak  # (unused at T = 1)
+    kern = _kernels()
+    for t in range(len(steps) - 1, -1, -1):
+        step, final = steps[t], t == len(steps) - 1
+        nxt = steps[t + 1] if not final else dict(src=dak, cr=dcl)
+        c.l_launch(kern._l_bwd_kernel, c.q, step["ak"], step["cl"], step["y"] if final else step["cl"], grad_out,
+                   d_sum, nxt["src"], step.get("next_cr", dcl), dak, dcl, dy, dq, strides=grad_out.stride(),
+                   FINAL=final, DV=DV, BDV=max(16, pow2(DV)))
+        c.r_launch(kern._r_bwd_kernel, step["src"], c.k, c.v, dak, dcl, dy, d_sum, dq, dk, dv,
+                   FROM_SUMMARY=t > 0, WANT_Y=final)
+
+
+_KERNELS = None
+
+
+def _kernels():
+    """The kernel module, imported on first use (so that TRITON_INTERPRET set by a test before that
+    still takes effect)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from . import backward
+
+        _KERNELS = backward
+    return _KERNELS
+
+
+def monarch_attention_backward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
+    grad_out: torch.Tensor, block_size: int, num_steps: int, pad_type: str, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) of ``monarch_attention_triton(q, k, v, ...)`` for the output gradient
+    ``grad_out``, in the inputs' dtype; zero at padding positions. Blocks or block counts wider
+    than ``MAX_TILE`` (N beyond 16384 at b = sqrt(N), or b far from sqrt(N)) run the reference's
+    autograd instead, in float32 (correct; its memory is O(N (b + m)) per head)."""
+    B, H, N, D = q.shape
+    b = capped_block_size(block_size, N)
+    m = max(1, -(-N // b))
+    if B * H == 0 or N == 0:
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    if max(pow2(b), pow2(m)) > MAX_TILE:
+        return _reference_backward(q, k, v, key_padding_mask, grad_out, b, num_steps, pad_type, scale)
+    seq, dims, has_mask = _sequences(q, key_padding_mask, b, m, pad_type)
+    c = _Bwd(q, k, v, b, m, float(scale), seq, dims, has_mask)
+    acc = tuple(torch.zeros(B, H, N, x.shape[-1], dtype=torch.float32, device=q.device) for x in (q, k, v))
+    _walk_back(c, _recompute(c, num_steps), grad_out, acc)
+    return tuple(a.to(x.dtype) for a, x in zip(acc, (q, k, v)))
+
+
+def _reference_backward(q, k, v, mask, grad_out, b, num_steps, pad_type, scale):
+    """The reference's gradients, in float32, cast to the inputs' dtype."""
+    layout = sequence_layout(mask, q.shape[0], q.shape[2], b, pad_type, q.device)
+    with torch.enable_grad():
+        xs = [x.detach().float().requires_grad_() for x in (q, k, v)]
+        out = monarch_attention_torch(*xs, layout, b, num_steps, scale)
+        grads = torch.autograd.grad(out, xs, grad_out.float())
+    return tuple(g.to(x.dtype) for g, x in zip(grads, (q, k, v)))
+
