@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import warnings
 
 import torch
 
@@ -83,10 +82,11 @@ def monarch_attention(
     pad_type: ``"post"`` pads each sequence at its end up to a multiple of b, ``"pre"`` at its front.
     scale: softmax scale, ``head_dim ** -0.5`` by default.
     backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
-        tensors when triton is installed, the reference elsewhere). The Triton kernels are forward
-        only: inputs that require grad (with grad mode on) run on the reference, with a one-time
-        warning. Under ``torch.compile`` the kernels are one ``torch.library`` custom op
-        (``monarch_convert::monarch_attention_fwd``): no graph break, CUDA-graph safe.
+        tensors when triton is installed, the reference elsewhere). On Triton, inputs that require
+        grad (with grad mode on) go through the ``torch.library`` custom op
+        (``monarch_convert::monarch_attention_fwd``), whose backward runs the Triton backward
+        kernels (docs/algorithm.md, section 7); so does every call under ``torch.compile``: no
+        graph break, CUDA-graph safe, also for training steps.
 
     Returns (batch, heads, seq, v_head_dim) in the input dtype (empty where seq, batch or heads is 0,
     as ``scaled_dot_product_attention`` returns).
@@ -97,16 +97,15 @@ def monarch_attention(
     if block_size >= q.shape[2]:
         return _softmax_attention(q, k, v, key_padding_mask, float(scale))
     if uses_triton(q, backend):
-        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-            _warn_no_backward()
-        else:
-            if torch.compiler.is_compiling():
-                # One opaque custom op for dynamo/inductor and CUDA graphs.
-                from .triton_op import monarch_attention_fwd
+        needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+        if needs_grad or torch.compiler.is_compiling():
+            # One opaque custom op for dynamo/inductor and CUDA graphs, with its autograd formula
+            # (the backward kernels) registered.
+            from .triton_op import monarch_attention_fwd
 
-                return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
-            # Eager: straight to the launcher (the custom op's Python dispatch costs tens of µs).
-            return _launcher()(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
+            return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
+        # Eager inference: straight to the launcher (the custom op's Python dispatch costs tens of µs).
+        return _launcher()(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
     batch, _, seq_len, _ = q.shape
     layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
     return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale))
@@ -115,7 +114,6 @@ def monarch_attention(
 # Decided once, at import, without importing triton (the kernel module is imported on first use,
 # so that TRITON_INTERPRET set by a test before that still takes effect). A constant for dynamo.
 _TRITON_OK: bool = importlib.util.find_spec("triton") is not None
-_WARNED_BACKWARD = False
 
 
 def _softmax_attention(q, k, v, key_padding_mask, scale: float) -> torch.Tensor:
@@ -169,15 +167,3 @@ def uses_triton(q: torch.Tensor, backend: str) -> bool:
     if not triton_available():
         raise RuntimeError("backend='triton' needs the 'triton' package, which could not be imported")
     return True
-
-
-def _warn_no_backward() -> None:
-    global _WARNED_BACKWARD
-    if not _WARNED_BACKWARD:
-        _WARNED_BACKWARD = True
-        warnings.warn(
-            "MonarchAttention's Triton kernels are forward-only: inputs that require grad run on the "
-            "PyTorch reference implementation instead (correct gradients, slower). Use torch.no_grad() "
-            "or torch.inference_mode() for inference.",
-            stacklevel=3,
-        )

@@ -117,17 +117,17 @@ def _r_fwd_kernel(
         bh64 = bh.to(tl.int64)
         i = tl.arange(0, BB)
         dd, ddv, r = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BQ)
-        k_t, _, kv = _block_tokens(k_ptr, (stride_kb, stride_kh, stride_kn, stride_kd), bi, hi, kb, i, off, L, seq,
+        k_t, k_tok, kv = _block_tokens(k_ptr, (stride_kb, stride_kh, stride_kn, stride_kd), bi, hi, kb, i, off, L, seq,
                                    dims, dd, D, HAS_MASK)
         if WANT_Y:
-            v_t, _, _ = _block_tokens(v_ptr, (stride_vb, stride_vh, stride_vn, stride_vd), bi, hi, kb, i, off, L,
+            v_t, v_tok, v_ok = _block_tokens(v_ptr, (stride_vb, stride_vh, stride_vn, stride_vd), bi, hi, kb, i, off, L,
                                       seq, dims, ddv, DV, HAS_MASK)
         for j0 in range(0, b, BQ):
             j = j0 + r
             row_in = j < b
-            s_t, _, _ = _r_rows(src_ptr, sq, bh64, bi, hi, kb, j, row_in, off, L, seq, dims, dd, D, FROM_SUMMARY,
+            s_t, s_tok, s_ok = _r_rows(src_ptr, sq, bh64, bi, hi, kb, j, row_in, off, L, seq, dims, dd, D, FROM_SUMMARY,
                                 HAS_MASK)
-            rp, _, c_l = _r_probs(s_t, k_t, kv, scale, IEEE)
+            rp, log_r, c_l = _r_probs(s_t, k_t, kv, scale, IEEE)
             row = (bh64 * m + kb) * b + j
             _store_rows(ak_ptr, row, row_in, _dot(rp.to(k_t.dtype), k_t, IEEE), dd, D)
             tl.store(cl_ptr + row, c_l, mask=row_in)
@@ -178,7 +178,7 @@ def _r_bwd_kernel(
         k_t, k_tok, kv = _block_tokens(k_ptr, (stride_kb, stride_kh, stride_kn, stride_kd), bi, hi, kb, i, off, L,
                                        seq, dims, dd, D, HAS_MASK)
         if WANT_Y:
-            v_t, _, _ = _block_tokens(v_ptr, (stride_vb, stride_vh, stride_vn, stride_vd), bi, hi, kb, i, off, L,
+            v_t, v_tok, v_ok = _block_tokens(v_ptr, (stride_vb, stride_vh, stride_vn, stride_vd), bi, hi, kb, i, off, L,
                                       seq, dims, ddv, DV, HAS_MASK)
         else:  # earlier steps have no Y: v takes no part
             v_t = tl.zeros([BB, BDV], k_t.dtype)

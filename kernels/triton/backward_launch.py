@@ -26,6 +26,12 @@ from .plan import pow2
 MAX_TILE = 128
 
 
+def _rows_per_chunk(width: int) -> int:
+    """Rows per chunk of a program whose tiles are ``width`` wide: 16 at 128 (32 spilled registers
+    in the R-backward for sm_90 at head dim 64, ``kernel_resources.py``), else up to 32."""
+    return 16 if width >= 128 else min(width, 32)
+
+
 @dataclass
 class _Bwd:
     """What every launch of one backward call reads."""
@@ -54,14 +60,14 @@ class _Bwd:
         DV = self.v.shape[-1]
         kernel[(self.bh * self.m,)](
             *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(), *self.v.stride(), self.scale,
-            DV=DV, BB=BB, BQ=min(BB, 32), BDV=max(16, pow2(DV)), **self.flags(), **consts,
+            DV=DV, BB=BB, BQ=_rows_per_chunk(BB), BDV=max(16, pow2(DV)), **self.flags(), **consts,
             num_warps=8 if BB * max(16, pow2(self.q.shape[-1])) >= 128 * 64 else 4)
 
     def l_launch(self, kernel, *ptrs, strides=(), **consts) -> None:
         """An L-program per (head, offset)."""
         BM = max(16, pow2(self.m))
         kernel[(self.bh * self.b,)](
-            *ptrs, *self.seq, *self.dims, *self.q.stride(), *strides, self.scale, BM=BM, BQ=min(BM, 32),
+            *ptrs, *self.seq, *self.dims, *self.q.stride(), *strides, self.scale, BM=BM, BQ=_rows_per_chunk(BM),
             **self.flags(), **consts, num_warps=8 if BM * max(16, pow2(self.q.shape[-1])) >= 128 * 64 else 4)
 
 
@@ -147,7 +153,7 @@ def monarch_attention_backward(
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
-        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        return tuple(torch.zeros(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
     if max(pow2(b), pow2(m)) > MAX_TILE:
         return _reference_backward(q, k, v, key_padding_mask, grad_out, b, num_steps, pad_type, scale)
     seq, dims, has_mask = _sequences(q, key_padding_mask, b, m, pad_type)
@@ -164,5 +170,5 @@ def _reference_backward(q, k, v, mask, grad_out, b, num_steps, pad_type, scale):
         xs = [x.detach().float().requires_grad_() for x in (q, k, v)]
         out = monarch_attention_torch(*xs, layout, b, num_steps, scale)
         grads = torch.autograd.grad(out, xs, grad_out.float())
-    return tuple(g.to(x.dtype) for g, x in zip(grads, (q, k, v)))
+    return tuple(g.to(x.dtype).contiguous() for g, x in zip(grads, (q, k, v)))
 
