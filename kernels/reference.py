@@ -1,7 +1,8 @@
 """PyTorch reference of MonarchAttention: any device, any float dtype, autograd.
 
 Notation follows ``docs/algorithm.md``. Everything is computed in float32 (logits and
-softmax statistics must be float32 whatever the input dtype) and cast back at the end. Every
+softmax statistics must be float32 whatever the input dtype; float64 inputs, which only tests pass,
+in float64) and cast back at the end. Every
 product is a batched matmul, so ``torch.utils.flop_counter`` sees exactly the cost of section 3.
 
 Tensors in the block layout, per (batch, head):
@@ -65,8 +66,10 @@ def monarch_attention_torch(
     rank = torch.arange(n_pad, device=dev)[None, :] - layout.offsets[:, None]
     valid = (rank >= 0) & (rank < layout.lengths[:, None])  # (B, N')
     source = layout.token_index.gather(1, rank.clamp(0, N - 1))
+    # float32 at least; float64 inputs stay float64 (gradcheck of this reference, tests).
+    work = torch.promote_types(q.dtype, torch.float32)
     q_blk, k_blk, v_blk = (
-        _to_layout(x.float(), source, valid).view(B, H, m, b, x.shape[-1]) for x in (q, k, v)
+        _to_layout(x.to(work), source, valid).view(B, H, m, b, x.shape[-1]) for x in (q, k, v)
     )
     valid_blk = valid.view(B, 1, m, b)
     key_valid = valid_blk[:, :, :, None, :]  # (B, 1, m, 1, b): keys i of block k

@@ -11,7 +11,6 @@ shows up as NaN, and numpy's "invalid value" warnings (NaN made inside a dot) fa
 from __future__ import annotations
 
 import importlib
-import warnings
 import zlib
 
 import pytest
@@ -240,22 +239,6 @@ def test_compiles_without_graph_breaks(kern):
     torch._dynamo.reset()
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), f(q, k, v))
-
-
-def test_requires_grad_falls_back_to_reference_once(kern, monkeypatch):
-    monkeypatch.setattr(ops, "_WARNED_BACKWARD", False)
-    gen = torch.Generator().manual_seed(6)
-    q, k, v = (x.requires_grad_() for x in _inputs(1, 2, 12, 16, 16, torch.float32, gen=gen))
-    with pytest.warns(UserWarning, match="forward-only"):
-        out = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    out.sum().backward()
-    assert q.grad is not None and torch.isfinite(q.grad).all()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    with torch.no_grad():
-        out2 = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    torch.testing.assert_close(out2, out.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_triton_backend_on_cpu_needs_interpreter(kern, monkeypatch):
