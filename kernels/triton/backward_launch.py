@@ -26,10 +26,15 @@ from .plan import pow2
 MAX_TILE = 128
 
 
-def _rows_per_chunk(width: int) -> int:
-    """Rows per chunk of a program whose tiles are ``width`` wide: 16 at 128 (32 spilled registers
-    in the R-backward for sm_90 at head dim 64, ``kernel_resources.py``), else up to 32."""
-    return 16 if width >= 128 else min(width, 32)
+def tile(width: int, head_dim: int) -> tuple[int, int, int]:
+    """(tile width, rows per chunk, warps) of a program whose tile spans ``width`` keys (R-programs:
+    b) or blocks (L-programs: m) at head dim ``head_dim``. For sm_90 at head dim 64
+    (``kernel_resources.py --backward``), the R-backward spilled registers with 32-row chunks at
+    width 128, and with 4 warps at widths 32 and 64; these choices spill nothing. (Compiled
+    resources only: no timing behind them.)"""
+    full = max(16, pow2(width))
+    rows = 16 if full >= 128 else min(full, 32)
+    return full, rows, 8 if full * max(16, pow2(head_dim)) >= 32 * 64 else 4
 
 
 @dataclass
@@ -56,19 +61,18 @@ class _Bwd:
 
     def r_launch(self, kernel, *ptrs, **consts) -> None:
         """An R-program per (head, block)."""
-        BB = max(16, pow2(self.b))
+        BB, BQ, warps = tile(self.b, self.q.shape[-1])
         DV = self.v.shape[-1]
         kernel[(self.bh * self.m,)](
             *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(), *self.v.stride(), self.scale,
-            DV=DV, BB=BB, BQ=_rows_per_chunk(BB), BDV=max(16, pow2(DV)), **self.flags(), **consts,
-            num_warps=8 if BB * max(16, pow2(self.q.shape[-1])) >= 128 * 64 else 4)
+            DV=DV, BB=BB, BQ=BQ, BDV=max(16, pow2(DV)), **self.flags(), **consts, num_warps=warps)
 
     def l_launch(self, kernel, *ptrs, strides=(), **consts) -> None:
         """An L-program per (head, offset)."""
-        BM = max(16, pow2(self.m))
+        BM, BQ, warps = tile(self.m, self.q.shape[-1])
         kernel[(self.bh * self.b,)](
-            *ptrs, *self.seq, *self.dims, *self.q.stride(), *strides, self.scale, BM=BM, BQ=_rows_per_chunk(BM),
-            **self.flags(), **consts, num_warps=8 if BM * max(16, pow2(self.q.shape[-1])) >= 128 * 64 else 4)
+            *ptrs, *self.seq, *self.dims, *self.q.stride(), *strides, self.scale, BM=BM, BQ=BQ, **self.flags(),
+            **consts, num_warps=warps)
 
 
 def _sequences(q: torch.Tensor, mask: Optional[torch.Tensor], b: int, m: int, pad_type: str):

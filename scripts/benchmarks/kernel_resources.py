@@ -4,6 +4,7 @@ machine: no GPU needed.
 
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
+    python scripts/benchmarks/kernel_resources.py --backward [N[:T] ...]  # the backward's kernels
 
 Each N is a sequence length (head dim 64, float16, b = ceil(sqrt(N)), the launcher's tiles).
 Strides are specialised the way Triton's JIT does on a launch (a unit stride becomes a constant,
@@ -25,7 +26,8 @@ import tempfile
 
 # Element types of the launcher's buffers: float32 statistics, int64 layout, a bool mask; every
 # other pointer in the input dtype (float16 here).
-POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32"}
+POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32",
+                 **{f"{x}_ptr": "*fp32" for x in ("cr", "dak", "dcl", "dy", "ds", "dq", "dk", "dv")}}
 UNIT_STRIDE = re.compile(r"stride_[qkvo]d|stride_mn")
 ALIGNED = re.compile(r"stride_[qkvom][bhn]|H|N")
 
@@ -85,6 +87,28 @@ def kernel_configs(N: int, T: int, mask: bool):
                                                 BQ=ls.rows, BK=ls.cols), ls.warps
 
 
+def backward_configs(N: int, T: int, mask: bool):
+    """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N
+    (``kernels/triton/backward_launch.py``): the recomputation, then the walk back."""
+    from monarch_convert.kernels.triton import backward as bw
+    from monarch_convert.kernels.triton.backward_launch import tile
+
+    b = math.isqrt(N - 1) + 1
+    (BB, r_rows, r_warps), (BM, l_rows, l_warps) = tile(b, 64), tile(-(-N // b), 64)
+    base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
+    r, lo = dict(base, DV=64, BDV=64, BB=BB, BQ=r_rows), dict(base, BM=BM, BQ=l_rows)
+    for first in (True, False)[:T]:
+        last = first == (T == 1)
+        yield f"R-step {'first' if first else 'last'}", bw._r_fwd_kernel, dict(r, FROM_SUMMARY=not first,
+                                                                                 WANT_Y=last), r_warps
+        yield f"R backward {'first' if first else 'last'}", bw._r_bwd_kernel, dict(r, FROM_SUMMARY=not first,
+                                                                                     WANT_Y=last), r_warps
+    if T > 1:
+        yield "L-step (summaries)", bw._l_fwd_kernel, lo, l_warps
+        yield "L backward (summaries)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=False), l_warps
+    yield "L backward (output)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True), l_warps
+
+
 def every_variant():
     """(kernel, constexprs) of every code path the launcher can compile: grouped, one column tile
     and looped programs of each step kind, the first and a later R-step, and the fused kernel."""
@@ -114,6 +138,7 @@ def main(argv=None) -> None:
     p.add_argument("--warps", type=int, default=None, help="warps per program (default: the launcher's)")
     p.add_argument("--mask", action="store_true", help="with a key-padding mask")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
+    p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: this compiles the kernels")
@@ -128,7 +153,8 @@ def main(argv=None) -> None:
     print(f"triton {triton.__version__}, sm_90, mask={args.mask}")
     for case in args.cases:
         N, T = (int(x) for x in (case.split(":") + ["1"])[:2])
-        for name, kernel, constexprs, warps in kernel_configs(N, T, args.mask):
+        configs = backward_configs if args.backward else kernel_configs
+        for name, kernel, constexprs, warps in configs(N, T, args.mask):
             warps = args.warps or warps
             compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=3)
             print(f"N={N:6d} T={T} {name:19s} {warps} warps, {resources(compiled)}", flush=True)
