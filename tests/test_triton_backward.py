@@ -193,14 +193,32 @@ def test_backward_op_opcheck():
                           test_utils=("test_autograd_registration",))
 
 
-def test_wide_tiles_fall_back_to_the_reference(kern):
-    """m = 150 blocks is wider than one tile: the reference's gradients, in the input dtype."""
+@pytest.mark.parametrize("T, pad, mask_kind", [(1, "post", None), (2, "pre", "right"), (3, "post", "random")])
+def test_blocks_beyond_one_tile(kern, monkeypatch, T, pad, mask_kind):
+    """More blocks per offset than one tile holds (here tiles of 16, m = 24 or 26): each query's L
+    statistics first, then one program per tile of blocks, dq added atomically."""
+    monkeypatch.setattr(kern, "MAX_TILE", 16)
+    gen = torch.Generator().manual_seed(T)
+    N, b = (70, 3) if T < 3 else (52, 2)
+    q, k, v, grad = (torch.randn(2, 1, N, 16, generator=gen) for _ in range(4))
+    mask = _mask(mask_kind, 2, N, gen)
+    got = _grads(q, k, v, mask, grad, b, T, pad, "triton")[1:]
+    want = _grads(q, k, v, mask, grad, b, T, pad, "torch")[1:]
+    for g, w in zip(got, want):
+        assert _rel(g, w) < TOL[torch.float32]
+        if mask is not None:
+            assert (g.transpose(1, 2)[~mask] == 0).all()
+
+
+def test_blocks_longer_than_a_tile_fall_back_to_the_reference(kern, monkeypatch):
+    """b = 20 keys with tiles of 16: the reference's gradients, in the input dtype."""
+    monkeypatch.setattr(kern, "MAX_TILE", 16)
     gen = torch.Generator().manual_seed(6)
-    q, k, v, g = (torch.randn(1, 1, 300, 16, generator=gen) for _ in range(4))
-    got = kern.monarch_attention_backward(q, k, v, None, g, 2, 1, "post", 0.25)
-    lay = sequence_layout(None, 1, 300, 2, "post", q.device)
+    q, k, v, g = (torch.randn(1, 1, 45, 16, generator=gen) for _ in range(4))
+    got = kern.monarch_attention_backward(q, k, v, None, g, 20, 2, "post", 0.25)
+    lay = sequence_layout(None, 1, 45, 20, "post", q.device)
     xs = [x.double().requires_grad_() for x in (q, k, v)]
-    want = torch.autograd.grad(monarch_attention_torch(*xs, lay, 2, 1, 0.25), xs, g.double())
+    want = torch.autograd.grad(monarch_attention_torch(*xs, lay, 20, 2, 0.25), xs, g.double())
     for a, b in zip(got, want):
         assert a.dtype == torch.float32 and _rel(a, b) < 1e-5
 

@@ -39,11 +39,15 @@ def _load_tokens(ptr, strides, bi, hi, tok, ok, dd, DIM: tl.constexpr):
 
 
 @triton.jit
-def _add_tokens(acc_ptr, bh64, N, tok, ok, x, dd, DIM: tl.constexpr):
-    """``acc[bh, tok] += x`` on a contiguous float32 (BH, N, DIM) accumulator (rows where ``ok``)."""
+def _add_tokens(acc_ptr, bh64, N, tok, ok, x, dd, DIM: tl.constexpr, ATOMIC: tl.constexpr = False):
+    """``acc[bh, tok] += x`` on a contiguous float32 (BH, N, DIM) accumulator (rows where ``ok``);
+    ATOMIC where several programs add to the same rows."""
     ptrs = acc_ptr + (bh64 * N + tok)[:, None] * DIM + dd[None, :]
     mask = ok[:, None] & (dd < DIM)[None, :]
-    tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + x, mask=mask)
+    if ATOMIC:
+        tl.atomic_add(ptrs, x, mask=mask)
+    else:
+        tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + x, mask=mask)
 
 
 @triton.jit
@@ -209,43 +213,119 @@ def _r_bwd_kernel(
 
 @triton.jit
 def _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, c, mb, dd, D: tl.constexpr):
-    """The blocks of offset ``j`` as an L-step sees them: (row of each, real, aK tile, cL)."""
+    """The blocks ``c`` of offset ``j`` as an L-step sees them: (row of each, real, aK tile, cL)."""
     col = (bh64 * m + c) * b + j
     col_ok = c < mb
     return col, col_ok, _rows(ak_ptr, col, col_ok, dd, D), tl.load(cl_ptr + col, mask=col_ok, other=0.0)
 
 
 @triton.jit
-def _l_probs(q_t, ak_t, c_l, col_ok, scale, IEEE: tl.constexpr):
-    """Rows of L for queries ``q_t``: softmax over the real blocks of ``s * q . aK - cL``."""
-    g = _dot(q_t, tl.trans(ak_t), IEEE) * scale - c_l[None, :]
-    p, _ = _softmax_rows(g, col_ok[None, :])
+def _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, col_ok, dd, ddv, D: tl.constexpr, DV: tl.constexpr,
+              FINAL: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr):
+    """What an L-step's backward reads per block besides ``aK, cL``: (Y, G, h). FINAL: ``Y``;
+    otherwise ``G = dS / cR`` (0 where ``cR = 0``: a zero summary, no query weighs on it) and
+    ``h = G . S`` of the next step's summaries."""
+    if FINAL:
+        y_t = _rows(y_ptr, col, col_ok, ddv, DV)
+        g_t = tl.zeros([BM, BD], tl.float32)
+        h = tl.zeros([BM], tl.float32)
+    else:
+        y_t = tl.zeros([BM, BDV], y_ptr.dtype.element_ty)
+        c_r = tl.load(cr_ptr + col, mask=col_ok, other=0.0)
+        g_t = _rows(ds_ptr, col, col_ok & (c_r > 0), dd, D) / tl.where(c_r > 0, c_r, 1.0)[:, None]
+        h = tl.sum(g_t * _rows(sm_ptr, col, col_ok, dd, D).to(tl.float32), 1)
+    return y_t, g_t, h
+
+
+@triton.jit
+def _l_logits(q_t, ak_t, c_l, col_ok, scale, IEEE: tl.constexpr):
+    """``s * q . aK - cL``, float32; NEG at blocks that are not real."""
+    return tl.where(col_ok[None, :], _dot(q_t, tl.trans(ak_t), IEEE) * scale - c_l[None, :], NEG)
+
+
+@triton.jit
+def _l_probs(q_t, ak_t, c_l, col_ok, scale, lse, STATS: tl.constexpr, IEEE: tl.constexpr):
+    """Rows of L for queries ``q_t``: the softmax over the real blocks, all in this tile, or
+    (STATS) one tile of them, normalised by each row's log-normaliser ``lse``."""
+    g = _l_logits(q_t, ak_t, c_l, col_ok, scale, IEEE)
+    if STATS:
+        p = tl.where(col_ok[None, :], tl.exp(g - lse[:, None]), 0.0)
+    else:
+        p, _ = _softmax_rows(g, col_ok[None, :])
     return p
 
 
 @triton.jit
+def _l_dl(q_t, qv, do_t, y_t, g_t, h, FINAL: tl.constexpr, IEEE: tl.constexpr):
+    """The gradient of the rows of L (section 7): ``dZ . Y`` (FINAL) or ``G . q - h`` (0 for
+    padding queries)."""
+    if FINAL:
+        d_l = _dot(do_t, tl.trans(y_t), IEEE)
+    else:
+        d_l = tl.where(qv[:, None], _dot(q_t.to(tl.float32), tl.trans(g_t), IEEE) - h[None, :], 0.0)
+    return d_l
+
+
+@triton.jit
+def _l_query_rows(l0, r, j, b, mb, off, L, seq, bi, N, q_ptr, sq, hi, dd, D: tl.constexpr, HAS_MASK: tl.constexpr):
+    """A chunk of the queries ``(j, l)`` of offset ``j``: (token, real, q rows, in range)."""
+    row_in = l0 + r < mb
+    tok, qv = _token((l0 + r) * b + j, row_in, off, L, seq, bi, N, HAS_MASK)
+    return tok, qv, _load_tokens(q_ptr, sq, bi, hi, tok, qv, dd, D), row_in
+
+
+@triton.jit
+def _l_grad_out(do_ptr, so, bi, hi, tok, qv, ddv, y_ptr, DV: tl.constexpr, FINAL: tl.constexpr):
+    """The output's gradient at a chunk of queries, in Y's dtype (FINAL; zeros otherwise)."""
+    if FINAL:
+        do_t = _load_tokens(do_ptr, so, bi, hi, tok, qv, ddv, DV).to(y_ptr.dtype.element_ty)
+    else:
+        do_t = tl.zeros([tok.shape[0], ddv.shape[0]], y_ptr.dtype.element_ty)
+    return do_t
+
+
+@triton.jit
+def _row_stats(lse_ptr, dlt_ptr, row, row_in, STATS: tl.constexpr):
+    """(log-normaliser, sum_k L dL) of a chunk of queries, from ``_l_stats_kernel`` (STATS)."""
+    if STATS:
+        lse = tl.load(lse_ptr + row, mask=row_in, other=0.0)
+        delta = tl.load(dlt_ptr + row, mask=row_in, other=0.0)
+    else:
+        lse = tl.zeros(row.shape, tl.float32)
+        delta = lse
+    return lse, delta
+
+
+@triton.jit
+def _l_program(b, CT):
+    """(head, offset, column tile) of an L-program: ``CT`` tiles of blocks per offset."""
+    pid = tl.program_id(0)
+    return pid // (b * CT), (pid // CT) % b, pid % CT
+
+
+@triton.jit
 def _l_fwd_kernel(
-    q_ptr, ak_ptr, cl_ptr, sm_ptr, cr_ptr, len_ptr, off_ptr, tok_ptr, H, N, b, m, seq_len, pad_off,
+    q_ptr, ak_ptr, cl_ptr, sm_ptr, cr_ptr, lse_ptr, len_ptr, off_ptr, tok_ptr, H, N, b, m, seq_len, pad_off, CT,
     stride_qb, stride_qh, stride_qn, stride_qd, scale,
-    D: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BQ: tl.constexpr,
-    BD: tl.constexpr,
+    D: tl.constexpr, STATS: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
+    BQ: tl.constexpr, BD: tl.constexpr,
 ):
-    """A non-final L-step, recomputed, for offset ``j``: the next step's summaries ``aR / cR`` and
-    ``cR`` of every block (padding queries put no weight anywhere; ``cR = 0`` gives a zero summary)."""
+    """A non-final L-step, recomputed, for offset ``j`` (STATS: one tile of its blocks, with the
+    rows' log-normalisers from ``_l_stats_kernel``): the next step's summaries ``aR / cR`` and
+    ``cR`` (padding queries put no weight anywhere; ``cR = 0`` gives a zero summary)."""
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
-    pid = tl.program_id(0)
-    bh, j = pid // b, pid % b
+    bh, j, ct = _l_program(b, CT)
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     bh64 = bh.to(tl.int64)
     dd, r = tl.arange(0, BD), tl.arange(0, BQ)
-    col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, tl.arange(0, BM), mb, dd, D)
+    col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, ct * BM + tl.arange(0, BM), mb, dd, D)
     a_r = tl.zeros([BM, BD], tl.float32)
     c_r = tl.zeros([BM], tl.float32)
-    for l0 in range(0, mb, BQ):
-        tok, qv = _token((l0 + r) * b + j, l0 + r < mb, off, L, seq, bi, N, HAS_MASK)
-        q_t = _load_tokens(q_ptr, sq, bi, hi, tok, qv, dd, D)
-        w = tl.where(qv[:, None], _l_probs(q_t, ak_t, c_l, col_ok, scale, IEEE), 0.0)
+    for l0 in range(0, tl.where(ct * BM < mb, mb, 0), BQ):
+        tok, qv, q_t, row_in = _l_query_rows(l0, r, j, b, mb, off, L, seq, bi, N, q_ptr, sq, hi, dd, D, HAS_MASK)
+        lse, _delta = _row_stats(lse_ptr, lse_ptr, (bh64 * m + l0 + r) * b + j, row_in, STATS)
+        w = tl.where(qv[:, None], _l_probs(q_t, ak_t, c_l, col_ok, scale, lse, STATS, IEEE), 0.0)
         a_r += _dot(tl.trans(w.to(q_t.dtype)), q_t, IEEE)
         c_r += tl.sum(w, 0)
     _store_rows(sm_ptr, col, col_ok, a_r / tl.where(c_r > 0, c_r, 1.0)[:, None], dd, D)
@@ -253,69 +333,100 @@ def _l_fwd_kernel(
 
 
 @triton.jit
-def _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, scale, FINAL: tl.constexpr, IEEE: tl.constexpr):
-    """One chunk of queries of an L-step, backward (section 7). FINAL: the output stage, ``dL =
-    dZ . Y``; otherwise the summary stage, ``dL = G . q - h`` with ``G = dS / cR``, ``h = G . S``
-    (padding queries: none). Returns (L, dg, the chunk's dq)."""
-    p = _l_probs(q_t, ak_t, c_l, col_ok, scale, IEEE)
+def _l_stats_kernel(
+    q_ptr, ak_ptr, cl_ptr, y_ptr, do_ptr, ds_ptr, sm_ptr, cr_ptr, lse_ptr, dlt_ptr, len_ptr, off_ptr, tok_ptr,
+    H, N, b, m, seq_len, pad_off, CT,
+    stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od, scale,
+    D: tl.constexpr, DV: tl.constexpr, WANT_DELTA: tl.constexpr, FINAL: tl.constexpr, HAS_MASK: tl.constexpr,
+    IEEE: tl.constexpr, BM: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    """Where the blocks of an offset span several tiles (STATS): per query ``(j, l)``, over all
+    its blocks, the L-softmax's log-normaliser and (WANT_DELTA) ``sum_k L dL``, online."""
+    seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
+    sq = (stride_qb, stride_qh, stride_qn, stride_qd)
+    bh, j, _ct = _l_program(b, 1)
+    bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
+    bh64 = bh.to(tl.int64)
+    dd, ddv, r, c = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BQ), tl.arange(0, BM)
+    for l0 in range(0, mb, BQ):
+        tok, qv, q_t, row_in = _l_query_rows(l0, r, j, b, mb, off, L, seq, bi, N, q_ptr, sq, hi, dd, D, HAS_MASK)
+        do_t = _l_grad_out(do_ptr, (stride_ob, stride_oh, stride_on, stride_od), bi, hi, tok, qv, ddv, y_ptr, DV,
+                           FINAL & WANT_DELTA)
+        mx = tl.full([BQ], NEG, tl.float32)
+        den = tl.zeros([BQ], tl.float32)
+        acc = tl.zeros([BQ], tl.float32)
+        for c0 in range(0, mb, BM):
+            col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, c0 + c, mb, dd, D)
+            g = _l_logits(q_t, ak_t, c_l, col_ok, scale, IEEE)
+            m_new = tl.maximum(mx, tl.max(g, 1))
+            alpha = tl.exp(mx - m_new)
+            p = tl.where(col_ok[None, :], tl.exp(g - m_new[:, None]), 0.0)
+            den = den * alpha + tl.sum(p, 1)
+            if WANT_DELTA:
+                y_t, g_t, h = _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, col_ok, dd, ddv, D, DV, FINAL, BM, BD, BDV)
+                acc = acc * alpha + tl.sum(p * _l_dl(q_t, qv, do_t, y_t, g_t, h, FINAL, IEEE), 1)
+            mx = m_new
+        row = (bh64 * m + l0 + r) * b + j
+        tl.store(lse_ptr + row, mx + tl.log(den), mask=row_in)
+        if WANT_DELTA:
+            tl.store(dlt_ptr + row, acc / den, mask=row_in)
+
+
+@triton.jit
+def _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, scale, FINAL: tl.constexpr,
+                 STATS: tl.constexpr, IEEE: tl.constexpr):
+    """One chunk of queries of an L-step, backward (section 7): the rows of L, their logits'
+    gradient ``dg`` and the chunk's dq. STATS: ``sum_k L dL`` of each row is ``delta``."""
+    p = _l_probs(q_t, ak_t, c_l, col_ok, scale, lse, STATS, IEEE)
+    d_l = _l_dl(q_t, qv, do_t, y_t, g_t, h, FINAL, IEEE)
     if FINAL:
-        d_l = _dot(do_t, tl.trans(y_t), IEEE)
         dq = tl.zeros(q_t.shape, tl.float32)
     else:
         p = tl.where(qv[:, None], p, 0.0)
-        d_l = tl.where(qv[:, None], _dot(q_t.to(tl.float32), tl.trans(g_t), IEEE) - h[None, :], 0.0)
         dq = _dot(p, g_t, IEEE)  # through the summaries' weighted sum of queries
-    dg = p * (d_l - tl.sum(p * d_l, 1)[:, None])
+    if STATS:
+        inner = delta
+    else:
+        inner = tl.sum(p * d_l, 1)
+    dg = p * (d_l - inner[:, None])
     dq += _dot(dg.to(ak_t.dtype), ak_t, IEEE) * scale
     return p, dg, dq
 
 
 @triton.jit
 def _l_bwd_kernel(
-    q_ptr, ak_ptr, cl_ptr, y_ptr, do_ptr, ds_ptr, sm_ptr, cr_ptr, dak_ptr, dcl_ptr, dy_ptr, dq_ptr,
-    len_ptr, off_ptr, tok_ptr, H, N, b, m, seq_len, pad_off,
+    q_ptr, ak_ptr, cl_ptr, y_ptr, do_ptr, ds_ptr, sm_ptr, cr_ptr, lse_ptr, dlt_ptr, dak_ptr, dcl_ptr, dy_ptr, dq_ptr,
+    len_ptr, off_ptr, tok_ptr, H, N, b, m, seq_len, pad_off, CT,
     stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od, scale,
-    D: tl.constexpr, DV: tl.constexpr, FINAL: tl.constexpr, HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
-    BM: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    D: tl.constexpr, DV: tl.constexpr, FINAL: tl.constexpr, STATS: tl.constexpr, HAS_MASK: tl.constexpr,
+    IEEE: tl.constexpr, BM: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
-    """An L-step, backward, for offset ``j``: writes ``daK, dcL`` (and, FINAL, ``dY``) of the
-    offset's blocks, summed over its queries, and adds the L-stage's part of dq. FINAL reads the
-    output's gradient ``do``; otherwise the next step's summaries ``sm``, their ``cR`` and gradient
-    ``ds``."""
+    """An L-step, backward, for offset ``j`` (STATS: one tile of its blocks, with the rows'
+    statistics from ``_l_stats_kernel``, and dq added atomically): writes ``daK, dcL`` (and, FINAL,
+    ``dY``) of the blocks, summed over the offset's queries, and adds the L-stage's part of dq."""
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
-    pid = tl.program_id(0)
-    bh, j = pid // b, pid % b
+    bh, j, ct = _l_program(b, CT)
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     bh64 = bh.to(tl.int64)
     dd, ddv, r = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BQ)
-    col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, tl.arange(0, BM), mb, dd, D)
-    if FINAL:
-        y_t = _rows(y_ptr, col, col_ok, ddv, DV)
-        g_t = tl.zeros([BM, BD], tl.float32)
-        h = tl.zeros([BM], tl.float32)
-    else:
-        y_t = tl.zeros([BM, BDV], ak_t.dtype)
-        c_r = tl.load(cr_ptr + col, mask=col_ok, other=0.0)
-        # G = dS / cR (0 where cR = 0: a zero summary, no query weighs on it), h = G . S
-        g_t = _rows(ds_ptr, col, col_ok & (c_r > 0), dd, D) / tl.where(c_r > 0, c_r, 1.0)[:, None]
-        h = tl.sum(g_t * _rows(sm_ptr, col, col_ok, dd, D).to(tl.float32), 1)
+    col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, ct * BM + tl.arange(0, BM), mb, dd, D)
+    y_t, g_t, h = _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, col_ok, dd, ddv, D, DV, FINAL, BM, BD, BDV)
     dak = tl.zeros([BM, BD], tl.float32)
     dcl = tl.zeros([BM], tl.float32)
     dy = tl.zeros([BM, BDV], tl.float32)
-    for l0 in range(0, mb, BQ):
-        tok, qv = _token((l0 + r) * b + j, l0 + r < mb, off, L, seq, bi, N, HAS_MASK)
-        q_t = _load_tokens(q_ptr, sq, bi, hi, tok, qv, dd, D)
-        if FINAL:
-            do_t = _load_tokens(do_ptr, (stride_ob, stride_oh, stride_on, stride_od), bi, hi, tok, qv, ddv, DV)
-        else:
-            do_t = tl.zeros([BQ, BDV], ak_t.dtype)
-        p, dg, dq = _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, scale, FINAL, IEEE)
-        _add_tokens(dq_ptr, bh64, N, tok, qv, dq, dd, D)
+    for l0 in range(0, tl.where(ct * BM < mb, mb, 0), BQ):
+        tok, qv, q_t, row_in = _l_query_rows(l0, r, j, b, mb, off, L, seq, bi, N, q_ptr, sq, hi, dd, D, HAS_MASK)
+        do_t = _l_grad_out(do_ptr, (stride_ob, stride_oh, stride_on, stride_od), bi, hi, tok, qv, ddv, y_ptr, DV,
+                           FINAL)
+        lse, delta = _row_stats(lse_ptr, dlt_ptr, (bh64 * m + l0 + r) * b + j, row_in, STATS)
+        p, dg, dq = _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, scale, FINAL, STATS,
+                                 IEEE)
+        _add_tokens(dq_ptr, bh64, N, tok, qv, dq, dd, D, STATS)
         dak += _dot(tl.trans(dg.to(q_t.dtype)), q_t, IEEE) * scale
         dcl -= tl.sum(dg, 0)
         if FINAL:
-            dy += _dot(tl.trans(p.to(do_t.dtype)), do_t, IEEE)
+            dy += _dot(tl.trans(p.to(y_t.dtype)), do_t, IEEE)
     _store_rows(dak_ptr, col, col_ok, dak, dd, D)
     tl.store(dcl_ptr + col, dcl, mask=col_ok)
     if FINAL:

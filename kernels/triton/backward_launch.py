@@ -20,9 +20,9 @@ from ..reference import monarch_attention_torch
 from .layout_kernel import _layout_kernel
 from .plan import pow2
 
-# Whole blocks (b keys) and whole offsets (m blocks) are one tile of each program: up to 128 wide,
-# i.e. N up to 16384 at b = sqrt(N). Wider calls take the reference's autograd (the docstring of
-# ``monarch_attention_backward`` says so).
+# A whole block (b keys) is one tile of an R-program: up to 128 wide, i.e. N up to 16384 at
+# b = sqrt(N); longer blocks take the reference's autograd (``monarch_attention_backward``). An
+# L-program's m blocks are one tile up to 128, and tiles of 128 beyond.
 MAX_TILE = 128
 
 
@@ -30,10 +30,10 @@ def tile(width: int, head_dim: int) -> tuple[int, int, int]:
     """(tile width, rows per chunk, warps) of a program whose tile spans ``width`` keys (R-programs:
     b) or blocks (L-programs: m) at head dim ``head_dim``. For sm_90 at head dim 64
     (``kernel_resources.py --backward``), the R-backward spilled registers with 32-row chunks at
-    width 128, and with 4 warps at widths 32 and 64; these choices spill nothing. (Compiled
+    widths 64 and 128, and with 4 warps at widths 32 and 64; these choices spill nothing. (Compiled
     resources only: no timing behind them.)"""
     full = max(16, pow2(width))
-    rows = 16 if full >= 128 else min(full, 32)
+    rows = 16 if full >= 64 else min(full, 32)
     return full, rows, 8 if full * max(16, pow2(head_dim)) >= 32 * 64 else 4
 
 
@@ -50,6 +50,7 @@ class _Bwd:
     seq: tuple  # (lengths, offsets, token index) pointers, or q three times without a mask
     dims: tuple  # (H, N, b, m, seq_len, pad_off)
     has_mask: bool
+    stats: tuple  # float32 (BH, m, b) per query: L's log-normaliser and sum_k L dL (only read with STATS)
 
     @property
     def bh(self) -> int:
@@ -67,12 +68,29 @@ class _Bwd:
             *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(), *self.v.stride(), self.scale,
             DV=DV, BB=BB, BQ=BQ, BDV=max(16, pow2(DV)), **self.flags(), **consts, num_warps=warps)
 
+    @property
+    def l_tiles(self) -> int:
+        """Tiles of blocks per offset: more than one where m is wider than ``MAX_TILE`` (STATS)."""
+        return -(-self.m // MAX_TILE) if pow2(self.m) > MAX_TILE else 1
+
     def l_launch(self, kernel, *ptrs, strides=(), **consts) -> None:
-        """An L-program per (head, offset)."""
-        BM, BQ, warps = tile(self.m, self.q.shape[-1])
-        kernel[(self.bh * self.b,)](
-            *ptrs, *self.seq, *self.dims, *self.q.stride(), *strides, self.scale, BM=BM, BQ=BQ, **self.flags(),
-            **consts, num_warps=warps)
+        """An L-program per (head, offset, tile of blocks)."""
+        BM, BQ, warps = tile(min(self.m, MAX_TILE), self.q.shape[-1])
+        kernel[(self.bh * self.b * self.l_tiles,)](
+            *ptrs, *self.seq, *self.dims, self.l_tiles, *self.q.stride(), *strides, self.scale, BM=BM, BQ=BQ,
+            STATS=self.l_tiles > 1, **self.flags(), **consts, num_warps=warps)
+
+    def l_stats(self, q, ak, cl, y, grad_out, d_sum, summ, c_r, **consts) -> None:
+        """Where an offset's blocks span several tiles: each query's L log-normaliser (and
+        ``sum_k L dL``) into ``stats``, one program per (head, offset)."""
+        if self.l_tiles == 1:
+            return
+        BM, BQ, warps = tile(MAX_TILE, self.q.shape[-1])
+        DV = self.v.shape[-1]
+        _kernels()._l_stats_kernel[(self.bh * self.b,)](
+            q, ak, cl, y, grad_out, d_sum, summ, c_r, *self.stats, *self.seq, *self.dims, 1, *self.q.stride(),
+            *grad_out.stride(), self.scale, DV=DV, BDV=max(16, pow2(DV)), BM=BM, BQ=BQ, **self.flags(), **consts,
+            num_warps=warps)
 
 
 def _sequences(q: torch.Tensor, mask: Optional[torch.Tensor], b: int, m: int, pad_type: str):
@@ -92,22 +110,23 @@ def _sequences(q: torch.Tensor, mask: Optional[torch.Tensor], b: int, m: int, pa
 
 def _recompute(c: _Bwd, num_steps: int) -> list[dict]:
     """Each step's intermediates, rebuilt: ``src`` (the R-step's row vectors: q, or the summaries),
-    ``ak``, ``cl``; ``cr`` of the summaries; ``y`` at the last step."""
-    BH, D, DV, dev = c.bh, c.q.shape[-1], c.v.shape[-1], c.q.device
-    rows = (BH, c.m, c.b)
+    ``ak``, ``cl``, ``y`` (written at the last step), and ``next_cr``, the next summaries' ``cR``."""
+    D, dev = c.q.shape[-1], c.q.device
+    rows = (c.bh, c.m, c.b)
+    y = torch.empty(*rows, c.v.shape[-1], dtype=c.q.dtype, device=dev)
     steps, src = [], c.q
     for t in range(num_steps):
         last = t == num_steps - 1
         step = dict(src=src, ak=torch.empty(*rows, D, dtype=c.q.dtype, device=dev),
-                    cl=torch.empty(rows, dtype=torch.float32, device=dev))
-        step["y"] = torch.empty(*rows, DV, dtype=c.q.dtype, device=dev) if last else step["cl"]
-        c.r_launch(_kernels()._r_fwd_kernel, src, c.k, c.v, step["ak"], step["cl"], step["y"],
-                   FROM_SUMMARY=t > 0, WANT_Y=last)
+                    cl=torch.empty(rows, dtype=torch.float32, device=dev), y=y)
+        c.r_launch(_kernels()._r_fwd_kernel, src, c.k, c.v, step["ak"], step["cl"], y, FROM_SUMMARY=t > 0,
+                   WANT_Y=last)
         steps.append(step)
         if not last:
             src = torch.empty(*rows, D, dtype=c.q.dtype, device=dev)
             step["next_cr"] = torch.empty(rows, dtype=torch.float32, device=dev)
-            c.l_launch(_kernels()._l_fwd_kernel, c.q, step["ak"], step["cl"], src, step["next_cr"])
+            c.l_stats(c.q, step["ak"], step["cl"], y, c.q, y, y, step["cl"], WANT_DELTA=False, FINAL=False)
+            c.l_launch(_kernels()._l_fwd_kernel, c.q, step["ak"], step["cl"], src, step["next_cr"], c.stats[0])
     return steps
 
 
@@ -123,10 +142,12 @@ def _walk_back(c: _Bwd, steps: list[dict], grad_out: torch.Tensor, acc: tuple) -
     kern = _kernels()
     for t in range(len(steps) - 1, -1, -1):
         step, final = steps[t], t == len(steps) - 1
-        nxt = steps[t + 1] if not final else dict(src=dak, cr=dcl)
-        c.l_launch(kern._l_bwd_kernel, c.q, step["ak"], step["cl"], step["y"] if final else step["cl"], grad_out,
-                   d_sum, nxt["src"], step.get("next_cr", dcl), dak, dcl, dy, dq, strides=grad_out.stride(),
-                   FINAL=final, DV=DV, BDV=max(16, pow2(DV)))
+        # The next step's summaries and their cR (summary stage); unused by the output stage.
+        summ, c_r = (dak, dcl) if final else (steps[t + 1]["src"], step["next_cr"])
+        extras = (step["y"], grad_out, d_sum, summ, c_r)
+        c.l_stats(c.q, step["ak"], step["cl"], *extras, WANT_DELTA=True, FINAL=final)
+        c.l_launch(kern._l_bwd_kernel, c.q, step["ak"], step["cl"], *extras, *c.stats, dak, dcl, dy, dq,
+                   strides=grad_out.stride(), FINAL=final, DV=DV, BDV=max(16, pow2(DV)))
         c.r_launch(kern._r_bwd_kernel, step["src"], c.k, c.v, dak, dcl, dy, d_sum, dq, dk, dv,
                    FROM_SUMMARY=t > 0, WANT_Y=final)
 
@@ -150,18 +171,21 @@ def monarch_attention_backward(
     grad_out: torch.Tensor, block_size: int, num_steps: int, pad_type: str, scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of ``monarch_attention_triton(q, k, v, ...)`` for the output gradient
-    ``grad_out``, in the inputs' dtype; zero at padding positions. Blocks or block counts wider
-    than ``MAX_TILE`` (N beyond 16384 at b = sqrt(N), or b far from sqrt(N)) run the reference's
-    autograd instead, in float32 (correct; its memory is O(N (b + m)) per head)."""
+    ``grad_out``, in the inputs' dtype; zero at padding positions. More blocks than ``MAX_TILE``
+    per offset are split into tiles (STATS: each query's L statistics first, dq added atomically).
+    Blocks longer than ``MAX_TILE`` (b = sqrt(N) beyond N = 16384) run the reference's autograd
+    instead, in float32 (correct; its memory is O(N (b + m)) per head)."""
     B, H, N, D = q.shape
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
         return tuple(torch.zeros(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
-    if max(pow2(b), pow2(m)) > MAX_TILE:
+    if pow2(b) > MAX_TILE:
         return _reference_backward(q, k, v, key_padding_mask, grad_out, b, num_steps, pad_type, scale)
     seq, dims, has_mask = _sequences(q, key_padding_mask, b, m, pad_type)
-    c = _Bwd(q, k, v, b, m, float(scale), seq, dims, has_mask)
+    stats = tuple(torch.empty((B * H, m, b) if pow2(m) > MAX_TILE else 1, dtype=torch.float32, device=q.device)
+                  for _ in range(2))
+    c = _Bwd(q, k, v, b, m, float(scale), seq, dims, has_mask, stats)
     acc = tuple(torch.zeros(B, H, N, x.shape[-1], dtype=torch.float32, device=q.device) for x in (q, k, v))
     _walk_back(c, _recompute(c, num_steps), grad_out, acc)
     return tuple(a.to(x.dtype) for a, x in zip(acc, (q, k, v)))

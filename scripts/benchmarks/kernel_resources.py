@@ -4,7 +4,7 @@ machine: no GPU needed.
 
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
-    python scripts/benchmarks/kernel_resources.py --backward [N[:T] ...]  # the backward's kernels
+    python scripts/benchmarks/kernel_resources.py --backward [N[:T[:b]] ...]  # the backward's kernels
 
 Each N is a sequence length (head dim 64, float16, b = ceil(sqrt(N)), the launcher's tiles).
 Strides are specialised the way Triton's JIT does on a launch (a unit stride becomes a constant,
@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 # Element types of the launcher's buffers: float32 statistics, int64 layout, a bool mask; every
 # other pointer in the input dtype (float16 here).
@@ -87,25 +88,32 @@ def kernel_configs(N: int, T: int, mask: bool):
                                                 BQ=ls.rows, BK=ls.cols), ls.warps
 
 
-def backward_configs(N: int, T: int, mask: bool):
-    """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N
-    (``kernels/triton/backward_launch.py``): the recomputation, then the walk back."""
+def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
+    """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N and
+    block size (default ceil(sqrt(N))), as ``kernels/triton/backward_launch.py`` makes them: the
+    recomputation, then the walk back; with more than 128 blocks, the L-programs' STATS variants."""
     from monarch_convert.kernels.triton import backward as bw
-    from monarch_convert.kernels.triton.backward_launch import tile
+    from monarch_convert.kernels.triton.backward_launch import MAX_TILE, tile
 
-    b = math.isqrt(N - 1) + 1
-    (BB, r_rows, r_warps), (BM, l_rows, l_warps) = tile(b, 64), tile(-(-N // b), 64)
+    b = block or math.isqrt(N - 1) + 1
+    m = -(-N // b)
+    (BB, r_rows, r_warps), (BM, l_rows, l_warps) = tile(b, 64), tile(min(m, MAX_TILE), 64)
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
-    r, lo = dict(base, DV=64, BDV=64, BB=BB, BQ=r_rows), dict(base, BM=BM, BQ=l_rows)
+    stats = m > MAX_TILE
+    r, lo = dict(base, DV=64, BDV=64, BB=BB, BQ=r_rows), dict(base, BM=BM, BQ=l_rows, STATS=stats)
+    wide = dict(base, DV=64, BDV=64, BM=BM, BQ=l_rows)
     for first in (True, False)[:T]:
         last = first == (T == 1)
-        yield f"R-step {'first' if first else 'last'}", bw._r_fwd_kernel, dict(r, FROM_SUMMARY=not first,
-                                                                                 WANT_Y=last), r_warps
-        yield f"R backward {'first' if first else 'last'}", bw._r_bwd_kernel, dict(r, FROM_SUMMARY=not first,
-                                                                                     WANT_Y=last), r_warps
+        kind = dict(r, FROM_SUMMARY=not first, WANT_Y=last)
+        yield f"R-step {'first' if first else 'last'}", bw._r_fwd_kernel, kind, r_warps
+        yield f"R backward {'first' if first else 'last'}", bw._r_bwd_kernel, kind, r_warps
     if T > 1:
+        if stats:
+            yield "L stats (summaries)", bw._l_stats_kernel, dict(wide, WANT_DELTA=False, FINAL=False), l_warps
         yield "L-step (summaries)", bw._l_fwd_kernel, lo, l_warps
         yield "L backward (summaries)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=False), l_warps
+    if stats:
+        yield "L stats (output)", bw._l_stats_kernel, dict(wide, WANT_DELTA=True, FINAL=True), l_warps
     yield "L backward (output)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True), l_warps
 
 
@@ -134,7 +142,7 @@ def every_variant():
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("cases", nargs="*", default=["4096", "16384", "16384:2"], help="N[:T]")
+    p.add_argument("cases", nargs="*", default=["4096", "16384", "16384:2"], help="N[:T[:b]] (b: --backward only)")
     p.add_argument("--warps", type=int, default=None, help="warps per program (default: the launcher's)")
     p.add_argument("--mask", action="store_true", help="with a key-padding mask")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
@@ -152,9 +160,10 @@ def main(argv=None) -> None:
 
     print(f"triton {triton.__version__}, sm_90, mask={args.mask}")
     for case in args.cases:
-        N, T = (int(x) for x in (case.split(":") + ["1"])[:2])
-        configs = backward_configs if args.backward else kernel_configs
-        for name, kernel, constexprs, warps in configs(N, T, args.mask):
+        parts = [int(x) for x in case.split(":")]
+        N, T, b = parts[0], (parts[1:] or [1])[0], (parts[2:] or [0])[0]
+        configs = backward_configs(N, T, args.mask, b or None) if args.backward else kernel_configs(N, T, args.mask)
+        for name, kernel, constexprs, warps in configs:
             warps = args.warps or warps
             compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=3)
             print(f"N={N:6d} T={T} {name:19s} {warps} warps, {resources(compiled)}", flush=True)
