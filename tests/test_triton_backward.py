@@ -210,17 +210,19 @@ def test_blocks_beyond_one_tile(kern, monkeypatch, T, pad, mask_kind):
             assert (g.transpose(1, 2)[~mask] == 0).all()
 
 
-def test_blocks_longer_than_a_tile_fall_back_to_the_reference(kern, monkeypatch):
-    """b = 20 keys with tiles of 16: the reference's gradients, in the input dtype."""
+def test_blocks_longer_than_one_tile(kern, monkeypatch):
+    """Blocks of more keys than one tile holds (here tiles of 16, b = 20, and with more blocks per
+    offset than a tile too at N = 300, b = 18): the R-programs run over key tiles."""
     monkeypatch.setattr(kern, "MAX_TILE", 16)
     gen = torch.Generator().manual_seed(6)
-    q, k, v, g = (torch.randn(1, 1, 45, 16, generator=gen) for _ in range(4))
-    got = kern.monarch_attention_backward(q, k, v, None, g, 20, 2, "post", 0.25)
-    lay = sequence_layout(None, 1, 45, 20, "post", q.device)
-    xs = [x.double().requires_grad_() for x in (q, k, v)]
-    want = torch.autograd.grad(monarch_attention_torch(*xs, lay, 20, 2, 0.25), xs, g.double())
-    for a, b in zip(got, want):
-        assert a.dtype == torch.float32 and _rel(a, b) < 1e-5
+    for N, b in ((45, 20), (300, 18)):
+        q, k, v, grad = (torch.randn(2, 1, N, 16, generator=gen) for _ in range(4))
+        mask = _mask("right", 2, N, gen)
+        got = _grads(q, k, v, mask, grad, b, 2, "pre", "triton")[1:]
+        want = _grads(q, k, v, mask, grad, b, 2, "pre", "torch")[1:]
+        for g, w in zip(got, want):
+            assert _rel(g, w) < TOL[torch.float32]
+            assert (g.transpose(1, 2)[~mask] == 0).all()
 
 
 def test_empty_inputs_give_empty_gradients():

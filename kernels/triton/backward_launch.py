@@ -15,14 +15,12 @@ from typing import Optional
 
 import torch
 
-from ..layout import capped_block_size, sequence_layout
-from ..reference import monarch_attention_torch
+from ..layout import capped_block_size
 from .layout_kernel import _layout_kernel
 from .plan import pow2
 
-# A whole block (b keys) is one tile of an R-program: up to 128 wide, i.e. N up to 16384 at
-# b = sqrt(N); longer blocks take the reference's autograd (``monarch_attention_backward``). An
-# L-program's m blocks are one tile up to 128, and tiles of 128 beyond.
+# A whole block (b keys) is one tile of an R-program up to 128 (N up to 16384 at b = sqrt(N)), and
+# tiles of 128 beyond; an L-program's m blocks likewise.
 MAX_TILE = 128
 
 
@@ -60,9 +58,12 @@ class _Bwd:
         D = self.q.shape[-1]
         return dict(D=D, HAS_MASK=self.has_mask, IEEE=self.q.dtype == torch.float32, BD=max(16, pow2(D)))
 
-    def r_launch(self, kernel, *ptrs, **consts) -> None:
-        """An R-program per (head, block)."""
-        BB, BQ, warps = tile(self.b, self.q.shape[-1])
+    def r_launch(self, name: str, *ptrs, **consts) -> None:
+        """An R-program per (head, block): ``_r_fwd`` or ``_r_bwd``, over key tiles where a block is
+        longer than ``MAX_TILE``."""
+        wide = pow2(self.b) > MAX_TILE
+        kernel = getattr(_kernels(wide), name + ("_wide_kernel" if wide else "_kernel"))
+        BB, BQ, warps = tile(min(self.b, MAX_TILE), self.q.shape[-1])
         DV = self.v.shape[-1]
         kernel[(self.bh * self.m,)](
             *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(), *self.v.stride(), self.scale,
@@ -119,7 +120,7 @@ def _recompute(c: _Bwd, num_steps: int) -> list[dict]:
         last = t == num_steps - 1
         step = dict(src=src, ak=torch.empty(*rows, D, dtype=c.q.dtype, device=dev),
                     cl=torch.empty(rows, dtype=torch.float32, device=dev), y=y)
-        c.r_launch(_kernels()._r_fwd_kernel, src, c.k, c.v, step["ak"], step["cl"], y, FROM_SUMMARY=t > 0,
+        c.r_launch("_r_fwd", src, c.k, c.v, step["ak"], step["cl"], y, FROM_SUMMARY=t > 0,
                    WANT_Y=last)
         steps.append(step)
         if not last:
@@ -148,22 +149,21 @@ def _walk_back(c: _Bwd, steps: list[dict], grad_out: torch.Tensor, acc: tuple) -
         c.l_stats(c.q, step["ak"], step["cl"], *extras, WANT_DELTA=True, FINAL=final)
         c.l_launch(kern._l_bwd_kernel, c.q, step["ak"], step["cl"], *extras, *c.stats, dak, dcl, dy, dq,
                    strides=grad_out.stride(), FINAL=final, DV=DV, BDV=max(16, pow2(DV)))
-        c.r_launch(kern._r_bwd_kernel, step["src"], c.k, c.v, dak, dcl, dy, d_sum, dq, dk, dv,
+        c.r_launch("_r_bwd", step["src"], c.k, c.v, dak, dcl, dy, d_sum, dq, dk, dv,
                    FROM_SUMMARY=t > 0, WANT_Y=final)
 
 
-_KERNELS = None
+_KERNELS: dict = {}
 
 
-def _kernels():
-    """The kernel module, imported on first use (so that TRITON_INTERPRET set by a test before that
-    still takes effect)."""
-    global _KERNELS
-    if _KERNELS is None:
-        from . import backward
+def _kernels(wide: bool = False):
+    """The kernel module (``backward``, or ``backward_wide`` for blocks longer than a tile),
+    imported on first use (so that TRITON_INTERPRET set by a test before that still takes effect)."""
+    if wide not in _KERNELS:
+        from . import backward, backward_wide
 
-        _KERNELS = backward
-    return _KERNELS
+        _KERNELS.update({False: backward, True: backward_wide})
+    return _KERNELS[wide]
 
 
 def monarch_attention_backward(
@@ -172,16 +172,14 @@ def monarch_attention_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of ``monarch_attention_triton(q, k, v, ...)`` for the output gradient
     ``grad_out``, in the inputs' dtype; zero at padding positions. More blocks than ``MAX_TILE``
-    per offset are split into tiles (STATS: each query's L statistics first, dq added atomically).
-    Blocks longer than ``MAX_TILE`` (b = sqrt(N) beyond N = 16384) run the reference's autograd
-    instead, in float32 (correct; its memory is O(N (b + m)) per head)."""
+    per offset are split into tiles (STATS: each query's L statistics first, dq added atomically);
+    blocks longer than ``MAX_TILE`` (b = sqrt(N) beyond N = 16384) are run over key tiles
+    (``backward_wide.py``)."""
     B, H, N, D = q.shape
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
         return tuple(torch.zeros(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
-    if pow2(b) > MAX_TILE:
-        return _reference_backward(q, k, v, key_padding_mask, grad_out, b, num_steps, pad_type, scale)
     seq, dims, has_mask = _sequences(q, key_padding_mask, b, m, pad_type)
     stats = tuple(torch.empty((B * H, m, b) if pow2(m) > MAX_TILE else 1, dtype=torch.float32, device=q.device)
                   for _ in range(2))
@@ -189,14 +187,3 @@ def monarch_attention_backward(
     acc = tuple(torch.zeros(B, H, N, x.shape[-1], dtype=torch.float32, device=q.device) for x in (q, k, v))
     _walk_back(c, _recompute(c, num_steps), grad_out, acc)
     return tuple(a.to(x.dtype) for a, x in zip(acc, (q, k, v)))
-
-
-def _reference_backward(q, k, v, mask, grad_out, b, num_steps, pad_type, scale):
-    """The reference's gradients, in float32, cast to the inputs' dtype."""
-    layout = sequence_layout(mask, q.shape[0], q.shape[2], b, pad_type, q.device)
-    with torch.enable_grad():
-        xs = [x.detach().float().requires_grad_() for x in (q, k, v)]
-        out = monarch_attention_torch(*xs, layout, b, num_steps, scale)
-        grads = torch.autograd.grad(out, xs, grad_out.float())
-    return tuple(g.to(x.dtype).contiguous() for g, x in zip(grads, (q, k, v)))
-

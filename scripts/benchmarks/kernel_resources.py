@@ -91,13 +91,17 @@ def kernel_configs(N: int, T: int, mask: bool):
 def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
     """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N and
     block size (default ceil(sqrt(N))), as ``kernels/triton/backward_launch.py`` makes them: the
-    recomputation, then the walk back; with more than 128 blocks, the L-programs' STATS variants."""
+    recomputation, then the walk back; with more than 128 blocks, the L-programs' STATS variants,
+    and with blocks longer than 128 keys, the R-programs over key tiles."""
     from monarch_convert.kernels.triton import backward as bw
+    from monarch_convert.kernels.triton import backward_wide
     from monarch_convert.kernels.triton.backward_launch import MAX_TILE, tile
 
     b = block or math.isqrt(N - 1) + 1
     m = -(-N // b)
-    (BB, r_rows, r_warps), (BM, l_rows, l_warps) = tile(b, 64), tile(min(m, MAX_TILE), 64)
+    (BB, r_rows, r_warps), (BM, l_rows, l_warps) = tile(min(b, MAX_TILE), 64), tile(min(m, MAX_TILE), 64)
+    r_fwd, r_bwd = (backward_wide._r_fwd_wide_kernel, backward_wide._r_bwd_wide_kernel) if b > MAX_TILE else (
+        bw._r_fwd_kernel, bw._r_bwd_kernel)
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
     stats = m > MAX_TILE
     r, lo = dict(base, DV=64, BDV=64, BB=BB, BQ=r_rows), dict(base, BM=BM, BQ=l_rows, STATS=stats)
@@ -105,8 +109,8 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
     for first in (True, False)[:T]:
         last = first == (T == 1)
         kind = dict(r, FROM_SUMMARY=not first, WANT_Y=last)
-        yield f"R-step {'first' if first else 'last'}", bw._r_fwd_kernel, kind, r_warps
-        yield f"R backward {'first' if first else 'last'}", bw._r_bwd_kernel, kind, r_warps
+        yield f"R-step {'first' if first else 'last'}", r_fwd, kind, r_warps
+        yield f"R backward {'first' if first else 'last'}", r_bwd, kind, r_warps
     if T > 1:
         if stats:
             yield "L stats (summaries)", bw._l_stats_kernel, dict(wide, WANT_DELTA=False, FINAL=False), l_warps
