@@ -96,7 +96,7 @@ CASES = [
     (2, 2, 45, 16, 16, 7, 2, "pre", "random", torch.float32, "gapped"),
     (3, 1, 30, 16, 16, 4, 2, "post", "empty_row", torch.float32, "bhnd"),
     (2, 1, 40, 72, 48, 6, 3, "pre", "left", torch.float32, "bnhd"),
-    (1, 2, 20, 16, 16, 1, 2, "post", None, torch.float32, "bhnd"),  # b = 1: softmax itself
+    (1, 1, 20, 16, 16, 1, 2, "post", None, torch.float32, "bhnd"),  # b = 1: softmax itself
 ]
 
 
@@ -167,7 +167,7 @@ def test_compiled_training_step_matches_eager():
 
     def loss():
         q, k, v = proj(x).view(2, 20, 3, 2, 16).permute(2, 0, 3, 1, 4)
-        out = ops.monarch_attention(q, k, v, mask, block_size=4, num_steps=2, backend="triton")
+        out = ops.monarch_attention(q, k, v, mask, block_size=4, num_steps=1, backend="triton")
         return out.square().mean()
 
     torch._dynamo.reset()
@@ -193,36 +193,20 @@ def test_backward_op_opcheck():
                           test_utils=("test_autograd_registration",))
 
 
-@pytest.mark.parametrize("T, pad, mask_kind", [(1, "post", None), (2, "pre", "right"), (3, "post", "random")])
-def test_blocks_beyond_one_tile(kern, monkeypatch, T, pad, mask_kind):
-    """More blocks per offset than one tile holds (here tiles of 16, m = 24 or 26): each query's L
-    statistics first, then one program per tile of blocks, dq added atomically."""
+@pytest.mark.parametrize("N, b", [(70, 3), (45, 20)], ids=["blocks-per-offset", "keys-per-block"])
+def test_beyond_one_tile(kern, monkeypatch, N, b):
+    """Tiles of 16 here. More blocks per offset than a tile holds (m = 24): each query's L
+    statistics first, then one program per tile of blocks, dq added atomically. More keys per block
+    (b = 20): the R-programs run over key tiles."""
     monkeypatch.setattr(kern, "MAX_TILE", 16)
-    gen = torch.Generator().manual_seed(T)
-    N, b = (70, 3) if T < 3 else (52, 2)
+    gen = torch.Generator().manual_seed(N)
     q, k, v, grad = (torch.randn(2, 1, N, 16, generator=gen) for _ in range(4))
-    mask = _mask(mask_kind, 2, N, gen)
-    got = _grads(q, k, v, mask, grad, b, T, pad, "triton")[1:]
-    want = _grads(q, k, v, mask, grad, b, T, pad, "torch")[1:]
+    mask = _mask("random", 2, N, gen)
+    got = _grads(q, k, v, mask, grad, b, 2, "pre", "triton")[1:]
+    want = _grads(q, k, v, mask, grad, b, 2, "pre", "torch")[1:]
     for g, w in zip(got, want):
         assert _rel(g, w) < TOL[torch.float32]
-        if mask is not None:
-            assert (g.transpose(1, 2)[~mask] == 0).all()
-
-
-def test_blocks_longer_than_one_tile(kern, monkeypatch):
-    """Blocks of more keys than one tile holds (here tiles of 16, b = 20, and with more blocks per
-    offset than a tile too at N = 300, b = 18): the R-programs run over key tiles."""
-    monkeypatch.setattr(kern, "MAX_TILE", 16)
-    gen = torch.Generator().manual_seed(6)
-    for N, b in ((45, 20), (300, 18)):
-        q, k, v, grad = (torch.randn(2, 1, N, 16, generator=gen) for _ in range(4))
-        mask = _mask("right", 2, N, gen)
-        got = _grads(q, k, v, mask, grad, b, 2, "pre", "triton")[1:]
-        want = _grads(q, k, v, mask, grad, b, 2, "pre", "torch")[1:]
-        for g, w in zip(got, want):
-            assert _rel(g, w) < TOL[torch.float32]
-            assert (g.transpose(1, 2)[~mask] == 0).all()
+        assert (g.transpose(1, 2)[~mask] == 0).all()
 
 
 def test_empty_inputs_give_empty_gradients():
