@@ -29,7 +29,7 @@ from typing import Any
 WORDS = [f"w{i}" for i in range(2000)]
 EVAL_ARGS = ["--task", "text-classification", "--column", "text=text", "--column", "label=label",
              "--batch-size", "16", "--block-size", "16,32",
-             "--num-steps", "1", "--metric-source", "offline", "--quiet"]
+             "--num-steps", "1", "--metric-source", "offline"]
 
 
 def prepare(work: Path, examples: int = 1001, seed: int = 0, tiny: bool = False) -> None:
