@@ -52,12 +52,16 @@ def export_checkpoint(
     seq_len: Optional[int] = None,
     overwrite: bool = False,
     echo: Callable[..., None] = print,
+    calibration: Optional[dict] = None,
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
 
     Writes the converted checkpoint, the source's tokenizer or image processor (if it has one),
     and ``conversion.json``; returns that report as a dict. ``out_dir`` is checked before the model
     is loaded and replaced only at the end (``output_dir.staged_output``).
+    calibration: ``monarch_convert.calibrate``'s arguments (``data``, ``max_flops`` or
+    ``min_fidelity``, ``samples``): the settings are calibrated on that data, the correction is
+    written beside the weights, and the calibration report goes into ``conversion.json``.
     """
     from .default_model import DEFAULT_MODEL_NAME
 
@@ -67,7 +71,8 @@ def export_checkpoint(
     with during(f"converting {name} into {out_dir}", f"{out_dir} was left as it was"):
         with staged_output(out_dir, overwrite, echo) as staging:
             check_device(device, config.backend if config is not None else None)
-            model, preprocessor, report = _load_and_convert(source, name, config, dtype, device, seq_len, echo)
+            model, preprocessor, report = _load_and_convert(source, name, config, dtype, device, seq_len, echo,
+                                                            calibration)
             start = time.perf_counter()
             echo(f"Saving to {out_dir} ...")
             with write_errors(out_dir):
@@ -77,7 +82,8 @@ def export_checkpoint(
     return report
 
 
-def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tuple[Any, Any, dict]:
+def _load_and_convert(source, name, config, dtype, device, seq_len, echo,
+                      calibration=None) -> tuple[Any, Any, dict]:
     """The converted model, the source's preprocessor (or None) and the conversion report."""
     from . import conversion_report, convert
     from .default_model import default_model_path, sentence_embeddings
@@ -95,18 +101,31 @@ def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tup
 
     before = sentence_embeddings(model, preprocessor) if source is None else None
     convert(model, config)
+    calibrated = _calibrate(model, preprocessor, calibration, seq_len, echo) if calibration else None
     report = conversion_report(model, seq_len=seq_len)
     echo(report.format_table())
     if before is not None:
         echo(format_embedding_drift(before, sentence_embeddings(model, preprocessor)))
-    return model, preprocessor, report.to_dict()
+    return model, preprocessor, {**report.to_dict(), **({"calibration": calibrated} if calibrated else {})}
+
+
+def _calibrate(model: Any, preprocessor: Any, options: dict, seq_len: Optional[int], echo) -> dict:
+    """``monarch_convert.calibrate`` on the converted model; its report as a dict."""
+    from .calibration.run import calibrate
+
+    echo(f"Calibrating on {options['data']} ...")
+    report = calibrate(model, options["data"], preprocessor, seq_len=seq_len,
+                       **{k: v for k, v in options.items() if k != "data" and v is not None})
+    echo(report.format_table())
+    return report.to_dict()
 
 
 def _save(staging: Path, model: Any, preprocessor: Any, report: dict) -> str:
     """Write everything into ``staging``; the summary line of the preprocessor's files."""
+    from .calibration.saving import save_pretrained
     from .preprocessors import describe
 
-    model.save_pretrained(staging)
+    save_pretrained(model, staging)  # the original weights; a calibration's correction in its own file
     before = {p.name for p in staging.iterdir()}
     if preprocessor is not None:
         preprocessor.save_pretrained(staging)

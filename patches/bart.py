@@ -9,4 +9,5 @@ PATCH = ArchitecturePatch(
     attention_classes=("BartAttention",),
     cross_attention=("encoder_attn",),
     max_length=text_max_length(),
+    output_projection=("out_proj",),
 )

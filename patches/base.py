@@ -32,6 +32,10 @@ class ArchitecturePatch:
         and the default sequence length of the FLOPs report).
     attention_bias: from the config, why its self-attention would need more than a key-padding
         mask (relative-position bias and the like), or ``None``; such modules are not converted.
+    output_projection: where the Linear that projects the attention's output (the heads side by
+        side are its input) sits: dotted paths from the attention module, each leading ``../`` one
+        module up (BERT: ``"../output.dense"``), the first that names a Linear counts (layouts of
+        several transformers versions); calibration folds its correction into it.
     """
 
     model_type: str
@@ -39,6 +43,7 @@ class ArchitecturePatch:
     max_length: Callable[[Any], int]
     cross_attention: tuple[str, ...] = ()
     attention_bias: Callable[[Any], str | None] = _no_bias
+    output_projection: tuple[str, ...] = ("out_proj",)
 
     def classify(self, name: str, module: Any, config: Any) -> str | None:
         """Why the attention module called ``name`` cannot be converted, or ``None`` if it can."""
@@ -47,6 +52,18 @@ class ArchitecturePatch:
         if getattr(module, "is_causal", False):
             return "causal self-attention (needs a causal mask, not a key-padding mask)"
         return self.attention_bias(config) or None
+
+
+    def output_projection_names(self, module_name: str) -> list[str]:
+        """The dotted names where the output projection of the attention module ``module_name``
+        may be, in order."""
+        names = []
+        for path in self.output_projection:
+            parts = module_name.split(".")
+            while path.startswith("../"):
+                parts, path = parts[:-1], path[3:]
+            names.append(".".join([*parts, path]))
+        return names
 
 
 def layer_index(name: str) -> int | None:

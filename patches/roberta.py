@@ -17,4 +17,5 @@ PATCH = ArchitecturePatch(
     cross_attention=("crossattention",),
     max_length=_max_length,
     attention_bias=absolute_positions_only,
+    output_projection=("../output.dense",),
 )

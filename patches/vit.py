@@ -12,4 +12,5 @@ PATCH = ArchitecturePatch(
     model_type="vit",
     attention_classes=("ViTAttention", "ViTSelfAttention"),
     max_length=vision_max_length(extra_tokens=1),
+    output_projection=("o_proj", "../output.dense"),
 )
