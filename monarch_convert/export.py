@@ -52,11 +52,13 @@ def export_checkpoint(
     seq_len: Optional[int] = None,
     overwrite: bool = False,
     echo: Callable[..., None] = print,
+    verify: bool = True,
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
 
     Writes the converted checkpoint, the source's tokenizer or image processor (if it has one),
-    and ``conversion.json``; returns that report as a dict. ``out_dir`` is checked before the model
+    and ``conversion.json``; returns that report as a dict. ``verify``: check the conversion on a
+    dummy input first (``convert(..., verify=True)``). ``out_dir`` is checked before the model
     is loaded and replaced only at the end (``output_dir.staged_output``).
     """
     from .default_model import DEFAULT_MODEL_NAME
@@ -67,7 +69,9 @@ def export_checkpoint(
     with during(f"converting {name} into {out_dir}", f"{out_dir} was left as it was"):
         with staged_output(out_dir, overwrite, echo) as staging:
             check_device(device, config.backend if config is not None else None)
-            model, preprocessor, report = _load_and_convert(source, name, config, dtype, device, seq_len, echo)
+            model, preprocessor, report = _load_and_convert(
+                source, name, config, dtype, device, seq_len, echo, verify
+            )
             start = time.perf_counter()
             echo(f"Saving to {out_dir} ...")
             with write_errors(out_dir):
@@ -77,7 +81,7 @@ def export_checkpoint(
     return report
 
 
-def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tuple[Any, Any, dict]:
+def _load_and_convert(source, name, config, dtype, device, seq_len, echo, verify) -> tuple[Any, Any, dict]:
     """The converted model, the source's preprocessor (or None) and the conversion report."""
     from . import conversion_report, convert
     from .default_model import default_model_path, sentence_embeddings
@@ -94,7 +98,11 @@ def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tup
     stop_point("loaded")
 
     before = sentence_embeddings(model, preprocessor) if source is None else None
-    convert(model, config)
+    start = time.perf_counter()
+    convert(model, config, verify=verify)
+    if verify:
+        echo(f"Verified in {time.perf_counter() - start:.1f}s: on a dummy input, every converted module at an exact "
+             "block size gives the original's outputs (--no-verify skips this)")
     report = conversion_report(model, seq_len=seq_len)
     echo(report.format_table())
     if before is not None:

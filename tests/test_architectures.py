@@ -172,3 +172,37 @@ def test_unsupported_type_is_one_line_with_the_list_and_where_to_read_how_to_add
     assert ", ".join(TYPES) in message and ADDING_ONE in message
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "\n## Adding an architecture\n" in readme
+
+
+def test_verify_names_a_sliding_window_layer_a_wrong_patcher_would_convert():
+    # A patcher that missed ModernBERT's sliding windows: layer 1 receives a band mask, not key padding.
+    model = build_model("modernbert")
+    model.layers[1].attn.sliding_window = None
+    with pytest.raises(MonarchConvertError, match=r"verification failed: .*layers\.1\.attn"):
+        mc.convert(model, verify=True)
+    assert not mc.is_converted(model)
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    from monarch_convert import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_cli_verifies_by_default_and_no_verify_skips_it(tmp_path, capsys):
+    _model("eurobert").save_pretrained(tmp_path / "src")
+    code, out, _ = _cli([tmp_path / "src", "--out", tmp_path / "a"], capsys)
+    assert code == 0 and "Verified in" in out
+    code, out, _ = _cli([tmp_path / "src", "--out", tmp_path / "b", "--no-verify"], capsys)
+    assert code == 0 and "Verified" not in out
+
+
+def test_cli_refuses_an_unsupported_type_in_one_line(tmp_path, capsys):
+    import transformers as T
+
+    T.GPT2Model(T.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32)).save_pretrained(tmp_path)
+    code, _, err = _cli([tmp_path, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "unsupported model type 'gpt2'" in err and ADDING_ONE in err
