@@ -118,7 +118,9 @@ def from_pretrained(
 
     A checkpoint saved by a converted model is loaded with its saved settings, and gives the
     outputs of the model that was saved. Any other checkpoint of a supported architecture is
-    converted on load (settings from ``monarch_config``, then the architecture's preset).
+    converted on load (settings from ``monarch_config``, then the architecture's preset). A
+    calibrated checkpoint's correction (``monarch_calibration.safetensors``) is folded in, unless
+    ``monarch_config`` changes the settings it was fitted for.
     monarch_config: settings that override the saved ones (a ``MonarchConfig`` or a dict).
     model_class: the class to load with (a model class or an ``AutoModelFor...``); by default the
         checkpoint's ``architectures`` entry, else ``AutoModel``.
@@ -126,10 +128,16 @@ def from_pretrained(
         ``cache_dir``, ``device_map``, ...).
     Raises :class:`MonarchConvertError` for a missing checkpoint or an unsupported architecture.
     """
-    from .conversion import convert
+    from .calibration.saving import reapply
+    from .conversion import CONFIG_KEY, convert, stored_settings
 
     model = _load(str(pretrained_model_name_or_path), model_class, dict(hf_kwargs))
-    return convert(model, monarch_config)
+    recorded = (getattr(model.config, CONFIG_KEY, None) or {}).get("calibration")
+    saved = stored_settings(model)
+    convert(model, monarch_config)
+    # A calibrated checkpoint: its correction, folded in memory (kept only with the saved settings).
+    reapply(model, str(pretrained_model_name_or_path), recorded, saved, hf_kwargs)
+    return model
 
 
 def load_source_model(

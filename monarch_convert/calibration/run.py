@@ -28,6 +28,9 @@ from .report import CalibrationReport, LayerRow
 from .search import Allocation, Candidate, Option, best_under, default_candidates, frontier, total_flops
 
 CORRECTIONS = ("auto", "none", "scalar", "head")
+# Examples of the fitted part the per-layer errors of every candidate are measured on (the search's
+# most expensive pass: every candidate of every layer runs on them).
+SEARCH_EXAMPLES = 32
 
 
 @dataclass
@@ -143,7 +146,7 @@ def _layer_options(ctx: _Context, correction: str) -> list[list[Option]]:
     candidates = [c for c in default_candidates(ctx.seq_len) if not c.is_softmax]
     s = ctx.base
     specs = {name: [c.spec(s.pad_type, s.backend, name) for c in candidates] for name in ctx.modules}
-    stats = candidate_stats(ctx.model, ctx.modules, specs, ctx.data.fit, ctx.progress)
+    stats = candidate_stats(ctx.model, ctx.modules, specs, _first_examples(ctx.data.fit, SEARCH_EXAMPLES), ctx.progress)
     kind = "scalar" if correction == "scalar" else "none" if correction == "none" else "head"
     options = []
     for name in ctx.modules:
@@ -152,6 +155,17 @@ def _layer_options(ctx: _Context, correction: str) -> list[list[Option]]:
                  for c, (a, b) in zip(candidates, stats[name])]
         options.append(layer + [Option(Candidate(), 0.0, Candidate().flops(ctx.seq_len, dim, heads))])
     return options
+
+
+def _first_examples(batches: list[dict], count: int) -> list[dict]:
+    """The first batches holding about ``count`` examples (at least one batch)."""
+    out, seen = [], 0
+    for batch in batches:
+        if out and seen >= count:
+            break
+        out.append(batch)
+        seen += len(next(iter(batch.values())))
+    return out
 
 
 def _estimated_error(a: HeadStats, b: HeadStats, kind: str, alpha: float) -> float:
