@@ -164,6 +164,13 @@ def test_verify_passes(model_type):
         assert mc.is_converted(model)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_verify_passes_in_half_precision(dtype):
+    model = build_model("bert").to(dtype)
+    mc.convert(model, verify=True)
+    assert mc.is_converted(model)
+
+
 def test_verify_names_the_first_module_that_differs(monkeypatch):
     model = _model("bert")
     exact = dispatch.ops.monarch_attention
