@@ -83,7 +83,9 @@ def stored_settings(model: Any) -> MonarchConfig | None:
         raise MonarchConvertError(f"the model config's {CONFIG_KEY!r} entry is invalid: {e}") from e
 
 
-def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **overrides: Any) -> Any:
+def convert(
+    model: Any, config: MonarchConfig | dict[str, Any] | None = None, *, verify: bool = False, **overrides: Any
+) -> Any:
     """Convert ``model``'s non-causal self-attention to MonarchAttention, in place; returns ``model``.
 
     config: a :class:`MonarchConfig` (or a dict of its fields); keyword ``overrides`` set the
@@ -103,6 +105,12 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
     Raises :class:`MonarchConvertError` for an unsupported ``model_type``, invalid settings, or
     settings under which no module at all would be converted (``layers=[]``, a decoder only).
 
+    verify: run the model on a small dummy input of its modality (``patches/inputs.py``) as the
+        original and converted with an exact block size (1; the whole sequence beyond 256
+        positions), and compare each converted module's output (``verification.py``); a
+        difference is a :class:`MonarchConvertError` naming the module, and the model is left
+        as it was before this call. Costs about two forwards of one dummy row.
+
     Training works (gradients flow through MonarchAttention), but converted modules apply no
     dropout to attention weights (there is no attention matrix to drop from); ``output_attentions``
     gives ``None`` for them. Switching the attention implementation afterwards
@@ -116,11 +124,30 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
     calibration = state.folded.calibration if state is not None and state.folded is not None else None
     # Everything is decided above, before anything is changed, so that a failure leaves the model
     # as it was (a converted model keeps its conversion).
+    saved_entry = getattr(model.config, CONFIG_KEY, None)
     revert(model)
     _apply(model, plan)
+    # Verified before a calibration is folded in: the check compares with softmax at an exact block size.
+    if verify:
+        _verify(model, patch, plan, state.plan.settings if state is not None else None, saved_entry)
     if calibration is not None and plan.settings == state.plan.settings:
         apply_calibration(model, calibration)
     return model
+
+
+def _verify(model: Any, patch: Any, plan: ConversionPlan, previous: MonarchConfig | None, entry: Any) -> None:
+    """``verify=True``: a failed check puts the model back as it was before this ``convert``."""
+    from .verification import verify_conversion
+
+    try:
+        verify_conversion(model, plan.to_convert, patch.dummy_inputs, plan.max_length)
+    except MonarchConvertError:
+        revert(model)
+        if previous is not None:
+            convert(model, previous)
+        elif entry is not None:
+            setattr(model.config, CONFIG_KEY, entry)
+        raise
 
 
 def _apply(model: Any, plan: ConversionPlan) -> None:

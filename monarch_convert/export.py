@@ -53,11 +53,13 @@ def export_checkpoint(
     overwrite: bool = False,
     echo: Callable[..., None] = print,
     calibration: Optional[dict] = None,
+    verify: bool = True,
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
 
     Writes the converted checkpoint, the source's tokenizer or image processor (if it has one),
-    and ``conversion.json``; returns that report as a dict. ``out_dir`` is checked before the model
+    and ``conversion.json``; returns that report as a dict. ``verify``: check the conversion on a
+    dummy input first (``convert(..., verify=True)``). ``out_dir`` is checked before the model
     is loaded and replaced only at the end (``output_dir.staged_output``).
     calibration: ``monarch_convert.calibrate``'s arguments (``data``, ``max_flops`` or
     ``min_fidelity``, ``samples``): the settings are calibrated on that data, the correction is
@@ -71,8 +73,9 @@ def export_checkpoint(
     with during(f"converting {name} into {out_dir}", f"{out_dir} was left as it was"):
         with staged_output(out_dir, overwrite, echo) as staging:
             check_device(device, config.backend if config is not None else None)
-            model, preprocessor, report = _load_and_convert(source, name, config, dtype, device, seq_len, echo,
-                                                            calibration)
+            model, preprocessor, report = _load_and_convert(
+                source, name, config, dtype, device, seq_len, echo, calibration, verify
+            )
             start = time.perf_counter()
             echo(f"Saving to {out_dir} ...")
             with write_errors(out_dir):
@@ -83,7 +86,7 @@ def export_checkpoint(
 
 
 def _load_and_convert(source, name, config, dtype, device, seq_len, echo,
-                      calibration=None) -> tuple[Any, Any, dict]:
+                      calibration=None, verify=True) -> tuple[Any, Any, dict]:
     """The converted model, the source's preprocessor (or None) and the conversion report."""
     from . import conversion_report, convert
     from .default_model import default_model_path, sentence_embeddings
@@ -100,7 +103,11 @@ def _load_and_convert(source, name, config, dtype, device, seq_len, echo,
     stop_point("loaded")
 
     before = sentence_embeddings(model, preprocessor) if source is None else None
-    convert(model, config)
+    start = time.perf_counter()
+    convert(model, config, verify=verify)
+    if verify:
+        echo(f"Verified in {time.perf_counter() - start:.1f}s: on a dummy input, every converted module at an exact "
+             "block size gives the original's outputs (--no-verify skips this)")
     calibrated = _calibrate(model, preprocessor, calibration, seq_len, echo) if calibration else None
     report = conversion_report(model, seq_len=seq_len)
     echo(report.format_table())
