@@ -127,11 +127,20 @@ def from_pretrained(
         checkpoint's ``architectures`` entry, else ``AutoModel``.
     hf_kwargs: passed to transformers' ``from_pretrained`` (``dtype``, ``revision``, ``token``,
         ``cache_dir``, ``device_map``, ...).
+    A sentence-transformers model (a folder or Hub repo with ``modules.json``) is loaded as a
+    converted ``SentenceTransformer`` with every module, unless ``model_class`` is given; then
+    ``hf_kwargs`` that ``SentenceTransformer`` takes (``device``, ``revision``, ``token``, ...) go to
+    it, the others (``dtype``, ...) to its transformer's ``from_pretrained``.
     Raises :class:`MonarchConvertError` for a missing checkpoint or an unsupported architecture.
     """
+    from . import sentence_transformers as st_models
     from .conversion import convert
 
-    model = _load(str(pretrained_model_name_or_path), model_class, dict(hf_kwargs))
+    path = str(pretrained_model_name_or_path)
+    hub_kwargs = {k: hf_kwargs[k] for k in ("revision", "token", "cache_dir") if k in hf_kwargs}
+    if model_class is None and st_models.is_source(path, **hub_kwargs):
+        return st_models.from_pretrained(path, monarch_config, **hf_kwargs)
+    model = _load(path, model_class, dict(hf_kwargs))
     return convert(model, monarch_config)
 
 
