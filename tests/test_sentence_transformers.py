@@ -128,12 +128,17 @@ def test_evaluator_embeds_with_the_folders_own_modules(tiny_st_dir, tmp_path):
 
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"text": f"{SENTENCES[i % 3]} {i}", "label": i % 2}) + "\n" for i in range(16)))
-    report = mc.evaluate(str(tiny_st_dir), "sentence-embedding", str(data), {"block_size": 2}, batch_size=4,
-                         progress=False, metric_source="offline").to_dict()
+    kwargs = dict(batch_size=4, progress=False, metric_source="offline", fidelity=False, warmup=False)
+    report = mc.evaluate(str(tiny_st_dir), "sentence-embedding", str(data), {"block_size": 2}, **kwargs).to_dict()
     assert report["sentence_transformers_modules"] == ["Transformer", "Pooling"]
     assert report["probe"]["pooling"] == "Transformer, Pooling"
     cosine = next(m for m in report["metrics"] if m["name"] == "embedding_cosine")
     assert cosine["original"] == 1.0 and cosine["converted"] < 1 - 1e-4
+    # A SentenceTransformer object: the same evaluation, and the model handed back as it came.
+    model = mc.convert(load(tiny_st_dir), block_size=3)
+    again = mc.evaluate(model, "sentence-embedding", str(data), {"block_size": 2}, **kwargs).to_dict()
+    assert again["metrics"] == report["metrics"]
+    assert mc.conversion_report(model).settings.block_size == 3
 
 
 def test_minilm_package_round_trip(tmp_path, capsys):

@@ -42,14 +42,23 @@ class SentenceEmbedding(Task):
 
         if not (st_models.is_source(path) and st_models.available()):
             return super().load_model(path, dtype, device)
-        self.st_model = st_models.load(path, device=device, dtype=dtype)
-        models = st_models.transformer_models(self.st_model)
-        if len(models) != 1 or getattr(self.st_model[0], "auto_model", None) is not models[0]:
+        return self.adopt_model(st_models.load(path, device=device, dtype=dtype)).eval()
+
+    def adopt_model(self, model: Any) -> Any:
+        """A SentenceTransformer's transformer (kept with the SentenceTransformer, whose modules
+        embed); any other model as it is."""
+        from ... import sentence_transformers as st_models
+
+        if not st_models.is_sentence_transformer(model):
+            return model
+        models = st_models.transformer_models(model)
+        if len(models) != 1 or getattr(model[0], "auto_model", None) is not models[0]:
             raise MonarchConvertError(
                 f"task {self.name} evaluates sentence-transformers models whose first module is their only "
-                f"Transformer; {path} has {len(models)}"
+                f"Transformer; this one has {len(models)}"
             )
-        return models[0].eval()
+        self.st_model = model
+        return models[0]
 
     def load_processor(self, path: str | None, given: Any) -> Any:
         if given is None and self.st_model is not None:
@@ -60,7 +69,9 @@ class SentenceEmbedding(Task):
         return False
 
     def check_model(self, model: Any) -> None:
-        if not hasattr(model, "config"):
+        from ... import sentence_transformers as st_models
+
+        if not hasattr(model, "config") and not st_models.is_sentence_transformer(model):
             raise MonarchConvertError(f"{type(model).__name__} is not a transformers model")
 
     # ------------------------------------------------------------------------------ data
