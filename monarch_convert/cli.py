@@ -60,6 +60,9 @@ def convert_command(
         None, help="Sequence length for the FLOPs summary (default: the model's maximum)."
     ),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists and is not empty."),
+    verify: bool = typer.Option(
+        True, help="Check first, on a dummy input, that each converted module at block size 1 is softmax attention."
+    ),
     push_to_hub: Optional[str] = typer.Option(None, help="Also upload the result to this Hub repo id."),
     private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
     revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
@@ -83,7 +86,8 @@ def convert_command(
         backend=backend,
     )
     export_checkpoint(
-        model, out, config, dtype=dtype, device=device, seq_len=seq_len, overwrite=overwrite, echo=_echo
+        model, out, config, dtype=dtype, device=device, seq_len=seq_len, overwrite=overwrite, echo=_echo,
+        verify=verify,
     )
     if push_to_hub:
         from .hub.cli import push_converted_dir

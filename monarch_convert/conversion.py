@@ -80,7 +80,9 @@ def stored_settings(model: Any) -> MonarchConfig | None:
         raise MonarchConvertError(f"the model config's {CONFIG_KEY!r} entry is invalid: {e}") from e
 
 
-def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **overrides: Any) -> Any:
+def convert(
+    model: Any, config: MonarchConfig | dict[str, Any] | None = None, *, verify: bool = False, **overrides: Any
+) -> Any:
     """Convert ``model``'s non-causal self-attention to MonarchAttention, in place; returns ``model``.
 
     config: a :class:`MonarchConfig` (or a dict of its fields); keyword ``overrides`` set the
@@ -104,22 +106,45 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
     Raises :class:`MonarchConvertError` for an unsupported ``model_type``, invalid settings, or
     settings under which no module at all would be converted (``layers=[]``, a decoder only).
 
+    verify: run the model once on a small dummy input of its modality with block size 1 (exact
+        softmax attention) and compare each converted module with the original
+        (``verification.py``); a difference is a :class:`MonarchConvertError` naming the module,
+        and the model is left unconverted.
+
     Training works (gradients flow through MonarchAttention), but converted modules apply no
     dropout to attention weights (there is no attention matrix to drop from); ``output_attentions``
     gives ``None`` for them. Switching the attention implementation afterwards
     (``model.set_attn_implementation``) bypasses the conversion: ``revert`` first.
     """
     if st_models.is_sentence_transformer(model):  # its transformer module(s), each as below
-        return st_models.convert(model, config, overrides)
+        return st_models.convert(model, config, overrides, verify)
     patch = architecture_patch(model)  # first: stored_settings needs a model with a config
     state = _state(model)
     previous = state.plan.settings if state is not None else stored_settings(model)
     plan = plan_conversion(model, patch, previous, config, overrides)
     # Everything is decided above, before anything is changed, so that a failure leaves the model
     # as it was (a converted model keeps its conversion).
+    saved_entry = getattr(model.config, CONFIG_KEY, None)
     revert(model)
     _apply(model, plan)
+    if verify:
+        _verify(model, patch, plan, state.plan.settings if state is not None else None, saved_entry)
     return model
+
+
+def _verify(model: Any, patch: Any, plan: ConversionPlan, previous: MonarchConfig | None, entry: Any) -> None:
+    """``verify=True``: a failed check puts the model back as it was before this ``convert``."""
+    from .verification import verify_conversion
+
+    try:
+        verify_conversion(model, plan.to_convert, patch.dummy_inputs, plan.max_length)
+    except MonarchConvertError:
+        revert(model)
+        if previous is not None:
+            convert(model, previous)
+        elif entry is not None:
+            setattr(model.config, CONFIG_KEY, entry)
+        raise
 
 
 def _apply(model: Any, plan: ConversionPlan) -> None:

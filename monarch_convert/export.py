@@ -52,12 +52,14 @@ def export_checkpoint(
     seq_len: Optional[int] = None,
     overwrite: bool = False,
     echo: Callable[..., None] = print,
+    verify: bool = True,
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
 
     Writes the converted checkpoint, the source's tokenizer or image processor (if it has one),
     and ``conversion.json``; returns that report as a dict. A sentence-transformers source (with
     ``modules.json``) is written with all its modules, so that ``SentenceTransformer(out_dir)`` loads it.
+    ``verify``: check the conversion on a dummy input first (``convert(..., verify=True)``).
     ``out_dir`` is checked before the model is loaded and replaced only at the end (``output_dir.staged_output``).
     """
     from .default_model import DEFAULT_MODEL_NAME
@@ -68,7 +70,9 @@ def export_checkpoint(
     with during(f"converting {name} into {out_dir}", f"{out_dir} was left as it was"):
         with staged_output(out_dir, overwrite, echo) as staging:
             check_device(device, config.backend if config is not None else None)
-            model, preprocessor, report = _load_and_convert(source, name, config, dtype, device, seq_len, echo)
+            model, preprocessor, report = _load_and_convert(
+                source, name, config, dtype, device, seq_len, echo, verify
+            )
             start = time.perf_counter()
             echo(f"Saving to {out_dir} ...")
             with write_errors(out_dir):
@@ -78,7 +82,7 @@ def export_checkpoint(
     return report
 
 
-def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tuple[Any, Any, dict]:
+def _load_and_convert(source, name, config, dtype, device, seq_len, echo, verify) -> tuple[Any, Any, dict]:
     """The converted model, the source's preprocessor (or None) and the conversion report."""
     from . import conversion_report, convert
     from .default_model import default_model_path
@@ -92,7 +96,11 @@ def _load_and_convert(source, name, config, dtype, device, seq_len, echo) -> tup
 
     embed = _drift_embeddings(model, preprocessor, default=source is None)
     before = embed() if embed is not None else None
-    convert(model, config)
+    start = time.perf_counter()
+    convert(model, config, verify=verify)
+    if verify:
+        echo(f"Verified in {time.perf_counter() - start:.1f}s: on a dummy input, every converted module at an exact "
+             "block size gives the original's outputs (--no-verify skips this)")
     report = conversion_report(model, seq_len=seq_len)
     echo(report.format_table())
     if embed is not None:

@@ -89,13 +89,10 @@ def model_class_for(config: Any) -> type:
 
 
 def _check_supported(config: Any) -> None:
-    from .patches.registry import get_patch, supported_model_types
+    from .patches.registry import get_patch, unsupported_message
 
     if get_patch(getattr(config, "model_type", None)) is None:
-        raise MonarchConvertError(
-            f"unsupported model type {getattr(config, 'model_type', None)!r}: monarch-convert supports "
-            f"{', '.join(supported_model_types())}"
-        )
+        raise MonarchConvertError(unsupported_message(getattr(config, "model_type", None)))
 
 
 def _load(path: str, model_class: Any, hf_kwargs: dict[str, Any]):

@@ -57,24 +57,28 @@ def transformer_models(st_model: Any) -> list[Any]:
 # ------------------------------------------------------------ convert, revert, report, softmax
 
 
-def convert(st_model: Any, config: Any, overrides: dict[str, Any]) -> Any:
+def convert(st_model: Any, config: Any, overrides: dict[str, Any], verify: bool = False) -> Any:
     """``conversion.convert`` on each transformer of ``st_model``; returns ``st_model``. A failure
-    leaves every transformer as it was (converted ones keep their settings)."""
+    leaves every transformer as it was (converted ones keep their settings, loaded ones the
+    settings their config carried)."""
     from . import conversion
 
     _refuse_packed_inputs(st_model)
     models = transformer_models(st_model)
-    before = [conversion.conversion_report(m).settings if conversion.is_converted(m) else None for m in models]
+    before = [(conversion.conversion_report(m).settings if conversion.is_converted(m) else None,
+               getattr(m.config, conversion.CONFIG_KEY, None)) for m in models]
     done = []
     try:
         for model in models:
-            conversion.convert(model, config, **overrides)
+            conversion.convert(model, config, verify=verify, **overrides)
             done.append(model)
     except BaseException:
-        for model, settings in zip(done, before):
+        for model, (settings, entry) in zip(done, before):
             conversion.revert(model)
             if settings is not None:
                 conversion.convert(model, settings)
+            elif entry is not None:
+                setattr(model.config, conversion.CONFIG_KEY, entry)
         raise
     return st_model
 
