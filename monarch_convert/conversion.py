@@ -32,6 +32,7 @@ from .config import MonarchConfig
 from .conversion_plan import ConversionPlan, architecture_patch, plan_conversion
 from .conversion_records import ConversionReport, ModuleRecord
 from .errors import MonarchConvertError
+from .patches.base import layer_index
 from .patches.dispatch import (
     SPEC_ATTR,
     MonarchSpec,
@@ -42,6 +43,8 @@ from .patches.dispatch import (
 
 __all__ = [
     "ConversionReport",
+    "apply_calibration",
+    "calibration_of",
     "ModuleRecord",
     "conversion_report",
     "convert",
@@ -62,6 +65,7 @@ class _State:
 
     plan: ConversionPlan
     bases: list[tuple[Any, str | None]]
+    folded: Any = None  # calibration.folding.Folded: the correction folded in, and the weights it replaced
 
 
 def _state(model: Any) -> _State | None:
@@ -122,13 +126,18 @@ def convert(
     state = _state(model)
     previous = state.plan.settings if state is not None else stored_settings(model)
     plan = plan_conversion(model, patch, previous, config, overrides)
+    # A calibration belongs to the settings it was fitted for: kept when they stay the same.
+    calibration = state.folded.calibration if state is not None and state.folded is not None else None
     # Everything is decided above, before anything is changed, so that a failure leaves the model
     # as it was (a converted model keeps its conversion).
     saved_entry = getattr(model.config, CONFIG_KEY, None)
     revert(model)
     _apply(model, plan)
+    # Verified before a calibration is folded in: the check compares with softmax at an exact block size.
     if verify:
         _verify(model, patch, plan, state.plan.settings if state is not None else None, saved_entry)
+    if calibration is not None and plan.settings == state.plan.settings:
+        apply_calibration(model, calibration)
     return model
 
 
@@ -151,7 +160,10 @@ def _apply(model: Any, plan: ConversionPlan) -> None:
     """Mark the planned modules, switch their configs to ``monarch_<base>``, record the settings."""
     s = plan.settings
     for name, module in plan.to_convert:
-        setattr(module, SPEC_ATTR, MonarchSpec(s.block_size, s.num_steps, s.pad_type, s.backend, name))
+        own = s.for_layer(layer_index(name))  # the layer's own settings over the global ones
+        spec = MonarchSpec(own.block_size, own.num_steps, s.pad_type, s.backend, name, own.exact_diagonal,
+                           own.global_keys)
+        setattr(module, SPEC_ATTR, spec)
     # Modules of one model usually share one config: switch each config once.
     configs = {id(module.config): module.config for _, module in plan.to_convert}
     bases = _switch_implementations(configs.values())
@@ -179,6 +191,8 @@ def revert(model: Any) -> Any:
     state = _state(model)
     if state is None:
         return model
+    if state.folded is not None:
+        state.folded.unfold()
     for _, module in state.plan.to_convert:
         if SPEC_ATTR in module.__dict__:
             delattr(module, SPEC_ATTR)
@@ -212,12 +226,37 @@ def softmax(model: Any) -> Iterator[Any]:
         yield model
     finally:
         convert(model, state.plan.settings)
+        if state.folded is not None:
+            apply_calibration(model, state.folded.calibration)
 
 
 def is_converted(model: Any) -> bool:
     if st_models.is_sentence_transformer(model):
         return st_models.is_converted(model)
     return _state(model) is not None
+
+
+def apply_calibration(model: Any, calibration: Any) -> Any:
+    """Fold ``calibration`` (a :class:`~monarch_convert.calibration.correction.Calibration`) into
+    the output projections of a converted model, in place (replacing any folded before);
+    ``revert`` restores the original weights bit for bit. Returns ``model``."""
+    from .calibration.folding import fold
+
+    state = _state(model)
+    if state is None:
+        raise MonarchConvertError("the model is not converted: convert it before applying a calibration")
+    if state.folded is not None:
+        state.folded.unfold()
+        state.folded = None
+    state.folded = fold(model, architecture_patch(model), calibration)
+    getattr(model.config, CONFIG_KEY)["calibration"] = calibration.describe()
+    return model
+
+
+def calibration_of(model: Any) -> Any:
+    """The calibration folded into ``model`` (``None`` if none)."""
+    state = _state(model)
+    return state.folded.calibration if state is not None and state.folded is not None else None
 
 
 def conversion_report(model: Any, seq_len: int | None = None) -> ConversionReport:

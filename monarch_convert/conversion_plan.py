@@ -67,6 +67,7 @@ def plan_conversion(
     resolved, layers_given = _resolve_settings(patch.model_type, previous, config, overrides)
     found = _find_attention_modules(model, patch)
     layers = _select_layers(resolved.layers, _convertible_layers(found), layers_given, patch.model_type)
+    _check_layer_settings(resolved, _convertible_layers(found), patch.model_type)
     max_length = patch.max_length(model.config)
     block_size = auto_block_size(max_length) if resolved.block_size == "auto" else resolved.block_size
     records = tuple(_record(f, layers) for f in found)
@@ -157,6 +158,17 @@ def _select_layers(layers: Layers, convertible: list[int], given: bool, model_ty
             f"{_format_layers(convertible)}"
         )
     return tuple(i for i in layers if i in convertible)
+
+
+def _check_layer_settings(settings: MonarchConfig, convertible: list[int], model_type: str) -> None:
+    """Per-layer settings name layers that exist (those not converted keep theirs, unused)."""
+    named = [i for i, _ in settings.layer_settings or ()]
+    missing = [i for i in named if i not in convertible]
+    if missing:
+        raise MonarchConvertError(
+            f"layer_settings name layers {missing} that do not exist: this {model_type} model's convertible "
+            f"layers are {_format_layers(convertible) if convertible else 'none'}"
+        )
 
 
 def _format_layers(layers: list[int]) -> str:

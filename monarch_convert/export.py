@@ -52,6 +52,7 @@ def export_checkpoint(
     seq_len: Optional[int] = None,
     overwrite: bool = False,
     echo: Callable[..., None] = print,
+    calibration: Optional[dict] = None,
     verify: bool = True,
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
@@ -61,6 +62,9 @@ def export_checkpoint(
     ``modules.json``) is written with all its modules, so that ``SentenceTransformer(out_dir)`` loads it.
     ``verify``: check the conversion on a dummy input first (``convert(..., verify=True)``).
     ``out_dir`` is checked before the model is loaded and replaced only at the end (``output_dir.staged_output``).
+    calibration: ``monarch_convert.calibrate``'s arguments (``data``, ``max_flops`` or
+    ``min_fidelity``, ``samples``): the settings are calibrated on that data, the correction is
+    written beside the weights, and the calibration report goes into ``conversion.json``.
     """
     from .default_model import DEFAULT_MODEL_NAME
 
@@ -71,7 +75,7 @@ def export_checkpoint(
         with staged_output(out_dir, overwrite, echo) as staging:
             check_device(device, config.backend if config is not None else None)
             model, preprocessor, report = _load_and_convert(
-                source, name, config, dtype, device, seq_len, echo, verify
+                source, name, config, dtype, device, seq_len, echo, calibration, verify
             )
             start = time.perf_counter()
             echo(f"Saving to {out_dir} ...")
@@ -82,7 +86,8 @@ def export_checkpoint(
     return report
 
 
-def _load_and_convert(source, name, config, dtype, device, seq_len, echo, verify) -> tuple[Any, Any, dict]:
+def _load_and_convert(source, name, config, dtype, device, seq_len, echo,
+                      calibration=None, verify=True) -> tuple[Any, Any, dict]:
     """The converted model, the source's preprocessor (or None) and the conversion report."""
     from . import conversion_report, convert
     from .default_model import default_model_path
@@ -101,11 +106,27 @@ def _load_and_convert(source, name, config, dtype, device, seq_len, echo, verify
     if verify:
         echo(f"Verified in {time.perf_counter() - start:.1f}s: on a dummy input, every converted module at an exact "
              "block size gives the original's outputs (--no-verify skips this)")
+    calibrated = _calibrate(model, preprocessor, calibration, seq_len, echo) if calibration else None
     report = conversion_report(model, seq_len=seq_len)
     echo(report.format_table())
     if embed is not None:
         echo(format_embedding_drift(before, embed()))
-    return model, preprocessor, report.to_dict()
+    return model, preprocessor, {**report.to_dict(), **({"calibration": calibrated} if calibrated else {})}
+
+
+def _calibrate(model: Any, preprocessor: Any, options: dict, seq_len: Optional[int], echo) -> dict:
+    """``monarch_convert.calibrate`` on the converted model (a SentenceTransformer's transformer,
+    with its tokenizer); its report as a dict."""
+    from . import sentence_transformers as st_models
+    from .calibration.run import calibrate
+
+    if st_models.is_sentence_transformer(model):
+        model, preprocessor = st_models.single_transformer(model), model.tokenizer
+    echo(f"Calibrating on {options['data']} ...")
+    report = calibrate(model, options["data"], preprocessor, seq_len=seq_len,
+                       **{k: v for k, v in options.items() if k != "data" and v is not None})
+    echo(report.format_table())
+    return report.to_dict()
 
 
 def _load_source(path: str, name: str, dtype: str, device: str, echo: Callable[..., None]) -> tuple[Any, Any]:
@@ -144,12 +165,13 @@ def _save(staging: Path, model: Any, preprocessor: Any, report: dict) -> str:
     """Write everything into ``staging``; the summary line of the preprocessor's (or the
     SentenceTransformer's modules') files."""
     from . import sentence_transformers as st_models
+    from .calibration.saving import save_pretrained
     from .preprocessors import describe
 
     if st_models.is_sentence_transformer(model):
         written = st_models.save(model, staging)
     else:
-        model.save_pretrained(staging)
+        save_pretrained(model, staging)  # the original weights; a calibration's correction in its own file
         before = {p.name for p in staging.iterdir()}
         if preprocessor is not None:
             preprocessor.save_pretrained(staging)

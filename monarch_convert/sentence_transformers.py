@@ -54,6 +54,17 @@ def transformer_models(st_model: Any) -> list[Any]:
     return found
 
 
+def single_transformer(st_model: Any) -> Any:
+    """The transformers model of ``st_model``'s first module, when it is its only Transformer (the
+    shape of nearly every embedding model); what calibration and the evaluator work on."""
+    models = transformer_models(st_model)
+    if len(models) != 1 or getattr(st_model[0], "auto_model", None) is not models[0]:
+        raise MonarchConvertError(
+            f"this needs a SentenceTransformer whose first module is its only Transformer; this one has {len(models)}"
+        )
+    return models[0]
+
+
 # ------------------------------------------------------------ convert, revert, report, softmax
 
 
@@ -187,16 +198,27 @@ def load(path: str, **kwargs: Any) -> Any:
 
 def from_pretrained(path: str, monarch_config: Any, **kwargs: Any) -> Any:
     """The SentenceTransformer at ``path``, converted (with the settings its transformer's config
-    saved, ``monarch_config`` over them)."""
-    from .conversion import convert as convert_any
+    saved, ``monarch_config`` over them; a calibration saved beside it folded back in)."""
+    from .loading import convert_loaded
 
-    return convert_any(load(path, **kwargs), monarch_config)
+    st_model = load(path, **kwargs)
+    _refuse_packed_inputs(st_model)
+    models = transformer_models(st_model)
+    if len(models) > 1:  # no calibration: monarch-convert calibrates single-transformer models only
+        return convert(st_model, monarch_config, {})
+    convert_loaded(models[0], path, monarch_config, kwargs)
+    return st_model
 
 
 def save(st_model: Any, folder: Path) -> str:
     """Write every module of ``st_model`` into ``folder`` (no model card: ``monarch-convert upload``
     writes its own); the summary line of what was written beside the transformer's weights."""
-    st_model.save(str(folder), create_model_card=False)
+    from .conversion import calibration_of
+
+    st_model.save(str(folder), create_model_card=False)  # the transformer's original weights, as save_pretrained
+    calibrations = [c for c in map(calibration_of, transformer_models(st_model)) if c is not None]
+    if calibrations:  # a calibrated transformer (always the first module: see ``single_transformer``)
+        calibrations[0].save(folder)
     weights = {"config.json", "model.safetensors", "model.safetensors.index.json"}
     written = sorted(p.name for p in folder.iterdir() if p.name not in weights and not p.name.startswith("model-"))
     return f"Wrote the SentenceTransformer's modules and tokenizer: {', '.join(written)}"

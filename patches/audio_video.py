@@ -15,7 +15,7 @@ from typing import Any
 from . import inputs
 from .base import ArchitecturePatch, video_max_length, waveform_max_length
 
-_VIDEO = dict(dummy_inputs=inputs.video)
+_VIDEO = dict(dummy_inputs=inputs.video, output_projection=("o_proj", "../output.dense"))
 
 
 def _spectrogram_length(config: Any) -> int:
@@ -38,6 +38,7 @@ PATCHES = (
         ("ASTAttention", "ASTSelfAttention"),
         _spectrogram_length,
         dummy_inputs=inputs.spectrogram,
+        output_projection=("o_proj", "../output.dense"),
     ),
     _waveform("wav2vec2", "Wav2Vec2"),
     _waveform("hubert", "Hubert"),

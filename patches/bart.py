@@ -11,4 +11,5 @@ PATCH = ArchitecturePatch(
     cross_attention=("encoder_attn",),
     max_length=text_max_length(),
     dummy_inputs=inputs.seq2seq_text,
+    output_projection=("out_proj",),
 )

@@ -43,6 +43,10 @@ class ArchitecturePatch:
     Modules are also left on softmax, whatever the patcher says, when they say they are causal
     (``module.is_causal``) or attend within a sliding window (``module.sliding_window`` set:
     ModernBERT's local layers).
+    output_projection: where the Linear that projects the attention's output (the heads side by
+        side are its input) sits: dotted paths from the attention module, each leading ``../`` one
+        module up (BERT: ``"../output.dense"``), the first that names a Linear counts (layouts of
+        several transformers versions); calibration folds its correction into it.
     """
 
     model_type: str
@@ -52,6 +56,7 @@ class ArchitecturePatch:
     attention_bias: Callable[[Any], str | None] = _no_bias
     left_on_softmax: tuple[tuple[str, str], ...] = ()
     dummy_inputs: InputBuilder = inputs.text
+    output_projection: tuple[str, ...] = ("out_proj",)
 
     def classify(self, name: str, module: Any, config: Any) -> str | None:
         """Why the attention module called ``name`` cannot be converted, or ``None`` if it can."""
@@ -66,6 +71,18 @@ class ArchitecturePatch:
         if getattr(module, "sliding_window", None):
             return f"sliding-window attention (window {module.sliding_window}: a band mask, not a key-padding mask)"
         return self.attention_bias(config) or None
+
+
+    def output_projection_names(self, module_name: str) -> list[str]:
+        """The dotted names where the output projection of the attention module ``module_name``
+        may be, in order."""
+        names = []
+        for path in self.output_projection:
+            parts = module_name.split(".")
+            while path.startswith("../"):
+                parts, path = parts[:-1], path[3:]
+            names.append(".".join([*parts, path]))
+        return names
 
 
 def layer_index(name: str) -> int | None:

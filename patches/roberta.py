@@ -10,4 +10,5 @@ PATCH = ArchitecturePatch(
     cross_attention=("crossattention",),
     max_length=roberta_max_length,
     attention_bias=absolute_positions_only,
+    output_projection=("../output.dense",),
 )

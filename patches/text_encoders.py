@@ -20,6 +20,7 @@ def _bert_like(model_type: str, prefix: str, max_length=text_max_length()) -> Ar
         cross_attention=("crossattention",),
         max_length=max_length,
         attention_bias=absolute_positions_only,
+        output_projection=("../output.dense",),
     )
 
 
@@ -27,9 +28,9 @@ PATCHES = (
     _bert_like("xlm-roberta", "XLMRoberta", roberta_max_length),
     _bert_like("camembert", "Camembert", roberta_max_length),
     _bert_like("electra", "Electra"),
-    ArchitecturePatch("distilbert", ("DistilBertSelfAttention",), text_max_length()),
-    ArchitecturePatch("albert", ("AlbertAttention",), text_max_length()),
-    ArchitecturePatch("modernbert", ("ModernBertAttention",), text_max_length()),
-    ArchitecturePatch("nomic_bert", ("NomicBertAttention",), text_max_length()),
-    ArchitecturePatch("eurobert", ("EuroBertAttention",), text_max_length()),
+    ArchitecturePatch("distilbert", ("DistilBertSelfAttention",), text_max_length(), output_projection=("out_lin",)),
+    ArchitecturePatch("albert", ("AlbertAttention",), text_max_length(), output_projection=("dense",)),
+    ArchitecturePatch("modernbert", ("ModernBertAttention",), text_max_length(), output_projection=("Wo",)),
+    ArchitecturePatch("nomic_bert", ("NomicBertAttention",), text_max_length(), output_projection=("o_proj",)),
+    ArchitecturePatch("eurobert", ("EuroBertAttention",), text_max_length(), output_projection=("o_proj",)),
 )

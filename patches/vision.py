@@ -26,10 +26,13 @@ def _vit_mae_length(config: Any) -> int:
     return int(num_patches(config) * (1 - config.mask_ratio)) + 1
 
 
+# Where ViT-style models keep the attention's output projection, in the layouts of transformers 5.x.
+_VIT_OUTPUT = ("o_proj", "../output.dense")
+
+
 def _vision(model_type: str, classes: tuple[str, ...], extra_tokens: Any = 1, **fields: Any) -> ArchitecturePatch:
-    return ArchitecturePatch(
-        model_type, classes, vision_max_length(extra_tokens), **{"dummy_inputs": inputs.image, **fields}
-    )
+    defaults = {"dummy_inputs": inputs.image, "output_projection": _VIT_OUTPUT}
+    return ArchitecturePatch(model_type, classes, vision_max_length(extra_tokens), **{**defaults, **fields})
 
 
 PATCHES = (
@@ -43,12 +46,16 @@ PATCHES = (
         _vit_mae_length,
         left_on_softmax=(("decoder", "ViT-MAE's pre-training decoder, left as it was"),),
         dummy_inputs=inputs.masked_image,
+        output_projection=_VIT_OUTPUT,
     ),
-    _vision("clip_vision_model", ("CLIPAttention",)),
-    _vision("clip", ("CLIPAttention",), left_on_softmax=(_CLIP_TEXT,), dummy_inputs=inputs.image_and_text),
-    _vision("siglip_vision_model", ("SiglipAttention",), extra_tokens=0),
+    _vision("clip_vision_model", ("CLIPAttention",), output_projection=("out_proj",)),
+    _vision(
+        "clip", ("CLIPAttention",), left_on_softmax=(_CLIP_TEXT,), dummy_inputs=inputs.image_and_text,
+        output_projection=("out_proj",),
+    ),
+    _vision("siglip_vision_model", ("SiglipAttention",), extra_tokens=0, output_projection=("out_proj",)),
     _vision(
         "siglip", ("SiglipAttention",), extra_tokens=0, left_on_softmax=(_SIGLIP_TEXT,),
-        dummy_inputs=inputs.image_and_text,
+        dummy_inputs=inputs.image_and_text, output_projection=("out_proj",),
     ),
 )

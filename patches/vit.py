@@ -14,4 +14,5 @@ PATCH = ArchitecturePatch(
     attention_classes=("ViTAttention", "ViTSelfAttention"),
     max_length=vision_max_length(extra_tokens=1),
     dummy_inputs=inputs.image,
+    output_projection=("o_proj", "../output.dense"),
 )

@@ -106,6 +106,18 @@ def test_small_blocks_change_the_outputs_and_the_report_lists_what_the_model_has
     assert counts == arch.skipped and len(skipped) == sum(arch.skipped.values()), skipped
 
 
+@pytest.mark.parametrize("model_type", TYPES)
+def test_output_projection_of_each_converted_module_is_a_linear_over_its_heads(model_type):
+    from monarch_convert.calibration.folding import output_projection
+
+    model = _model(model_type)
+    with _converted(model):
+        records = [r for r in mc.conversion_report(model).modules if r.status == "converted"]
+        for record in records:
+            linear = output_projection(model, get_patch(model_type), record.name)
+            assert linear.in_features == record.num_heads * record.head_dim, record.name
+
+
 def _row_alone(inputs: dict, mask: torch.Tensor, i: int) -> dict:
     """Row ``i`` of a padded batch without its padding (tensors as long as the mask are cut to it)."""
     real = mask[i].bool()

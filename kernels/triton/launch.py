@@ -148,11 +148,14 @@ class _Call:
 def monarch_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
     block_size: int, num_steps: int, pad_type: str, scale: float, out: Optional[torch.Tensor] = None,
-    *, knobs: Optional[Knobs] = None, poison: bool = False,
+    *, knobs: Optional[Knobs] = None, poison: bool = False, exact_diagonal: bool = False, global_keys: int = 0,
 ) -> torch.Tensor:
     """Launch the kernels on inputs as validated by ``ops.monarch_attention``. ``out``: where to
     write (default: a new tensor laid out like q); ``knobs``: benchmark overrides of the plan;
-    ``poison``: fill the intermediates with NaN first (tests)."""
+    ``poison``: fill the intermediates with NaN first (tests). ``exact_diagonal``, ``global_keys``:
+    the op's options (docs/algorithm.md, section 7)."""
+    if exact_diagonal or global_keys:
+        raise NotImplementedError("exact_diagonal and global_keys are not in the Triton kernels yet")
     B, H, N, D = q.shape
     DV = v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D

@@ -51,14 +51,9 @@ class SentenceEmbedding(Task):
 
         if not st_models.is_sentence_transformer(model):
             return model
-        models = st_models.transformer_models(model)
-        if len(models) != 1 or getattr(model[0], "auto_model", None) is not models[0]:
-            raise MonarchConvertError(
-                f"task {self.name} evaluates sentence-transformers models whose first module is their only "
-                f"Transformer; this one has {len(models)}"
-            )
+        transformer = st_models.single_transformer(model)
         self.st_model = model
-        return models[0]
+        return transformer
 
     def load_processor(self, path: str | None, given: Any) -> Any:
         if given is None and self.st_model is not None:
