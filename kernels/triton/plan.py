@@ -18,7 +18,8 @@ class Knobs:
     tile of grouped blocks. max_rows: rows of a looped program. r_warps / l_warps / s_warps: warps
     of the R-step, final L-step and non-final L-step programs; s_rows: query rows per chunk of a
     non-final L-step. warps: warps of the fused program. stages: software-pipelining depth.
-    pdl: programmatic dependent launch between a call's grids.
+    pdl: programmatic dependent launch between a call's grids. chunk_bytes: intermediates above which a
+    call runs its heads in chunks (``heads_per_chunk``).
     """
 
     mode: Optional[str] = None
@@ -32,6 +33,7 @@ class Knobs:
     warps: Optional[int] = None
     stages: Optional[int] = None
     pdl: Optional[bool] = None
+    chunk_bytes: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:
@@ -121,3 +123,20 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     mode = knobs.mode or ("fused" if _fused_pays(bh, m * b, num_steps, sm_count) else "tiles")
     fused_warps = knobs.warps if knobs.warps is not None else max(r.warps, lo.warps)
     return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl)
+
+
+# Intermediates of at most this many bytes run all heads at once (32 MiB: batch 1 at N = 8192 of 12 heads of 64).
+CHUNK_BYTES = 32 << 20
+
+
+def heads_per_chunk(heads: int, scratch_bytes: int, io_bytes: int, knobs: Knobs = Knobs()) -> int:
+    """Heads of every sequence that one chunk of a tiled call runs. ``scratch_bytes``: the call's
+    intermediates with all heads at once (aL and Y alone are half the bytes of q, k, v and the output:
+    peak memory 1.5x of those); ``io_bytes``: the bytes of q, k, v and the output. Above
+    ``chunk_bytes`` the heads run in chunks whose intermediates fit a fifth of ``io_bytes`` (peak 1.2x),
+    each chunk reusing the same scratch."""
+    limit = knobs.chunk_bytes if knobs.chunk_bytes is not None else CHUNK_BYTES
+    if scratch_bytes <= limit:
+        return heads
+    chunks = -(-5 * scratch_bytes // max(1, io_bytes))
+    return max(1, -(-heads // chunks))

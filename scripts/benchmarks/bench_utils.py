@@ -31,6 +31,8 @@ VARIANTS = {
     "g64w4": Knobs(group_rows=64, warps=4, r_warps=4, l_warps=4),  # small tiles before variant 19
     "nopdl": Knobs(pdl=False),
     "s32": Knobs(s_rows=32),
+    "nochunk": Knobs(chunk_bytes=1 << 62),  # all heads at once, whatever the intermediates' size
+    "g16w1": Knobs(group_rows=16, warps=1, r_warps=1, l_warps=1),  # 16-row tiles of one warp (variant 21)
 }
 
 

@@ -38,9 +38,11 @@ def compile_sm90(kernel, constexprs: dict, specialize: bool = False, **options):
     from triton.compiler import ASTSource
 
     constexprs, signature, attrs = dict(constexprs), {}, {}
-    for i, name in enumerate(inspect.signature(kernel.fn).parameters):
+    for i, (name, param) in enumerate(inspect.signature(kernel.fn).parameters.items()):
         if specialize and UNIT_STRIDE.fullmatch(name):
             constexprs.setdefault(name, 1)
+        if "constexpr" in str(param.annotation) and param.default is not inspect.Parameter.empty:
+            constexprs.setdefault(name, param.default)  # a flag left at its default
         if name in constexprs:
             signature[name] = "constexpr"
             continue
@@ -77,10 +79,12 @@ def kernel_configs(N: int, T: int, mask: bool):
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
     r = dict(base, DV=64, BDV=64, GROUPED=rs.grouped, ONE_COL=rs.one_col, BQ=rs.rows, BK=rs.cols)
     if T > 1:
-        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), rs.warps
+        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=False, LAYOUT=mask,
+                                                     LCH=min(2048, N)), rs.warps
         yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=ls.grouped, ONE_COL=ls.one_col, BQ=ss.rows,
                                                         BK=ss.cols), ss.warps
-    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), rs.warps
+    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=T > 1, LAYOUT=mask and T == 1,
+                                                 LCH=min(2048, N)), rs.warps
     yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=ls.grouped, ONE_COL=ls.one_col,
                                                 BQ=ls.rows, BK=ls.cols), ls.warps
 
@@ -89,7 +93,6 @@ def every_variant():
     """(kernel, constexprs) of every code path the launcher can compile: grouped, one column tile
     and looped programs of each step kind, the first and a later R-step, and the fused kernel."""
     from monarch_convert.kernels.triton.fused import _fused_kernel
-    from monarch_convert.kernels.triton.layout_kernel import _layout_kernel
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 
     common = dict(D=72, HAS_MASK=True, IEEE=False, BQ=64, BK=64, BD=128, PDL=True)
@@ -100,12 +103,13 @@ def every_variant():
         yield _r_step_kernel, dict(with_v, FROM_SUMMARY=True, WANT_Y=True, **cols)
         yield _l_out_kernel, dict(with_v, **cols)
         yield _l_sum_kernel, dict(common, **cols)
+    # The first grid of a masked call: it lays out the sequences first.
     yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=False, GROUPED=False, ONE_COL=True, BK=128,
-                               PDL=False)
+                               PDL=False, LAYOUT=True, PRE=True, LCH=1024)
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
-    yield _layout_kernel, dict(PRE=True, CH=1024)
+    yield _fused_kernel, dict(whole, NUM_STEPS=1, HAS_MASK=True, PRE=False, LCH=512)
 
 
 def main(argv=None) -> None:
