@@ -91,11 +91,9 @@ def monarch_attention(
     Returns (batch, heads, seq, v_head_dim) in the input dtype (empty where seq, batch or heads is 0,
     as ``scaled_dot_product_attention`` returns).
     """
-    key = _call_key(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, backend)
-    if key is not None:
-        replay = _LAUNCH_MODULE.REPLAYS.get(key)
-        if replay is not None:
-            return replay.run(q, k, v, key_padding_mask)
+    key, out = _replayed(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, backend)
+    if out is not None:
+        return out
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend)
     if scale is None:
         scale = q.shape[-1] ** -0.5
@@ -139,25 +137,30 @@ def _softmax_attention(q, k, v, key_padding_mask, scale: float) -> torch.Tensor:
 _LAUNCH_MODULE = None
 
 
-def _call_key(q, k, v, mask, block_size, num_steps, pad_type, scale, backend) -> tuple | None:
-    """Everything ``_validate`` and the dispatch read: an eager call
-    whose key a Triton call had before is valid and replays that call's launches
-    (``kernels/triton/replay.py``) with no further Python work. None where no replay may apply:
-    before the first Triton call, under ``torch.compile``, with inputs that need grad, with
-    anything that is not a tensor where a tensor belongs, with pointers not 16-byte aligned."""
+def _replayed(q, k, v, mask, block_size, num_steps, pad_type, scale, backend) -> tuple:
+    """(key of the call, its output or None). The key holds everything ``_validate`` and the
+    dispatch read: an eager call whose key a Triton call had before is valid, and runs that call's
+    launches again on its own tensors (``kernels/triton/replay.py``) with no further Python work.
+    No key (None) where no replay may apply: before the first Triton call, under ``torch.compile``,
+    with inputs that need grad, with anything that is not a tensor where a tensor belongs, with
+    pointers that are not 16-byte aligned (Triton compiles those apart)."""
     if _LAUNCH_MODULE is None or torch.compiler.is_compiling():
-        return None
+        return None, None
     tensors = isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
     if not tensors or (mask is not None and not isinstance(mask, torch.Tensor)):
-        return None
+        return None, None
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return None
-    if (q.data_ptr() | k.data_ptr() | v.data_ptr() | (0 if mask is None else mask.data_ptr())) & 15:
-        return None  # Triton compiles unaligned pointers apart: the launcher's own signature tells them apart
-    masked = None if mask is None else (mask.shape, mask.stride(), mask.dtype, mask.device)
-    return (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype, v.dtype, q.device,
-            k.device, v.device, masked, type(block_size), block_size, type(num_steps), num_steps, pad_type,
-            scale, backend)
+        return None, None
+    qp, kp, vp, mp = q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr()
+    if (qp | kp | vp | mp) & 15:
+        return None, None
+    # get_device: the CUDA index, -1 elsewhere; only validated CUDA calls are ever kept.
+    masked = None if mask is None else (mask.shape, mask.stride(), mask.dtype, mask.get_device())
+    key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype, v.dtype,
+           q.get_device(), k.get_device(), v.get_device(), masked, type(block_size), block_size, type(num_steps),
+           num_steps, pad_type, scale, backend)
+    replay = _LAUNCH_MODULE.REPLAYS.get(key)
+    return key, None if replay is None else replay.run_at(qp, kp, vp, mp)
 
 
 def _launcher():

@@ -15,6 +15,13 @@ pytest.importorskip("triton")
 from monarch_convert.kernels.triton import replay
 
 
+@pytest.fixture(autouse=True)
+def fake_scratch(monkeypatch):
+    """Scratch at a made-up address (the real one comes from PyTorch's CUDA allocator)."""
+    monkeypatch.setattr(replay, "_alloc", lambda nbytes, stream, device: 1 << 20)
+    monkeypatch.setattr(replay, "_free", lambda ptr: None)
+
+
 class FakeCompiled:
     """A compiled kernel whose launcher takes the hooks' arguments (the generic path)."""
 
@@ -76,7 +83,7 @@ def test_replay_puts_the_new_call_pointers_back(monkeypatch, mask):
     assert (g0, stream) == (6, 1234)
     assert args[:3] == (q.data_ptr(), k.data_ptr(), v.data_ptr()) and args[5:] == (3, 0.5, True)
     base = args[3]
-    assert isinstance(base, int) and args[4] == base
+    assert base == 1 << 20 and args[4] == base
     (g0, _, args), = b.calls
     assert g0 == 4 and args[0] == q[:, 1:].data_ptr() and args[1] == base + 128 and args[2] == out.data_ptr()
     assert args[3] == (key_mask if mask else q).data_ptr() and args[4] == 7

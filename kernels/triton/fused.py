@@ -8,7 +8,6 @@ import triton
 import triton.language as tl
 
 from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks
-from .layout_kernel import _sequence_layout
 from .stages import _l_out_tile, _l_sum_tile, _r_tile, _zero_pad_rows
 
 
@@ -23,8 +22,7 @@ def _fused_kernel(
     HAS_MASK: tl.constexpr, R_GROUPED: tl.constexpr, R_ONE_COL: tl.constexpr, L_GROUPED: tl.constexpr,
     L_ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     R_TILE: tl.constexpr, R_COLS: tl.constexpr, L_TILE: tl.constexpr, L_COLS: tl.constexpr,
-    S_COLS: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr, PRE: tl.constexpr = False,
-    LCH: tl.constexpr = 16,
+    S_COLS: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
 ):
     _after_previous_grid(PDL)
     seq = (len_ptr, off_ptr, tok_ptr)
@@ -32,8 +30,6 @@ def _fused_kernel(
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
     so = (stride_ob, stride_oh, stride_on, stride_od)
     bh = tl.program_id(0)
-    if HAS_MASK:  # the program lays out its sequence itself: all its slots (``layout_kernel.py``)
-        _sequence_layout(mask_ptr, stride_mb, stride_mn, seq, bh // H, N, b, 0, m * b, PRE, LCH)
     mb = _seq_blocks(seq, dims, bh, HAS_MASK)
     for step in tl.static_range(NUM_STEPS):
         for t in range(_r_count(mb, b, R_TILE, R_GROUPED)):

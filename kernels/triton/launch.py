@@ -5,8 +5,8 @@ intermediates, launch the fused kernel or the tiled steps. Same semantics as
 Each sequence is laid out by its own length (``kernels/layout.py``): slot ``p = k*b + j`` of
 sequence ``s`` holds its real token of rank ``p - off[s]`` if that rank is in ``[0, L[s])``; a
 sequence uses ``m_s = ceil(L[s] / b)`` blocks, and programs past ``m_s`` exit at once. With a
-key-padding mask, the first grid's programs build each sequence's token index, length and offset
-(``layout_kernel.py``): no launch of its own.
+key-padding mask, each sequence's token index, length and offset are built first: by a launch of
+their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` chooses).
 
 A tiled call whose intermediates are large runs its heads in chunks that reuse one scratch
 (``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
@@ -26,7 +26,9 @@ from typing import Optional
 import torch
 
 from ..layout import capped_block_size, output_like
+from . import plan as plan_module
 from .fused import _fused_kernel
+from .layout_kernel import _layout_kernel
 from .plan import Knobs, LaunchPlan, heads_per_chunk, make_plan, pow2
 from .replay import Replay, knobs_allow_replay, signature
 from .tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
@@ -177,12 +179,13 @@ class _Call:
             flags["num_stages"] = self.plan.stages
         return flags
 
-    def layout_flags(self, on: bool) -> dict:
-        """Flags of a grid that lays out the sequences (``on``): padding side and mask chunk (the
-        kernel's defaults otherwise, so that one compiled kernel serves both sides)."""
+    def layout_flags(self, on: bool, warps: int) -> dict:
+        """Flags of a grid that lays out the sequences (``on``): padding side and mask chunk (16
+        positions per thread); the kernel's defaults otherwise, so that one compiled kernel serves
+        both sides."""
         if not on:
-            return dict(PRE=False, LCH=16)
-        return dict(PRE=self.pad_type == "pre", LCH=min(2048, max(16, pow2(self.q.shape[2]))))
+            return dict(LAYOUT=False, PRE=False, LCH=16)
+        return dict(LAYOUT=True, PRE=self.pad_type == "pre", LCH=min(512 * warps, max(16, pow2(self.q.shape[2]))))
 
     def chained(self, after_ours: bool) -> dict:
         """Launch arguments of a grid; ``after_ours``: a grid of this call runs before it."""
@@ -237,6 +240,8 @@ def monarch_attention_triton(
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
     call = _Call(plan, q, k, v, out, mask, buf, buffers, b, m, num_steps, pad_type, float(scale),
                  recording=[] if fast is not None else None)
+    if has_mask and not plan.layout_in_grid:
+        _launch_layout(call)
     if plan.mode == "fused":
         _launch_fused(call)
     else:
@@ -249,6 +254,13 @@ def monarch_attention_triton(
     return out
 
 
+def set_chunk_bytes(limit: int) -> None:
+    """Intermediates above ``limit`` bytes run the heads in chunks (``plan.heads_per_chunk``): less
+    peak memory for more grid boundaries. Replays recorded under the old limit are dropped."""
+    plan_module.CHUNK_BYTES = limit
+    REPLAYS.clear()
+
+
 def _remember(key: Optional[tuple], replay: Optional[Replay]) -> None:
     if key is None or replay is None:
         return
@@ -257,9 +269,16 @@ def _remember(key: Optional[tuple], replay: Optional[Replay]) -> None:
     REPLAYS[key] = replay
 
 
+def _launch_layout(c: _Call) -> None:
+    """Each sequence's token index, length and offset, in one launch; chunks of up to 4096
+    positions (each chunk is a serial step of the sequence's one program)."""
+    B, N = c.mask.shape
+    c.launch(_layout_kernel, B, c.mask, *c.mask.stride(), c.buffers["tok"], c.buffers["lens"], c.buffers["offs"],
+             N, c.b, PRE=c.pad_type == "pre", CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
+
+
 def _launch_fused(c: _Call) -> None:
-    """One program per (batch, head): all steps in one launch (with a mask, each program first lays
-    out its sequence)."""
+    """One program per (batch, head): all steps in one launch."""
     q, DV, buf = c.q, c.v.shape[-1], c.buffers
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step
     mask, *mask_strides = c.mask_args()
@@ -269,20 +288,20 @@ def _launch_fused(c: _Call) -> None:
         *q.stride(), *c.k.stride(), *c.v.stride(), *c.out.stride(), *mask_strides, c.scale,
         DV=DV, NUM_STEPS=c.num_steps, R_GROUPED=rt.grouped, R_ONE_COL=rt.one_col, L_GROUPED=lt.grouped,
         L_ONE_COL=lt.one_col, R_TILE=rt.rows, R_COLS=rt.cols, L_TILE=lt.rows, L_COLS=lt.cols, S_COLS=st.cols,
-        BDV=max(16, pow2(DV)), **c.flags(), **c.chained(False), **c.layout_flags(c.has_mask),
-        num_warps=c.plan.fused_warps,
+        BDV=max(16, pow2(DV)), **c.flags(), **c.chained(c.has_mask), num_warps=c.plan.fused_warps,
     )
 
 
 def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
     """Heads [h0, h1) of every sequence: per step an R-step grid, then a summary L-step grid; the
-    output L-step grid last. The first grid of a masked call lays out the sequences."""
+    output L-step grid last. The first grid of a masked call may lay out the sequences."""
     q, k, v, out = c.heads(h0, h1) if (h0, h1) != (0, c.q.shape[1]) else (c.q, c.k, c.v, c.out)
     DV, buf = v.shape[-1], c.buffers
     BH = q.shape[0] * q.shape[1]
     seq_args, flags = c.seq_args(q.shape[1]), c.flags()
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
     mask, *mask_strides = c.mask_args()
+    in_grid = c.has_mask and c.plan.layout_in_grid
     for step in range(c.num_steps):
         last = step == c.num_steps - 1
         first = step == 0 and h0 == 0
@@ -291,9 +310,8 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
             q, k, v, buf["summ"], buf["al"], buf["cl"], buf["y"], *seq_args[:3], mask, *seq_args[3:], rt.tiles,
             *q.stride(), *k.stride(), *v.stride(), *mask_strides, c.scale,
             DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows, BK=rt.cols,
-            BDV=max(16, pow2(DV)), **flags, **c.chained(not first), LAYOUT=first and c.has_mask,
-            **c.layout_flags(first and c.has_mask),
-            num_warps=rt.warps,
+            BDV=max(16, pow2(DV)), **flags, **c.chained(not (first and (in_grid or not c.has_mask))),
+            **c.layout_flags(first and in_grid, rt.warps), num_warps=rt.warps,
         )
         if not last:
             c.launch(

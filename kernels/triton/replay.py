@@ -123,17 +123,34 @@ class Replay:
                    out.device)
 
     def run(self, q, k, v, mask, out=None) -> torch.Tensor:
+        return self.run_at(q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(), out)
+
+    def run_at(self, q: int, k: int, v: int, mask: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The launches on inputs at these addresses (``mask``: 0 without one)."""
         if out is None:
             out = torch.empty_strided(self.out_size, self.out_stride, dtype=self.dtype, device=self.device)
-        scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8, device=self.device)
+        stream = current_stream(self.device.index)
+        scratch = _alloc(self.scratch_bytes, stream, self.device)
         # Plain ints as pointers: the launchers take them as they are (a tensor costs them a
         # data_ptr() call per argument per launch).
-        src = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0 if mask is None else mask.data_ptr(),
-               scratch.data_ptr())
+        src = (q, k, v, out.data_ptr(), mask, scratch if isinstance(scratch, int) else scratch.data_ptr())
         pointers = [src[s] + at for s, at in self.pointers]
-        stream = current_stream(self.device.index)
         for launch in self.launches:
             launch(pointers, stream)
-        del scratch  # freed in stream order: later work on this stream may reuse it
+        _free(scratch)  # in stream order: later work on this stream may reuse it
         return out
+
+
+def _alloc(nbytes: int, stream: int, device: torch.device):
+    """Scratch from PyTorch's caching allocator on ``stream`` (its graph pool under CUDA-graph
+    capture, as for any tensor): a raw pointer, no tensor made for it, where the device is the
+    current one (the raw allocator's); else a tensor on ``device``."""
+    if torch._C._cuda_getDevice() == device.index:
+        return torch._C._cuda_cudaCachingAllocator_raw_alloc(nbytes, stream)
+    return torch.empty(nbytes, dtype=torch.uint8, device=device)
+
+
+def _free(scratch) -> None:
+    if isinstance(scratch, int):
+        torch._C._cuda_cudaCachingAllocator_raw_delete(scratch)
 

@@ -2,7 +2,7 @@
 """Peak GPU memory of one call, as a multiple of the bytes of q, k, v and the output (the O(N d)
 promise of docs/algorithm.md, section 3).
 
-    python scripts/benchmarks/bench_memory.py [--old FOLDER] [--csv FILE]
+    python scripts/benchmarks/bench_memory.py [--old FOLDER] [--chunk-bytes N] [--csv FILE]
 
 For each case (float16, 12 heads, head dim 64, b = ceil(sqrt(N))), q, k, v (and the mask) are made
 first; the peak is ``torch.cuda.max_memory_allocated`` over one eager call (after a first call that
@@ -53,10 +53,15 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--old", default=None, help="folder holding another version's kernels/ folder")
+    p.add_argument("--chunk-bytes", type=int, default=None, help="launch.set_chunk_bytes first (heads in chunks)")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_memory.py needs a CUDA GPU")
+    if args.chunk_bytes is not None:
+        from monarch_convert.kernels.triton.launch import set_chunk_bytes
+
+        set_chunk_bytes(args.chunk_bytes)
     old = import_kernels(args.old)[1] if args.old else None
     env, rows = environment(measure_copy=False), []
     print("\n| case | B | N | T | mask | peak / (q, k, v, out) new | old |\n|---|---|---|---|---|---|---|")
@@ -67,7 +72,7 @@ def main(argv=None) -> None:
         rows.append(env.stamp(Row(kernel=f"memory:{case.name}", provider="triton", dtype="float16",
                                   batch=case.batch, heads=case.heads, seq=case.seq, head_dim=case.head_dim,
                                   block=case.block, steps=case.steps, pad_frac=case.pad_frac, median_ms="",
-                                  note=f"peak/(q,k,v,out) {new:.4f}; old {was:.4f}")))
+                                  note=f"peak/(q,k,v,out) {new:.4f}; old {was:.4f}; chunk_bytes {args.chunk_bytes}")))
         torch.cuda.empty_cache()
     print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'memory.csv')}")
 

@@ -93,6 +93,7 @@ def every_variant():
     """(kernel, constexprs) of every code path the launcher can compile: grouped, one column tile
     and looped programs of each step kind, the first and a later R-step, and the fused kernel."""
     from monarch_convert.kernels.triton.fused import _fused_kernel
+    from monarch_convert.kernels.triton.layout_kernel import _layout_kernel
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 
     common = dict(D=72, HAS_MASK=True, IEEE=False, BQ=64, BK=64, BD=128, PDL=True)
@@ -109,7 +110,7 @@ def every_variant():
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
-    yield _fused_kernel, dict(whole, NUM_STEPS=1, HAS_MASK=True, PRE=False, LCH=512)
+    yield _layout_kernel, dict(PRE=True, CH=1024)
 
 
 def main(argv=None) -> None:
