@@ -177,7 +177,7 @@ def test_layout_kernel(kern, kind):
     mask[1, 3:9] = True  # contiguous, in the middle
     tok = torch.full((B, N), -5, dtype=torch.int64)
     lens, offs = torch.full((2, B), -5, dtype=torch.int64)
-    kern._layout_kernel[(B,)](mask.view(torch.uint8), *mask.stride(), tok, lens, offs, N, b, PRE=True, CH=16)
+    kern._layout_kernel[(B,)](mask.view(torch.uint8), tok, lens, offs, *mask.stride(), N, b, PRE=True, CH=16)
     for i in range(B):
         pos = mask[i].nonzero().flatten()
         L = len(pos)

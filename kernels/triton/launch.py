@@ -273,7 +273,7 @@ def _launch_layout(c: _Call) -> None:
     """Each sequence's token index, length and offset, in one launch; chunks of up to 4096
     positions (each chunk is a serial step of the sequence's one program)."""
     B, N = c.mask.shape
-    c.launch(_layout_kernel, B, c.mask, *c.mask.stride(), c.buffers["tok"], c.buffers["lens"], c.buffers["offs"],
+    c.launch(_layout_kernel, B, c.mask, c.buffers["tok"], c.buffers["lens"], c.buffers["offs"], *c.mask.stride(),
              N, c.b, PRE=c.pad_type == "pre", CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
 
 

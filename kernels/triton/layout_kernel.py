@@ -48,10 +48,10 @@ def _store_length(seq, bi64, L, b, PRE: tl.constexpr):
 
 
 @triton.jit
-def _layout_kernel(mask_ptr, stride_mb, stride_mn, tok_ptr, len_ptr, off_ptr, N, b, PRE: tl.constexpr,
+def _layout_kernel(mask_ptr, tok_ptr, len_ptr, off_ptr, stride_mb, stride_mn, N, b, PRE: tl.constexpr,
                    CH: tl.constexpr):
     """One program per sequence: its token index (real positions in order), length, and
-    pre-padding offset, in chunks of CH positions."""
+    pre-padding offset, in chunks of CH positions. (Pointers first: what ``replay.py`` replays.)"""
     bi = tl.program_id(0).to(tl.int64)
     L = _scatter_ranks(mask_ptr + bi * stride_mb, stride_mn, tok_ptr + bi * N, N, 0, N, CH)
     _store_length((len_ptr, off_ptr), bi, L, b, PRE)
