@@ -27,14 +27,17 @@ def monarch_attention_fwd(
     num_steps: int,
     pad_type: str,
     scale: float,
+    exact_diagonal: bool = False,
+    global_keys: int = 0,
 ) -> torch.Tensor:
     # Looked up at call time, so that a test may reload the kernel module (e.g. to switch the
     # Triton interpreter on) without re-registering this op.
     impl = import_module(__package__ + ".triton.launch")
     out = output_like(q, v.shape[-1])
-    return impl.monarch_attention_triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, out=out)
+    return impl.monarch_attention_triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, out=out,
+                                         exact_diagonal=exact_diagonal, global_keys=global_keys)
 
 
 @monarch_attention_fwd.register_fake
-def _(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale):
+def _(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, exact_diagonal=False, global_keys=0):
     return output_like(q, v.shape[-1])

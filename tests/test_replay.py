@@ -74,7 +74,7 @@ def test_replay_puts_the_new_call_pointers_back(monkeypatch, mask):
     rep = replay.Replay.of(call)
     assert rep is not None
     # No tensor of the recorded call is kept alive by the replay.
-    assert not any(isinstance(x, torch.Tensor) for launch in rep.launches for x in launch.rest)
+    assert not any(isinstance(x, torch.Tensor) for launch in rep.launches for x in launch.tail)
     q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
     key_mask = torch.ones(1, 8, dtype=torch.bool) if mask else None
     out = rep.run(q, k, v, key_mask)
@@ -107,10 +107,15 @@ def test_unknown_tensor_argument_means_no_replay():
     assert replay.Replay.of(call) is None
 
 
-def test_pointer_after_a_constant_means_no_replay():
-    call, _ = _recorded_call(False)
+def test_pointers_after_constants_are_put_back(monkeypatch):
+    monkeypatch.setattr(replay, "current_stream", lambda index: 1234)
+    call, (a, _) = _recorded_call(False)
     call.recording[0][2].append(call.out)
-    assert replay.Replay.of(call) is None
+    q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
+    out = replay.Replay.of(call).run(q, k, v, None)
+    (_, _, args), = a.calls
+    assert args[:3] == (q.data_ptr(), k.data_ptr(), v.data_ptr()) and args[5:8] == (3, 0.5, True)
+    assert args[8] == out.data_ptr() and len(args) == 9
 
 
 def test_signature_tells_apart_what_the_kernels_are_compiled_for():
@@ -125,3 +130,7 @@ def test_signature_tells_apart_what_the_kernels_are_compiled_for():
     assert shifted.stride() == q.stride() and shifted.data_ptr() % 16
     assert one != replay.signature(shifted, q, q, **base)
     assert one != replay.signature(q, q, q, **{**base, "mask": torch.ones(2, 16, dtype=torch.bool)})
+    # The op's options launch other kernels: a replay recorded without them never serves them.
+    assert one != replay.signature(q, q, q, **base, exact_diagonal=True)
+    assert one != replay.signature(q, q, q, **base, global_keys=4)
+    assert replay.signature(q, q, q, **base, global_keys=4) != replay.signature(q, q, q, **base, global_keys=5)

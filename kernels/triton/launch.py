@@ -32,6 +32,7 @@ from .layout_kernel import _layout_kernel
 from .plan import Knobs, LaunchPlan, heads_per_chunk, make_plan, pow2
 from .replay import Replay, knobs_allow_replay, signature
 from .tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
+from .variants import _exact_kernel, _select_kernel
 
 # triton.jit built interpreted kernels at import iff TRITON_INTERPRET was set then.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -68,8 +69,10 @@ class _Scratch:
     """Byte offsets of the intermediates in the call's one scratch allocation: aL (BH, b, m, D),
     Y (BH, b, m, DV) and, from T = 2, the summaries (BH, m, b, D) in the input dtype; cL (BH, b, m)
     in float32, for the ``BH`` heads of one chunk; with a mask, the token index (B, N), lengths and
-    offsets (B) in int64. Every offset is a multiple of 128 bytes, so each buffer keeps the 16-byte
-    alignment the kernels are compiled for."""
+    offsets (B) in int64; with the options (``variants.py``, which run all heads at once), the exact
+    columns exl (BH, b, m) float32 and exy (BH, b, m, DV), and for global keys their scores (BH, N)
+    float32, flags (BH, N) int8 and positions (BH, BG) int64. Every offset is a multiple of 128
+    bytes, so each buffer keeps the 16-byte alignment the kernels are compiled for."""
 
     shapes: dict  # name -> (dtype, shape)
     offsets: dict  # name -> byte offset
@@ -77,7 +80,7 @@ class _Scratch:
 
     @classmethod
     def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool,
-             heads: int) -> "_Scratch":
+             heads: int, exact: bool = False, globals_width: int = 0) -> "_Scratch":
         B, _, N, D = q.shape
         BH = B * heads
         shapes = {"al": (q.dtype, (BH, b, m, D)), "y": (q.dtype, (BH, b, m, dv)), "cl": (torch.float32, (BH, b, m))}
@@ -85,6 +88,11 @@ class _Scratch:
             shapes["summ"] = (q.dtype, (BH, m, b, D))
         if has_mask:
             shapes.update(tok=(torch.int64, (B, N)), lens=(torch.int64, (B,)), offs=(torch.int64, (B,)))
+        if exact:
+            shapes.update(exl=(torch.float32, (BH, b, m)), exy=(q.dtype, (BH, b, m, dv)))
+        if globals_width:
+            shapes.update(gscore=(torch.float32, (BH, N)), gflag=(torch.int8, (BH, N)),
+                          gsel=(torch.int64, (BH, globals_width)))
         offsets, at = {}, 0
         for name, (dtype, shape) in shapes.items():
             offsets[name] = at
@@ -130,6 +138,19 @@ class _Call:
     pad_type: str
     scale: float
     recording: Optional[list] = None
+    diag: bool = False  # exact diagonal blocks (T >= 2 only: at T = 1 they are the published steps)
+    num_globals: int = 0  # global keys, at most N
+    layout_in_grid: bool = False  # a masked tiled call's first grid lays out the sequences
+
+    @property
+    def exact(self) -> bool:
+        """Whether the L-steps have each query's exact column (``variants.py``)."""
+        return self.diag or self.num_globals > 0
+
+    def variant_args(self) -> dict:
+        """The options' pointers (q where unused) and flags, by name."""
+        buf, q = self.buffers, self.q
+        return dict(ex_l_ptr=buf.get("exl", q), ex_y_ptr=buf.get("exy", q), gflag_ptr=buf.get("gflag", q))
 
     def __post_init__(self) -> None:
         self._where = {id(t): (i, 0) for i, t in enumerate((self.q, self.k, self.v, self.out, self.mask))}
@@ -201,12 +222,14 @@ class _Call:
 def monarch_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
     block_size: int, num_steps: int, pad_type: str, scale: float, out: Optional[torch.Tensor] = None,
-    *, knobs: Optional[Knobs] = None, poison: bool = False, remember_as: Optional[tuple] = None,
+    *, knobs: Optional[Knobs] = None, poison: bool = False, exact_diagonal: bool = False, global_keys: int = 0,
+    remember_as: Optional[tuple] = None,
 ) -> torch.Tensor:
     """Launch the kernels on inputs as validated by ``ops.monarch_attention``. ``out``: where to
     write (default: a new tensor laid out like q); ``knobs``: benchmark overrides of the plan;
-    ``poison``: fill the intermediates with NaN first (tests); ``remember_as``: a further key under
-    which the call's replay is kept (``ops``: its own key of the call, looked up in ``REPLAYS``)."""
+    ``poison``: fill the intermediates with NaN first (tests). ``exact_diagonal``, ``global_keys``:
+    the op's options (docs/algorithm.md, section 7; ``variants.py``). ``remember_as``: a further key
+    under which the call's replay is kept (``ops``: its own key of the call, looked up in ``REPLAYS``)."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
@@ -220,7 +243,7 @@ def monarch_attention_triton(
         return output_like(q, DV) if out is None else out
     fast = None
     if q.is_cuda and not INTERPRETED and knobs is None and not poison and knobs_allow_replay():
-        fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale)
+        fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale, exact_diagonal, global_keys)
         replay = REPLAYS.get(fast)
         if replay is not None:
             _remember(remember_as, replay)
@@ -230,17 +253,24 @@ def monarch_attention_triton(
     knobs = knobs or Knobs()
     plan = plan_for(q, v, b, num_steps, knobs)
     has_mask = key_padding_mask is not None
-    heads = _chunk_heads(q, DV, b, m, num_steps, has_mask, plan.mode, knobs)
-    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask, heads)
+    diag, num_globals = exact_diagonal and num_steps > 1, min(global_keys, N)
+    exact = diag or num_globals > 0
+    heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, has_mask, plan.mode, knobs)
+    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact, num_globals and max(16, pow2(num_globals)))
     buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
     buffers = scratch.views(buf)
-    if poison:  # tests: reading an intermediate nobody wrote shows up as NaN
-        for name in ("al", "y", "summ", "cl"):
-            buffers[name].fill_(float("nan"))
+    if poison:  # tests: reading an intermediate nobody wrote shows up as NaN (a flag or index: junk)
+        for name, x in buffers.items():
+            if name in ("al", "y", "summ", "cl", "exl", "exy", "gscore"):
+                x.fill_(float("nan"))
+            elif name in ("gflag", "gsel"):
+                x.fill_(-3)
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
+    # The global keys' choice reads the layout before the first R-step: a launch of its own then.
+    in_grid = has_mask and plan.layout_in_grid and plan.mode == "tiles" and not num_globals
     call = _Call(plan, q, k, v, out, mask, buf, buffers, b, m, num_steps, pad_type, float(scale),
-                 recording=[] if fast is not None else None)
-    if has_mask and not plan.layout_in_grid:
+                 recording=[] if fast is not None else None, diag=diag, num_globals=num_globals, layout_in_grid=in_grid)
+    if has_mask and not in_grid:
         _launch_layout(call)
     if plan.mode == "fused":
         _launch_fused(call)
@@ -289,36 +319,63 @@ def _launch_fused(c: _Call) -> None:
         DV=DV, NUM_STEPS=c.num_steps, R_GROUPED=rt.grouped, R_ONE_COL=rt.one_col, L_GROUPED=lt.grouped,
         L_ONE_COL=lt.one_col, R_TILE=rt.rows, R_COLS=rt.cols, L_TILE=lt.rows, L_COLS=lt.cols, S_COLS=st.cols,
         BDV=max(16, pow2(DV)), **c.flags(), **c.chained(c.has_mask), num_warps=c.plan.fused_warps,
+        **c.variant_args(), gsel_ptr=buf.get("gsel", q), score_ptr=buf.get("gscore", q), G=c.num_globals,
+        EXACT_DIAG=c.diag, GLOBAL=c.num_globals > 0, BG=max(16, pow2(c.num_globals)),
     )
 
 
+def _launch_select(c: _Call) -> None:
+    """The global keys of each (sequence, head), one program each (``variants.py``)."""
+    q, buf = c.q, c.buffers
+    c.launch(_select_kernel, q.shape[0] * q.shape[1], q, c.k, buf["gscore"], buf["gsel"], buf["gflag"],
+             *c.seq_args(q.shape[1]), c.num_globals, *q.stride(), *c.k.stride(), D=q.shape[-1], HAS_MASK=c.has_mask,
+             BG=buf["gsel"].shape[1], BD=max(16, pow2(q.shape[-1])), **c.chained(c.has_mask), num_warps=4)
+
+
+def _launch_exact(c: _Call) -> None:
+    """Each query's exact column: its global keys, merged with its exact diagonal block."""
+    q, DV, buf, rt = c.q, c.v.shape[-1], c.buffers, c.plan.r_step
+    c.launch(_exact_kernel, q.shape[0] * q.shape[1] * rt.tiles, q, c.k, c.v, buf["exl"], buf["exy"], buf["gsel"],
+             *c.seq_args(q.shape[1]), rt.tiles, c.num_globals, *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
+             DV=DV, MERGE_DIAG=c.diag, GROUPED=rt.grouped, BQ=rt.rows, BG=buf["gsel"].shape[1], BDV=max(16, pow2(DV)),
+             **c.flags(), **c.chained(True), num_warps=rt.warps)
+
+
 def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
-    """Heads [h0, h1) of every sequence: per step an R-step grid, then a summary L-step grid; the
-    output L-step grid last. The first grid of a masked call may lay out the sequences."""
+    """Heads [h0, h1) of every sequence (all of them with the options): per step an R-step grid,
+    then a summary L-step grid; the output L-step grid last. The first grid of a masked call may lay
+    out the sequences."""
     q, k, v, out = c.heads(h0, h1) if (h0, h1) != (0, c.q.shape[1]) else (c.q, c.k, c.v, c.out)
     DV, buf = v.shape[-1], c.buffers
     BH = q.shape[0] * q.shape[1]
     seq_args, flags = c.seq_args(q.shape[1]), c.flags()
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
     mask, *mask_strides = c.mask_args()
-    in_grid = c.has_mask and c.plan.layout_in_grid
+    var = c.variant_args()
+    if c.num_globals:
+        _launch_select(c)
     for step in range(c.num_steps):
         last = step == c.num_steps - 1
         first = step == 0 and h0 == 0
+        diag_now = c.diag and step == 0  # the first R-step's Y and log-sum-exp: the exact diagonal blocks
         c.launch(
             _r_step_kernel, BH * rt.tiles,
-            q, k, v, buf["summ"], buf["al"], buf["cl"], buf["y"], *seq_args[:3], mask, *seq_args[3:], rt.tiles,
-            *q.stride(), *k.stride(), *v.stride(), *mask_strides, c.scale,
-            DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows, BK=rt.cols,
-            BDV=max(16, pow2(DV)), **flags, **c.chained(not (first and (in_grid or not c.has_mask))),
-            **c.layout_flags(first and in_grid, rt.warps), num_warps=rt.warps,
+            q, k, v, buf["summ"], buf["al"], buf["cl"], buf["exy" if diag_now else "y"], *seq_args[:3], mask,
+            *seq_args[3:], rt.tiles, *q.stride(), *k.stride(), *v.stride(), *mask_strides, c.scale,
+            DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last or diag_now, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows,
+            BK=rt.cols, BDV=max(16, pow2(DV)), **flags,
+            **c.chained(not first or (c.has_mask and not c.layout_in_grid) or c.num_globals > 0),
+            num_warps=rt.warps, **var, GLOBAL=c.num_globals > 0, LSE_OUT=diag_now,
+            **c.layout_flags(first and c.layout_in_grid, rt.warps),
         )
+        if step == 0 and c.num_globals:
+            _launch_exact(c)
         if not last:
             c.launch(
                 _l_sum_kernel, BH * st.tiles,
                 q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(), c.scale,
                 GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
-                num_warps=st.warps,
+                num_warps=st.warps, ex_l_ptr=var["ex_l_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
             )
     c.launch(
         _l_out_kernel, BH * lt.tiles,
@@ -326,4 +383,5 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
         *q.stride(), *out.stride(), *mask_strides, c.scale,
         DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
         **flags, **c.chained(True), num_warps=lt.warps,
+        ex_l_ptr=var["ex_l_ptr"], ex_y_ptr=var["ex_y_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
     )

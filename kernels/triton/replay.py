@@ -41,15 +41,17 @@ def _aligned(t: torch.Tensor) -> bool:
     return t.data_ptr() % 16 == 0
 
 
-def signature(q, k, v, mask, out, b: int, num_steps: int, pad_type: str, scale: float) -> Optional[tuple]:
+def signature(q, k, v, mask, out, b: int, num_steps: int, pad_type: str, scale: float, exact_diagonal: bool = False,
+              global_keys: int = 0) -> Optional[tuple]:
     """What decides every launch of a call, or None where the fast path does not apply (a mask on
-    another device is copied first, which the recorded launches do not do)."""
+    another device is copied first, which the recorded launches do not do). The options are part of
+    it: a call with other options launches other kernels."""
     if mask is not None and (mask.device != q.device):
         return None
     return (q.shape, q.stride(), k.stride(), v.shape[-1], v.stride(), q.dtype, q.device.index,
             None if mask is None else mask.stride(), None if out is None else out.stride(),
             b, num_steps, pad_type, scale, _aligned(q), _aligned(k), _aligned(v),
-            mask is None or _aligned(mask), out is None or _aligned(out))
+            mask is None or _aligned(mask), out is None or _aligned(out), exact_diagonal, global_keys)
 
 
 def current_stream(device_index: int) -> int:
@@ -76,16 +78,22 @@ class _Launch:
     fn: Callable
     grid: int
     mid: tuple  # arguments between the stream and the kernel's
-    pointers: Callable  # the call's pointer list -> this launch's pointer arguments (a tuple)
-    rest: tuple  # the kernel's arguments after its pointers
+    lead: Callable  # the call's pointer list -> this launch's leading pointer arguments (a tuple)
+    tail: tuple  # the kernel's arguments after them (None where a later pointer goes)
+    late: tuple  # (position in tail, index in the call's pointer list) of the later pointers
 
     def __call__(self, pointers: list, stream: int) -> None:
-        self.fn(self.grid, 1, 1, stream, *self.mid, *self.pointers(pointers), *self.rest)
+        tail = self.tail
+        if self.late:
+            tail = list(tail)
+            for i, j in self.late:
+                tail[i] = pointers[j]
+        self.fn(self.grid, 1, 1, stream, *self.mid, *self.lead(pointers), *tail)
 
 
 def _getter(indices: list[int]) -> Callable:
-    if len(indices) == 1:
-        return lambda xs, i=indices[0]: (xs[i],)
+    if len(indices) < 2:
+        return lambda xs, at=tuple(indices): tuple(xs[i] for i in at)
     return operator.itemgetter(*indices)
 
 
@@ -104,20 +112,19 @@ class Replay:
     @classmethod
     def of(cls, call) -> Optional["Replay"]:
         """From a call that recorded its launches (``launch._Call``: ``recording`` and
-        ``pointer_of``); None if a launch takes a tensor this module cannot put back, or a pointer
-        after another argument."""
+        ``pointer_of``); None if a launch takes a tensor this module cannot put back."""
         pointers: dict[tuple, int] = {}
         launches = []
         for compiled, grid, args in call.recording:
-            n = next((i for i, a in enumerate(args) if not isinstance(a, torch.Tensor)), len(args))
-            if any(isinstance(a, torch.Tensor) for a in args[n:]):
+            lead = next((i for i, a in enumerate(args) if not isinstance(a, torch.Tensor)), len(args))
+            where = [(i, call.pointer_of(a)) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+            if any(w is None for _, w in where):
                 return None
-            where = [call.pointer_of(a) for a in args[:n]]
-            if None in where:
-                return None
+            index = [pointers.setdefault(w, len(pointers)) for _, w in where]
+            late = tuple((i - lead, j) for (i, _), j in zip(where[lead:], index[lead:]))
+            tail = tuple(None if isinstance(a, torch.Tensor) else a for a in args[lead:])
             fn, mid = _entry(compiled)
-            index = [pointers.setdefault(w, len(pointers)) for w in where]
-            launches.append(_Launch(fn, grid, mid, _getter(index), tuple(args[n:])))
+            launches.append(_Launch(fn, grid, mid, _getter(index[:lead]), tail, late))
         out = call.out
         return cls(launches, tuple(pointers), tuple(out.shape), out.stride(), call.scratch_bytes, out.dtype,
                    out.device)
