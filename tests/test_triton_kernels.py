@@ -476,7 +476,7 @@ def test_set_chunk_bytes_drops_the_replays_recorded_before(kern, monkeypatch):
 def test_entry_point_key_only_where_a_replay_may_apply(kern):
     ops._launcher()  # the launcher's module is loaded: keys from here on
     q = torch.randn(1, 2, 8, 4)
-    args = (None, 4, 1, "post", None, "triton")
+    args = (None, 4, 1, "post", None, "triton", False, 0)
     key, out = ops._replayed(q, q, q, *args)
     assert key is not None and out is None  # nothing recorded on the CPU
     assert ops._replayed(q, q, "k", *args) == (None, None)

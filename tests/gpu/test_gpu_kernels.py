@@ -167,7 +167,7 @@ def test_options_through_compile_and_replays(kern):
 
     q, k, v = _qkv(4, 12, 256, 64, 64, torch.float16, strided=True)
     mask = _mask("right", 4, 256)
-    kern._REPLAYS.clear()
+    kern.REPLAYS.clear()
     plain = monarch_attention(q, k, v, mask, block_size=16, num_steps=2)
     for _ in range(2):  # recorded, then replayed
         opts = monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8)
