@@ -41,11 +41,13 @@ def compile_sm90(kernel, constexprs: dict, specialize: bool = False, **options):
     from triton.compiler import ASTSource
 
     constexprs, signature, attrs = dict(constexprs), {}, {}
-    for i, name in enumerate(inspect.signature(kernel.fn).parameters):
+    for i, (name, param) in enumerate(inspect.signature(kernel.fn).parameters.items()):
         if specialize and UNIT_STRIDE.fullmatch(name):
             constexprs.setdefault(name, 1)
         if name in OPTIONS_OFF:
             constexprs.setdefault(name, OPTIONS_OFF[name])
+        if "constexpr" in str(param.annotation) and param.default is not inspect.Parameter.empty:
+            constexprs.setdefault(name, param.default)  # a flag left at its default
         if name in constexprs:
             signature[name] = "constexpr"
             continue
@@ -82,10 +84,12 @@ def kernel_configs(N: int, T: int, mask: bool):
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
     r = dict(base, DV=64, BDV=64, GROUPED=rs.grouped, ONE_COL=rs.one_col, BQ=rs.rows, BK=rs.cols)
     if T > 1:
-        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), rs.warps
+        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=False, LAYOUT=mask,
+                                                     LCH=min(2048, N)), rs.warps
         yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=ls.grouped, ONE_COL=ls.one_col, BQ=ss.rows,
                                                         BK=ss.cols), ss.warps
-    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), rs.warps
+    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=T > 1, LAYOUT=mask and T == 1,
+                                                 LCH=min(2048, N)), rs.warps
     yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=ls.grouped, ONE_COL=ls.one_col,
                                                 BQ=ls.rows, BK=ls.cols), ls.warps
 
@@ -105,8 +109,9 @@ def every_variant():
         yield _r_step_kernel, dict(with_v, FROM_SUMMARY=True, WANT_Y=True, **cols)
         yield _l_out_kernel, dict(with_v, **cols)
         yield _l_sum_kernel, dict(common, **cols)
+    # The first grid of a masked call: it lays out the sequences first.
     yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=False, GROUPED=False, ONE_COL=True, BK=128,
-                               PDL=False)
+                               PDL=False, LAYOUT=True, PRE=True, LCH=1024)
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
