@@ -24,7 +24,8 @@ def _check_int(name: str, value: object, most: int | None = None) -> int:
     return value
 
 
-def _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend) -> None:
+def _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend, exact_diagonal,
+              global_keys) -> None:
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -58,6 +59,10 @@ def _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backen
         raise ValueError(f"pad_type must be one of {PAD_TYPES}, got {pad_type!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(exact_diagonal, bool):
+        raise ValueError(f"exact_diagonal must be True or False, got {exact_diagonal!r}")
+    if isinstance(global_keys, bool) or not isinstance(global_keys, int) or global_keys < 0:
+        raise ValueError(f"global_keys must be an integer >= 0, got {global_keys!r}")
 
 
 def monarch_attention(
@@ -71,6 +76,8 @@ def monarch_attention(
     pad_type: str = "post",
     scale: float | None = None,
     backend: str = "auto",
+    exact_diagonal: bool = False,
+    global_keys: int = 0,
 ) -> torch.Tensor:
     """MonarchAttention of ``q, k, v`` (batch, heads, seq, head_dim); ``v`` may have its own head dim.
 
@@ -85,30 +92,44 @@ def monarch_attention(
         tensors when triton is installed, the reference elsewhere). On Triton, inputs that require
         grad (with grad mode on) go through the ``torch.library`` custom op
         (``monarch_convert::monarch_attention_fwd``), whose backward runs the Triton backward
-        kernels (docs/algorithm.md, section 7); so does every call under ``torch.compile``: no
+        kernels (docs/algorithm.md, section 9); so does every call under ``torch.compile``: no
         graph break, CUDA-graph safe, also for training steps.
+    exact_diagonal: each query keeps the exact softmax over its own block at every step; later
+        R-steps fit each block from the other blocks' queries (docs/algorithm.md, section 7).
+    global_keys: G keys per (sequence, head), the top scores against its mean real query, leave
+        their blocks and are attended exactly (section 7). 0 and False: the published algorithm.
+        With either, inputs that need grad run on the reference (no backward kernels for them).
 
     Returns (batch, heads, seq, v_head_dim) in the input dtype (empty where seq, batch or heads is 0,
     as ``scaled_dot_product_attention`` returns).
     """
-    _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend)
+    key, out = _replayed(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, backend, exact_diagonal,
+                         global_keys)
+    if out is not None:
+        return out
+    _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend, exact_diagonal, global_keys)
+    variant = (exact_diagonal, global_keys)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if block_size >= q.shape[2]:
         return _softmax_attention(q, k, v, key_padding_mask, float(scale))
-    if uses_triton(q, backend):
-        needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    # The options have no backward kernels: with gradients they run on the reference (below).
+    if uses_triton(q, backend) and not (needs_grad and (exact_diagonal or global_keys)):
         if needs_grad or torch.compiler.is_compiling():
             # One opaque custom op for dynamo/inductor and CUDA graphs, with its autograd formula
             # (the backward kernels) registered.
             from .triton_op import monarch_attention_fwd
 
-            return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
-        # Eager inference: straight to the launcher (the custom op's Python dispatch costs tens of µs).
-        return _launcher()(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale))
+            return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale),
+                                         *variant)
+        # Eager inference: straight to the launcher (the custom op's Python dispatch costs tens of µs),
+        # which keeps the call's replay under ``key`` for the next call like it.
+        return _launcher()(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale),
+                           exact_diagonal=exact_diagonal, global_keys=global_keys, remember_as=key)
     batch, _, seq_len, _ = q.shape
     layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
-    return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale))
+    return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale), *variant)
 
 
 # Decided once, at import, without importing triton (the kernel module is imported on first use,
@@ -128,6 +149,32 @@ def _softmax_attention(q, k, v, key_padding_mask, scale: float) -> torch.Tensor:
 
 
 _LAUNCH_MODULE = None
+
+
+def _replayed(q, k, v, mask, block_size, num_steps, pad_type, scale, backend, exact_diagonal, global_keys) -> tuple:
+    """(key of the call, its output or None). The key holds everything ``_validate`` and the
+    dispatch read: an eager call whose key a Triton call had before is valid, and runs that call's
+    launches again on its own tensors (``kernels/triton/replay.py``) with no further Python work.
+    No key (None) where no replay may apply: before the first Triton call, under ``torch.compile``,
+    with inputs that need grad, with anything that is not a tensor where a tensor belongs, with
+    pointers that are not 16-byte aligned (Triton compiles those apart)."""
+    if _LAUNCH_MODULE is None or torch.compiler.is_compiling():
+        return None, None
+    tensors = isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+    if not tensors or (mask is not None and not isinstance(mask, torch.Tensor)):
+        return None, None
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return None, None
+    qp, kp, vp, mp = q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr()
+    if (qp | kp | vp | mp) & 15:
+        return None, None
+    # get_device: the CUDA index, -1 elsewhere; only validated CUDA calls are ever kept.
+    masked = None if mask is None else (mask.shape, mask.stride(), mask.dtype, mask.get_device())
+    key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype, v.dtype,
+           q.get_device(), k.get_device(), v.get_device(), masked, type(block_size), block_size, type(num_steps),
+           num_steps, pad_type, scale, backend, type(exact_diagonal), exact_diagonal, type(global_keys), global_keys)
+    replay = _LAUNCH_MODULE.REPLAYS.get(key)
+    return key, None if replay is None else replay.run_at(qp, kp, vp, mp)
 
 
 def _launcher():

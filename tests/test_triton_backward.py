@@ -1,4 +1,4 @@
-"""The Triton backward kernels (docs/algorithm.md, section 7) against the reference's autograd, on
+"""The Triton backward kernels (docs/algorithm.md, section 9) against the reference's autograd, on
 the CPU through Triton's interpreter (``tests/conftest.py`` turns it on where there is no CUDA), and
 the reference's own gradients against finite differences in float64.
 
@@ -32,10 +32,10 @@ def kern():
 
     if "Interpreted" not in type(tl.zeros).__name__:
         pytest.skip("Triton's interpreter is off: export TRITON_INTERPRET=1 before triton is first imported")
-    from monarch_convert.kernels.triton import backward, backward_launch, common, launch
+    from monarch_convert.kernels.triton import backward, backward_launch, backward_wide, common, launch
 
     if "Interpreted" not in type(backward._r_bwd_kernel).__name__:
-        for module in (common, backward, backward_launch, launch):
+        for module in (common, backward, backward_wide, backward_launch, launch):
             importlib.reload(module)
     return backward_launch
 
@@ -207,6 +207,24 @@ def test_beyond_one_tile(kern, monkeypatch, N, b):
     for g, w in zip(got, want):
         assert _rel(g, w) < TOL[torch.float32]
         assert (g.transpose(1, 2)[~mask] == 0).all()
+
+
+def test_options_take_the_reference_gradients(kern):
+    """exact_diagonal and global_keys (docs/algorithm.md, section 7) have no backward kernels: on
+    Triton, inputs that need grad run on the reference with them (the backward op refuses them)."""
+    gen = torch.Generator().manual_seed(9)
+    q, k, v, grad = (torch.randn(2, 1, 21, 16, generator=gen) for _ in range(4))
+    mask = _mask("right", 2, 21, gen)
+    grads = []
+    for backend in ("triton", "torch"):
+        xs = [x.clone().requires_grad_() for x in (q, k, v)]
+        out = ops.monarch_attention(*xs, mask, block_size=4, num_steps=2, backend=backend, exact_diagonal=True,
+                                    global_keys=2)
+        grads.append(torch.autograd.grad(out, xs, grad))
+    for g, w in zip(*grads):
+        assert _rel(g, w) < 1e-5
+    with pytest.raises(NotImplementedError, match="exact_diagonal"):
+        kern.monarch_attention_backward(q, k, v, mask, grad, 4, 2, "post", 0.25, exact_diagonal=True)
 
 
 def test_empty_inputs_give_empty_gradients():

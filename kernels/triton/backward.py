@@ -1,7 +1,7 @@
-"""The backward pass of MonarchAttention as ``@triton.jit`` programs (docs/algorithm.md, section 7).
+"""The backward pass of MonarchAttention as ``@triton.jit`` programs (docs/algorithm.md, section 9).
 
 Nothing of the forward's intermediates is kept between forward and backward: the backward rebuilds
-each step's ``aK = R @ k`` (section 7 writes the L-logits as ``s * q . aK - cL``), ``cL``, the
+each step's ``aK = R @ k`` (section 9's ``aL`` is ``s * aK``: the logits are ``s * q . aK - cL``), ``cL``, the
 summaries and ``Y`` from q, k and v, then walks back step by step. Two kinds of program:
 
 * R-programs, one per (batch * head, block k): the block's keys (and values) stay in registers
@@ -141,7 +141,7 @@ def _r_fwd_kernel(
 
 @triton.jit
 def _r_bwd_chunk(s_t, k_t, v_t, kv, dak, dcl, dy, scale, WANT_Y: tl.constexpr, IEEE: tl.constexpr):
-    """One chunk of rows of an R-step, backward (section 7): from ``daK, dcL`` (and ``dY``) of the
+    """One chunk of rows of an R-step, backward (section 9): from ``daK, dcL`` (and ``dY``) of the
     rows, the gradient of the row vectors ``dS``, and the chunk's parts of ``dk`` and ``dv``."""
     rp, log_r, c_l = _r_probs(s_t, k_t, kv, scale, IEEE)
     dt = k_t.dtype
@@ -257,7 +257,7 @@ def _l_probs(q_t, ak_t, c_l, col_ok, scale, lse, STATS: tl.constexpr, IEEE: tl.c
 
 @triton.jit
 def _l_dl(q_t, qv, do_t, y_t, g_t, h, FINAL: tl.constexpr, IEEE: tl.constexpr):
-    """The gradient of the rows of L (section 7): ``dZ . Y`` (FINAL) or ``G . q - h`` (0 for
+    """The gradient of the rows of L (section 9): ``dZ . Y`` (FINAL) or ``G . q - h`` (0 for
     padding queries)."""
     if FINAL:
         d_l = _dot(do_t, tl.trans(y_t), IEEE)
@@ -375,7 +375,7 @@ def _l_stats_kernel(
 @triton.jit
 def _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, scale, FINAL: tl.constexpr,
                  STATS: tl.constexpr, IEEE: tl.constexpr):
-    """One chunk of queries of an L-step, backward (section 7): the rows of L, their logits'
+    """One chunk of queries of an L-step, backward (section 9): the rows of L, their logits'
     gradient ``dg`` and the chunk's dq. STATS: ``sum_k L dL`` of each row is ``delta``."""
     p = _l_probs(q_t, ak_t, c_l, col_ok, scale, lse, STATS, IEEE)
     d_l = _l_dl(q_t, qv, do_t, y_t, g_t, h, FINAL, IEEE)

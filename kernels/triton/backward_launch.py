@@ -1,5 +1,5 @@
 """The backward launcher: gradients of q, k, v from the output's gradient (docs/algorithm.md,
-section 7), by recomputation from q, k, v and the key-padding mask alone.
+section 9), by recomputation from q, k, v and the key-padding mask alone.
 
 First the forward is rebuilt step by step (``aK, cL`` of every step, the summaries and ``cR`` of
 steps 2..T, ``Y`` of the last), then walked back: the output stage and the last R-step, then for
@@ -104,7 +104,7 @@ def _sequences(q: torch.Tensor, mask: Optional[torch.Tensor], b: int, m: int, pa
     mask = mask.to(device=q.device).view(torch.uint8)
     tok = torch.empty((B, N), dtype=torch.int64, device=q.device)
     lens, offs = torch.empty((2, B), dtype=torch.int64, device=q.device)
-    _layout_kernel[(B,)](mask, *mask.stride(), tok, lens, offs, N, b, PRE=pad_type == "pre",
+    _layout_kernel[(B,)](mask, tok, lens, offs, *mask.stride(), N, b, PRE=pad_type == "pre",
                          CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
     return (lens, offs, tok), (H, N, b, m, N, 0), True
 
@@ -169,17 +169,22 @@ def _kernels(wide: bool = False):
 def monarch_attention_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
     grad_out: torch.Tensor, block_size: int, num_steps: int, pad_type: str, scale: float,
+    exact_diagonal: bool = False, global_keys: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of ``monarch_attention_triton(q, k, v, ...)`` for the output gradient
     ``grad_out``, in the inputs' dtype; zero at padding positions. More blocks than ``MAX_TILE``
     per offset are split into tiles (STATS: each query's L statistics first, dq added atomically);
     blocks longer than ``MAX_TILE`` (b = sqrt(N) beyond N = 16384) are run over key tiles
-    (``backward_wide.py``)."""
+    (``backward_wide.py``). The op's options (``exact_diagonal``, ``global_keys``: docs/algorithm.md,
+    section 7) have no backward kernels (``ops.monarch_attention`` runs them on the reference)."""
     B, H, N, D = q.shape
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
         return tuple(torch.zeros(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
+    if exact_diagonal or global_keys:
+        raise NotImplementedError("the op's options exact_diagonal and global_keys have no backward kernels: "
+                                  "ops.monarch_attention runs inputs that need grad on the reference with them")
     seq, dims, has_mask = _sequences(q, key_padding_mask, b, m, pad_type)
     stats = tuple(torch.empty((B * H, m, b) if pow2(m) > MAX_TILE else 1, dtype=torch.float32, device=q.device)
                   for _ in range(2))

@@ -1,6 +1,6 @@
 """R-programs of the backward for blocks longer than one tile (``pow2(b)`` above the launcher's
 ``MAX_TILE``: b = ceil(sqrt(N)) beyond N = 16384). Same work as ``_r_fwd_kernel`` and
-``_r_bwd_kernel`` of ``backward.py`` (docs/algorithm.md, section 7), with the block's keys in
+``_r_bwd_kernel`` of ``backward.py`` (docs/algorithm.md, section 9), with the block's keys in
 tiles of BB: each chunk of rows first runs over the key tiles for its statistics (online, as the
 forward's R-step), then (backward) once more for the gradients. A program still owns its block,
 so its rows' results stay in registers; its keys' gradients are added per key tile, atomically

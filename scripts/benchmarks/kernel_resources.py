@@ -28,7 +28,10 @@ from typing import Optional
 # Element types of the launcher's buffers: float32 statistics, int64 layout, a bool mask; every
 # other pointer in the input dtype (float16 here).
 POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32",
+                 "ex_l_ptr": "*fp32", "score_ptr": "*fp32", "gflag_ptr": "*i8", "gsel_ptr": "*i64",
                  **{f"{x}_ptr": "*fp32" for x in ("cr", "dak", "dcl", "dy", "ds", "dq", "dk", "dv")}}
+# The op's options (docs/algorithm.md, section 7) where a configuration does not name them: off.
+OPTIONS_OFF = {"GLOBAL": False, "LSE_OUT": False, "EXTRA": False, "EXACT_DIAG": False, "BG": 16}
 UNIT_STRIDE = re.compile(r"stride_[qkvo]d|stride_mn")
 ALIGNED = re.compile(r"stride_[qkvom][bhn]|H|N")
 
@@ -41,9 +44,13 @@ def compile_sm90(kernel, constexprs: dict, specialize: bool = False, **options):
     from triton.compiler import ASTSource
 
     constexprs, signature, attrs = dict(constexprs), {}, {}
-    for i, name in enumerate(inspect.signature(kernel.fn).parameters):
+    for i, (name, param) in enumerate(inspect.signature(kernel.fn).parameters.items()):
         if specialize and UNIT_STRIDE.fullmatch(name):
             constexprs.setdefault(name, 1)
+        if name in OPTIONS_OFF:
+            constexprs.setdefault(name, OPTIONS_OFF[name])
+        if "constexpr" in str(param.annotation) and param.default is not inspect.Parameter.empty:
+            constexprs.setdefault(name, param.default)  # a flag left at its default
         if name in constexprs:
             signature[name] = "constexpr"
             continue
@@ -80,10 +87,12 @@ def kernel_configs(N: int, T: int, mask: bool):
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
     r = dict(base, DV=64, BDV=64, GROUPED=rs.grouped, ONE_COL=rs.one_col, BQ=rs.rows, BK=rs.cols)
     if T > 1:
-        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), rs.warps
+        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=False, LAYOUT=mask,
+                                                     LCH=min(2048, N)), rs.warps
         yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=ls.grouped, ONE_COL=ls.one_col, BQ=ss.rows,
                                                         BK=ss.cols), ss.warps
-    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), rs.warps
+    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=T > 1, LAYOUT=mask and T == 1,
+                                                 LCH=min(2048, N)), rs.warps
     yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=ls.grouped, ONE_COL=ls.one_col,
                                                 BQ=ls.rows, BK=ls.cols), ls.warps
 
@@ -136,12 +145,32 @@ def every_variant():
         yield _r_step_kernel, dict(with_v, FROM_SUMMARY=True, WANT_Y=True, **cols)
         yield _l_out_kernel, dict(with_v, **cols)
         yield _l_sum_kernel, dict(common, **cols)
+    # The first grid of a masked call: it lays out the sequences first.
     yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=False, GROUPED=False, ONE_COL=True, BK=128,
-                               PDL=False)
+                               PDL=False, LAYOUT=True, PRE=True, LCH=1024)
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
     yield _layout_kernel, dict(PRE=True, CH=1024)
+    yield from _option_variants(common, with_v, whole)
+
+
+def _option_variants(common: dict, with_v: dict, whole: dict):
+    """The kernels with the op's options on (docs/algorithm.md, section 7): exact diagonal blocks
+    and global keys, in the looped programs (the grouped ones take the same branches)."""
+    from monarch_convert.kernels.triton.fused import _fused_kernel
+    from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
+    from monarch_convert.kernels.triton.variants import _exact_kernel, _select_kernel
+
+    looped = dict(GROUPED=False, ONE_COL=False, BK=128)
+    yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=True, GLOBAL=True, LSE_OUT=True, **looped)
+    yield _l_out_kernel, dict(with_v, EXTRA=True, EXACT_DIAG=True, **looped)
+    yield _l_sum_kernel, dict(common, EXTRA=True, EXACT_DIAG=True, **looped)
+    yield _l_sum_kernel, dict(common, EXTRA=True, EXACT_DIAG=False, GROUPED=True, ONE_COL=True)
+    yield _select_kernel, dict(D=72, HAS_MASK=True, BG=16, BD=128, PDL=True)
+    exact = {name: x for name, x in with_v.items() if name != "BK"}
+    yield _exact_kernel, dict(exact, MERGE_DIAG=True, GROUPED=False, BG=16)
+    yield _fused_kernel, dict(whole, NUM_STEPS=2, EXACT_DIAG=True, GLOBAL=True, BG=16)
 
 
 def main(argv=None) -> None:
