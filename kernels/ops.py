@@ -89,16 +89,14 @@ def monarch_attention(
     pad_type: ``"post"`` pads each sequence at its end up to a multiple of b, ``"pre"`` at its front.
     scale: softmax scale, ``head_dim ** -0.5`` by default.
     backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
-        tensors when triton is installed, the reference elsewhere). On Triton, inputs that require
-        grad (with grad mode on) go through the ``torch.library`` custom op
-        (``monarch_convert::monarch_attention_fwd``), whose backward runs the Triton backward
-        kernels (docs/algorithm.md, section 9); so does every call under ``torch.compile``: no
-        graph break, CUDA-graph safe, also for training steps.
+        tensors when triton is installed, the reference elsewhere). On Triton, inputs that need grad
+        go through the custom op ``monarch_convert::monarch_attention_fwd`` and its backward kernels
+        (docs/algorithm.md, section 9), as does any call under ``torch.compile``: no graph break.
     exact_diagonal: each query keeps the exact softmax over its own block at every step; later
         R-steps fit each block from the other blocks' queries (docs/algorithm.md, section 7).
     global_keys: G keys per (sequence, head), the top scores against its mean real query, leave
         their blocks and are attended exactly (section 7). 0 and False: the published algorithm.
-        With either, inputs that need grad run on the reference (no backward kernels for them).
+        With either, inputs that need grad run on the reference (it has no backward kernels).
 
     Returns (batch, heads, seq, v_head_dim) in the input dtype (empty where seq, batch or heads is 0,
     as ``scaled_dot_product_attention`` returns).
@@ -114,11 +112,8 @@ def monarch_attention(
     if block_size >= q.shape[2]:
         return _softmax_attention(q, k, v, key_padding_mask, float(scale))
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    # The options have no backward kernels: with gradients they run on the reference (below).
     if uses_triton(q, backend) and not (needs_grad and (exact_diagonal or global_keys)):
-        if needs_grad or torch.compiler.is_compiling():
-            # One opaque custom op for dynamo/inductor and CUDA graphs, with its autograd formula
-            # (the backward kernels) registered.
+        if needs_grad or torch.compiler.is_compiling():  # one opaque op, with its backward kernels
             from .triton_op import monarch_attention_fwd
 
             return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale),
