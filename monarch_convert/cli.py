@@ -38,6 +38,19 @@ CONVERT_HELP = (
 )
 
 
+# Help of the options of per-layer settings, the op's variants and calibration (issue 14).
+OPTION_HELP = {
+    "layer_settings": "Settings of single layers over the global ones: 'LAYERS:SETTING;...', LAYERS as --layers "
+    "with '+' between ranges, SETTING of b (block size), T (steps), G (global keys), diag (exact diagonal blocks), "
+    "e.g. '0-1:b=16,T=2;2-5:b=32,G=8,diag'.",
+    "exact_diagonal": "Each query's own block keeps its exact softmax at every step (same as off at T = 1).",
+    "calibrate": "Calibrate on this data (a text or image file or folder, or a Hub dataset): per-layer settings "
+    "searched under --max-flops or --min-fidelity, and an output correction saved beside the weights.",
+    "max_flops": "With --calibrate: attention FLOPs at most this fraction of softmax's at --seq-len (e.g. 0.25).",
+    "min_fidelity": "With --calibrate: the fewest FLOPs whose held-out fidelity reaches this (e.g. 0.97).",
+}
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"monarch-convert {__version__}")
@@ -54,20 +67,13 @@ def convert_command(
     ),
     layers: Optional[str] = typer.Option(None, help="'all' or layer indices, e.g. '0-3,8-11'."),
     backend: Optional[str] = typer.Option(None, help="'auto' (Triton on CUDA), 'torch' or 'triton'."),
-    layer_settings: Optional[str] = typer.Option(
-        None, help="Settings of single layers over the global ones: 'LAYERS:SETTING;...', LAYERS as --layers "
-        "with '+' between ranges, SETTING of b (block size), T (steps), G (global keys), diag (exact diagonal "
-        "blocks), e.g. '0-1:b=16,T=2;2-5:b=32,G=8,diag'."),
-    exact_diagonal: Optional[bool] = typer.Option(
-        None, "--exact-diagonal/--no-exact-diagonal", help="Each query's own block exact at every step."),
+    layer_settings: Optional[str] = typer.Option(None, help=OPTION_HELP["layer_settings"]),
+    exact_diagonal: Optional[bool] = typer.Option(None, "--exact-diagonal/--no-exact-diagonal",
+                                                  help=OPTION_HELP["exact_diagonal"]),
     global_keys: Optional[int] = typer.Option(None, help="Keys per head attended exactly (0: none)."),
-    calibrate: Optional[str] = typer.Option(
-        None, help="Calibrate on this data (a text/image file or folder, or a Hub dataset): per-layer settings "
-        "searched under --max-flops or --min-fidelity, and an output correction saved beside the weights."),
-    max_flops: Optional[float] = typer.Option(
-        None, help="With --calibrate: attention FLOPs at most this fraction of softmax's (e.g. 0.25)."),
-    min_fidelity: Optional[float] = typer.Option(
-        None, help="With --calibrate: the fewest FLOPs whose held-out fidelity reaches this (e.g. 0.97)."),
+    calibrate: Optional[str] = typer.Option(None, help=OPTION_HELP["calibrate"]),
+    max_flops: Optional[float] = typer.Option(None, help=OPTION_HELP["max_flops"]),
+    min_fidelity: Optional[float] = typer.Option(None, help=OPTION_HELP["min_fidelity"]),
     calibration_samples: int = typer.Option(128, help="With --calibrate: examples used (3/4 fitted, 1/4 held out)."),
     dtype: str = typer.Option("auto", help="Weights dtype: auto, float32, float16 or bfloat16."),
     device: str = typer.Option("cpu", help="Device to load and check the model on, e.g. cpu or cuda."),

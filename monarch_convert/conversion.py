@@ -110,10 +110,11 @@ def convert(
     Raises :class:`MonarchConvertError` for an unsupported ``model_type``, invalid settings, or
     settings under which no module at all would be converted (``layers=[]``, a decoder only).
 
-    verify: run the model once on a small dummy input of its modality with block size 1 (exact
-        softmax attention) and compare each converted module with the original
-        (``verification.py``); a difference is a :class:`MonarchConvertError` naming the module,
-        and the model is left unconverted.
+    verify: run the model on a small dummy input of its modality (``patches/inputs.py``) as the
+        original and converted with an exact block size (1; the whole sequence beyond 256
+        positions), and compare each converted module's output (``verification.py``); a
+        difference is a :class:`MonarchConvertError` naming the module, and the model is left
+        as it was before this call. Costs about two forwards of one dummy row.
 
     Training works (gradients flow through MonarchAttention), but converted modules apply no
     dropout to attention weights (there is no attention matrix to drop from); ``output_attentions``

@@ -79,6 +79,35 @@ def test_every_registered_type_has_a_table_entry_and_its_classes_exist():
         assert hasattr(module, "eager_attention_forward"), model_type
 
 
+# N for block_size="auto" of published shapes (the config values of the checkpoints named).
+PUBLISHED_LENGTHS = [
+    ("xlm-roberta", dict(max_position_embeddings=8194, pad_token_id=1), 8192),  # BAAI/bge-m3
+    ("modernbert", dict(max_position_embeddings=8192), 8192),  # answerdotai/ModernBERT-base
+    ("eurobert", dict(max_position_embeddings=8192), 8192),
+    ("nomic_bert", dict(max_position_embeddings=2048), 2048),
+    ("deit", dict(image_size=224, patch_size=16), 198),
+    ("dinov2", dict(image_size=518, patch_size=14), 1370),
+    ("dinov3_vit", dict(image_size=224, patch_size=16, num_register_tokens=4), 201),
+    ("ijepa", dict(image_size=224, patch_size=14), 256),
+    ("vit_mae", dict(image_size=224, patch_size=16, mask_ratio=0.75), 50),
+    ("clip_vision_model", dict(image_size=224, patch_size=32), 50),
+    ("siglip_vision_model", dict(image_size=224, patch_size=16), 196),
+    ("videomae", dict(image_size=224, patch_size=16, num_frames=16, tubelet_size=2), 1568),
+    ("vivit", dict(image_size=224, num_frames=32, tubelet_size=[2, 16, 16]), 3137),
+    ("audio-spectrogram-transformer", dict(num_mel_bins=128, max_length=1024), 1214),
+    ("wav2vec2", {}, 1499),
+    ("whisper", dict(max_source_positions=1500), 1500),
+    ("marian", dict(max_position_embeddings=512), 512),
+]
+
+
+@pytest.mark.parametrize("model_type,fields,length", PUBLISHED_LENGTHS)
+def test_max_length_of_published_shapes(model_type, fields, length):
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    assert get_patch(model_type).max_length(CONFIG_MAPPING[model_type](**fields)) == length
+
+
 @pytest.mark.parametrize("model_type", TYPES)
 def test_block_size_1_and_n_are_the_original_and_revert_is_bit_identical(model_type):
     model, inputs, original = _model(model_type), _inputs(model_type), _original_outputs(model_type)
@@ -162,6 +191,13 @@ def test_verify_passes(model_type):
     model = _model(model_type)
     with _converted(model, block_size=4, verify=True):
         assert mc.is_converted(model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_verify_passes_in_half_precision(dtype):
+    model = build_model("bert").to(dtype)
+    mc.convert(model, verify=True)
+    assert mc.is_converted(model)
 
 
 def test_verify_names_the_first_module_that_differs(monkeypatch):

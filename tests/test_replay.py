@@ -78,3 +78,7 @@ def test_signature_tells_apart_what_the_kernels_are_compiled_for():
     assert shifted.stride() == q.stride() and shifted.data_ptr() % 16
     assert one != replay.signature(shifted, q, q, **base)
     assert one != replay.signature(q, q, q, **{**base, "mask": torch.ones(2, 16, dtype=torch.bool)})
+    # The op's options launch other kernels: a replay recorded without them never serves them.
+    assert one != replay.signature(q, q, q, **base, exact_diagonal=True)
+    assert one != replay.signature(q, q, q, **base, global_keys=4)
+    assert replay.signature(q, q, q, **base, global_keys=4) != replay.signature(q, q, q, **base, global_keys=5)

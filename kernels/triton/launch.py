@@ -27,6 +27,7 @@ from .layout_kernel import _layout_kernel
 from .plan import Knobs, LaunchPlan, make_plan, pow2
 from .replay import Replay, knobs_allow_replay, signature
 from .tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
+from .variants import _exact_kernel, _select_kernel
 
 # triton.jit built interpreted kernels at import iff TRITON_INTERPRET was set then.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -62,16 +63,19 @@ def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
 class _Scratch:
     """Byte offsets of the intermediates in the call's one scratch allocation: aL (BH, b, m, D),
     Y (BH, b, m, DV) and, from T = 2, the summaries (BH, m, b, D) in the input dtype; cL (BH, b, m)
-    in float32; with a mask, the token index (B, N), lengths and offsets (B) in int64. Every offset
-    is a multiple of 128 bytes, so each buffer keeps the 16-byte alignment the kernels are compiled
-    for."""
+    in float32; with a mask, the token index (B, N), lengths and offsets (B) in int64; with the
+    options (``variants.py``), the exact columns exl (BH, b, m) float32 and exy (BH, b, m, DV), and
+    for global keys their scores (BH, N) float32, flags (BH, N) int8 and positions (BH, BG) int64.
+    Every offset is a multiple of 128 bytes, so each buffer keeps the 16-byte alignment the kernels
+    are compiled for."""
 
     shapes: dict  # name -> (dtype, shape)
     offsets: dict  # name -> byte offset
     nbytes: int
 
     @classmethod
-    def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool) -> "_Scratch":
+    def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool, exact: bool = False,
+             globals_width: int = 0) -> "_Scratch":
         B, H, N, D = q.shape
         shapes = {"al": (q.dtype, (B * H, b, m, D)), "y": (q.dtype, (B * H, b, m, dv)),
                   "cl": (torch.float32, (B * H, b, m))}
@@ -79,6 +83,11 @@ class _Scratch:
             shapes["summ"] = (q.dtype, (B * H, m, b, D))
         if has_mask:
             shapes.update(tok=(torch.int64, (B, N)), lens=(torch.int64, (B,)), offs=(torch.int64, (B,)))
+        if exact:
+            shapes.update(exl=(torch.float32, (B * H, b, m)), exy=(q.dtype, (B * H, b, m, dv)))
+        if globals_width:
+            shapes.update(gscore=(torch.float32, (B * H, N)), gflag=(torch.int8, (B * H, N)),
+                          gsel=(torch.int64, (B * H, globals_width)))
         offsets, at = {}, 0
         for name, (dtype, shape) in shapes.items():
             offsets[name] = at
@@ -112,6 +121,18 @@ class _Call:
     pad_type: str
     scale: float
     recording: Optional[list] = None
+    diag: bool = False  # exact diagonal blocks (T >= 2 only: at T = 1 they are the published steps)
+    num_globals: int = 0  # global keys, at most N
+
+    @property
+    def exact(self) -> bool:
+        """Whether the L-steps have each query's exact column (``variants.py``)."""
+        return self.diag or self.num_globals > 0
+
+    def variant_args(self) -> dict:
+        """The options' pointers (q where unused) and flags, by name."""
+        buf, q = self.buffers, self.q
+        return dict(ex_l_ptr=buf.get("exl", q), ex_y_ptr=buf.get("exy", q), gflag_ptr=buf.get("gflag", q))
 
     @property
     def has_mask(self) -> bool:
@@ -153,9 +174,7 @@ def monarch_attention_triton(
     """Launch the kernels on inputs as validated by ``ops.monarch_attention``. ``out``: where to
     write (default: a new tensor laid out like q); ``knobs``: benchmark overrides of the plan;
     ``poison``: fill the intermediates with NaN first (tests). ``exact_diagonal``, ``global_keys``:
-    the op's options (docs/algorithm.md, section 7)."""
-    if exact_diagonal or global_keys:
-        raise NotImplementedError("exact_diagonal and global_keys are not in the Triton kernels yet")
+    the op's options (docs/algorithm.md, section 7; ``variants.py``)."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
@@ -169,7 +188,7 @@ def monarch_attention_triton(
         return output_like(q, DV) if out is None else out
     fast = None
     if q.is_cuda and not INTERPRETED and knobs is None and not poison and knobs_allow_replay():
-        fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale)
+        fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale, exact_diagonal, global_keys)
         replay = _REPLAYS.get(fast)
         if replay is not None:
             return replay.run(q, k, v, key_padding_mask, out)
@@ -177,15 +196,20 @@ def monarch_attention_triton(
         out = output_like(q, DV)
     plan = plan_for(q, v, b, num_steps, knobs or Knobs())
     has_mask = key_padding_mask is not None
-    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask)
+    diag, num_globals = exact_diagonal and num_steps > 1, min(global_keys, N)
+    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask, diag or num_globals > 0,
+                            num_globals and max(16, pow2(num_globals)))
     buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
     buffers = scratch.views(buf)
-    if poison:  # tests: reading an intermediate nobody wrote shows up as NaN
-        for name in ("al", "y", "summ", "cl"):
-            buffers[name].fill_(float("nan"))
+    if poison:  # tests: reading an intermediate nobody wrote shows up as NaN (a flag or index: junk)
+        for name, x in buffers.items():
+            if name in ("al", "y", "summ", "cl", "exl", "exy", "gscore"):
+                x.fill_(float("nan"))
+            elif name in ("gflag", "gsel"):
+                x.fill_(-3)
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
     call = _Call(plan, q, k, v, out, mask, buffers, b, m, num_steps, pad_type, float(scale),
-                 recording=[] if fast is not None else None)
+                 recording=[] if fast is not None else None, diag=diag, num_globals=num_globals)
     if has_mask:
         _launch_layout(call)
     (_launch_fused if plan.mode == "fused" else _launch_tiled)(call)
@@ -222,7 +246,26 @@ def _launch_fused(c: _Call) -> None:
         DV=DV, NUM_STEPS=c.num_steps, R_GROUPED=rt.grouped, R_ONE_COL=rt.one_col, L_GROUPED=lt.grouped,
         L_ONE_COL=lt.one_col, R_TILE=rt.rows, R_COLS=rt.cols, L_TILE=lt.rows, L_COLS=lt.cols, S_COLS=st.cols,
         BDV=max(16, pow2(DV)), **c.flags(), **c.chained(c.has_mask), num_warps=c.plan.fused_warps,
+        **c.variant_args(), gsel_ptr=buf.get("gsel", q), score_ptr=buf.get("gscore", q), G=c.num_globals,
+        EXACT_DIAG=c.diag, GLOBAL=c.num_globals > 0, BG=max(16, pow2(c.num_globals)),
     )
+
+
+def _launch_select(c: _Call) -> None:
+    """The global keys of each (sequence, head), one program each (``variants.py``)."""
+    q, buf = c.q, c.buffers
+    c.launch(_select_kernel, q.shape[0] * q.shape[1], q, c.k, buf["gscore"], buf["gsel"], buf["gflag"],
+             *c.seq_args(), c.num_globals, *q.stride(), *c.k.stride(), D=q.shape[-1], HAS_MASK=c.has_mask,
+             BG=buf["gsel"].shape[1], BD=max(16, pow2(q.shape[-1])), **c.chained(c.has_mask), num_warps=4)
+
+
+def _launch_exact(c: _Call) -> None:
+    """Each query's exact column: its global keys, merged with its exact diagonal block."""
+    q, DV, buf, rt = c.q, c.v.shape[-1], c.buffers, c.plan.r_step
+    c.launch(_exact_kernel, q.shape[0] * q.shape[1] * rt.tiles, q, c.k, c.v, buf["exl"], buf["exy"], buf["gsel"],
+             *c.seq_args(), rt.tiles, c.num_globals, *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
+             DV=DV, MERGE_DIAG=c.diag, GROUPED=rt.grouped, BQ=rt.rows, BG=buf["gsel"].shape[1], BDV=max(16, pow2(DV)),
+             **c.flags(), **c.chained(True), num_warps=rt.warps)
 
 
 def _launch_tiled(c: _Call) -> None:
@@ -231,21 +274,28 @@ def _launch_tiled(c: _Call) -> None:
     BH = q.shape[0] * q.shape[1]
     seq_args, flags = c.seq_args(), c.flags()
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
+    var = c.variant_args()
+    if c.num_globals:
+        _launch_select(c)
     for step in range(c.num_steps):
         last = step == c.num_steps - 1
+        diag_now = c.diag and step == 0  # the first R-step's Y and log-sum-exp: the exact diagonal blocks
         c.launch(
             _r_step_kernel, BH * rt.tiles,
-            q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], *seq_args, rt.tiles,
+            q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["exy" if diag_now else "y"], *seq_args, rt.tiles,
             *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
-            DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows, BK=rt.cols,
-            BDV=max(16, pow2(DV)), **flags, **c.chained(c.has_mask or step > 0), num_warps=rt.warps,
+            DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last or diag_now, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows,
+            BK=rt.cols, BDV=max(16, pow2(DV)), **flags, **c.chained(c.has_mask or step > 0 or c.num_globals > 0),
+            num_warps=rt.warps, **var, GLOBAL=c.num_globals > 0, LSE_OUT=diag_now,
         )
+        if step == 0 and c.num_globals:
+            _launch_exact(c)
         if not last:
             c.launch(
                 _l_sum_kernel, BH * st.tiles,
                 q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(), c.scale,
                 GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
-                num_warps=st.warps,
+                num_warps=st.warps, ex_l_ptr=var["ex_l_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
             )
     mask, mask_strides = (c.mask, c.mask.stride()) if c.has_mask else (q, (0, 0))
     c.launch(
@@ -254,4 +304,5 @@ def _launch_tiled(c: _Call) -> None:
         *q.stride(), *c.out.stride(), *mask_strides, c.scale,
         DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
         **flags, **c.chained(True), num_warps=lt.warps,
+        ex_l_ptr=var["ex_l_ptr"], ex_y_ptr=var["ex_y_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
     )

@@ -32,15 +32,17 @@ def _aligned(t: torch.Tensor) -> bool:
     return t.data_ptr() % 16 == 0
 
 
-def signature(q, k, v, mask, out, b: int, num_steps: int, pad_type: str, scale: float) -> Optional[tuple]:
+def signature(q, k, v, mask, out, b: int, num_steps: int, pad_type: str, scale: float, exact_diagonal: bool = False,
+              global_keys: int = 0) -> Optional[tuple]:
     """What decides every launch of a call, or None where the fast path does not apply (a mask on
-    another device is copied first, which the recorded launches do not do)."""
+    another device is copied first, which the recorded launches do not do). The options are part of
+    it: a call with other options launches other kernels."""
     if mask is not None and (mask.device != q.device):
         return None
     return (q.shape, q.stride(), k.stride(), v.shape[-1], v.stride(), q.dtype, q.device.index,
             None if mask is None else mask.stride(), None if out is None else out.stride(),
             b, num_steps, pad_type, scale, _aligned(q), _aligned(k), _aligned(v),
-            mask is None or _aligned(mask), out is None or _aligned(out))
+            mask is None or _aligned(mask), out is None or _aligned(out), exact_diagonal, global_keys)
 
 
 def current_stream(device_index: int) -> int:

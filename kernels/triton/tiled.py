@@ -31,8 +31,9 @@ def _r_step_kernel(
     D: tl.constexpr, DV: tl.constexpr,
     FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
     ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
-    BDV: tl.constexpr, PDL: tl.constexpr,
+    BDV: tl.constexpr, PDL: tl.constexpr, ex_l_ptr, ex_y_ptr, gflag_ptr, GLOBAL: tl.constexpr, LSE_OUT: tl.constexpr,
 ):
+    """``ex_l_ptr`` ... ``LSE_OUT``: the options' (``stages._r_tile``)."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     bh, t = _head_and_tile(TILES)
@@ -40,7 +41,8 @@ def _r_step_kernel(
         _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq, dims,
                 (stride_qb, stride_qh, stride_qn, stride_qd), (stride_kb, stride_kh, stride_kn, stride_kd),
                 (stride_vb, stride_vh, stride_vn, stride_vd), scale,
-                D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+                D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV,
+                (ex_l_ptr, ex_y_ptr, gflag_ptr), GLOBAL, LSE_OUT)
 
 
 @triton.jit
@@ -52,9 +54,10 @@ def _l_out_kernel(
     D: tl.constexpr, DV: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
+    ex_l_ptr, ex_y_ptr, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
 ):
     """With a mask, each program also zeroes the output rows of the padding tokens in its tile of
-    the batch's grid."""
+    the batch's grid. ``ex_l_ptr`` ... ``EXACT_DIAG``: the options' (``stages._l_out_tile``)."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     so = (stride_ob, stride_oh, stride_on, stride_od)
@@ -64,7 +67,7 @@ def _l_out_kernel(
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
         _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims,
                     (stride_qb, stride_qh, stride_qn, stride_qd), so, scale,
-                    D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+                    D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV, (ex_l_ptr, ex_y_ptr), EXTRA, EXACT_DIAG)
 
 
 @triton.jit
@@ -74,10 +77,12 @@ def _l_sum_kernel(
     stride_qb, stride_qh, stride_qn, stride_qd, scale,
     D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr,
+    ex_l_ptr, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
 ):
+    """``ex_l_ptr`` ... ``EXACT_DIAG``: the options' (``stages._l_sum_tile``)."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     bh, t = _head_and_tile(TILES)
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BK, GROUPED):
         _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, (stride_qb, stride_qh, stride_qn, stride_qd),
-                    scale, D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD)
+                    scale, D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, (ex_l_ptr,), EXTRA, EXACT_DIAG)

@@ -244,7 +244,8 @@ def _report(ctx: _Context, options: list[list[Option]], chosen: _Result, results
     rows = []
     for i, (name, j) in enumerate(zip(ctx.modules, chosen.allocation)):
         option, stats = options[i][j], chosen.stats[chosen.kind].get(name)
-        fitted = (calibration.weights[name], calibration.biases[name]) if calibration is not None else (None, None)
+        corrected = calibration is not None and name in calibration.weights
+        fitted = (calibration.weights[name], calibration.biases[name]) if corrected else (None, None)
         rows.append(LayerRow(layer_index(name), name, option.candidate.label(), option.flops,
                              options[i][-1].flops, None if stats is None else stats.relative_error(),
                              None if stats is None else stats.relative_error(*fitted)))

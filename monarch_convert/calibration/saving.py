@@ -6,6 +6,7 @@ folds it back in memory."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,30 @@ def reapply(model: Any, source: str, recorded: dict | None, saved_settings: Any,
         return
     calibration = Calibration.load(_calibration_path(source, hf_kwargs))
     apply_calibration(model, calibration)
+
+
+@dataclass(frozen=True)
+class CalibratedSetting:
+    """A calibrated checkpoint's settings and correction, as one setting of an evaluation sweep
+    (``monarch-convert eval --setting calibrated=DIR``)."""
+
+    settings: Any  # MonarchConfig
+    calibration: Calibration | None
+    source: str
+
+
+def load_calibrated(folder: str | Path) -> CalibratedSetting:
+    """The settings and the correction a folder written by ``monarch-convert --calibrate`` (or
+    :func:`save_pretrained`) holds, without loading its weights."""
+    import json
+
+    from ..config import MonarchConfig
+
+    config_file = Path(folder).expanduser() / "config.json"
+    try:
+        entry = json.loads(config_file.read_text(encoding="utf-8")).get("monarch_attention") or {}
+        settings = MonarchConfig.from_dict(dict(entry["settings"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MonarchConvertError(f"{folder} is not a converted checkpoint folder ({config_file}: {e})") from e
+    calibration = Calibration.load(_calibration_path(str(folder), {})) if entry.get("calibration") else None
+    return CalibratedSetting(settings, calibration, str(folder))

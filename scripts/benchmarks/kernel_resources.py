@@ -25,7 +25,10 @@ import tempfile
 
 # Element types of the launcher's buffers: float32 statistics, int64 layout, a bool mask; every
 # other pointer in the input dtype (float16 here).
-POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32"}
+POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32",
+                 "ex_l_ptr": "*fp32", "score_ptr": "*fp32", "gflag_ptr": "*i8", "gsel_ptr": "*i64"}
+# The op's options (docs/algorithm.md, section 7) where a configuration does not name them: off.
+OPTIONS_OFF = {"GLOBAL": False, "LSE_OUT": False, "EXTRA": False, "EXACT_DIAG": False, "BG": 16}
 UNIT_STRIDE = re.compile(r"stride_[qkvo]d|stride_mn")
 ALIGNED = re.compile(r"stride_[qkvom][bhn]|H|N")
 
@@ -41,6 +44,8 @@ def compile_sm90(kernel, constexprs: dict, specialize: bool = False, **options):
     for i, name in enumerate(inspect.signature(kernel.fn).parameters):
         if specialize and UNIT_STRIDE.fullmatch(name):
             constexprs.setdefault(name, 1)
+        if name in OPTIONS_OFF:
+            constexprs.setdefault(name, OPTIONS_OFF[name])
         if name in constexprs:
             signature[name] = "constexpr"
             continue
@@ -106,6 +111,25 @@ def every_variant():
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
     yield _layout_kernel, dict(PRE=True, CH=1024)
+    yield from _option_variants(common, with_v, whole)
+
+
+def _option_variants(common: dict, with_v: dict, whole: dict):
+    """The kernels with the op's options on (docs/algorithm.md, section 7): exact diagonal blocks
+    and global keys, in the looped programs (the grouped ones take the same branches)."""
+    from monarch_convert.kernels.triton.fused import _fused_kernel
+    from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
+    from monarch_convert.kernels.triton.variants import _exact_kernel, _select_kernel
+
+    looped = dict(GROUPED=False, ONE_COL=False, BK=128)
+    yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=True, GLOBAL=True, LSE_OUT=True, **looped)
+    yield _l_out_kernel, dict(with_v, EXTRA=True, EXACT_DIAG=True, **looped)
+    yield _l_sum_kernel, dict(common, EXTRA=True, EXACT_DIAG=True, **looped)
+    yield _l_sum_kernel, dict(common, EXTRA=True, EXACT_DIAG=False, GROUPED=True, ONE_COL=True)
+    yield _select_kernel, dict(D=72, HAS_MASK=True, BG=16, BD=128, PDL=True)
+    exact = {name: x for name, x in with_v.items() if name != "BK"}
+    yield _exact_kernel, dict(exact, MERGE_DIAG=True, GROUPED=False, BG=16)
+    yield _fused_kernel, dict(whole, NUM_STEPS=2, EXACT_DIAG=True, GLOBAL=True, BG=16)
 
 
 def main(argv=None) -> None:

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reviews", type=int, default=1000, help="reviews: half fit the probe, half are evaluated")
     ap.add_argument("--ood", type=int, default=300, help="out-of-domain texts evaluated")
     ap.add_argument("--correction", default="auto")
+    ap.add_argument("--validate", type=int, default=3, help="search proposals validated end to end")
     ap.add_argument("--out", type=Path, default=Path("out/calibrate-minilm"))
     a = ap.parse_args(argv)
 
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                "calibration_passages": len(calib), "reviews_evaluated": len(eval_ids), "ood_evaluated": len(ood)}
     for budget in a.max_flops:
         start = time.perf_counter()
-        report = mc.calibrate(model, calib, tokenizer, max_flops=budget, samples=a.samples, correction=a.correction)
+        report = mc.calibrate(model, calib, tokenizer, max_flops=budget, samples=a.samples, correction=a.correction,
+                              validate=a.validate)
         print(report.format_table(), flush=True)
         entry = {"report": report.to_dict(), "calibrated": scores(model)}
         settings = mc.conversion_report(model).settings
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         entry["time_s"] = time.perf_counter() - start
         results[f"max_flops={budget:g}"] = entry
         print(json.dumps({k: v for k, v in entry.items() if k != "report"}, indent=1), flush=True)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "calibration.json").write_text(json.dumps(results, indent=2) + "\n")
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "calibration.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

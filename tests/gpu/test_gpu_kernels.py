@@ -63,7 +63,8 @@ def _mask(kind, B, N, seed=0):
     return torch.rand(B, N, device="cuda", generator=g) > 0.4
 
 
-def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg=None):
+def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg=None, options=(False, 0)):
+    """``options``: the op's (exact_diagonal, global_keys)."""
     from monarch_convert.kernels.layout import sequence_layout
     from monarch_convert.kernels.reference import monarch_attention_torch
 
@@ -71,9 +72,9 @@ def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg
     mask = _mask(mask_kind, B, N)
     out = torch.full((B, H, N, dv), float("nan"), device="cuda", dtype=dtype)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out, poison=True,
-                                  knobs=Knobs(**(cfg or {})))
+                                  knobs=Knobs(**(cfg or {})), exact_diagonal=options[0], global_keys=options[1])
     lay = sequence_layout(mask, B, N, b, pad, q.device)
-    ref = monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, d**-0.5)
+    ref = monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, d**-0.5, *options)
     assert torch.isfinite(out).all()
     err = _rel(out, ref)
     assert err < TOL[dtype], err
@@ -114,6 +115,71 @@ def test_matches_reference(kern, name, dtype):
     if dtype == torch.float32 and N * B > 20000:
         B = max(1, 20000 // N)
     _check(kern, B, H, N, d, dv, b, T, pad, mask, dtype, strided)
+
+
+# The op's options (docs/algorithm.md, section 7): (shape, dtype, (exact_diagonal, global_keys), knobs).
+OPTION_CASES = [
+    ("bert-base-T2", torch.float16, (True, 8), {}),
+    ("bert-base-T2", torch.bfloat16, (True, 0), {}),
+    ("bert-base", torch.float16, (False, 8), {}),
+    ("vit-b", torch.bfloat16, (False, 4), {"mode": "fused"}),
+    ("vit-b-T3", torch.float16, (True, 8), {"mode": "fused"}),
+    ("vit-b-T3", torch.bfloat16, (True, 8), {}),
+    ("bart-base-4096", torch.float16, (True, 16), {}),
+    ("n16384-T2-mask", torch.bfloat16, (True, 8), {}),
+    ("n8192-b32", torch.float16, (False, 32), {}),  # looped L-steps
+    ("n4096-b512", torch.float16, (True, 4), {}),  # looped R-steps
+    ("d80-dv48", torch.float16, (True, 8), {}),
+    ("d256", torch.float16, (True, 8), {}),
+    ("b1", torch.float16, (True, 8), {}),
+    ("bert-base-T2", torch.float32, (True, 8), {}),
+]
+
+
+@pytest.mark.parametrize("name,dtype,options,cfg", OPTION_CASES, ids=lambda x: str(x).replace("torch.", ""))
+def test_options_match_reference(kern, name, dtype, options, cfg):
+    B, H, N, d, dv, b, T, pad, mask, strided = SHAPES[name]
+    if dtype == torch.float32 and N * B > 20000:
+        B = max(1, 20000 // N)
+    _check(kern, B, H, N, d, dv, b, T, pad, mask, dtype, strided, cfg=cfg, options=options)
+
+
+@pytest.mark.parametrize("pad", ["post", "pre"])
+def test_options_batch_invariance(kern, pad):
+    """The global keys are chosen from the sequence's own tokens, in a fixed order: bit for bit the
+    same choice alone and padded, so outputs agree to rounding."""
+    N, L, b = 1024, 700, 32
+    q, k, v = _qkv(1, 12, L, 64, 64, torch.float16, seed=3)
+    alone = kern.monarch_attention_triton(q, k, v, None, b, 2, pad, 0.125, exact_diagonal=True, global_keys=8)
+    Q, K, V = _qkv(2, 12, N, 64, 64, torch.float16, seed=4)
+    mask = torch.zeros(2, N, dtype=torch.bool, device="cuda")
+    mask[0, N - L:] = True
+    mask[1, :] = True
+    Q[0, :, N - L:], K[0, :, N - L:], V[0, :, N - L:] = q[0], k[0], v[0]
+    out = kern.monarch_attention_triton(Q, K, V, mask, b, 2, pad, 0.125, exact_diagonal=True, global_keys=8)
+    torch.testing.assert_close(out[0, :, N - L:], alone[0], rtol=2e-3, atol=2e-3)
+
+
+def test_options_through_compile_and_replays(kern):
+    """The options reach the custom op under torch.compile, and a replay recorded with other options
+    never serves them (kernels/triton/replay.py's signature)."""
+    from monarch_convert.kernels.ops import monarch_attention
+
+    q, k, v = _qkv(4, 12, 256, 64, 64, torch.float16, strided=True)
+    mask = _mask("right", 4, 256)
+    kern._REPLAYS.clear()
+    plain = monarch_attention(q, k, v, mask, block_size=16, num_steps=2)
+    for _ in range(2):  # recorded, then replayed
+        opts = monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8)
+    ref = monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8,
+                            backend="torch")
+    assert _rel(opts, ref.float()) < 5e-3 and _rel(opts, plain) > 1e-2
+
+    def f(q, k, v, mask):
+        return monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8)
+
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(q, k, v, mask), opts)
 
 
 @pytest.mark.parametrize("T", [1, 2])
