@@ -86,6 +86,18 @@ def convert_command(
     private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
     revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
     create_pr: bool = typer.Option(False, help="With --push-to-hub: open a pull request instead of pushing."),
+    heal: Optional[str] = typer.Option(
+        None, help="Heal the converted model on these unlabelled texts or images (a local file or folder, or a Hub "
+        "data set): distil it towards its softmax original. The saved weights are then the healed ones."
+    ),
+    heal_steps: Optional[int] = typer.Option(None, help="With --heal: training steps (default 200)."),
+    heal_trainable: Optional[str] = typer.Option(None, help="With --heal: 'attention' (default), 'all' or 'lora'."),
+    heal_lr: Optional[float] = typer.Option(None, help="With --heal: learning rate (default 1e-4)."),
+    heal_batch_size: Optional[int] = typer.Option(None, help="With --heal: examples per step (default 16)."),
+    heal_seq_len: Optional[int] = typer.Option(None, help="With --heal: tokens per text (default: the model's)."),
+    heal_checkpoint: Optional[Path] = typer.Option(
+        None, help="With --heal: checkpoint folder, resumed when it exists (default: DIR.heal-checkpoint)."
+    ),
     version: bool = typer.Option(
         False, "--version", is_eager=True, callback=_print_version, help="Print the version."
     ),
@@ -108,9 +120,11 @@ def convert_command(
         layer_settings=parse_layer_settings(layer_settings),
     )
     calibration = _calibration_options(calibrate, max_flops, min_fidelity, calibration_samples)
+    heal_options = _heal_options(heal, heal_steps, heal_trainable, heal_lr, heal_batch_size, heal_seq_len,
+                                 heal_checkpoint)
     export_checkpoint(
         model, out, config, dtype=dtype, device=device, seq_len=seq_len, overwrite=overwrite, echo=_echo,
-        calibration=calibration, verify=verify,
+        calibration=calibration, verify=verify, heal=heal_options,
     )
     if push_to_hub:
         from .hub.cli import push_converted_dir
@@ -133,6 +147,22 @@ def _calibration_options(data: Optional[str], max_flops: Optional[float], min_fi
     if samples < 4:
         raise MonarchConvertError(f"--calibration-samples must be at least 4, got {samples}")
     return {"data": data, "max_flops": max_flops, "min_fidelity": min_fidelity, "samples": samples}
+
+
+def _heal_options(data, steps, trainable, lr, batch_size, seq_len, checkpoint):
+    """The --heal options, or None; the --heal-* options without --heal are an error."""
+    from .healing.export import HealOptions
+
+    given = {"--heal-steps": steps, "--heal-trainable": trainable, "--heal-lr": lr, "--heal-batch-size": batch_size,
+             "--heal-seq-len": seq_len, "--heal-checkpoint": checkpoint}
+    if data is None:
+        stray = [flag for flag, value in given.items() if value is not None]
+        if stray:
+            raise MonarchConvertError(f"{', '.join(stray)} only apply with --heal DATA")
+        return None
+    chosen = {"steps": steps, "trainable": trainable, "lr": lr, "batch_size": batch_size, "seq_len": seq_len,
+              "checkpoint": checkpoint}
+    return HealOptions(data, **{k: v for k, v in chosen.items() if v is not None})
 
 
 def _echo(message: str = "", err: bool = False) -> None:

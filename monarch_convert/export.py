@@ -17,6 +17,8 @@ from .stop_points import stop_point
 if TYPE_CHECKING:
     import torch
 
+    from .healing.export import HealOptions
+
 REPORT_FILE = "conversion.json"
 
 
@@ -54,6 +56,7 @@ def export_checkpoint(
     echo: Callable[..., None] = print,
     calibration: Optional[dict] = None,
     verify: bool = True,
+    heal: Optional[HealOptions] = None,
 ) -> dict:
     """Convert ``source`` (Hub id or folder; None = the embedded default model) into ``out_dir``.
 
@@ -65,6 +68,8 @@ def export_checkpoint(
     calibration: ``monarch_convert.calibrate``'s arguments (``data``, ``max_flops`` or
     ``min_fidelity``, ``samples``): the settings are calibrated on that data, the correction is
     written beside the weights, and the calibration report goes into ``conversion.json``.
+    With ``heal``, the converted (and calibrated) model is healed before it is saved
+    (``healing/export.py``): DIR then holds the healed weights, and the report a ``healing`` entry.
     """
     from .default_model import DEFAULT_MODEL_NAME
 
@@ -74,16 +79,33 @@ def export_checkpoint(
     with during(f"converting {name} into {out_dir}", f"{out_dir} was left as it was"):
         with staged_output(out_dir, overwrite, echo) as staging:
             check_device(device, config.backend if config is not None else None)
+            heal = _checked_heal(heal)
             model, preprocessor, report = _load_and_convert(
                 source, name, config, dtype, device, seq_len, echo, calibration, verify
             )
+            if heal is not None:
+                from .healing.export import heal_converted
+
+                report["healing"] = heal_converted(model, preprocessor, heal, out_dir, echo)
             start = time.perf_counter()
             echo(f"Saving to {out_dir} ...")
             with write_errors(out_dir):
                 written = _save(staging, model, preprocessor, report)
         echo(f"Saved in {time.perf_counter() - start:.1f}s: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
         echo(written)
+    if heal is not None:
+        from .healing.export import remove_checkpoint
+
+        remove_checkpoint(heal, out_dir)
     return report
+
+
+def _checked_heal(heal: Optional[HealOptions]) -> Optional[HealOptions]:
+    if heal is None:
+        return None
+    from .healing.export import check
+
+    return check(heal)
 
 
 def _load_and_convert(source, name, config, dtype, device, seq_len, echo,

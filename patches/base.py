@@ -116,7 +116,7 @@ def num_patches(config: Any) -> int:
     return math.prod(s // p for s, p in zip(size, patch))
 
 
-def vision_max_length(extra_tokens: int = 1) -> Callable[[Any], int]:
+def vision_max_length(extra_tokens: int | Callable[[Any], int] = 1) -> Callable[[Any], int]:
     """Vision transformers: the patches plus the class (and register, distillation) tokens
     (ViT-B/16 at 224 px: 197). ``extra_tokens`` may be a function of the config."""
 
