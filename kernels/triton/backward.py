@@ -121,17 +121,18 @@ def _r_fwd_kernel(
         bh64 = bh.to(tl.int64)
         i = tl.arange(0, BB)
         dd, ddv, r = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BQ)
-        k_t, k_tok, kv = _block_tokens(k_ptr, (stride_kb, stride_kh, stride_kn, stride_kd), bi, hi, kb, i, off, L, seq,
-                                   dims, dd, D, HAS_MASK)
+        # (Names, not ``_``, for the unused parts: a loop-carried ``_`` must keep one type.)
+        k_t, _k_tok, kv = _block_tokens(k_ptr, (stride_kb, stride_kh, stride_kn, stride_kd), bi, hi, kb, i, off, L,
+                                        seq, dims, dd, D, HAS_MASK)
         if WANT_Y:
-            v_t, v_tok, v_ok = _block_tokens(v_ptr, (stride_vb, stride_vh, stride_vn, stride_vd), bi, hi, kb, i, off, L,
-                                      seq, dims, ddv, DV, HAS_MASK)
+            v_t, _v_tok, _v_ok = _block_tokens(v_ptr, (stride_vb, stride_vh, stride_vn, stride_vd), bi, hi, kb, i, off,
+                                               L, seq, dims, ddv, DV, HAS_MASK)
         for j0 in range(0, b, BQ):
             j = j0 + r
             row_in = j < b
-            s_t, s_tok, s_ok = _r_rows(src_ptr, sq, bh64, bi, hi, kb, j, row_in, off, L, seq, dims, dd, D, FROM_SUMMARY,
-                                HAS_MASK)
-            rp, log_r, c_l = _r_probs(s_t, k_t, kv, scale, IEEE)
+            s_t, _s_tok, _s_ok = _r_rows(src_ptr, sq, bh64, bi, hi, kb, j, row_in, off, L, seq, dims, dd, D,
+                                         FROM_SUMMARY, HAS_MASK)
+            rp, _log_r, c_l = _r_probs(s_t, k_t, kv, scale, IEEE)
             row = (bh64 * m + kb) * b + j
             _store_rows(ak_ptr, row, row_in, _dot(rp.to(k_t.dtype), k_t, IEEE), dd, D)
             tl.store(cl_ptr + row, c_l, mask=row_in)
