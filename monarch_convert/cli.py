@@ -40,6 +40,9 @@ CONVERT_HELP = (
 
 # Help of the options of per-layer settings, the op's variants and calibration (issue 14).
 OPTION_HELP = {
+    "heal": "Heal the converted model on these unlabelled texts or images (a local file or folder, or a Hub data "
+            "set): distil it towards its softmax original. The saved weights are then the healed ones.",
+    "heal_checkpoint": "With --heal: checkpoint folder, resumed when it exists (default: DIR.heal-checkpoint).",
     "layer_settings": "Settings of single layers over the global ones: 'LAYERS:SETTING;...', LAYERS as --layers "
     "with '+' between ranges, SETTING of b (block size), T (steps), G (global keys), diag (exact diagonal blocks), "
     "e.g. '0-1:b=16,T=2;2-5:b=32,G=8,diag'.",
@@ -86,21 +89,14 @@ def convert_command(
     private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
     revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
     create_pr: bool = typer.Option(False, help="With --push-to-hub: open a pull request instead of pushing."),
-    heal: Optional[str] = typer.Option(
-        None, help="Heal the converted model on these unlabelled texts or images (a local file or folder, or a Hub "
-        "data set): distil it towards its softmax original. The saved weights are then the healed ones."
-    ),
+    heal: Optional[str] = typer.Option(None, help=OPTION_HELP["heal"]),
     heal_steps: Optional[int] = typer.Option(None, help="With --heal: training steps (default 200)."),
     heal_trainable: Optional[str] = typer.Option(None, help="With --heal: 'attention' (default), 'all' or 'lora'."),
     heal_lr: Optional[float] = typer.Option(None, help="With --heal: learning rate (default 1e-4)."),
     heal_batch_size: Optional[int] = typer.Option(None, help="With --heal: examples per step (default 16)."),
     heal_seq_len: Optional[int] = typer.Option(None, help="With --heal: tokens per text (default: the model's)."),
-    heal_checkpoint: Optional[Path] = typer.Option(
-        None, help="With --heal: checkpoint folder, resumed when it exists (default: DIR.heal-checkpoint)."
-    ),
-    version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
-    ),
+    heal_checkpoint: Optional[Path] = typer.Option(None, help=OPTION_HELP["heal_checkpoint"]),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="Print the version."),
 ) -> None:
     from transformers.utils import logging as hf_logging
 
@@ -110,13 +106,8 @@ def convert_command(
     hf_logging.disable_progress_bar()  # the command prints its own progress lines; bars would split a one-line error
 
     config = MonarchConfig(
-        block_size=parse_block_size(block_size),
-        num_steps=num_steps,
-        pad_type=pad_type,
-        layers=parse_layers(layers),
-        backend=backend,
-        exact_diagonal=exact_diagonal,
-        global_keys=global_keys,
+        block_size=parse_block_size(block_size), num_steps=num_steps, pad_type=pad_type, layers=parse_layers(layers),
+        backend=backend, exact_diagonal=exact_diagonal, global_keys=global_keys,
         layer_settings=parse_layer_settings(layer_settings),
     )
     calibration = _calibration_options(calibrate, max_flops, min_fidelity, calibration_samples)
