@@ -233,16 +233,10 @@ def monarch_attention_triton(
     ``poison``: fill the intermediates with NaN first (tests). ``exact_diagonal``, ``global_keys``:
     the op's options (docs/algorithm.md, section 7; ``variants.py``). ``remember_as``: a further key
     under which the call's replay is kept (``ops``: its own key of the call, looked up in ``REPLAYS``)."""
-    B, H, N, D = q.shape
-    DV = v.shape[-1]
+    (B, H, N, D), DV = q.shape, v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
-    if N > MAX_SEQ_LEN:
-        raise ValueError(f"the Triton kernels take sequences of at most {MAX_SEQ_LEN} tokens, got {N}")
-    if min(global_keys, N) > MAX_GLOBAL_KEYS:
-        raise ValueError(f"the Triton kernels take at most {MAX_GLOBAL_KEYS} global keys, got {global_keys} "
-                         "(backend='torch' takes any number)")
-    # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid and replay
-    # signature follow the capped b).
+    _refuse_beyond_limits(N, global_keys)
+    # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid, replay key too).
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
@@ -288,6 +282,15 @@ def monarch_attention_triton(
         _remember(fast, replay)
         _remember(remember_as, replay)
     return out
+
+
+def _refuse_beyond_limits(N: int, global_keys: int) -> None:
+    """One-line errors for what the kernels cannot index or hold."""
+    if N > MAX_SEQ_LEN:
+        raise ValueError(f"the Triton kernels take sequences of at most {MAX_SEQ_LEN} tokens, got {N}")
+    if min(global_keys, N) > MAX_GLOBAL_KEYS:
+        raise ValueError(f"the Triton kernels take at most {MAX_GLOBAL_KEYS} global keys, got {global_keys} "
+                         "(backend='torch' takes any number)")
 
 
 def set_chunk_bytes(limit: int) -> None:
