@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from . import __version__
+from . import sentence_transformers as st_models
 from .config import MonarchConfig
 from .conversion_plan import ConversionPlan, architecture_patch, plan_conversion
 from .conversion_records import ConversionReport, ModuleRecord
@@ -99,6 +100,10 @@ def convert(
         model lacks are an error when given by the caller, and ignored when they come from a
         preset (the RoBERTa-base preset on a smaller RoBERTa).
 
+    A sentence-transformers ``SentenceTransformer`` is accepted too: its transformer module(s) are
+    converted, every other module (pooling, normalisation) is left as it is; the same holds for
+    ``revert``, ``softmax``, ``is_converted`` and ``conversion_report`` (``sentence_transformers.py``).
+
     Idempotent: converting a converted model again with no new settings changes nothing; with
     new settings, it is reconverted with them. Cross-attention, causal self-attention and
     modules whose scores carry a bias are never converted (listed as skipped, with the reason).
@@ -116,6 +121,8 @@ def convert(
     gives ``None`` for them. Switching the attention implementation afterwards
     (``model.set_attn_implementation``) bypasses the conversion: ``revert`` first.
     """
+    if st_models.is_sentence_transformer(model):  # its transformer module(s), each as below
+        return st_models.convert(model, config, overrides, verify)
     patch = architecture_patch(model)  # first: stored_settings needs a model with a config
     state = _state(model)
     previous = state.plan.settings if state is not None else stored_settings(model)
@@ -180,6 +187,8 @@ def _switch_implementations(configs: Iterable[Any]) -> list[tuple[Any, str | Non
 def revert(model: Any) -> Any:
     """Undo :func:`convert` in place (outputs bit-identical to before); returns ``model``.
     A model that is not converted is returned unchanged."""
+    if st_models.is_sentence_transformer(model):
+        return st_models.revert(model)
     state = _state(model)
     if state is None:
         return model
@@ -205,6 +214,10 @@ def softmax(model: Any) -> Iterator[Any]:
         with monarch_convert.softmax(model):
             reference = model(**inputs)
     """
+    if st_models.is_sentence_transformer(model):
+        with st_models.softmax(model):
+            yield model
+        return
     state = _state(model)
     if state is None:
         yield model
@@ -219,6 +232,8 @@ def softmax(model: Any) -> Iterator[Any]:
 
 
 def is_converted(model: Any) -> bool:
+    if st_models.is_sentence_transformer(model):
+        return st_models.is_converted(model)
     return _state(model) is not None
 
 
@@ -248,6 +263,8 @@ def calibration_of(model: Any) -> Any:
 def conversion_report(model: Any, seq_len: int | None = None) -> ConversionReport:
     """The :class:`ConversionReport` of a converted model; FLOPs at ``seq_len`` (default: the
     model's maximum sequence length, the one ``block_size="auto"`` is computed from)."""
+    if st_models.is_sentence_transformer(model):
+        return st_models.conversion_report(model, seq_len)
     state = _state(model)
     if state is None:
         raise MonarchConvertError("the model is not converted: call monarch_convert.convert(model) first")

@@ -68,7 +68,7 @@ class _Result:
 def calibrate(model: Any, data: Any, tokenizer: Any = None, *, max_flops: float | None = None,
               min_fidelity: float | None = None, seq_len: int | None = None, samples: int = 128,
               correction: str = "auto", batch_size: int = 8, validate: int = 3, progress: bool = True,
-              seed: int = 0) -> CalibrationReport:
+              seed: int = 0, allow_softmax: bool = True) -> CalibrationReport:
     """Convert ``model`` in place with per-layer settings chosen on ``data``, and apply the fitted
     correction; returns the :class:`CalibrationReport`.
 
@@ -83,12 +83,13 @@ def calibrate(model: Any, data: Any, tokenizer: Any = None, *, max_flops: float 
     correction: ``"auto"`` (the kind with the best held-out fidelity), ``"none"``, ``"scalar"``
         or ``"head"``; a correction that does not raise the held-out fidelity is not applied.
     validate: how many proposals of the search are validated end to end (max_flops).
+    allow_softmax: whether the search may leave layers on softmax (False: every layer converted).
     """
     started = time.perf_counter()
     _check(max_flops, min_fidelity, correction)
     ctx = _set_up(model, data, tokenizer, seq_len, samples, batch_size, seed, progress)
-    options = _layer_options(ctx, correction)
-    softmax_total = sum(o.flops for layer in options for o in layer if o.candidate.is_softmax)
+    options = _layer_options(ctx, correction, allow_softmax)
+    softmax_total = sum(Candidate().flops(ctx.seq_len, d, h) for h, d in ctx.shapes.values())
     if max_flops is not None:
         proposals = best_under(options, max_flops * softmax_total, validate)
         if not proposals:
@@ -141,7 +142,7 @@ def _set_up(model, data, tokenizer, seq_len, samples, batch_size, seed, progress
     return _Context(model, prepared, modules, shapes, base.merged(report.settings), seq_len, reference, progress)
 
 
-def _layer_options(ctx: _Context, correction: str) -> list[list[Option]]:
+def _layer_options(ctx: _Context, correction: str, allow_softmax: bool) -> list[list[Option]]:
     """Per module, each candidate with its estimated error (held out within the fitted part) and FLOPs."""
     candidates = [c for c in default_candidates(ctx.seq_len) if not c.is_softmax]
     s = ctx.base
@@ -153,7 +154,8 @@ def _layer_options(ctx: _Context, correction: str) -> list[list[Option]]:
         heads, dim = ctx.shapes[name]
         layer = [Option(c, _estimated_error(a, b, kind, ctx.alpha), c.flops(ctx.seq_len, dim, heads))
                  for c, (a, b) in zip(candidates, stats[name])]
-        options.append(layer + [Option(Candidate(), 0.0, Candidate().flops(ctx.seq_len, dim, heads))])
+        softmax = [Option(Candidate(), 0.0, Candidate().flops(ctx.seq_len, dim, heads))] if allow_softmax else []
+        options.append(layer + softmax)
     return options
 
 
@@ -246,9 +248,11 @@ def _report(ctx: _Context, options: list[list[Option]], chosen: _Result, results
         option, stats = options[i][j], chosen.stats[chosen.kind].get(name)
         corrected = calibration is not None and name in calibration.weights
         fitted = (calibration.weights[name], calibration.biases[name]) if corrected else (None, None)
+        heads, dim = ctx.shapes[name]
+        before = None if stats is None else stats.relative_error()
+        after = None if stats is None else stats.relative_error(*fitted)
         rows.append(LayerRow(layer_index(name), name, option.candidate.label(), option.flops,
-                             options[i][-1].flops, None if stats is None else stats.relative_error(),
-                             None if stats is None else stats.relative_error(*fitted)))
+                             Candidate().flops(ctx.seq_len, dim, heads), before, after))
     metric = "class-probability overlap" if ctx.reference and ctx.reference[0][0] == "probabilities" \
         else "embedding cosine"
     validated = tuple({"settings": [options[i][j].candidate.label() for i, j in enumerate(r.allocation)],
