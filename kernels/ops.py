@@ -113,18 +113,25 @@ def monarch_attention(
         return _softmax_attention(q, k, v, key_padding_mask, float(scale))
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if uses_triton(q, backend) and not (needs_grad and (exact_diagonal or global_keys)):
-        if needs_grad or torch.compiler.is_compiling():  # one opaque op, with its backward kernels
-            from .triton_op import monarch_attention_fwd
-
-            return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale),
-                                         *variant)
-        # Eager inference: straight to the launcher (the custom op's Python dispatch costs tens of µs),
-        # which keeps the call's replay under ``key`` for the next call like it.
-        return _launcher()(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale),
-                           exact_diagonal=exact_diagonal, global_keys=global_keys, remember_as=key)
+        return _triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale), variant, key,
+                       needs_grad)
     batch, _, seq_len, _ = q.shape
     layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
     return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale), *variant)
+
+
+def _triton(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
+            key: tuple | None, needs_grad: bool) -> torch.Tensor:
+    """The Triton kernels. Under ``torch.compile``, and for inputs that need grad: one opaque custom
+    op, with its backward kernels, for dynamo/inductor and CUDA graphs. Eager inference: straight to
+    the launcher (the custom op's Python dispatch costs tens of µs), which keeps the call's replay
+    under ``key`` for the next call like it."""
+    if needs_grad or torch.compiler.is_compiling():
+        from .triton_op import monarch_attention_fwd
+
+        return monarch_attention_fwd(q, k, v, mask, block_size, num_steps, pad_type, scale, *variant)
+    return _launcher()(q, k, v, mask, block_size, num_steps, pad_type, scale, exact_diagonal=variant[0],
+                       global_keys=variant[1], remember_as=key)
 
 
 # Decided once, at import, without importing triton (the kernel module is imported on first use,

@@ -65,9 +65,7 @@ def convert_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the converted checkpoint to."),
     block_size: Optional[str] = typer.Option(None, help="Monarch block size, or 'auto' (ceil(sqrt(max length)))."),
     num_steps: Optional[int] = typer.Option(None, help="Alternating (R, L) update steps T."),
-    pad_type: Optional[str] = typer.Option(
-        None, help="'post' or 'pre': where sequences are padded to a block multiple."
-    ),
+    pad_type: Optional[str] = typer.Option(None, help="'post' or 'pre': sequences padded to a block multiple."),
     layers: Optional[str] = typer.Option(None, help="'all' or layer indices, e.g. '0-3,8-11'."),
     backend: Optional[str] = typer.Option(None, help="'auto' (Triton on CUDA), 'torch' or 'triton'."),
     layer_settings: Optional[str] = typer.Option(None, help=OPTION_HELP["layer_settings"]),

@@ -51,18 +51,33 @@ def verify_conversion(
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
     inputs = dummy_inputs(model.config, (min(max_length, DUMMY_LENGTH),))
     inputs = {k: v.to(device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
+    runner = _base_model(model)
     with _eval(model), torch.no_grad():
         with softmax(model):
-            reference = _module_outputs(model, modules, inputs)
+            reference = _module_outputs(runner, modules, inputs)
         longest = max((t.shape[1] for t in reference.values() if t.dim() > 1), default=1)
         block_size = 1 if longest <= BLOCK_SIZE_ONE_UP_TO else longest
         with _exact_block_size(modules, block_size):
-            converted = _module_outputs(model, modules, inputs)
+            converted = _module_outputs(runner, modules, inputs)
     # In the order the modules ran (the first difference is the cause; later ones may inherit it),
     # then any that did not run.
     names = list(converted) + [name for name, _ in modules if name not in converted]
     for name in names:
         _compare(name, reference.get(name), converted.get(name), TOLERANCE.get(dtype, 1e-2), block_size)
+
+
+def _base_model(model: Any) -> Any:
+    """What the check runs: a model with a task head runs its base model (BertModel inside
+    BertForMultipleChoice), which holds every attention module and takes the modality's plain
+    inputs whatever the head expects; a model that is already a base model (an ``AutoModel``
+    class) runs itself (DINOv3's ``base_model`` names its encoder, which takes hidden states)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    names = {n for v in MODEL_MAPPING_NAMES.values() for n in ((v,) if isinstance(v, str) else v)}
+    base = getattr(model, "base_model", None)
+    if type(model).__name__ in names or base is None or type(base).__name__ not in names:
+        return model
+    return base
 
 
 @contextmanager

@@ -200,6 +200,14 @@ def test_verify_passes_in_half_precision(dtype):
     assert mc.is_converted(model)
 
 
+def test_verify_runs_the_base_model_whatever_the_head_expects():
+    import transformers as T
+
+    model = T.BertForMultipleChoice(_model("bert").config).eval()  # input_ids (batch, choices, seq)
+    mc.convert(model, verify=True)
+    assert mc.is_converted(model)
+
+
 def test_verify_names_the_first_module_that_differs(monkeypatch):
     model = _model("bert")
     exact = dispatch.ops.monarch_attention

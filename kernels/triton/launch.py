@@ -233,10 +233,12 @@ def monarch_attention_triton(
     ``poison``: fill the intermediates with NaN first (tests). ``exact_diagonal``, ``global_keys``:
     the op's options (docs/algorithm.md, section 7; ``variants.py``). ``remember_as``: a further key
     under which the call's replay is kept (``ops``: its own key of the call, looked up in ``REPLAYS``)."""
-    (B, H, N, D), DV = q.shape, v.shape[-1]
+    B, H, N, D = q.shape
+    DV = v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
     _refuse_beyond_limits(N, global_keys)
-    # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid, replay key too).
+    # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid and replay
+    # signature follow the capped b).
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
@@ -259,24 +261,14 @@ def monarch_attention_triton(
     scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact, num_globals and max(16, pow2(num_globals)))
     buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
     buffers = scratch.views(buf)
-    if poison:  # tests: reading an intermediate nobody wrote shows up as NaN (a flag or index: junk)
-        for name, x in buffers.items():
-            if name in ("al", "y", "summ", "cl", "exl", "exy", "gscore"):
-                x.fill_(float("nan"))
-            elif name in ("gflag", "gsel"):
-                x.fill_(-3)
+    if poison:
+        _poison(buffers)
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
     # The global keys' choice reads the layout before the first R-step: a launch of its own then.
     in_grid = has_mask and plan.layout_in_grid and plan.mode == "tiles" and not num_globals
     call = _Call(plan, q, k, v, out, mask, buf, buffers, b, m, num_steps, pad_type, float(scale),
                  recording=[] if fast is not None else None, diag=diag, num_globals=num_globals, layout_in_grid=in_grid)
-    if has_mask and not in_grid:
-        _launch_layout(call)
-    if plan.mode == "fused":
-        _launch_fused(call)
-    else:
-        for h0 in range(0, H, heads):
-            _launch_tiled(call, h0, min(H, h0 + heads))
+    _launch_all(call, heads)
     if fast is not None:
         replay = Replay.of(call)
         _remember(fast, replay)
@@ -291,6 +283,27 @@ def _refuse_beyond_limits(N: int, global_keys: int) -> None:
     if min(global_keys, N) > MAX_GLOBAL_KEYS:
         raise ValueError(f"the Triton kernels take at most {MAX_GLOBAL_KEYS} global keys, got {global_keys} "
                          "(backend='torch' takes any number)")
+
+
+def _poison(buffers: dict) -> None:
+    """Tests: reading an intermediate nobody wrote shows up as NaN (a flag or an index: as junk)."""
+    for name, x in buffers.items():
+        if name in ("al", "y", "summ", "cl", "exl", "exy", "gscore"):
+            x.fill_(float("nan"))
+        elif name in ("gflag", "gsel"):
+            x.fill_(-3)
+
+
+def _launch_all(c: _Call, heads: int) -> None:
+    """The layout launch where the first grid does not lay out the sequences, then the fused
+    kernel, or the tiled steps for each chunk of ``heads`` heads."""
+    if c.has_mask and not c.layout_in_grid:
+        _launch_layout(c)
+    if c.plan.mode == "fused":
+        _launch_fused(c)
+    else:
+        for h0 in range(0, c.q.shape[1], heads):
+            _launch_tiled(c, h0, min(c.q.shape[1], h0 + heads))
 
 
 def set_chunk_bytes(limit: int) -> None:
