@@ -28,6 +28,11 @@ _LAZY = {
     "evaluate": "monarch_convert.evaluation.core",
     "EvaluationReport": "monarch_convert.evaluation.report",
     "measure_fidelity": "monarch_convert.evaluation.fidelity",
+    "calibrate": "monarch_convert.calibration.run",
+    "CalibrationReport": "monarch_convert.calibration.report",
+    "apply_calibration": "monarch_convert.conversion",
+    "save_pretrained": "monarch_convert.calibration.saving",
+    "LayerSetting": "monarch_convert.config",
     "heal": "monarch_convert.healing.core",
     "HealReport": "monarch_convert.healing.core",
 }

@@ -38,6 +38,22 @@ CONVERT_HELP = (
 )
 
 
+# Help of the options of per-layer settings, the op's variants and calibration (issue 14).
+OPTION_HELP = {
+    "heal": "Heal the converted model on these unlabelled texts or images (a local file or folder, or a Hub data "
+            "set): distil it towards its softmax original. The saved weights are then the healed ones.",
+    "heal_checkpoint": "With --heal: checkpoint folder, resumed when it exists (default: DIR.heal-checkpoint).",
+    "layer_settings": "Settings of single layers over the global ones: 'LAYERS:SETTING;...', LAYERS as --layers "
+    "with '+' between ranges, SETTING of b (block size), T (steps), G (global keys), diag (exact diagonal blocks), "
+    "e.g. '0-1:b=16,T=2;2-5:b=32,G=8,diag'.",
+    "exact_diagonal": "Each query's own block keeps its exact softmax at every step (same as off at T = 1).",
+    "calibrate": "Calibrate on this data (a text or image file or folder, or a Hub dataset): per-layer settings "
+    "searched under --max-flops or --min-fidelity, and an output correction saved beside the weights.",
+    "max_flops": "With --calibrate: attention FLOPs at most this fraction of softmax's at --seq-len (e.g. 0.25).",
+    "min_fidelity": "With --calibrate: the fewest FLOPs whose held-out fidelity reaches this (e.g. 0.97).",
+}
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"monarch-convert {__version__}")
@@ -49,61 +65,77 @@ def convert_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the converted checkpoint to."),
     block_size: Optional[str] = typer.Option(None, help="Monarch block size, or 'auto' (ceil(sqrt(max length)))."),
     num_steps: Optional[int] = typer.Option(None, help="Alternating (R, L) update steps T."),
-    pad_type: Optional[str] = typer.Option(
-        None, help="'post' or 'pre': where sequences are padded to a block multiple."
-    ),
+    pad_type: Optional[str] = typer.Option(None, help="'post' or 'pre': sequences padded to a block multiple."),
     layers: Optional[str] = typer.Option(None, help="'all' or layer indices, e.g. '0-3,8-11'."),
     backend: Optional[str] = typer.Option(None, help="'auto' (Triton on CUDA), 'torch' or 'triton'."),
+    layer_settings: Optional[str] = typer.Option(None, help=OPTION_HELP["layer_settings"]),
+    exact_diagonal: Optional[bool] = typer.Option(None, "--exact-diagonal/--no-exact-diagonal",
+                                                  help=OPTION_HELP["exact_diagonal"]),
+    global_keys: Optional[int] = typer.Option(None, help="Keys per head attended exactly (0: none)."),
+    calibrate: Optional[str] = typer.Option(None, help=OPTION_HELP["calibrate"]),
+    max_flops: Optional[float] = typer.Option(None, help=OPTION_HELP["max_flops"]),
+    min_fidelity: Optional[float] = typer.Option(None, help=OPTION_HELP["min_fidelity"]),
+    calibration_samples: int = typer.Option(128, help="With --calibrate: examples used (3/4 fitted, 1/4 held out)."),
     dtype: str = typer.Option("auto", help="Weights dtype: auto, float32, float16 or bfloat16."),
     device: str = typer.Option("cpu", help="Device to load and check the model on, e.g. cpu or cuda."),
     seq_len: Optional[int] = typer.Option(
         None, help="Sequence length for the FLOPs summary (default: the model's maximum)."
     ),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists and is not empty."),
+    verify: bool = typer.Option(True, help="Check first, on a dummy input, that converted modules are wired right."),
     push_to_hub: Optional[str] = typer.Option(None, help="Also upload the result to this Hub repo id."),
     private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
     revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
     create_pr: bool = typer.Option(False, help="With --push-to-hub: open a pull request instead of pushing."),
-    heal: Optional[str] = typer.Option(
-        None, help="Heal the converted model on these unlabelled texts or images (a local file or folder, or a Hub "
-        "data set): distil it towards its softmax original. The saved weights are then the healed ones."
-    ),
+    heal: Optional[str] = typer.Option(None, help=OPTION_HELP["heal"]),
     heal_steps: Optional[int] = typer.Option(None, help="With --heal: training steps (default 200)."),
     heal_trainable: Optional[str] = typer.Option(None, help="With --heal: 'attention' (default), 'all' or 'lora'."),
     heal_lr: Optional[float] = typer.Option(None, help="With --heal: learning rate (default 1e-4)."),
     heal_batch_size: Optional[int] = typer.Option(None, help="With --heal: examples per step (default 16)."),
     heal_seq_len: Optional[int] = typer.Option(None, help="With --heal: tokens per text (default: the model's)."),
-    heal_checkpoint: Optional[Path] = typer.Option(
-        None, help="With --heal: checkpoint folder, resumed when it exists (default: DIR.heal-checkpoint)."
-    ),
-    version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
-    ),
+    heal_checkpoint: Optional[Path] = typer.Option(None, help=OPTION_HELP["heal_checkpoint"]),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="Print the version."),
 ) -> None:
     from transformers.utils import logging as hf_logging
 
-    from .config import MonarchConfig, parse_block_size, parse_layers
+    from .config import MonarchConfig, parse_block_size, parse_layer_settings, parse_layers
     from .export import export_checkpoint
 
     hf_logging.disable_progress_bar()  # the command prints its own progress lines; bars would split a one-line error
 
     config = MonarchConfig(
-        block_size=parse_block_size(block_size),
-        num_steps=num_steps,
-        pad_type=pad_type,
-        layers=parse_layers(layers),
-        backend=backend,
+        block_size=parse_block_size(block_size), num_steps=num_steps, pad_type=pad_type, layers=parse_layers(layers),
+        backend=backend, exact_diagonal=exact_diagonal, global_keys=global_keys,
+        layer_settings=parse_layer_settings(layer_settings),
     )
+    calibration = _calibration_options(calibrate, max_flops, min_fidelity, calibration_samples)
     heal_options = _heal_options(heal, heal_steps, heal_trainable, heal_lr, heal_batch_size, heal_seq_len,
                                  heal_checkpoint)
     export_checkpoint(
         model, out, config, dtype=dtype, device=device, seq_len=seq_len, overwrite=overwrite, echo=_echo,
-        heal=heal_options,
+        calibration=calibration, verify=verify, heal=heal_options,
     )
     if push_to_hub:
         from .hub.cli import push_converted_dir
 
         push_converted_dir(out, push_to_hub, private=private, revision=revision, create_pr=create_pr)
+
+
+def _calibration_options(data: Optional[str], max_flops: Optional[float], min_fidelity: Optional[float],
+                         samples: int) -> Optional[dict]:
+    """``calibrate``'s arguments from the options (checked before anything is loaded), or None."""
+    if data is None:
+        if max_flops is not None or min_fidelity is not None:
+            raise MonarchConvertError("--max-flops and --min-fidelity need --calibrate DATA")
+        return None
+    if (max_flops is None) == (min_fidelity is None):
+        raise MonarchConvertError("--calibrate needs one of --max-flops and --min-fidelity")
+    for name, value in (("--max-flops", max_flops), ("--min-fidelity", min_fidelity)):
+        if value is not None and not 0 < value <= 1:
+            raise MonarchConvertError(f"{name} must be in (0, 1], got {value}")
+    if samples < 4:
+        raise MonarchConvertError(f"--calibration-samples must be at least 4, got {samples}")
+    return {"data": data, "max_flops": max_flops, "min_fidelity": min_fidelity, "samples": samples}
 
 
 def _heal_options(data, steps, trainable, lr, batch_size, seq_len, checkpoint):

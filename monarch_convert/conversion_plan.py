@@ -18,7 +18,7 @@ from .config import Layers, MonarchConfig, auto_block_size, load_preset
 from .conversion_records import ModuleRecord
 from .errors import MonarchConvertError
 from .patches.base import ArchitecturePatch, layer_index
-from .patches.registry import get_patch, supported_model_types
+from .patches.registry import get_patch, unsupported_message
 
 
 class _Found(NamedTuple):
@@ -51,10 +51,7 @@ def architecture_patch(model: Any) -> ArchitecturePatch:
         )
     patch = get_patch(config.model_type)
     if patch is None:
-        raise MonarchConvertError(
-            f"unsupported model type {config.model_type!r}: monarch-convert supports "
-            f"{', '.join(supported_model_types())}"
-        )
+        raise MonarchConvertError(unsupported_message(config.model_type))
     return patch
 
 
@@ -70,6 +67,7 @@ def plan_conversion(
     resolved, layers_given = _resolve_settings(patch.model_type, previous, config, overrides)
     found = _find_attention_modules(model, patch)
     layers = _select_layers(resolved.layers, _convertible_layers(found), layers_given, patch.model_type)
+    _check_layer_settings(resolved, _convertible_layers(found), patch.model_type)
     max_length = patch.max_length(model.config)
     block_size = auto_block_size(max_length) if resolved.block_size == "auto" else resolved.block_size
     records = tuple(_record(f, layers) for f in found)
@@ -162,6 +160,17 @@ def _select_layers(layers: Layers, convertible: list[int], given: bool, model_ty
     return tuple(i for i in layers if i in convertible)
 
 
+def _check_layer_settings(settings: MonarchConfig, convertible: list[int], model_type: str) -> None:
+    """Per-layer settings name layers that exist (those not converted keep theirs, unused)."""
+    named = [i for i, _ in settings.layer_settings or ()]
+    missing = [i for i in named if i not in convertible]
+    if missing:
+        raise MonarchConvertError(
+            f"layer_settings name layers {missing} that do not exist: this {model_type} model's convertible "
+            f"layers are {_format_layers(convertible) if convertible else 'none'}"
+        )
+
+
 def _format_layers(layers: list[int]) -> str:
     """Sorted layer indices as ranges, the way ``--layers`` takes them: [0, 1, 2, 3, 8] -> '0-3,8'."""
     ranges: list[list[int]] = []
@@ -183,14 +192,16 @@ def _record(found: _Found, layers: Layers) -> ModuleRecord:
         layer=layer,
         status="skipped" if reason else "converted",
         reason=reason,
-        num_heads=_first_int_attr(found.module, ("num_heads", "num_attention_heads")),
+        num_heads=_first_int_attr(found.module, ("num_heads", "num_attention_heads", "n_heads")),
         head_dim=_first_int_attr(found.module, ("head_dim", "attention_head_size")),
     )
 
 
 def _first_int_attr(module: torch.nn.Module, names: tuple[str, ...]) -> int:
-    for name in names:
-        value = getattr(module, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    # The module's own attribute, else its config's (rotary encoders keep only head_dim on the module).
+    for owner in (module, getattr(module, "config", None)):
+        for name in names:
+            value = getattr(owner, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
     raise MonarchConvertError(f"cannot read {' / '.join(names)} from {type(module).__name__}")

@@ -63,13 +63,16 @@ class ConversionReport:
         for r in self.modules:
             dense = softmax_attention_flops(n, r.head_dim, r.num_heads)
             softmax += dense
-            if r.status == "converted":
-                monarch += monarch_attention_flops(
-                    n, r.head_dim, self.settings.block_size, self.settings.num_steps, r.num_heads
-                )
-            else:
-                monarch += dense
+            monarch += self.module_flops(r) if r.status == "converted" else dense
         return {"seq_len": n, "softmax": softmax, "monarch": monarch, "ratio": monarch / softmax if softmax else 1.0}
+
+    def module_flops(self, record: ModuleRecord) -> int:
+        """Attention FLOPs of a converted module at ``seq_len``, with its layer's own settings."""
+        own = self.settings.for_layer(record.layer)
+        return monarch_attention_flops(
+            self.seq_len, record.head_dim, own.block_size, own.num_steps, record.num_heads,
+            exact_diagonal=own.exact_diagonal, global_keys=own.global_keys,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,9 +93,10 @@ class ConversionReport:
         lines = [
             f"MonarchAttention conversion of {self.source_model or 'model'} ({self.model_type})",
             f"settings: block_size={s.block_size} num_steps={s.num_steps} pad_type={s.pad_type} "
-            f"layers={layers} backend={s.backend}",
-            f"attention modules: {len(self.converted)} converted, {len(self.skipped)} skipped",
+            f"layers={layers} backend={s.backend}{_variants(s.exact_diagonal, s.global_keys)}",
         ]
+        lines += [f"  layer {i}: {_format_layer_setting(own)}" for i, own in s.layer_settings or ()]
+        lines.append(f"attention modules: {len(self.converted)} converted, {len(self.skipped)} skipped")
         width = max([len("module")] + [len(r.name) for r in self.modules])
         lines.append(f"  {'module':<{width}}  {'layer':>5}  {'status':<9}  reason")
         for r in self.modules:
@@ -100,9 +104,22 @@ class ConversionReport:
             lines.append(f"  {r.name:<{width}}  {layer:>5}  {r.status:<9}  {r.reason or ''}".rstrip())
         f = self.attention_flops
         # A block at least as long as the sequence runs as one block of it (exact softmax), and is counted so.
-        capped = f" (block_size runs as {f['seq_len']}: exact softmax)" if s.block_size > f["seq_len"] else ""
+        longest = max([s.block_size] + [own.block_size or 0 for _, own in s.layer_settings or ()])
+        capped = f" (block_size runs as {f['seq_len']}: exact softmax)" if longest > f["seq_len"] else ""
         lines.append(
             f"attention FLOPs at seq_len={f['seq_len']}{capped}: softmax {format_flops(f['softmax'])} -> "
             f"monarch {format_flops(f['monarch'])} ({100 * f['ratio']:.1f}%)"
         )
         return "\n".join(lines)
+
+
+def _variants(exact_diagonal: bool | None, global_keys: int | None) -> str:
+    return (" exact_diagonal" if exact_diagonal else "") + (f" global_keys={global_keys}" if global_keys else "")
+
+
+def _format_layer_setting(own: Any) -> str:
+    """A layer's own settings as the table shows them: ``block_size=16 num_steps=2 exact_diagonal``."""
+    sizes = " ".join(f"{k}={getattr(own, k)}" for k in ("block_size", "num_steps") if getattr(own, k) is not None)
+    flags = {True: " exact_diagonal", False: " exact_diagonal=False", None: ""}[own.exact_diagonal]
+    keys = "" if own.global_keys is None else f" global_keys={own.global_keys}"
+    return (sizes + flags + keys).strip()

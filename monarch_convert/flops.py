@@ -6,6 +6,10 @@ Per head, in multiply-accumulates (MACs), for a sequence of N tokens and head di
 
     softmax:  2 * N**2 * d                        (q k^T, then A v)
     Monarch:  (2T + 1) * N' * b * d + 2T * N' * m * d
+      + N' * b * d                 with exact diagonal blocks and T >= 2
+      + 2 * N * d + 2 * N' * G * d with G = min(global_keys, N) global keys
+
+(section 7 for the two options).
 
 FLOPs are 2 x MACs. Only the attention products are counted (not the q/k/v/output projections,
 which conversion leaves unchanged, nor the softmax exponentials).
@@ -27,16 +31,25 @@ def softmax_attention_macs(seq_len: int, head_dim: int, num_heads: int = 1) -> i
 
 
 def monarch_attention_macs(
-    seq_len: int, head_dim: int, block_size: int, num_steps: int = 1, num_heads: int = 1
+    seq_len: int, head_dim: int, block_size: int, num_steps: int = 1, num_heads: int = 1,
+    *, exact_diagonal: bool = False, global_keys: int = 0,
 ) -> int:
-    """MACs of MonarchAttention: ``(2T+1) N' b d + 2T N' m d`` per head; softmax's for b >= N."""
+    """MACs of MonarchAttention: ``(2T+1) N' b d + 2T N' m d`` per head, plus the options' costs
+    (module docstring); softmax's for b >= N, where the op runs softmax itself, options or not."""
     n, d, h = _check("seq_len", seq_len), _check("head_dim", head_dim), _check("num_heads", num_heads)
     b, t = _check("block_size", block_size), _check("num_steps", num_steps)
+    if isinstance(global_keys, bool) or not isinstance(global_keys, int) or global_keys < 0:
+        raise ValueError(f"global_keys must be an integer >= 0, got {global_keys!r}")
     if b >= n:  # one block holds the sequence: the op runs exact softmax attention itself
         return softmax_attention_macs(n, d, h)
     m = -(-n // b)
     n_padded = m * b
-    return ((2 * t + 1) * n_padded * b * d + 2 * t * n_padded * m * d) * h
+    macs = (2 * t + 1) * n_padded * b * d + 2 * t * n_padded * m * d
+    if exact_diagonal and t > 1:  # the exact within-block softmax applied to v, kept from step 1
+        macs += n_padded * b * d
+    if global_keys:  # choosing them (the mean query, its scores), then their logits and values
+        macs += 2 * n * d + 2 * n_padded * min(global_keys, n) * d
+    return macs * h
 
 
 def softmax_attention_flops(seq_len: int, head_dim: int, num_heads: int = 1) -> int:
@@ -45,10 +58,12 @@ def softmax_attention_flops(seq_len: int, head_dim: int, num_heads: int = 1) -> 
 
 
 def monarch_attention_flops(
-    seq_len: int, head_dim: int, block_size: int, num_steps: int = 1, num_heads: int = 1
+    seq_len: int, head_dim: int, block_size: int, num_steps: int = 1, num_heads: int = 1,
+    *, exact_diagonal: bool = False, global_keys: int = 0,
 ) -> int:
-    """FLOPs (2 x MACs) of MonarchAttention."""
-    return 2 * monarch_attention_macs(seq_len, head_dim, block_size, num_steps, num_heads)
+    """FLOPs (2 x MACs) of MonarchAttention, with the op's options."""
+    return 2 * monarch_attention_macs(seq_len, head_dim, block_size, num_steps, num_heads,
+                                      exact_diagonal=exact_diagonal, global_keys=global_keys)
 
 
 def format_flops(flops: object) -> str:

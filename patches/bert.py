@@ -12,4 +12,5 @@ PATCH = ArchitecturePatch(
     cross_attention=("crossattention",),
     max_length=text_max_length(),
     attention_bias=absolute_positions_only,
+    output_projection=("../output.dense",),
 )

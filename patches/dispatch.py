@@ -32,6 +32,10 @@ from ..kernels import ops
 
 PREFIX = "monarch"
 SPEC_ATTR = "_monarch_spec"
+# Calibration (monarch_convert/calibration/) sets this on a converted module for the length of its
+# passes: a callable ``(spec, q, k, v, key_padding, scale) -> output`` run instead of the op, which
+# sees the module's exact inputs (its error and fitting statistics) and says what flows on.
+PROBE_ATTR = "_monarch_probe"
 
 
 def implementation_name(base: str | None) -> str:
@@ -61,6 +65,32 @@ class MonarchSpec:
     pad_type: str
     backend: str
     name: str = ""  # the module's dotted name in the model, for error messages
+    exact_diagonal: bool = False
+    global_keys: int = 0
+
+
+def run_spec(
+    spec: MonarchSpec,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_padding: torch.Tensor | None,
+    scale: float | None,
+) -> torch.Tensor:
+    """MonarchAttention of (batch, heads, seq, dim) inputs with ``spec``'s settings."""
+    return ops.monarch_attention(
+        query,
+        key,
+        value,
+        key_padding,
+        block_size=spec.block_size,
+        num_steps=spec.num_steps,
+        pad_type=spec.pad_type,
+        scale=scale,
+        backend=spec.backend,
+        exact_diagonal=spec.exact_diagonal,
+        global_keys=spec.global_keys,
+    )
 
 
 class MonarchMask:
@@ -232,20 +262,21 @@ def monarch_attention_forward(
     key_padding = _key_padding(attention_mask, query, name)
     if key_padding is not None and key_padding.device != query.device:
         key_padding = key_padding.to(query.device)
-    out = ops.monarch_attention(
-        query,
-        key,
-        value,
-        key_padding,
-        block_size=spec.block_size,
-        num_steps=spec.num_steps,
-        pad_type=spec.pad_type,
-        scale=kwargs.get("scaling"),
-        backend=spec.backend,
-    )
+    key, value = _repeat_kv_heads(key, query.shape[1]), _repeat_kv_heads(value, query.shape[1])
+    run = module.__dict__.get(PROBE_ATTR, run_spec)
+    out = run(spec, query, key, value, key_padding, kwargs.get("scaling"))
     _record_no_weights(module)
     # (batch, heads, seq, dv) -> (batch, seq, heads, dv), as transformers' attention functions return.
     return out.transpose(1, 2).contiguous(), None
+
+
+def _repeat_kv_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Grouped-query attention (EuroBERT): each key / value head serves ``num_heads / kv_heads``
+    consecutive query heads, repeated here as transformers' ``repeat_kv`` does for eager attention."""
+    kv_heads = states.shape[1]
+    if kv_heads == num_heads:
+        return states
+    return states.repeat_interleave(num_heads // kv_heads, dim=1)
 
 
 def _output_collector() -> Any:

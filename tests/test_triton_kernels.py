@@ -11,19 +11,20 @@ shows up as NaN, and numpy's "invalid value" warnings (NaN made inside a dot) fa
 from __future__ import annotations
 
 import importlib
-import warnings
 import zlib
 
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
 
 from test_op import EXTREME, check_extreme_hull, check_tied_logits_average_v  # noqa: E402
 
 from monarch_convert.kernels import ops  # noqa: E402
 from monarch_convert.kernels.layout import sequence_layout  # noqa: E402
 from monarch_convert.kernels.reference import monarch_attention_torch  # noqa: E402
+from monarch_convert.kernels.triton import layout_kernel  # noqa: E402
 from monarch_convert.kernels.triton.plan import Knobs  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
@@ -65,16 +66,18 @@ def _inputs(B, H, N, d, dv, dtype, layout="bhnd", gen=None):
     return make(d), make(d), make(dv)
 
 
-def _reference(q, k, v, mask, b, T, pad):
+def _reference(q, k, v, mask, b, T, pad, variant=(False, 0)):
     B, _, N, _ = q.shape
     lay = sequence_layout(mask, B, N, b, pad, q.device)
-    return monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, q.shape[-1] ** -0.5)
+    return monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, q.shape[-1] ** -0.5, *variant)
 
 
-def _run(kern, q, k, v, mask, b, T, pad, knobs=None, mode="tiles", scale=None):
+def _run(kern, q, k, v, mask, b, T, pad, knobs=None, mode="tiles", scale=None, variant=(False, 0)):
+    """``variant``: the op's options (exact_diagonal, global_keys)."""
     out = torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=q.dtype)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, scale or q.shape[-1] ** -0.5, out=out,
-                                  poison=True, knobs=Knobs(mode=mode, **(knobs or {})))
+                                  poison=True, knobs=Knobs(mode=mode, **(knobs or {})),
+                                  exact_diagonal=variant[0], global_keys=variant[1])
     return out
 
 
@@ -166,6 +169,63 @@ def test_matches_reference(kern, case, mode):
         assert (out[~mask[:, None, :].expand(B, H, N)] == 0).all()
 
 
+# The op's options (docs/algorithm.md, section 7): (B, H, N, d, dv, b, T, pad, mask, dtype, layout, knobs).
+VARIANT_CASES = [
+    (2, 2, 37, 16, 16, 5, 1, "post", None, torch.float32, "bhnd", {}),
+    (2, 2, 45, 16, 16, 7, 2, "pre", "random", torch.float16, "bhnd", {}),
+    (3, 2, 50, 16, 16, 6, 3, "post", "right", torch.float32, "bhnd", {}),
+    (3, 1, 30, 16, 16, 4, 2, "pre", "empty_row", torch.float32, "bhnd", {}),
+    (2, 3, 41, 64, 40, 7, 2, "pre", "left", torch.float16, "bnhd", {}),
+    # looped R-step (b = 20 > 16) and looped L-steps (m = 24 > 16), row chunks of the summaries
+    (2, 1, 70, 16, 16, 20, 2, "pre", "random", torch.float32, "bhnd", {"max_tile": 16}),
+    (2, 1, 70, 16, 24, 3, 3, "post", "right", torch.float16, "bhnd", {"max_tile": 16}),
+    (1, 2, 70, 16, 16, 3, 2, "post", "random", torch.float32, "bhnd", {"max_rows": 32, "s_rows": 16}),
+]
+# (mode, variant): each option alone and both in the tiled path; the fused one runs the same tile
+# functions, with both on.
+VARIANTS = [("tiles", (True, 0)), ("tiles", (False, 3)), ("tiles", (True, 3)), ("fused", (True, 3))]
+
+
+@pytest.mark.parametrize("mode,variant", VARIANTS, ids=lambda x: x if isinstance(x, str) else f"diag{x[0]:d}-G{x[1]}")
+@pytest.mark.parametrize("case", VARIANT_CASES, ids=_case_id)
+def test_options_match_reference(kern, case, mode, variant):
+    """Exact diagonal blocks and global keys, alone and together."""
+    B, H, N, d, dv, b, T, pad, mask_kind, dtype, lay, knobs = case
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-{mode}-{variant}".encode()))
+    q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
+    mask = _mask(mask_kind, B, N, gen)
+    out = _run(kern, q, k, v, mask, b, T, pad, knobs, mode, variant=variant)
+    ref = _reference(q, k, v, mask, b, T, pad, variant)
+    assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
+    assert _rel(out, ref) < TOL[dtype]
+    if T > 1 or variant[1]:  # the option changed something (exact diagonal blocks alone: from T = 2 on)
+        assert _rel(out, _reference(q, k, v, mask, b, T, pad)) > 10 * TOL[dtype]
+    if mask is not None:
+        assert (out[~mask[:, None, :].expand(B, H, N)] == 0).all()
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+@pytest.mark.parametrize("exact_diagonal", [False, True])
+def test_global_keys_for_every_real_token_is_softmax(kern, exact_diagonal, T):
+    gen = torch.Generator().manual_seed(30 + T)
+    q, k, v = _inputs(3, 2, 24, 16, 16, torch.float32, gen=gen)
+    mask = torch.arange(24)[None, :] < torch.tensor([24, 7, 5])[:, None]
+    out = _run(kern, q, k, v, mask, 4, T, "pre", variant=(exact_diagonal, 7))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    for s in (1, 2):  # at most 7 real tokens: every one is a global key
+        torch.testing.assert_close(out[s][:, mask[s]], want[s][:, mask[s]], rtol=1e-5, atol=1e-6)
+    assert (out[~mask[:, None, :].expand(3, 2, 24)] == 0).all()
+
+
+def test_exact_diagonal_at_one_step_is_the_published_kernels(kern):
+    gen = torch.Generator().manual_seed(33)
+    q, k, v = _inputs(2, 2, 30, 16, 16, torch.float16, gen=gen)
+    mask = _mask("random", 2, 30, gen)
+    for mode in ("tiles", "fused"):
+        assert torch.equal(_run(kern, q, k, v, mask, 4, 1, "post", mode=mode, variant=(True, 2)),
+                           _run(kern, q, k, v, mask, 4, 1, "post", mode=mode, variant=(False, 2)))
+
+
 @pytest.mark.parametrize("kind", ["right", "left", "random", "empty_row"])
 def test_layout_kernel(kern, kind):
     """Token index, length and pre-padding offset of each sequence, over several chunks of the mask."""
@@ -175,7 +235,7 @@ def test_layout_kernel(kern, kind):
     mask[1, 3:9] = True  # contiguous, in the middle
     tok = torch.full((B, N), -5, dtype=torch.int64)
     lens, offs = torch.full((2, B), -5, dtype=torch.int64)
-    kern._layout_kernel[(B,)](mask.view(torch.uint8), *mask.stride(), tok, lens, offs, N, b, PRE=True, CH=16)
+    kern._layout_kernel[(B,)](mask.view(torch.uint8), tok, lens, offs, *mask.stride(), N, b, PRE=True, CH=16)
     for i in range(B):
         pos = mask[i].nonzero().flatten()
         L = len(pos)
@@ -183,14 +243,62 @@ def test_layout_kernel(kern, kind):
         assert torch.equal(tok[i, :L], pos)
 
 
+@triton.jit
+def _layout_probe(mask_ptr, stride_mb, stride_mn, len_ptr, off_ptr, tok_ptr, N, b, slot_lo, slot_hi,
+                  PRE: tl.constexpr, CH: tl.constexpr):
+    """The first grid's layout prologue alone: one program per sequence."""
+    layout_kernel._sequence_layout(mask_ptr, stride_mb, stride_mn, (len_ptr, off_ptr, tok_ptr),
+                                   tl.program_id(0), N, b, slot_lo, slot_hi, PRE, CH)
+
+
+@pytest.mark.parametrize("kind", ["right", "left", "random", "empty_row"])
+@pytest.mark.parametrize("pre", [False, True])
+@pytest.mark.parametrize("slots", [(0, 48), (12, 30)])
+def test_layout_prologue(kern, kind, pre, slots):
+    """Length, pre-padding offset and the token index of the ranks a program's slots hold, over
+    several chunks of the mask: contiguous rows (right, left, in the middle) and scattered ones."""
+    B, N, b = 4, 45, 6
+    mask = _mask(kind, B, N, torch.Generator().manual_seed(7))
+    mask[1] = False
+    mask[1, 3:9] = True  # contiguous, in the middle
+    tok = torch.full((B, N), -5, dtype=torch.int64)
+    lens, offs = torch.full((2, B), -5, dtype=torch.int64)
+    _layout_probe[(B,)](mask.view(torch.uint8), *mask.stride(), lens, offs, tok, N, b, *slots, PRE=pre, CH=16)
+    for i in range(B):
+        pos = mask[i].nonzero().flatten()
+        L = len(pos)
+        off = -(-L // b) * b - L if pre else 0
+        assert [lens[i].item(), offs[i].item()] == [L, off]
+        lo, hi = max(slots[0] - off, 0), min(slots[1] - off, L)
+        assert torch.equal(tok[i, lo:hi], pos[lo:hi])
+        assert (tok[i, :lo] == -5).all() and (tok[i, max(hi, lo):] == -5).all()
+
+
+@pytest.mark.parametrize("in_grid", [True, False])
+@pytest.mark.parametrize("case", [(2, 3, 50, 6, 1, "pre", "random"), (3, 5, 45, 7, 2, "post", "right"),
+                                  (2, 4, 30, 4, 2, "pre", None)])
+def test_heads_in_chunks(kern, case, in_grid):
+    """Large intermediates: the heads run in chunks that reuse one scratch (here forced with
+    ``chunk_bytes=0``: chunks of one or two heads); the output is the same. The mask's layout comes
+    from the first grid or from a launch of its own."""
+    B, H, N, b, T, pad, mask_kind = case
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = _inputs(B, H, N, 16, 16, torch.float32, "bnhd", gen)
+    mask = _mask(mask_kind, B, N, gen)
+    out = _run(kern, q, k, v, mask, b, T, pad, {"chunk_bytes": 0, "layout_in_grid": in_grid})
+    assert _rel(out, _reference(q, k, v, mask, b, T, pad)) < TOL[torch.float32]
+    assert torch.equal(out, _run(kern, q, k, v, mask, b, T, pad))
+
+
 @pytest.mark.parametrize("pad", ["post", "pre"])
-@pytest.mark.parametrize("T", [1, 2])
-def test_batch_invariance(kern, pad, T):
-    """A 19-token sequence gives the same outputs alone and inside batches padded left or right."""
+@pytest.mark.parametrize("T,variant", [(1, (False, 0)), (2, (False, 0)), (2, (True, 3))], ids=["1", "2", "2-diag-G3"])
+def test_batch_invariance(kern, pad, T, variant):
+    """A 19-token sequence gives the same outputs alone and inside batches padded left or right,
+    with the op's options too (its global keys are chosen from its own tokens)."""
     gen = torch.Generator().manual_seed(7 + T)
     L, N, b = 19, 32, 5
     q, k, v = _inputs(1, 2, L, 16, 16, torch.float32, gen=gen)
-    alone = _run(kern, q, k, v, None, b, T, pad)
+    alone = _run(kern, q, k, v, None, b, T, pad, variant=variant)
     for where in ("right", "left", "middle"):
         Q, K, V = (torch.randn(3, 2, N, 16, generator=gen) for _ in range(3))
         mask = torch.rand(3, N, generator=gen) > 0.5
@@ -200,7 +308,7 @@ def test_batch_invariance(kern, pad, T):
         mask[1, pos] = True
         Q[1][:, pos], K[1][:, pos], V[1][:, pos] = q[0], k[0], v[0]
         for mode in ("tiles", "fused"):
-            out = _run(kern, Q, K, V, mask, b, T, pad, mode=mode)
+            out = _run(kern, Q, K, V, mask, b, T, pad, mode=mode, variant=variant)
             assert torch.isfinite(out).all()
             torch.testing.assert_close(out[1][:, pos], alone[0], rtol=1e-5, atol=1e-6)
 
@@ -226,8 +334,9 @@ def test_custom_op_opcheck(kern):
     mask[0, -3:] = False
     from monarch_convert.kernels.triton_op import monarch_attention_fwd
 
-    torch.library.opcheck(monarch_attention_fwd, (q, k, v, mask, 4, 2, "post", 0.25),
-                          test_utils=("test_schema", "test_faketensor"))
+    for options in ((), (True, 3)):
+        torch.library.opcheck(monarch_attention_fwd, (q, k, v, mask, 4, 2, "post", 0.25, *options),
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 def test_compiles_without_graph_breaks(kern):
@@ -237,25 +346,14 @@ def test_compiles_without_graph_breaks(kern):
     def f(q, k, v):
         return ops.monarch_attention(q * 1.0, k, v, block_size=4, num_steps=1, backend="triton") + 1.0
 
+    def g(q, k, v):  # the options are constants of the graph
+        return ops.monarch_attention(q * 1.0, k, v, block_size=4, num_steps=2, backend="triton",
+                                     exact_diagonal=True, global_keys=3) + 1.0
+
     torch._dynamo.reset()
-    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(q, k, v), f(q, k, v))
-
-
-def test_requires_grad_falls_back_to_reference_once(kern, monkeypatch):
-    monkeypatch.setattr(ops, "_WARNED_BACKWARD", False)
-    gen = torch.Generator().manual_seed(6)
-    q, k, v = (x.requires_grad_() for x in _inputs(1, 2, 12, 16, 16, torch.float32, gen=gen))
-    with pytest.warns(UserWarning, match="forward-only"):
-        out = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    out.sum().backward()
-    assert q.grad is not None and torch.isfinite(q.grad).all()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    with torch.no_grad():
-        out2 = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    torch.testing.assert_close(out2, out.detach(), rtol=1e-5, atol=1e-6)
+    for fn in (f, g):
+        compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(q, k, v), fn(q, k, v))
 
 
 def test_triton_backend_on_cpu_needs_interpreter(kern, monkeypatch):
@@ -295,6 +393,15 @@ def test_extreme_logits_stay_in_the_convex_hull_of_v(kern, kind, dtype, mode):
     check_extreme_hull(_extreme_run(kern, mode), kind, dtype, ((23, 5, {}),), heads=1)
 
 
+@pytest.mark.parametrize("kind,mode", [("constant", "tiles"), ("random_large", "fused"), ("scale_above_one", "tiles")])
+def test_extreme_logits_with_the_options(kern, kind, mode):
+    """The options' exact columns (log-sum-exps and merged values) keep outputs in the hull of v."""
+    def run(q, k, v, mask, b, steps, pad, scale, variant):
+        return _run(kern, q, k, v, mask, b, steps, pad, None, mode, scale=scale, variant=variant)
+
+    check_extreme_hull(run, kind, torch.float16, ((23, 5, (True, 3)), (24, 4, (False, 30))), heads=1)
+
+
 @pytest.mark.parametrize("kind", ["constant", "scale_above_one"])
 def test_extreme_logits_in_looped_tiles(kern, kind):
     """The same where the R-step loops over key tiles (b = 20 > 16), and where the L-steps loop over
@@ -331,8 +438,41 @@ def test_empty_inputs_give_an_empty_output_as_sdpa(kern):
             assert out.shape == shape
 
 
+def test_more_global_keys_than_the_kernels_hold_are_refused(kern):
+    q = torch.zeros(1, 1, 200, 16)
+    with pytest.raises(ValueError, match="at most 128 global keys"):
+        kern.monarch_attention_triton(q, q, q, None, 8, 1, "post", 0.25, global_keys=129)
+    out = kern.monarch_attention_triton(q[:, :, :20], q[:, :, :20], q[:, :, :20], None, 8, 1, "post", 0.25,
+                                        global_keys=10**9)  # only N = 20 can be global
+    assert torch.isfinite(out).all()
+
+
 def test_sequences_beyond_int32_indexing_are_refused(kern):
     """Slots and tile counts are int32 in the kernels, and stay below 2N with b capped at N."""
     q = torch.zeros(1, 1, 1, 16).expand(1, 1, kern.MAX_SEQ_LEN + 1, 16)  # no memory: stride 0
     with pytest.raises(ValueError, match="at most"):
         kern.monarch_attention_triton(q, q, q, None, 2**40, 1, "post", 0.25)
+
+
+def test_set_chunk_bytes_drops_the_replays_recorded_before(kern, monkeypatch):
+    monkeypatch.setattr(kern.plan_module, "CHUNK_BYTES", kern.plan_module.CHUNK_BYTES)
+    monkeypatch.setitem(kern.REPLAYS, "recorded before", None)
+    assert kern.plan_module.heads_per_chunk(12, 50 << 20, 100 << 20) == 12  # the default: all heads
+    kern.set_chunk_bytes(32 << 20)
+    assert "recorded before" not in kern.REPLAYS
+    # Chunks whose intermediates fit a fifth of q, k, v and the output: 3 chunks of 4 heads.
+    assert kern.plan_module.heads_per_chunk(12, 50 << 20, 100 << 20) == 4
+
+
+def test_entry_point_key_only_where_a_replay_may_apply(kern):
+    ops._launcher()  # the launcher's module is loaded: keys from here on
+    q = torch.randn(1, 2, 8, 4)
+    args = (None, 4, 1, "post", None, "triton", False, 0)
+    key, out = ops._replayed(q, q, q, *args)
+    assert key is not None and out is None  # nothing recorded on the CPU
+    assert ops._replayed(q, q, "k", *args) == (None, None)
+    assert ops._replayed(q.requires_grad_(), q, q, *args) == (None, None)
+    with torch.no_grad():
+        assert ops._replayed(q, q, q, *args)[0] == key
+    shifted = torch.randn(q.numel() + 1)[1:].view(q.shape)
+    assert ops._replayed(shifted, q, q, *args) == (None, None)

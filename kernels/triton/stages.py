@@ -36,6 +36,7 @@ from .common import (
     _tile_origin,
     _token,
 )
+from .variants import _exact_logit, _not_global, _own_block, _with_exact_column
 
 
 @triton.jit
@@ -63,13 +64,15 @@ def _r_tile(
     D: tl.constexpr, DV: tl.constexpr,
     FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
     ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
-    BDV: tl.constexpr,
+    BDV: tl.constexpr, var, GLOBAL: tl.constexpr, LSE_OUT: tl.constexpr,
 ):
     """R-step tile ``t`` (below ``_r_count``) of head ``bh``. WANT_Y: the final R-step, the only one
     whose ``Y = R @ v`` is read (earlier steps neither load v nor write Y). ONE_COL: the block's keys
     fit one column tile, so the body has no loop (a loop with dynamic bounds keeps index and pointer
     tiles live across it: more registers per thread). Longer than a screen: the online softmax keeps
-    its five accumulators in this one function, whose generated code is the one measured."""
+    its five accumulators in this one function, whose generated code is the one measured.
+    ``var`` = (ex_l, ex_y, gflag) pointers of the options (``variants.py``): GLOBAL, global keys are
+    padding here; LSE_OUT, the first R-step of exact diagonal blocks writes each row's log-sum-exp."""
     N, b, m = dims[1], dims[2], dims[3]
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     k0, q0, RB, G = _tile_origin(t, b, BQ, GROUPED)
@@ -107,6 +110,8 @@ def _r_tile(
     for c0 in range(c_start, c_end, BK):
         blk_c, i_c, col_in = _lanes(c, c0, k0, b, G, mb, b, GROUPED)
         tok_c, kv = _token(blk_c * b + i_c, col_in, off, L, seq, bi, N, HAS_MASK)
+        if GLOBAL:  # global keys leave their blocks (docs/algorithm.md, section 7)
+            kv = _not_global(var[2], bh64, N, blk_c * b + i_c - off, kv)
         kt = tl.load(kbase + tok_c[:, None] * sk[2] + dd[None, :] * sk[3], mask=kv[:, None] & dmask[None, :],
                      other=0.0)
         if WANT_Y:  # issued before the scores, so that the load overlaps them
@@ -129,18 +134,26 @@ def _r_tile(
             acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
         m_i = m_new
     _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
-             dvmask, D, DV, WANT_Y)
+             dvmask, D, DV, WANT_Y, m_i, var, GLOBAL, LSE_OUT)
 
 
 @triton.jit
 def _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
-             dvmask, D: tl.constexpr, DV: tl.constexpr, WANT_Y: tl.constexpr):
+             dvmask, D: tl.constexpr, DV: tl.constexpr, WANT_Y: tl.constexpr, m_i, var, GLOBAL: tl.constexpr,
+             LSE_OUT: tl.constexpr):
     """Normalise an R-step tile's accumulators and write them "by offset": row (i, blk) of
     (BH, b, m, .)."""
+    if GLOBAL:  # a row whose keys are all global has none (its max stayed NEG): no weights
+        keep = m_i > NEG
+        l_i = tl.where(keep, l_i, 0.0)
+        acc_k = tl.where(keep[:, None], acc_k, 0.0)
+        acc_v = tl.where(keep[:, None], acc_v, 0.0)
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     # cL = sum_i R_i log R_i. (Equal to qt . aL - lse, which would save the p * logit term per
     # score, but keeping qt live to the end costs registers per thread: fewer CTAs.)
     c_l = LN2 * (w_i / l_safe - tl.log2(l_safe))
+    if GLOBAL:  # ... and its block no weight in the L-steps: an L-logit below NEG
+        c_l = tl.where(l_i > 0, c_l, -NEG)
     # aL = s * R @ k is stored as min(s, 1) * R @ k, in the input dtype: R @ k is a convex combination
     # of keys, so it always fits, while s * R @ k overflowed float16 for a scale above 1 (keys of 3e4,
     # s = 2: inf, then NaN outputs). ``_l_scores`` applies max(s, 1) to its float32 dot. For s <= 1
@@ -148,6 +161,8 @@ def _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, ac
     a_l = (acc_k * (tl.minimum(scale, 1.0) / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
     orow = (bh64 * b + i_r) * m + blk_r
     tl.store(cl_ptr + orow, c_l, mask=row_in)
+    if LSE_OUT:  # the row's exact log-sum-exp, base 2: the L-logit of the query's own block
+        tl.store(var[0] + orow, m_i + tl.log2(l_safe), mask=row_in)
     tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
     if WANT_Y:
         y = acc_v / l_safe[:, None]
@@ -207,9 +222,11 @@ def _l_out_tile(
     D: tl.constexpr, DV: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    var, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
 ):
     """Final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: output rows. ONE_COL: the
-    sequence's blocks fit one column tile (no loop in the body; see ``_r_tile``)."""
+    sequence's blocks fit one column tile (no loop in the body; see ``_r_tile``). EXTRA: each row's
+    exact column joins its softmax; EXACT_DIAG: its own block column leaves it (``variants.py``)."""
     N, b, m = dims[1], dims[2], dims[3]
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     r = tl.arange(0, BQ)
@@ -239,6 +256,8 @@ def _l_out_tile(
         col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
         s, crow = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, scale, D, GROUPED, False,
                             IEEE)
+        if EXACT_DIAG:
+            s = tl.where(_own_block(j_c, k_c, j_r, l_r, False), NEG, s)
         yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -246,6 +265,8 @@ def _l_out_tile(
         l_i = alpha * l_i + tl.sum(p, 1)
         acc = acc * alpha[:, None] + _dot(p.to(yt.dtype), yt, IEEE)
         m_i = m_new
+    if EXTRA:
+        m_i, l_i, acc = _with_exact_column(var[0], var[1], bh64, b, m, j_r, l_r, row_in, m_i, l_i, acc, ddv, dvmask, DV)
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     z = acc / l_safe[:, None]
     obase = _head_base(o_ptr, so, bi, hi)
@@ -256,14 +277,20 @@ def _l_out_tile(
 @triton.jit
 def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, scale, D: tl.constexpr,
                  GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr,
-                 BK: tl.constexpr):
+                 BK: tl.constexpr, l_r, row_in, var, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr):
     """Each query's softmax weights of a non-final L-step tile (blocks, queries): its statistics over
     all the blocks of its offset come from ``s`` itself when they fit the tile's columns (GROUPED,
-    ONE_COL); otherwise they are recomputed over the other column tiles."""
+    ONE_COL); otherwise they are recomputed over the other column tiles. EXTRA: with each query's
+    exact column; EXACT_DIAG: without its own block column (``variants.py``)."""
     if GROUPED or ONE_COL:
         m_i = tl.max(s, 0)
+        if EXTRA:
+            e = _exact_logit(var[0], bh64, b, m, j_r, l_r, row_in)
+            m_i = tl.maximum(m_i, e)
         p = tl.exp2(s - m_i[None, :])
         l_i = tl.sum(p, 0)
+        if EXTRA:
+            l_i += tl.exp2(e - m_i)
     else:
         m_i = tl.full([BQ], NEG, tl.float32)
         l_i = tl.zeros([BQ], tl.float32)
@@ -271,8 +298,15 @@ def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd
             k2 = c1 + c
             s2, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k2, _block_ok(j_c, k2, k2 < m, mb, off, L),
                               b, m, dd, dmask, scale, D, GROUPED, True, IEEE)
+            if EXACT_DIAG:
+                s2 = tl.where(_own_block(j_c, k2, j_r, l_r, True), NEG, s2)
             m_new = tl.maximum(m_i, tl.max(s2, 0))
             l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s2 - m_new[None, :]), 0)
+            m_i = m_new
+        if EXTRA:
+            e = _exact_logit(var[0], bh64, b, m, j_r, l_r, row_in)
+            m_new = tl.maximum(m_i, e)
+            l_i = l_i * tl.exp2(m_i - m_new) + tl.exp2(e - m_new)
             m_i = m_new
         p = tl.exp2(s - m_i[None, :])
     return p, l_i
@@ -283,7 +317,7 @@ def _l_sum_tile(
     bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, sq, scale,
     D: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
-    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, var, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
 ):
     """Non-final L-step, tile ``t`` (below ``_l_count``) of head ``bh``: summaries aR/cR of a tile of
     columns (block k, offset j) for the next R-step, summed over the queries (rows) in chunks of BQ."""
@@ -314,8 +348,10 @@ def _l_sum_tile(
         # over the queries, with no transpose in registers (fewer registers per thread).
         s, _ = _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask, scale, D, GROUPED, True,
                          IEEE)
+        if EXACT_DIAG:  # the own block's weight is the exact column's: no query feeds its own block
+            s = tl.where(_own_block(j_c, k_c, j_r, l_r, True), NEG, s)
         p, l_i = _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, scale, D,
-                              GROUPED, ONE_COL, IEEE, BQ, BK)
+                              GROUPED, ONE_COL, IEEE, BQ, BK, l_r, row_in, var, EXTRA, EXACT_DIAG)
         l_safe = tl.where(l_i > 0, l_i, 1.0)
         # Padding queries put no weight anywhere.
         p = tl.where(qv[None, :], p / l_safe[None, :], 0.0)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks
+from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks, _tile_origin
+from .layout_kernel import _sequence_layout
 from .stages import _l_out_tile, _l_sum_tile, _r_tile, _zero_pad_rows
 
 
@@ -24,23 +25,31 @@ def _head_and_tile(TILES):
 
 @triton.jit
 def _r_step_kernel(
-    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
+    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr, mask_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
     stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd, scale,
+    stride_vb, stride_vh, stride_vn, stride_vd, stride_mb, stride_mn, scale,
     D: tl.constexpr, DV: tl.constexpr,
     FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
     ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
-    BDV: tl.constexpr, PDL: tl.constexpr,
+    BDV: tl.constexpr, PDL: tl.constexpr, ex_l_ptr, ex_y_ptr, gflag_ptr, GLOBAL: tl.constexpr, LSE_OUT: tl.constexpr,
+    LAYOUT: tl.constexpr = False, PRE: tl.constexpr = False, LCH: tl.constexpr = 16,
 ):
+    """``ex_l_ptr`` ... ``LSE_OUT``: the options' (``stages._r_tile``). LAYOUT (the first grid of a
+    masked call): each program first lays out its sequence from the mask (``layout_kernel.py``), for
+    the slots of its tile's blocks."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     bh, t = _head_and_tile(TILES)
+    if LAYOUT:
+        k0, _, _, G = _tile_origin(t, b, BQ, GROUPED)
+        _sequence_layout(mask_ptr, stride_mb, stride_mn, seq, bh // H, N, b, k0 * b, (k0 + G) * b, PRE, LCH)
     if t < _r_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
         _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq, dims,
                 (stride_qb, stride_qh, stride_qn, stride_qd), (stride_kb, stride_kh, stride_kn, stride_kd),
                 (stride_vb, stride_vh, stride_vn, stride_vd), scale,
-                D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+                D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV,
+                (ex_l_ptr, ex_y_ptr, gflag_ptr), GLOBAL, LSE_OUT)
 
 
 @triton.jit
@@ -52,9 +61,10 @@ def _l_out_kernel(
     D: tl.constexpr, DV: tl.constexpr,
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
+    ex_l_ptr, ex_y_ptr, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
 ):
     """With a mask, each program also zeroes the output rows of the padding tokens in its tile of
-    the batch's grid."""
+    the batch's grid. ``ex_l_ptr`` ... ``EXACT_DIAG``: the options' (``stages._l_out_tile``)."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     so = (stride_ob, stride_oh, stride_on, stride_od)
@@ -64,7 +74,7 @@ def _l_out_kernel(
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
         _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims,
                     (stride_qb, stride_qh, stride_qn, stride_qd), so, scale,
-                    D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV)
+                    D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV, (ex_l_ptr, ex_y_ptr), EXTRA, EXACT_DIAG)
 
 
 @triton.jit
@@ -74,10 +84,12 @@ def _l_sum_kernel(
     stride_qb, stride_qh, stride_qn, stride_qd, scale,
     D: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, PDL: tl.constexpr,
+    ex_l_ptr, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
 ):
+    """``ex_l_ptr`` ... ``EXACT_DIAG``: the options' (``stages._l_sum_tile``)."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     bh, t = _head_and_tile(TILES)
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BK, GROUPED):
         _l_sum_tile(bh, t, q_ptr, al_ptr, cl_ptr, sum_ptr, seq, dims, (stride_qb, stride_qh, stride_qn, stride_qd),
-                    scale, D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD)
+                    scale, D, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, (ex_l_ptr,), EXTRA, EXACT_DIAG)

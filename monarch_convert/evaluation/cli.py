@@ -22,10 +22,16 @@ EVAL_HELP = (
     "evaluation.json, evaluation.md and evaluation.png (metric against attention FLOPs) to --out and "
     "prints the table.\n\n"
     "Sweeps: comma-separated --block-size and --num-steps values and ';'-separated --layers sets are "
-    "crossed; each --setting 'block_size=16,num_steps=2' adds one explicit setting.\n\n"
+    "crossed; each --setting 'block_size=16,num_steps=2' adds one explicit setting, and --setting "
+    "'calibrated=DIR' the per-layer settings and correction of a folder written by `monarch-convert MODEL --out DIR "
+    "--calibrate DATA` (its own curve in the plot).\n\n"
     "Tasks: image-classification, text-classification, question-answering, summarization, "
     "sentence-embedding."
 )
+
+
+SETTING_HELP = ("One explicit setting, e.g. 'block_size=16,num_steps=2', or 'calibrated=DIR' (a calibrated "
+                "folder's settings and correction); repeatable.")
 
 
 def _split_values(text: Optional[str], sep: str = ",") -> list:
@@ -36,7 +42,7 @@ def _split_values(text: Optional[str], sep: str = ",") -> list:
 
 def build_sweep(block_size: Optional[str], num_steps: Optional[str], layers: Optional[str],
                 settings: Optional[List[str]]) -> list[dict]:
-    from ..config import parse_block_size, parse_layers, parse_setting
+    from ..config import parse_block_size, parse_layers
 
     grid = []
     steps_values = []
@@ -51,10 +57,22 @@ def build_sweep(block_size: Optional[str], num_steps: Optional[str], layers: Opt
         [parse_layers(v) for v in _split_values(layers, ";")],
     ):
         grid.append({k: v for k, v in (("block_size", b), ("num_steps", t), ("layers", layer_set)) if v is not None})
-    explicit = [parse_setting(s) for s in settings or []]
+    explicit = [_explicit_setting(s) for s in settings or []]
     if explicit and grid == [{}]:
         return explicit
     return grid + explicit
+
+
+def _explicit_setting(text: str):
+    """A ``--setting``: 'block_size=16,num_steps=2', or 'calibrated=DIR' (a calibrated checkpoint's
+    per-layer settings and correction, from ``monarch-convert MODEL --out DIR --calibrate DATA``)."""
+    from ..config import parse_setting
+
+    if text.strip().startswith("calibrated="):
+        from ..calibration.saving import load_calibrated
+
+        return load_calibrated(text.strip()[len("calibrated="):])
+    return parse_setting(text)
 
 
 def _parse_columns(items: Optional[List[str]]) -> dict:
@@ -92,13 +110,13 @@ def eval_command(
                                          help="Layers: 'all' or '0-3,8-11'; several sets separated by ';' to sweep."),
     backend: Optional[str] = typer.Option(None, help="'auto', 'torch' or 'triton'."),
     setting: Optional[List[str]] = typer.Option(
-        None, "--setting", help="One explicit setting, e.g. 'block_size=16,num_steps=2' (repeatable)."),
+        None, "--setting", help=SETTING_HELP),
     metric_source: str = typer.Option("auto", help="auto (Hub evaluate modules unless offline), offline, or hub."),
     metric: Optional[List[str]] = typer.Option(None, "--metric",
                                                help="Extra Hub metric by name, through evaluate (repeatable)."),
     no_fidelity: bool = typer.Option(False, "--no-fidelity",
                                      help="Skip the per-layer fidelity (runs softmax a second time per layer)."),
-    pooling: str = typer.Option("mean", help="sentence-embedding: mean (over real tokens) or cls."),
+    pooling: str = typer.Option("mean", help="sentence-embedding: mean or cls (sentence-transformers: its own)."),
     probe_train_split: Optional[str] = typer.Option(None, help="sentence-embedding: split to fit the linear probe on."),
     probe_train_fraction: float = typer.Option(0.5, help="sentence-embedding without --probe-train-split: part of the "
                                                          "data held out for the probe."),

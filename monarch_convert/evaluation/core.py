@@ -131,9 +131,10 @@ def _checked(run: RunOptions, dist: Distributed) -> RunOptions:
 
 
 def _as_config(value: Any, what: str) -> Any:
+    from ..calibration.saving import CalibratedSetting
     from ..config import MonarchConfig
 
-    if value is None or isinstance(value, MonarchConfig):
+    if value is None or isinstance(value, (MonarchConfig, CalibratedSetting)):
         return value
     if isinstance(value, dict):
         try:
@@ -200,12 +201,12 @@ def load_model(task: Task, model_or_path: Any, run: RunOptions) -> LoadedModel:
         return LoadedModel(model, processor, run.model_name or path)
     if not isinstance(model_or_path, torch.nn.Module):
         raise MonarchConvertError(f"model_or_path must be a model or a path/Hub id, got {type(model_or_path).__name__}")
-    model = model_or_path
+    model = task.adopt_model(model_or_path)  # a SentenceTransformer: its transformer (the task keeps the rest)
     processor = task.load_processor(None, run.processor)
     try:
-        model.to(run.device)
+        model_or_path.to(run.device)
         if dtype is not None:
-            model.to(dtype)
+            model_or_path.to(dtype)
     except (RuntimeError, AssertionError) as e:
         raise MonarchConvertError(f"cannot move the model to {run.device!r}: {e}") from e
     model.eval()
@@ -264,7 +265,9 @@ def run_sweep(ev: Evaluation, config: Any, settings: list) -> list[dict]:
             delattr(model.config, CONFIG_KEY)
         try:
             original = run_original(ev)
-            results = [run_setting(ev, original, base.merged(setting)) for setting in settings]
+            # A calibrated folder's entry (--setting calibrated=DIR) carries its correction too.
+            results = [run_setting(ev, original, base.merged(getattr(s, "settings", s)),
+                                   getattr(s, "calibration", None)) for s in settings]
         finally:
             revert(model)
     return [r for r in results if r is not None]
@@ -286,15 +289,17 @@ def run_original(ev: Evaluation) -> Original:
     return Original(result, metrics)
 
 
-def run_setting(ev: Evaluation, original: Original, settings: Any) -> dict[str, Any] | None:
-    """The model converted with ``settings``, over the same batches: the setting's entry of the
-    report on the main process (None on the others)."""
-    from ..conversion import conversion_report, convert, revert
+def run_setting(ev: Evaluation, original: Original, settings: Any, calibration: Any = None) -> dict[str, Any] | None:
+    """The model converted with ``settings`` (and a calibration's correction folded in, if given),
+    over the same batches: the setting's entry of the report on the main process (None on the others)."""
+    from ..conversion import apply_calibration, conversion_report, convert, revert
 
     revert(ev.model)  # or convert would merge ``settings`` over the previous setting's
     convert(ev.model, settings)
+    if calibration is not None:
+        apply_calibration(ev.model, calibration)
     report = conversion_report(ev.model)
-    label = setting_label(report.settings.to_dict())
+    label = setting_label(report.settings.to_dict(), calibration)
     layers = LayerFidelity(ev.model, lambda: ev.runner.current_mask) if ev.run.fidelity and report.converted else None
     converted = ev.runner.run(ev.batches, f"converted {label}", reference=original.result.outputs, layers=layers,
                               warmup=ev.run.warmup)
@@ -306,6 +311,7 @@ def run_setting(ev: Evaluation, original: Original, settings: Any) -> dict[str, 
     return {
         "settings": report.settings.to_dict(),
         "label": label,
+        "calibrated": calibration is not None or bool(report.settings.layer_settings),
         "converted_modules": len(report.converted),
         "skipped_modules": [{"name": r.name, "reason": r.reason} for r in report.skipped],
         "metrics": metrics,

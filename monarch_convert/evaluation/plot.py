@@ -23,10 +23,12 @@ def plot_sweep(data: dict[str, Any], path: str | Path, metrics: list[str] | None
             st = r["settings"]
             layers = st.get("layers")
             layers = "all layers" if layers in (None, "all") else "layers " + ",".join(map(str, layers))
-            key = f"b={st.get('block_size')} {st.get('pad_type')}, {layers}"
+            calibrated = r.get("calibrated", False)  # per-layer settings: one curve of their own
+            key = (f"calibrated, {st.get('pad_type')}" if calibrated
+                   else f"b={st.get('block_size')} {st.get('pad_type')}, {layers}")
             for m in r["metrics"]:
                 if m["name"] == name:
-                    point = (r["attention_flops"]["monarch"], m["converted"], st.get("num_steps"))
+                    point = (r["attention_flops"]["monarch"], m["converted"], "" if calibrated else st.get("num_steps"))
                     groups.setdefault(key, []).append(point)
                     original = m["original"]
         for key, points in groups.items():
@@ -34,7 +36,8 @@ def plot_sweep(data: dict[str, Any], path: str | Path, metrics: list[str] | None
             xs, ys, ts = zip(*points)
             ax.plot(xs, ys, marker="o", linewidth=1, markersize=5, label=key, zorder=3)
             for x, y, t in points:
-                ax.annotate(f"T={t}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+                if t != "":
+                    ax.annotate(f"T={t}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
         if original is not None:
             ax.scatter([softmax_flops], [original], marker="*", s=160, color="black", zorder=4,
                        label="softmax (original)")

@@ -10,9 +10,12 @@ from .runner import PassResult
 from .tasks import Options, Task
 
 
-def setting_label(settings: dict[str, Any]) -> str:
+def setting_label(settings: dict[str, Any], calibration: Any = None) -> str:
     layers = settings.get("layers")
     layers = "all" if layers in (None, "all") else ",".join(map(str, layers))
+    if settings.get("layer_settings"):  # per-layer settings (a calibrated checkpoint's): b and T vary
+        kind = f" + {calibration.kind} correction" if calibration is not None else ""
+        return f"per-layer settings{kind} {settings.get('pad_type')} layers={layers}"
     return f"b={settings.get('block_size')} T={settings.get('num_steps')} {settings.get('pad_type')} layers={layers}"
 
 

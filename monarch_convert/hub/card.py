@@ -162,14 +162,20 @@ def usage(facts: CardFacts) -> list[str]:
     pin = f', revision="{facts.revision}"' if facts.revision and facts.revision != "main" else ""
     load = f'from_pretrained("{facts.repo_id}"{pin})'
     python = ["import monarch_convert", "", f"model = monarch_convert.{load}"]
-    for files, auto_class, variable in PREPROCESSORS:
-        if facts.has_any(files):
-            python += ["", f"from transformers import {auto_class}", f"{variable} = {auto_class}.{load}"]
+    sentence_transformer = facts.has_any(("modules.json",))  # its tokenizer comes with it
+    if sentence_transformer:
+        python[-1] += "  # a SentenceTransformer, with all its modules"
+        python += ['embeddings = model.encode(["MonarchAttention, zero-shot"])']
+    else:
+        for files, auto_class, variable in PREPROCESSORS:
+            if facts.has_any(files):
+                python += ["", f"from transformers import {auto_class}", f"{variable} = {auto_class}.{load}"]
     return [
         "## Usage",
         "",
         "```bash",
-        f"pip install {PROJECT_NAME}",
+        f"pip install '{PROJECT_NAME}[sentence-transformers]'" if sentence_transformer
+        else f"pip install {PROJECT_NAME}",
         "```",
         "",
         "```python",
@@ -177,6 +183,7 @@ def usage(facts: CardFacts) -> list[str]:
         "```",
         "",
         "Loading this repository with plain `transformers` (`from_pretrained` without monarch-convert) "
+        + ("or `sentence_transformers.SentenceTransformer` " if sentence_transformer else "")
         + ("gives the healed weights on softmax attention, which is not the source model." if _healing(facts)
            else "gives the original softmax model."),
         "",

@@ -57,5 +57,10 @@ def format_layers(layers: Any) -> str:
 
 
 def format_setting(key: str, value: Any) -> Any:
-    """A conversion setting's value as the card shows it (``layers`` as ranges)."""
+    """A conversion setting's value as the card shows it (``layers`` as ranges, ``layer_settings``
+    as ``--layer-settings`` writes them)."""
+    if key == "layer_settings" and isinstance(value, dict):
+        short = {"block_size": "b", "num_steps": "T", "global_keys": "G"}
+        return "; ".join(f"{layer}: " + ",".join("diag" if k == "exact_diagonal" and v else f"{short.get(k, k)}={v}"
+                                                 for k, v in own.items()) for layer, own in value.items()) or "-"
     return format_layers(value) if key == "layers" else value

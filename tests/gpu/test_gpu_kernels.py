@@ -63,7 +63,8 @@ def _mask(kind, B, N, seed=0):
     return torch.rand(B, N, device="cuda", generator=g) > 0.4
 
 
-def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg=None):
+def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg=None, options=(False, 0)):
+    """``options``: the op's (exact_diagonal, global_keys)."""
     from monarch_convert.kernels.layout import sequence_layout
     from monarch_convert.kernels.reference import monarch_attention_torch
 
@@ -71,9 +72,9 @@ def _check(kern, B, H, N, d, dv, b, T, pad, mask_kind, dtype, strided=False, cfg
     mask = _mask(mask_kind, B, N)
     out = torch.full((B, H, N, dv), float("nan"), device="cuda", dtype=dtype)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out, poison=True,
-                                  knobs=Knobs(**(cfg or {})))
+                                  knobs=Knobs(**(cfg or {})), exact_diagonal=options[0], global_keys=options[1])
     lay = sequence_layout(mask, B, N, b, pad, q.device)
-    ref = monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, d**-0.5)
+    ref = monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, T, d**-0.5, *options)
     assert torch.isfinite(out).all()
     err = _rel(out, ref)
     assert err < TOL[dtype], err
@@ -114,6 +115,71 @@ def test_matches_reference(kern, name, dtype):
     if dtype == torch.float32 and N * B > 20000:
         B = max(1, 20000 // N)
     _check(kern, B, H, N, d, dv, b, T, pad, mask, dtype, strided)
+
+
+# The op's options (docs/algorithm.md, section 7): (shape, dtype, (exact_diagonal, global_keys), knobs).
+OPTION_CASES = [
+    ("bert-base-T2", torch.float16, (True, 8), {}),
+    ("bert-base-T2", torch.bfloat16, (True, 0), {}),
+    ("bert-base", torch.float16, (False, 8), {}),
+    ("vit-b", torch.bfloat16, (False, 4), {"mode": "fused"}),
+    ("vit-b-T3", torch.float16, (True, 8), {"mode": "fused"}),
+    ("vit-b-T3", torch.bfloat16, (True, 8), {}),
+    ("bart-base-4096", torch.float16, (True, 16), {}),
+    ("n16384-T2-mask", torch.bfloat16, (True, 8), {}),
+    ("n8192-b32", torch.float16, (False, 32), {}),  # looped L-steps
+    ("n4096-b512", torch.float16, (True, 4), {}),  # looped R-steps
+    ("d80-dv48", torch.float16, (True, 8), {}),
+    ("d256", torch.float16, (True, 8), {}),
+    ("b1", torch.float16, (True, 8), {}),
+    ("bert-base-T2", torch.float32, (True, 8), {}),
+]
+
+
+@pytest.mark.parametrize("name,dtype,options,cfg", OPTION_CASES, ids=lambda x: str(x).replace("torch.", ""))
+def test_options_match_reference(kern, name, dtype, options, cfg):
+    B, H, N, d, dv, b, T, pad, mask, strided = SHAPES[name]
+    if dtype == torch.float32 and N * B > 20000:
+        B = max(1, 20000 // N)
+    _check(kern, B, H, N, d, dv, b, T, pad, mask, dtype, strided, cfg=cfg, options=options)
+
+
+@pytest.mark.parametrize("pad", ["post", "pre"])
+def test_options_batch_invariance(kern, pad):
+    """The global keys are chosen from the sequence's own tokens, in a fixed order: bit for bit the
+    same choice alone and padded, so outputs agree to rounding."""
+    N, L, b = 1024, 700, 32
+    q, k, v = _qkv(1, 12, L, 64, 64, torch.float16, seed=3)
+    alone = kern.monarch_attention_triton(q, k, v, None, b, 2, pad, 0.125, exact_diagonal=True, global_keys=8)
+    Q, K, V = _qkv(2, 12, N, 64, 64, torch.float16, seed=4)
+    mask = torch.zeros(2, N, dtype=torch.bool, device="cuda")
+    mask[0, N - L:] = True
+    mask[1, :] = True
+    Q[0, :, N - L:], K[0, :, N - L:], V[0, :, N - L:] = q[0], k[0], v[0]
+    out = kern.monarch_attention_triton(Q, K, V, mask, b, 2, pad, 0.125, exact_diagonal=True, global_keys=8)
+    torch.testing.assert_close(out[0, :, N - L:], alone[0], rtol=2e-3, atol=2e-3)
+
+
+def test_options_through_compile_and_replays(kern):
+    """The options reach the custom op under torch.compile, and a replay recorded with other options
+    never serves them (kernels/triton/replay.py's signature)."""
+    from monarch_convert.kernels.ops import monarch_attention
+
+    q, k, v = _qkv(4, 12, 256, 64, 64, torch.float16, strided=True)
+    mask = _mask("right", 4, 256)
+    kern.REPLAYS.clear()
+    plain = monarch_attention(q, k, v, mask, block_size=16, num_steps=2)
+    for _ in range(2):  # recorded, then replayed
+        opts = monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8)
+    ref = monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8,
+                            backend="torch")
+    assert _rel(opts, ref.float()) < 5e-3 and _rel(opts, plain) > 1e-2
+
+    def f(q, k, v, mask):
+        return monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8)
+
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(q, k, v, mask), opts)
 
 
 @pytest.mark.parametrize("T", [1, 2])
@@ -250,32 +316,76 @@ REPLAY_CASES = [  # (B, H, N, d, dv, b, T, pad, mask kind, strided)
     (3, 4, 1000, 64, 32, 32, 2, "post", "right", False),
     (1, 12, 4096, 64, 64, 64, 2, "pre", "left", True),
     (64, 12, 197, 64, 64, 14, 1, "pre", None, True),  # the fused kernel
+    (64, 12, 197, 64, 64, 14, 1, "post", "random", True),  # the fused kernel, after a layout launch
+    (8, 12, 4096, 64, 64, 64, 1, "post", "right", True),  # tiles, after a layout launch
+    (1, 12, 16384, 64, 64, 128, 2, "post", "right", True),  # heads in chunks (32 MiB below)
 ]
 
 
 @pytest.mark.parametrize("case", REPLAY_CASES)
-def test_eager_replays_equal_launches_through_triton(kern, case):
+def test_eager_replays_equal_launches_through_triton(kern, case, monkeypatch):
     """The second call of a signature relaunches the recorded kernels (kernels/triton/replay.py):
     on new inputs it gives bit for bit what a launch through Triton's launcher gives."""
     B, H, N, d, dv, b, T, pad, mask_kind, strided = case
-    kern._REPLAYS.clear()
+    if N == 16384:
+        monkeypatch.setattr(kern.plan_module, "CHUNK_BYTES", 32 << 20)
+    kern.REPLAYS.clear()
     for seed in (0, 1, 2):  # record, then replay twice on fresh inputs and masks
         q, k, v = _qkv(B, H, N, d, dv, torch.float16, strided, seed=seed)
         mask = _mask(mask_kind, B, N, seed=seed)
         fast = kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5)
         slow = kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, knobs=Knobs())
         assert torch.equal(fast, slow) and fast.stride() == slow.stride()
-    assert len(kern._REPLAYS) == 1
+    assert len(kern.REPLAYS) == 1
     out = torch.full_like(slow, float("nan"))  # the custom op's path: an output given
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out.fill_(float("nan")))
     assert torch.equal(out, slow)
 
 
+@pytest.mark.parametrize("T", [1, 2])
+@pytest.mark.parametrize("mask_kind", [None, "right", "random"])
+def test_public_entry_replays_its_calls(kern, T, mask_kind):
+    """``ops.monarch_attention`` keeps each eager call's replay under its own key of the call, so
+    that a later call like it goes straight to the replay: bit for bit what a launch through Triton
+    gives, on new inputs; arguments that differ still meet the validation."""
+    from monarch_convert.kernels import ops
+
+    kern.REPLAYS.clear()
+    for seed in (0, 1, 2):
+        q, k, v = _qkv(2, 12, 1024, 64, 64, torch.float16, True, seed=seed)
+        mask = _mask(mask_kind, 2, 1024, seed=seed)
+        fast = ops.monarch_attention(q, k, v, mask, block_size=32, num_steps=T)
+        slow = kern.monarch_attention_triton(q, k, v, mask, 32, T, "post", 0.125, knobs=Knobs())
+        assert torch.equal(fast, slow)
+    assert len(kern.REPLAYS) == 2  # the launcher's signature and the entry point's key
+    with pytest.raises(ValueError, match="num_steps"):
+        ops.monarch_attention(q, k, v, mask, block_size=32, num_steps=True)
+
+
+@pytest.mark.parametrize("T,mask_kind", [(1, None), (2, "right")])
+def test_peak_memory_of_heads_in_chunks(kern, T, mask_kind):
+    """N = 16384, batch 1 with the heads in chunks above 32 MiB of intermediates: the peak of a call
+    is at most 1.25x the bytes of q, k, v and the output (all heads at once: 1.5x)."""
+    q, k, v = _qkv(1, 12, 16384, 64, 64, torch.float16)
+    mask = _mask(mask_kind, 1, 16384)
+    run = lambda: kern.monarch_attention_triton(q, k, v, mask, 128, T, "post", 0.125,  # noqa: E731
+                                               knobs=Knobs(chunk_bytes=32 << 20))
+    run()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    io = 4 * q.numel() * q.element_size()
+    assert torch.cuda.max_memory_allocated() - base + 3 * q.numel() * q.element_size() <= 1.25 * io
+
+
 def test_replays_are_cuda_graph_safe(kern):
     q, k, v = _qkv(2, 12, 1024, 64, 64, torch.float16, True)
     mask = _mask("right", 2, 1024)
-    kern._REPLAYS.clear()
+    kern.REPLAYS.clear()
     kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)  # recorded
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
