@@ -313,3 +313,32 @@ def test_cli_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(cli_inputs, 
     assert "Resumed from the checkpoint of step 2" in resumed.stdout
     assert json.loads((out / "conversion.json").read_text())["healing"]["resumed_from_step"] == 2
     assert not checkpoint.exists()
+
+
+def test_a_folded_calibration_is_baked_in_and_the_teacher_stays_the_original(source_bert, tokenizer, monkeypatch):
+    """After ``calibrate``, healing starts from the corrected output projections and keeps training
+    them (the correction is not put back over them at each teacher pass); the teacher is still the
+    source model, which has no correction."""
+    from monarch_convert.calibration.correction import Calibration
+    from monarch_convert.conversion import apply_calibration, calibration_of
+
+    model = converted(source_bert)
+    names = [r.name for r in mc.conversion_report(model).converted]
+    apply_calibration(model, Calibration("scalar", {n: 1.3 * torch.eye(16).repeat(2, 1, 1) for n in names},
+                                         {n: torch.full((2, 16), 0.1) for n in names}))
+    folded = weights(model)
+    seen = []
+    original_loss = loop.objective.loss
+    monkeypatch.setattr(loop.objective, "loss", lambda t, s, ref, m: seen.append(ref) or original_loss(t, s, ref, m))
+    report = mc.heal(model, TEXTS, processor=tokenizer, **QUICK)
+    key = "encoder.layer.0.attention.output.dense.weight"
+    trained = model.state_dict()[key]  # what save_pretrained writes
+    assert not torch.equal(trained, folded[key]) and not torch.equal(trained, source_bert.state_dict()[key])
+    assert report.calibration_baked_into_weights and calibration_of(model) is None
+    from monarch_convert.healing.data import heal_data, split_held_out, step_indices
+
+    train, _ = split_held_out(heal_data(TEXTS, tokenizer, source_bert), QUICK["eval_samples"], 0)
+    with torch.no_grad():
+        inputs = train.inputs(step_indices(len(train), QUICK["steps"] - 1, QUICK["batch_size"], 0))
+        torch.testing.assert_close(seen[-1].last_hidden_state, source_bert(**inputs).last_hidden_state,
+                                   rtol=1e-5, atol=1e-5)

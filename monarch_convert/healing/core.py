@@ -28,8 +28,8 @@ from . import checkpoint as checkpoints
 from .data import HealData, heal_data, split_held_out
 from .loop import Run, held_out_fidelity, train
 from .objective import headline, resolve_target
-from .teacher import Teacher
-from .trainable import selected
+from .teacher import Teacher, bake_calibration
+from .trainable import require_peft, selected
 
 
 @dataclass
@@ -54,6 +54,7 @@ class HealReport:
     wall_time_s: float
     resumed_from_step: int | None = None
     num_processes: int = 1
+    calibration_baked_into_weights: bool = False  # a folded calibration became part of the healed weights
     note: str = "the weights were trained: this is a different model from the source, not only a conversion"
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -108,13 +109,17 @@ def heal(model: Any, data: Any, *, steps: int, teacher: Any = None, trainable: s
                      checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None)
     was_training = model.training
     model.eval()
+    if trainable == "lora":
+        require_peft()  # before anything about the model changes
+    unfolded = bake_calibration(model)
     try:
         with selected(model, trainable, lora_rank) as chosen:
-            report = _heal_selected(run, chosen, Teacher(model, chosen, teacher), train_data, held_out, target,
-                                    resume)
+            report = _heal_selected(run, chosen, Teacher(model, chosen, teacher, unfolded), train_data, held_out,
+                                    target, resume)
     finally:
         model.train(was_training)
     report.wall_time_s += time.perf_counter() - started
+    report.calibration_baked_into_weights = bool(unfolded)
     report.data["name"] = data_name or (str(data) if isinstance(data, (str, Path)) else type(data).__name__)
     return report
 

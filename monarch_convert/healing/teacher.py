@@ -24,12 +24,16 @@ from .trainable import Trainable
 class Teacher:
     """``teacher(inputs)``: the original model's output for ``inputs`` (no gradient)."""
 
-    def __init__(self, model: Any, trainable: Trainable, given: Any = None):
+    def __init__(self, model: Any, trainable: Trainable, given: Any = None, unfolded: dict | None = None):
         self.model, self.trainable, self.given = model, trainable, given
         # The weights as they were before healing (LoRA leaves its base weights alone: none kept).
         kept = [] if given is not None or trainable.kind == "lora" else trainable.names
         named = dict(model.named_parameters())
         self.originals = {name: named[name].detach().clone() for name in kept}
+        # A calibration baked into the output projections (``bake_calibration``): the original
+        # model ran them without it. Keyed by the Parameter, whose name LoRA may have changed.
+        if given is None:
+            self.originals.update({n: unfolded[id(p)] for n, p in named.items() if id(p) in (unfolded or {})})
 
     @property
     def kept_bytes(self) -> int:
@@ -50,3 +54,26 @@ class Teacher:
                 return model(**inputs)
             return functional_call(model, self.originals, args=(), kwargs=inputs, strict=False)
 
+
+
+def bake_calibration(model: Any) -> dict[int, Any]:
+    """Make a calibration folded into ``model`` (``monarch_convert.calibrate``) part of its weights:
+    healing starts from the calibrated output projections and trains them further, so the saved
+    weights carry the correction and no calibration file is needed. Returns the projections'
+    weights from before the fold, by ``id`` of their Parameter, for the teacher (the original model
+    has no correction); ``{}`` when nothing is folded."""
+    from ..conversion import CONFIG_KEY, _state
+
+    state = _state(model)
+    if state is None or getattr(state, "folded", None) is None:
+        return {}
+    unfolded = {}
+    for linear, weight, bias in state.folded.originals:
+        unfolded[id(linear.weight)] = weight
+        if bias is not None:
+            unfolded[id(linear.bias)] = bias
+    for handle in state.folded.handles:  # they made save_pretrained write the unfolded weights
+        handle.remove()
+    state.folded = None
+    getattr(model.config, CONFIG_KEY, {}).pop("calibration", None)
+    return unfolded
