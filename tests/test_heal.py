@@ -342,3 +342,15 @@ def test_a_folded_calibration_is_baked_in_and_the_teacher_stays_the_original(sou
         inputs = train.inputs(step_indices(len(train), QUICK["steps"] - 1, QUICK["batch_size"], 0))
         torch.testing.assert_close(seen[-1].last_hidden_state, source_bert(**inputs).last_hidden_state,
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_sentence_transformer_is_healed_through_its_transformers_model():
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    st = sentence_transformers.SentenceTransformer(str(gt.get_model_path()), device="cpu")
+    mc.convert(st, block_size=4)
+    inner = st[0].auto_model
+    before = weights(inner)
+    report = mc.heal(st, TEXTS, steps=2, batch_size=4, progress=False, eval_samples=8, seq_len=32)
+    assert report.trainable == "attention" and report.data["train_examples"] == 52
+    assert changed(before, inner) == {f"{n}.{k}" for n in report.trained_modules for k in ("weight", "bias")}

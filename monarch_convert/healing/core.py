@@ -100,6 +100,7 @@ def heal(model: Any, data: Any, *, steps: int, teacher: Any = None, trainable: s
     Returns a :class:`HealReport`; the model is left converted, with its healed weights, in eval mode.
     """
     started = time.perf_counter()
+    model, processor = _transformers_model(model, processor)
     _check_numbers(steps=steps, batch_size=batch_size, eval_samples=eval_samples, lora_rank=lora_rank)
     if not lr > 0 or (checkpoint_every is not None and checkpoint_every < 1):
         raise MonarchConvertError("lr must be > 0 and checkpoint_every >= 1")
@@ -122,6 +123,15 @@ def heal(model: Any, data: Any, *, steps: int, teacher: Any = None, trainable: s
     report.calibration_baked_into_weights = bool(unfolded)
     report.data["name"] = data_name or (str(data) if isinstance(data, (str, Path)) else type(data).__name__)
     return report
+
+
+def _transformers_model(model: Any, processor: Any) -> tuple[Any, Any]:
+    """A SentenceTransformer is healed through its transformers model (in place), with its tokenizer."""
+    from .. import sentence_transformers as st_models
+
+    if not st_models.is_sentence_transformer(model):
+        return model, processor
+    return st_models.single_transformer(model), processor if processor is not None else model.tokenizer
 
 
 def _check_numbers(**values: Any) -> None:
