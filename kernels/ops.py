@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import warnings
 
 import torch
 
@@ -90,46 +89,54 @@ def monarch_attention(
     pad_type: ``"post"`` pads each sequence at its end up to a multiple of b, ``"pre"`` at its front.
     scale: softmax scale, ``head_dim ** -0.5`` by default.
     backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
-        tensors when triton is installed, the reference elsewhere). The Triton kernels are forward
-        only: inputs that require grad (with grad mode on) run on the reference, with a one-time
-        warning. Under ``torch.compile`` the kernels are one ``torch.library`` custom op
-        (``monarch_convert::monarch_attention_fwd``): no graph break, CUDA-graph safe.
+        tensors when triton is installed, the reference elsewhere). On Triton, inputs that need grad
+        go through the custom op ``monarch_convert::monarch_attention_fwd`` and its backward kernels
+        (docs/algorithm.md, section 9), as does any call under ``torch.compile``: no graph break.
     exact_diagonal: each query keeps the exact softmax over its own block at every step; later
         R-steps fit each block from the other blocks' queries (docs/algorithm.md, section 7).
     global_keys: G keys per (sequence, head), the top scores against its mean real query, leave
         their blocks and are attended exactly (section 7). 0 and False: the published algorithm.
+        With either, inputs that need grad run on the reference (it has no backward kernels).
 
     Returns (batch, heads, seq, v_head_dim) in the input dtype (empty where seq, batch or heads is 0,
     as ``scaled_dot_product_attention`` returns).
     """
+    key, out = _replayed(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, backend, exact_diagonal,
+                         global_keys)
+    if out is not None:
+        return out
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend, exact_diagonal, global_keys)
     variant = (exact_diagonal, global_keys)
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if block_size >= q.shape[2]:
         return _softmax_attention(q, k, v, key_padding_mask, float(scale))
-    if uses_triton(q, backend):
-        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-            _warn_no_backward()
-        else:
-            if torch.compiler.is_compiling():
-                # One opaque custom op for dynamo/inductor and CUDA graphs.
-                from .triton_op import monarch_attention_fwd
-
-                return monarch_attention_fwd(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale),
-                                             *variant)
-            # Eager: straight to the launcher (the custom op's Python dispatch costs tens of µs).
-            return _launcher()(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale),
-                               exact_diagonal=exact_diagonal, global_keys=global_keys)
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if uses_triton(q, backend) and not (needs_grad and (exact_diagonal or global_keys)):
+        return _triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale), variant, key,
+                       needs_grad)
     batch, _, seq_len, _ = q.shape
     layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
     return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale), *variant)
 
 
+def _triton(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
+            key: tuple | None, needs_grad: bool) -> torch.Tensor:
+    """The Triton kernels. Under ``torch.compile``, and for inputs that need grad: one opaque custom
+    op, with its backward kernels, for dynamo/inductor and CUDA graphs. Eager inference: straight to
+    the launcher (the custom op's Python dispatch costs tens of µs), which keeps the call's replay
+    under ``key`` for the next call like it."""
+    if needs_grad or torch.compiler.is_compiling():
+        from .triton_op import monarch_attention_fwd
+
+        return monarch_attention_fwd(q, k, v, mask, block_size, num_steps, pad_type, scale, *variant)
+    return _launcher()(q, k, v, mask, block_size, num_steps, pad_type, scale, exact_diagonal=variant[0],
+                       global_keys=variant[1], remember_as=key)
+
+
 # Decided once, at import, without importing triton (the kernel module is imported on first use,
 # so that TRITON_INTERPRET set by a test before that still takes effect). A constant for dynamo.
 _TRITON_OK: bool = importlib.util.find_spec("triton") is not None
-_WARNED_BACKWARD = False
 
 
 def _softmax_attention(q, k, v, key_padding_mask, scale: float) -> torch.Tensor:
@@ -144,6 +151,32 @@ def _softmax_attention(q, k, v, key_padding_mask, scale: float) -> torch.Tensor:
 
 
 _LAUNCH_MODULE = None
+
+
+def _replayed(q, k, v, mask, block_size, num_steps, pad_type, scale, backend, exact_diagonal, global_keys) -> tuple:
+    """(key of the call, its output or None). The key holds everything ``_validate`` and the
+    dispatch read: an eager call whose key a Triton call had before is valid, and runs that call's
+    launches again on its own tensors (``kernels/triton/replay.py``) with no further Python work.
+    No key (None) where no replay may apply: before the first Triton call, under ``torch.compile``,
+    with inputs that need grad, with anything that is not a tensor where a tensor belongs, with
+    pointers that are not 16-byte aligned (Triton compiles those apart)."""
+    if _LAUNCH_MODULE is None or torch.compiler.is_compiling():
+        return None, None
+    tensors = isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+    if not tensors or (mask is not None and not isinstance(mask, torch.Tensor)):
+        return None, None
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return None, None
+    qp, kp, vp, mp = q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr()
+    if (qp | kp | vp | mp) & 15:
+        return None, None
+    # get_device: the CUDA index, -1 elsewhere; only validated CUDA calls are ever kept.
+    masked = None if mask is None else (mask.shape, mask.stride(), mask.dtype, mask.get_device())
+    key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype, v.dtype,
+           q.get_device(), k.get_device(), v.get_device(), masked, type(block_size), block_size, type(num_steps),
+           num_steps, pad_type, scale, backend, type(exact_diagonal), exact_diagonal, type(global_keys), global_keys)
+    replay = _LAUNCH_MODULE.REPLAYS.get(key)
+    return key, None if replay is None else replay.run_at(qp, kp, vp, mp)
 
 
 def _launcher():
@@ -183,15 +216,3 @@ def uses_triton(q: torch.Tensor, backend: str) -> bool:
     if not triton_available():
         raise RuntimeError("backend='triton' needs the 'triton' package, which could not be imported")
     return True
-
-
-def _warn_no_backward() -> None:
-    global _WARNED_BACKWARD
-    if not _WARNED_BACKWARD:
-        _WARNED_BACKWARD = True
-        warnings.warn(
-            "MonarchAttention's Triton kernels are forward-only: inputs that require grad run on the "
-            "PyTorch reference implementation instead (correct gradients, slower). Use torch.no_grad() "
-            "or torch.inference_mode() for inference.",
-            stacklevel=3,
-        )

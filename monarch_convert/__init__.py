@@ -33,6 +33,8 @@ _LAZY = {
     "apply_calibration": "monarch_convert.conversion",
     "save_pretrained": "monarch_convert.calibration.saving",
     "LayerSetting": "monarch_convert.config",
+    "heal": "monarch_convert.healing.core",
+    "HealReport": "monarch_convert.healing.core",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

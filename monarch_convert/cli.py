@@ -40,6 +40,9 @@ CONVERT_HELP = (
 
 # Help of the options of per-layer settings, the op's variants and calibration (issue 14).
 OPTION_HELP = {
+    "heal": "Heal the converted model on these unlabelled texts or images (a local file or folder, or a Hub data "
+            "set): distil it towards its softmax original. The saved weights are then the healed ones.",
+    "heal_checkpoint": "With --heal: checkpoint folder, resumed when it exists (default: DIR.heal-checkpoint).",
     "layer_settings": "Settings of single layers over the global ones: 'LAYERS:SETTING;...', LAYERS as --layers "
     "with '+' between ranges, SETTING of b (block size), T (steps), G (global keys), diag (exact diagonal blocks), "
     "e.g. '0-1:b=16,T=2;2-5:b=32,G=8,diag'.",
@@ -62,9 +65,7 @@ def convert_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the converted checkpoint to."),
     block_size: Optional[str] = typer.Option(None, help="Monarch block size, or 'auto' (ceil(sqrt(max length)))."),
     num_steps: Optional[int] = typer.Option(None, help="Alternating (R, L) update steps T."),
-    pad_type: Optional[str] = typer.Option(
-        None, help="'post' or 'pre': where sequences are padded to a block multiple."
-    ),
+    pad_type: Optional[str] = typer.Option(None, help="'post' or 'pre': sequences padded to a block multiple."),
     layers: Optional[str] = typer.Option(None, help="'all' or layer indices, e.g. '0-3,8-11'."),
     backend: Optional[str] = typer.Option(None, help="'auto' (Triton on CUDA), 'torch' or 'triton'."),
     layer_settings: Optional[str] = typer.Option(None, help=OPTION_HELP["layer_settings"]),
@@ -81,13 +82,19 @@ def convert_command(
         None, help="Sequence length for the FLOPs summary (default: the model's maximum)."
     ),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists and is not empty."),
+    verify: bool = typer.Option(True, help="Check first, on a dummy input, that converted modules are wired right."),
     push_to_hub: Optional[str] = typer.Option(None, help="Also upload the result to this Hub repo id."),
     private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
     revision: Optional[str] = typer.Option(None, help="With --push-to-hub: branch to push to."),
     create_pr: bool = typer.Option(False, help="With --push-to-hub: open a pull request instead of pushing."),
-    version: bool = typer.Option(
-        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
-    ),
+    heal: Optional[str] = typer.Option(None, help=OPTION_HELP["heal"]),
+    heal_steps: Optional[int] = typer.Option(None, help="With --heal: training steps (default 200)."),
+    heal_trainable: Optional[str] = typer.Option(None, help="With --heal: 'attention' (default), 'all' or 'lora'."),
+    heal_lr: Optional[float] = typer.Option(None, help="With --heal: learning rate (default 1e-4)."),
+    heal_batch_size: Optional[int] = typer.Option(None, help="With --heal: examples per step (default 16)."),
+    heal_seq_len: Optional[int] = typer.Option(None, help="With --heal: tokens per text (default: the model's)."),
+    heal_checkpoint: Optional[Path] = typer.Option(None, help=OPTION_HELP["heal_checkpoint"]),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version, help="Print the version."),
 ) -> None:
     from transformers.utils import logging as hf_logging
 
@@ -97,19 +104,16 @@ def convert_command(
     hf_logging.disable_progress_bar()  # the command prints its own progress lines; bars would split a one-line error
 
     config = MonarchConfig(
-        block_size=parse_block_size(block_size),
-        num_steps=num_steps,
-        pad_type=pad_type,
-        layers=parse_layers(layers),
-        backend=backend,
-        exact_diagonal=exact_diagonal,
-        global_keys=global_keys,
+        block_size=parse_block_size(block_size), num_steps=num_steps, pad_type=pad_type, layers=parse_layers(layers),
+        backend=backend, exact_diagonal=exact_diagonal, global_keys=global_keys,
         layer_settings=parse_layer_settings(layer_settings),
     )
     calibration = _calibration_options(calibrate, max_flops, min_fidelity, calibration_samples)
+    heal_options = _heal_options(heal, heal_steps, heal_trainable, heal_lr, heal_batch_size, heal_seq_len,
+                                 heal_checkpoint)
     export_checkpoint(
         model, out, config, dtype=dtype, device=device, seq_len=seq_len, overwrite=overwrite, echo=_echo,
-        calibration=calibration,
+        calibration=calibration, verify=verify, heal=heal_options,
     )
     if push_to_hub:
         from .hub.cli import push_converted_dir
@@ -132,6 +136,22 @@ def _calibration_options(data: Optional[str], max_flops: Optional[float], min_fi
     if samples < 4:
         raise MonarchConvertError(f"--calibration-samples must be at least 4, got {samples}")
     return {"data": data, "max_flops": max_flops, "min_fidelity": min_fidelity, "samples": samples}
+
+
+def _heal_options(data, steps, trainable, lr, batch_size, seq_len, checkpoint):
+    """The --heal options, or None; the --heal-* options without --heal are an error."""
+    from .healing.export import HealOptions
+
+    given = {"--heal-steps": steps, "--heal-trainable": trainable, "--heal-lr": lr, "--heal-batch-size": batch_size,
+             "--heal-seq-len": seq_len, "--heal-checkpoint": checkpoint}
+    if data is None:
+        stray = [flag for flag, value in given.items() if value is not None]
+        if stray:
+            raise MonarchConvertError(f"{', '.join(stray)} only apply with --heal DATA")
+        return None
+    chosen = {"steps": steps, "trainable": trainable, "lr": lr, "batch_size": batch_size, "seq_len": seq_len,
+              "checkpoint": checkpoint}
+    return HealOptions(data, **{k: v for k, v in chosen.items() if v is not None})
 
 
 def _echo(message: str = "", err: bool = False) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from . import __version__
+from . import sentence_transformers as st_models
 from .config import MonarchConfig
 from .conversion_plan import ConversionPlan, architecture_patch, plan_conversion
 from .conversion_records import ConversionReport, ModuleRecord
@@ -83,7 +84,9 @@ def stored_settings(model: Any) -> MonarchConfig | None:
         raise MonarchConvertError(f"the model config's {CONFIG_KEY!r} entry is invalid: {e}") from e
 
 
-def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **overrides: Any) -> Any:
+def convert(
+    model: Any, config: MonarchConfig | dict[str, Any] | None = None, *, verify: bool = False, **overrides: Any
+) -> Any:
     """Convert ``model``'s non-causal self-attention to MonarchAttention, in place; returns ``model``.
 
     config: a :class:`MonarchConfig` (or a dict of its fields); keyword ``overrides`` set the
@@ -97,17 +100,29 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
         model lacks are an error when given by the caller, and ignored when they come from a
         preset (the RoBERTa-base preset on a smaller RoBERTa).
 
+    A sentence-transformers ``SentenceTransformer`` is accepted too: its transformer module(s) are
+    converted, every other module (pooling, normalisation) is left as it is; the same holds for
+    ``revert``, ``softmax``, ``is_converted`` and ``conversion_report`` (``sentence_transformers.py``).
+
     Idempotent: converting a converted model again with no new settings changes nothing; with
     new settings, it is reconverted with them. Cross-attention, causal self-attention and
     modules whose scores carry a bias are never converted (listed as skipped, with the reason).
     Raises :class:`MonarchConvertError` for an unsupported ``model_type``, invalid settings, or
     settings under which no module at all would be converted (``layers=[]``, a decoder only).
 
+    verify: run the model on a small dummy input of its modality (``patches/inputs.py``) as the
+        original and converted with an exact block size (1; the whole sequence beyond 256
+        positions), and compare each converted module's output (``verification.py``); a
+        difference is a :class:`MonarchConvertError` naming the module, and the model is left
+        as it was before this call. Costs about two forwards of one dummy row.
+
     Training works (gradients flow through MonarchAttention), but converted modules apply no
     dropout to attention weights (there is no attention matrix to drop from); ``output_attentions``
     gives ``None`` for them. Switching the attention implementation afterwards
     (``model.set_attn_implementation``) bypasses the conversion: ``revert`` first.
     """
+    if st_models.is_sentence_transformer(model):  # its transformer module(s), each as below
+        return st_models.convert(model, config, overrides, verify)
     patch = architecture_patch(model)  # first: stored_settings needs a model with a config
     state = _state(model)
     previous = state.plan.settings if state is not None else stored_settings(model)
@@ -116,11 +131,30 @@ def convert(model: Any, config: MonarchConfig | dict[str, Any] | None = None, **
     calibration = state.folded.calibration if state is not None and state.folded is not None else None
     # Everything is decided above, before anything is changed, so that a failure leaves the model
     # as it was (a converted model keeps its conversion).
+    saved_entry = getattr(model.config, CONFIG_KEY, None)
     revert(model)
     _apply(model, plan)
+    # Verified before a calibration is folded in: the check compares with softmax at an exact block size.
+    if verify:
+        _verify(model, patch, plan, state.plan.settings if state is not None else None, saved_entry)
     if calibration is not None and plan.settings == state.plan.settings:
         apply_calibration(model, calibration)
     return model
+
+
+def _verify(model: Any, patch: Any, plan: ConversionPlan, previous: MonarchConfig | None, entry: Any) -> None:
+    """``verify=True``: a failed check puts the model back as it was before this ``convert``."""
+    from .verification import verify_conversion
+
+    try:
+        verify_conversion(model, plan.to_convert, patch.dummy_inputs, plan.max_length)
+    except MonarchConvertError:
+        revert(model)
+        if previous is not None:
+            convert(model, previous)
+        elif entry is not None:
+            setattr(model.config, CONFIG_KEY, entry)
+        raise
 
 
 def _apply(model: Any, plan: ConversionPlan) -> None:
@@ -153,6 +187,8 @@ def _switch_implementations(configs: Iterable[Any]) -> list[tuple[Any, str | Non
 def revert(model: Any) -> Any:
     """Undo :func:`convert` in place (outputs bit-identical to before); returns ``model``.
     A model that is not converted is returned unchanged."""
+    if st_models.is_sentence_transformer(model):
+        return st_models.revert(model)
     state = _state(model)
     if state is None:
         return model
@@ -178,6 +214,10 @@ def softmax(model: Any) -> Iterator[Any]:
         with monarch_convert.softmax(model):
             reference = model(**inputs)
     """
+    if st_models.is_sentence_transformer(model):
+        with st_models.softmax(model):
+            yield model
+        return
     state = _state(model)
     if state is None:
         yield model
@@ -192,6 +232,8 @@ def softmax(model: Any) -> Iterator[Any]:
 
 
 def is_converted(model: Any) -> bool:
+    if st_models.is_sentence_transformer(model):
+        return st_models.is_converted(model)
     return _state(model) is not None
 
 
@@ -221,6 +263,8 @@ def calibration_of(model: Any) -> Any:
 def conversion_report(model: Any, seq_len: int | None = None) -> ConversionReport:
     """The :class:`ConversionReport` of a converted model; FLOPs at ``seq_len`` (default: the
     model's maximum sequence length, the one ``block_size="auto"`` is computed from)."""
+    if st_models.is_sentence_transformer(model):
+        return st_models.conversion_report(model, seq_len)
     state = _state(model)
     if state is None:
         raise MonarchConvertError("the model is not converted: call monarch_convert.convert(model) first")

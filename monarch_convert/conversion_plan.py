@@ -18,7 +18,7 @@ from .config import Layers, MonarchConfig, auto_block_size, load_preset
 from .conversion_records import ModuleRecord
 from .errors import MonarchConvertError
 from .patches.base import ArchitecturePatch, layer_index
-from .patches.registry import get_patch, supported_model_types
+from .patches.registry import get_patch, unsupported_message
 
 
 class _Found(NamedTuple):
@@ -51,10 +51,7 @@ def architecture_patch(model: Any) -> ArchitecturePatch:
         )
     patch = get_patch(config.model_type)
     if patch is None:
-        raise MonarchConvertError(
-            f"unsupported model type {config.model_type!r}: monarch-convert supports "
-            f"{', '.join(supported_model_types())}"
-        )
+        raise MonarchConvertError(unsupported_message(config.model_type))
     return patch
 
 
@@ -195,14 +192,16 @@ def _record(found: _Found, layers: Layers) -> ModuleRecord:
         layer=layer,
         status="skipped" if reason else "converted",
         reason=reason,
-        num_heads=_first_int_attr(found.module, ("num_heads", "num_attention_heads")),
+        num_heads=_first_int_attr(found.module, ("num_heads", "num_attention_heads", "n_heads")),
         head_dim=_first_int_attr(found.module, ("head_dim", "attention_head_size")),
     )
 
 
 def _first_int_attr(module: torch.nn.Module, names: tuple[str, ...]) -> int:
-    for name in names:
-        value = getattr(module, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    # The module's own attribute, else its config's (rotary encoders keep only head_dim on the module).
+    for owner in (module, getattr(module, "config", None)):
+        for name in names:
+            value = getattr(owner, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
     raise MonarchConvertError(f"cannot read {' / '.join(names)} from {type(module).__name__}")

@@ -89,13 +89,10 @@ def model_class_for(config: Any) -> type:
 
 
 def _check_supported(config: Any) -> None:
-    from .patches.registry import get_patch, supported_model_types
+    from .patches.registry import get_patch, unsupported_message
 
     if get_patch(getattr(config, "model_type", None)) is None:
-        raise MonarchConvertError(
-            f"unsupported model type {getattr(config, 'model_type', None)!r}: monarch-convert supports "
-            f"{', '.join(supported_model_types())}"
-        )
+        raise MonarchConvertError(unsupported_message(getattr(config, "model_type", None)))
 
 
 def _load(path: str, model_class: Any, hf_kwargs: dict[str, Any]):
@@ -129,17 +126,32 @@ def from_pretrained(
         checkpoint's ``architectures`` entry, else ``AutoModel``.
     hf_kwargs: passed to transformers' ``from_pretrained`` (``dtype``, ``revision``, ``token``,
         ``cache_dir``, ``device_map``, ...).
+    A sentence-transformers model (a folder or Hub repo with ``modules.json``) is loaded as a
+    converted ``SentenceTransformer`` with every module, unless ``model_class`` is given; then
+    ``hf_kwargs`` that ``SentenceTransformer`` takes (``device``, ``revision``, ``token``, ...) go to
+    it, the others (``dtype``, ...) to its transformer's ``from_pretrained``.
     Raises :class:`MonarchConvertError` for a missing checkpoint or an unsupported architecture.
     """
+    from . import sentence_transformers as st_models
+
+    path = str(pretrained_model_name_or_path)
+    hub_kwargs = {k: hf_kwargs[k] for k in ("revision", "token", "cache_dir") if k in hf_kwargs}
+    if model_class is None and st_models.is_source(path, **hub_kwargs):
+        return st_models.from_pretrained(path, monarch_config, **hf_kwargs)
+    return convert_loaded(_load(path, model_class, dict(hf_kwargs)), path, monarch_config, hf_kwargs)
+
+
+def convert_loaded(model: Any, path: str, monarch_config: Any, hf_kwargs: dict[str, Any]) -> Any:
+    """Convert a model loaded from ``path`` with its saved settings (``monarch_config`` over them),
+    and fold back the calibration it recorded, if any."""
     from .calibration.saving import reapply
     from .conversion import CONFIG_KEY, convert, stored_settings
 
-    model = _load(str(pretrained_model_name_or_path), model_class, dict(hf_kwargs))
     recorded = (getattr(model.config, CONFIG_KEY, None) or {}).get("calibration")
     saved = stored_settings(model)
     convert(model, monarch_config)
     # A calibrated checkpoint: its correction, folded in memory (kept only with the saved settings).
-    reapply(model, str(pretrained_model_name_or_path), recorded, saved, hf_kwargs)
+    reapply(model, path, recorded, saved, hf_kwargs)
     return model
 
 

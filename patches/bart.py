@@ -2,6 +2,7 @@
 (``is_causal``) and its ``encoder_attn`` is cross-attention: both stay exactly as they were.
 Preset (configs/bart.json): ``pre`` padding, as in the paper's BookSum experiment."""
 
+from . import inputs
 from .base import ArchitecturePatch, text_max_length
 
 PATCH = ArchitecturePatch(
@@ -9,5 +10,6 @@ PATCH = ArchitecturePatch(
     attention_classes=("BartAttention",),
     cross_attention=("encoder_attn",),
     max_length=text_max_length(),
+    dummy_inputs=inputs.seq2seq_text,
     output_projection=("out_proj",),
 )

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import inputs
+from .inputs import InputBuilder
+
 
 def _no_bias(config: Any) -> str | None:
     return None
@@ -32,6 +35,14 @@ class ArchitecturePatch:
         and the default sequence length of the FLOPs report).
     attention_bias: from the config, why its self-attention would need more than a key-padding
         mask (relative-position bias and the like), or ``None``; such modules are not converted.
+    left_on_softmax: ``(component, reason)`` pairs: modules under that attribute name are not
+        converted, for that reason (CLIP's causal text tower, whose modules do not say they are causal).
+    dummy_inputs: builds a small input of the model's modality from its config (``inputs.py``), for
+        ``convert(..., verify=True)`` and the test matrix.
+
+    Modules are also left on softmax, whatever the patcher says, when they say they are causal
+    (``module.is_causal``) or attend within a sliding window (``module.sliding_window`` set:
+    ModernBERT's local layers).
     output_projection: where the Linear that projects the attention's output (the heads side by
         side are its input) sits: dotted paths from the attention module, each leading ``../`` one
         module up (BERT: ``"../output.dense"``), the first that names a Linear counts (layouts of
@@ -43,14 +54,22 @@ class ArchitecturePatch:
     max_length: Callable[[Any], int]
     cross_attention: tuple[str, ...] = ()
     attention_bias: Callable[[Any], str | None] = _no_bias
+    left_on_softmax: tuple[tuple[str, str], ...] = ()
+    dummy_inputs: InputBuilder = inputs.text
     output_projection: tuple[str, ...] = ("out_proj",)
 
     def classify(self, name: str, module: Any, config: Any) -> str | None:
         """Why the attention module called ``name`` cannot be converted, or ``None`` if it can."""
-        if set(name.split(".")) & set(self.cross_attention):
+        components = set(name.split("."))
+        if components & set(self.cross_attention):
             return "cross-attention (keys come from another sequence)"
+        for component, reason in self.left_on_softmax:
+            if component in components:
+                return reason
         if getattr(module, "is_causal", False):
             return "causal self-attention (needs a causal mask, not a key-padding mask)"
+        if getattr(module, "sliding_window", None):
+            return f"sliding-window attention (window {module.sliding_window}: a band mask, not a key-padding mask)"
         return self.attention_bias(config) or None
 
 
@@ -85,14 +104,53 @@ def text_max_length(position_offset: int = 0) -> Callable[[Any], int]:
     return max_length
 
 
-def vision_max_length(extra_tokens: int = 1) -> Callable[[Any], int]:
-    """Vision transformers: ``(image_size / patch_size) ** 2`` patches plus the class token(s)
-    (ViT-B/16 at 224 px: 197)."""
+def roberta_max_length(config: Any) -> int:
+    """RoBERTa-style positions start after ``pad_token_id``: 514 position embeddings hold 512 tokens."""
+    return int(config.max_position_embeddings) - int(config.pad_token_id or 0) - 1
+
+
+def num_patches(config: Any) -> int:
+    """``(image_size / patch_size) ** 2`` (of ``config.vision_config`` where there is one)."""
+    config = getattr(config, "vision_config", None) or config
+    size, patch = inputs.pair(config.image_size), inputs.pair(config.patch_size)
+    return math.prod(s // p for s, p in zip(size, patch))
+
+
+def vision_max_length(extra_tokens: int | Callable[[Any], int] = 1) -> Callable[[Any], int]:
+    """Vision transformers: the patches plus the class (and register, distillation) tokens
+    (ViT-B/16 at 224 px: 197). ``extra_tokens`` may be a function of the config."""
 
     def max_length(config: Any) -> int:
-        size = config.image_size if isinstance(config.image_size, (list, tuple)) else (config.image_size,) * 2
-        patch = config.patch_size if isinstance(config.patch_size, (list, tuple)) else (config.patch_size,) * 2
-        return math.prod(s // p for s, p in zip(size, patch)) + extra_tokens
+        extra = extra_tokens(config) if callable(extra_tokens) else extra_tokens
+        return num_patches(config) + extra
+
+    return max_length
+
+
+def video_max_length(extra_tokens: int = 0) -> Callable[[Any], int]:
+    """Video transformers: one token per tubelet (``tubelet_size`` frames by one patch) plus the class token(s)."""
+
+    def max_length(config: Any) -> int:
+        tubelet = config.tubelet_size
+        frames = tubelet[0] if isinstance(tubelet, (list, tuple)) else tubelet
+        if isinstance(tubelet, (list, tuple)):  # ViViT: (frames, height, width)
+            patches = math.prod(s // p for s, p in zip(inputs.pair(config.image_size), tubelet[1:]))
+        else:
+            patches = num_patches(config)
+        return config.num_frames // frames * patches + extra_tokens
+
+    return max_length
+
+
+def waveform_max_length(seconds: float = 30.0, sampling_rate: int = 16000) -> Callable[[Any], int]:
+    """Raw-audio encoders (wav2vec2, HuBERT) have no fixed length: the frames of ``seconds`` of audio
+    (30 s, Whisper's window: 1499 frames with wav2vec2's feature encoder)."""
+
+    def max_length(config: Any) -> int:
+        length = int(seconds * sampling_rate)
+        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+            length = (length - kernel) // stride + 1
+        return length
 
     return max_length
 

@@ -262,11 +262,21 @@ def monarch_attention_forward(
     key_padding = _key_padding(attention_mask, query, name)
     if key_padding is not None and key_padding.device != query.device:
         key_padding = key_padding.to(query.device)
+    key, value = _repeat_kv_heads(key, query.shape[1]), _repeat_kv_heads(value, query.shape[1])
     run = module.__dict__.get(PROBE_ATTR, run_spec)
     out = run(spec, query, key, value, key_padding, kwargs.get("scaling"))
     _record_no_weights(module)
     # (batch, heads, seq, dv) -> (batch, seq, heads, dv), as transformers' attention functions return.
     return out.transpose(1, 2).contiguous(), None
+
+
+def _repeat_kv_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Grouped-query attention (EuroBERT): each key / value head serves ``num_heads / kv_heads``
+    consecutive query heads, repeated here as transformers' ``repeat_kv`` does for eager attention."""
+    kv_heads = states.shape[1]
+    if kv_heads == num_heads:
+        return states
+    return states.repeat_interleave(num_heads // kv_heads, dim=1)
 
 
 def _output_collector() -> Any:

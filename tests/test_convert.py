@@ -238,7 +238,7 @@ def test_gradients_flow():
 
 def test_unsupported_model_type():
     model = T.GPT2Model(T.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
-    with pytest.raises(MonarchConvertError, match="unsupported model type 'gpt2'.*bart, bert, roberta, vit"):
+    with pytest.raises(MonarchConvertError, match="unsupported model type 'gpt2'.*bart, bert, .*roberta, .*vit"):
         mc.convert(model)
     with pytest.raises(MonarchConvertError, match="expects a transformers model"):
         mc.convert(torch.nn.Linear(2, 2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import pytest
@@ -20,16 +19,12 @@ from monarch_convert.patches.base import layer_index
 from monarch_convert.patches.registry import PATCHES, get_patch, supported_model_types
 
 
-def test_registry_lists_the_four_architectures():
-    assert supported_model_types() == ["bart", "bert", "roberta", "vit"]
+def test_registry_is_keyed_by_model_type():
+    # Every type's classes and tiny model: tests/test_architectures.py.
+    assert {"bart", "bert", "roberta", "vit"} <= set(supported_model_types())
     assert get_patch("gpt2") is None and get_patch(None) is None
     for model_type, patch in PATCHES.items():
         assert patch.model_type == model_type
-        module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
-        # At least one declared class exists in this transformers version, and it calls the interface.
-        present = [c for c in patch.attention_classes if hasattr(module, c)]
-        assert present, (model_type, patch.attention_classes)
-        assert hasattr(module, "eager_attention_forward")
 
 
 def test_presets_are_valid_configs():

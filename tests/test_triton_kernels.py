@@ -11,19 +11,20 @@ shows up as NaN, and numpy's "invalid value" warnings (NaN made inside a dot) fa
 from __future__ import annotations
 
 import importlib
-import warnings
 import zlib
 
 import pytest
 import torch
 
 triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
 
 from test_op import EXTREME, check_extreme_hull, check_tied_logits_average_v  # noqa: E402
 
 from monarch_convert.kernels import ops  # noqa: E402
 from monarch_convert.kernels.layout import sequence_layout  # noqa: E402
 from monarch_convert.kernels.reference import monarch_attention_torch  # noqa: E402
+from monarch_convert.kernels.triton import layout_kernel  # noqa: E402
 from monarch_convert.kernels.triton.plan import Knobs  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
@@ -234,12 +235,59 @@ def test_layout_kernel(kern, kind):
     mask[1, 3:9] = True  # contiguous, in the middle
     tok = torch.full((B, N), -5, dtype=torch.int64)
     lens, offs = torch.full((2, B), -5, dtype=torch.int64)
-    kern._layout_kernel[(B,)](mask.view(torch.uint8), *mask.stride(), tok, lens, offs, N, b, PRE=True, CH=16)
+    kern._layout_kernel[(B,)](mask.view(torch.uint8), tok, lens, offs, *mask.stride(), N, b, PRE=True, CH=16)
     for i in range(B):
         pos = mask[i].nonzero().flatten()
         L = len(pos)
         assert [lens[i].item(), offs[i].item()] == [L, -(-L // b) * b - L]
         assert torch.equal(tok[i, :L], pos)
+
+
+@triton.jit
+def _layout_probe(mask_ptr, stride_mb, stride_mn, len_ptr, off_ptr, tok_ptr, N, b, slot_lo, slot_hi,
+                  PRE: tl.constexpr, CH: tl.constexpr):
+    """The first grid's layout prologue alone: one program per sequence."""
+    layout_kernel._sequence_layout(mask_ptr, stride_mb, stride_mn, (len_ptr, off_ptr, tok_ptr),
+                                   tl.program_id(0), N, b, slot_lo, slot_hi, PRE, CH)
+
+
+@pytest.mark.parametrize("kind", ["right", "left", "random", "empty_row"])
+@pytest.mark.parametrize("pre", [False, True])
+@pytest.mark.parametrize("slots", [(0, 48), (12, 30)])
+def test_layout_prologue(kern, kind, pre, slots):
+    """Length, pre-padding offset and the token index of the ranks a program's slots hold, over
+    several chunks of the mask: contiguous rows (right, left, in the middle) and scattered ones."""
+    B, N, b = 4, 45, 6
+    mask = _mask(kind, B, N, torch.Generator().manual_seed(7))
+    mask[1] = False
+    mask[1, 3:9] = True  # contiguous, in the middle
+    tok = torch.full((B, N), -5, dtype=torch.int64)
+    lens, offs = torch.full((2, B), -5, dtype=torch.int64)
+    _layout_probe[(B,)](mask.view(torch.uint8), *mask.stride(), lens, offs, tok, N, b, *slots, PRE=pre, CH=16)
+    for i in range(B):
+        pos = mask[i].nonzero().flatten()
+        L = len(pos)
+        off = -(-L // b) * b - L if pre else 0
+        assert [lens[i].item(), offs[i].item()] == [L, off]
+        lo, hi = max(slots[0] - off, 0), min(slots[1] - off, L)
+        assert torch.equal(tok[i, lo:hi], pos[lo:hi])
+        assert (tok[i, :lo] == -5).all() and (tok[i, max(hi, lo):] == -5).all()
+
+
+@pytest.mark.parametrize("in_grid", [True, False])
+@pytest.mark.parametrize("case", [(2, 3, 50, 6, 1, "pre", "random"), (3, 5, 45, 7, 2, "post", "right"),
+                                  (2, 4, 30, 4, 2, "pre", None)])
+def test_heads_in_chunks(kern, case, in_grid):
+    """Large intermediates: the heads run in chunks that reuse one scratch (here forced with
+    ``chunk_bytes=0``: chunks of one or two heads); the output is the same. The mask's layout comes
+    from the first grid or from a launch of its own."""
+    B, H, N, b, T, pad, mask_kind = case
+    gen = torch.Generator().manual_seed(11)
+    q, k, v = _inputs(B, H, N, 16, 16, torch.float32, "bnhd", gen)
+    mask = _mask(mask_kind, B, N, gen)
+    out = _run(kern, q, k, v, mask, b, T, pad, {"chunk_bytes": 0, "layout_in_grid": in_grid})
+    assert _rel(out, _reference(q, k, v, mask, b, T, pad)) < TOL[torch.float32]
+    assert torch.equal(out, _run(kern, q, k, v, mask, b, T, pad))
 
 
 @pytest.mark.parametrize("pad", ["post", "pre"])
@@ -308,22 +356,6 @@ def test_compiles_without_graph_breaks(kern):
         torch.testing.assert_close(compiled(q, k, v), fn(q, k, v))
 
 
-def test_requires_grad_falls_back_to_reference_once(kern, monkeypatch):
-    monkeypatch.setattr(ops, "_WARNED_BACKWARD", False)
-    gen = torch.Generator().manual_seed(6)
-    q, k, v = (x.requires_grad_() for x in _inputs(1, 2, 12, 16, 16, torch.float32, gen=gen))
-    with pytest.warns(UserWarning, match="forward-only"):
-        out = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    out.sum().backward()
-    assert q.grad is not None and torch.isfinite(q.grad).all()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    with torch.no_grad():
-        out2 = ops.monarch_attention(q, k, v, block_size=4, backend="triton")
-    torch.testing.assert_close(out2, out.detach(), rtol=1e-5, atol=1e-6)
-
-
 def test_triton_backend_on_cpu_needs_interpreter(kern, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     q = torch.randn(1, 1, 4, 16)
@@ -361,8 +393,7 @@ def test_extreme_logits_stay_in_the_convex_hull_of_v(kern, kind, dtype, mode):
     check_extreme_hull(_extreme_run(kern, mode), kind, dtype, ((23, 5, {}),), heads=1)
 
 
-@pytest.mark.parametrize("mode", ["tiles", "fused"])
-@pytest.mark.parametrize("kind", ["constant", "random_large", "scale_above_one"])
+@pytest.mark.parametrize("kind,mode", [("constant", "tiles"), ("random_large", "fused"), ("scale_above_one", "tiles")])
 def test_extreme_logits_with_the_options(kern, kind, mode):
     """The options' exact columns (log-sum-exps and merged values) keep outputs in the hull of v."""
     def run(q, k, v, mask, b, steps, pad, scale, variant):
@@ -407,8 +438,41 @@ def test_empty_inputs_give_an_empty_output_as_sdpa(kern):
             assert out.shape == shape
 
 
+def test_more_global_keys_than_the_kernels_hold_are_refused(kern):
+    q = torch.zeros(1, 1, 200, 16)
+    with pytest.raises(ValueError, match="at most 128 global keys"):
+        kern.monarch_attention_triton(q, q, q, None, 8, 1, "post", 0.25, global_keys=129)
+    out = kern.monarch_attention_triton(q[:, :, :20], q[:, :, :20], q[:, :, :20], None, 8, 1, "post", 0.25,
+                                        global_keys=10**9)  # only N = 20 can be global
+    assert torch.isfinite(out).all()
+
+
 def test_sequences_beyond_int32_indexing_are_refused(kern):
     """Slots and tile counts are int32 in the kernels, and stay below 2N with b capped at N."""
     q = torch.zeros(1, 1, 1, 16).expand(1, 1, kern.MAX_SEQ_LEN + 1, 16)  # no memory: stride 0
     with pytest.raises(ValueError, match="at most"):
         kern.monarch_attention_triton(q, q, q, None, 2**40, 1, "post", 0.25)
+
+
+def test_set_chunk_bytes_drops_the_replays_recorded_before(kern, monkeypatch):
+    monkeypatch.setattr(kern.plan_module, "CHUNK_BYTES", kern.plan_module.CHUNK_BYTES)
+    monkeypatch.setitem(kern.REPLAYS, "recorded before", None)
+    assert kern.plan_module.heads_per_chunk(12, 50 << 20, 100 << 20) == 12  # the default: all heads
+    kern.set_chunk_bytes(32 << 20)
+    assert "recorded before" not in kern.REPLAYS
+    # Chunks whose intermediates fit a fifth of q, k, v and the output: 3 chunks of 4 heads.
+    assert kern.plan_module.heads_per_chunk(12, 50 << 20, 100 << 20) == 4
+
+
+def test_entry_point_key_only_where_a_replay_may_apply(kern):
+    ops._launcher()  # the launcher's module is loaded: keys from here on
+    q = torch.randn(1, 2, 8, 4)
+    args = (None, 4, 1, "post", None, "triton", False, 0)
+    key, out = ops._replayed(q, q, q, *args)
+    assert key is not None and out is None  # nothing recorded on the CPU
+    assert ops._replayed(q, q, "k", *args) == (None, None)
+    assert ops._replayed(q.requires_grad_(), q, q, *args) == (None, None)
+    with torch.no_grad():
+        assert ops._replayed(q, q, q, *args)[0] == key
+    shifted = torch.randn(q.numel() + 1)[1:].view(q.shape)
+    assert ops._replayed(shifted, q, q, *args) == (None, None)

@@ -5,7 +5,11 @@ intermediates, launch the fused kernel or the tiled steps. Same semantics as
 Each sequence is laid out by its own length (``kernels/layout.py``): slot ``p = k*b + j`` of
 sequence ``s`` holds its real token of rank ``p - off[s]`` if that rank is in ``[0, L[s])``; a
 sequence uses ``m_s = ceil(L[s] / b)`` blocks, and programs past ``m_s`` exit at once. With a
-key-padding mask, ``_layout_kernel`` first builds each sequence's token index, length and offset.
+key-padding mask, each sequence's token index, length and offset are built first: by a launch of
+their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` chooses).
+
+A tiled call whose intermediates are large runs its heads in chunks that reuse one scratch
+(``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
 
 On Hopper, every launch of a call after its first uses programmatic dependent launch: the grid is
 scheduled while the previous one drains, and waits in the kernel (``common._after_previous_grid``).
@@ -22,9 +26,10 @@ from typing import Optional
 import torch
 
 from ..layout import capped_block_size, output_like
+from . import plan as plan_module
 from .fused import _fused_kernel
 from .layout_kernel import _layout_kernel
-from .plan import Knobs, LaunchPlan, make_plan, pow2
+from .plan import Knobs, LaunchPlan, heads_per_chunk, make_plan, pow2
 from .replay import Replay, knobs_allow_replay, signature
 from .tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 from .variants import _exact_kernel, _select_kernel
@@ -32,11 +37,14 @@ from .variants import _exact_kernel, _select_kernel
 # triton.jit built interpreted kernels at import iff TRITON_INTERPRET was set then.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _DEVICES: dict[int, tuple[int, int]] = {}
-_REPLAYS: dict[tuple, Replay] = {}
+REPLAYS: dict[tuple, Replay] = {}
 _MAX_REPLAYS = 512
 # The kernels index slots, tiles and block counts in int32: with b capped at N, the largest such
 # value is a slot or sum below m * b + b <= 2N (``k*b + j``, ``L + b - 1``), so N up to 2**30 fits.
 MAX_SEQ_LEN = 2**30
+# Global keys are held in registers, as one tile, by the programs that choose them and that attend
+# to them (``variants.py``): up to 128 (at most N are ever used).
+MAX_GLOBAL_KEYS = 128
 
 
 def device_info(q: torch.Tensor) -> tuple[int, int]:
@@ -63,31 +71,31 @@ def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
 class _Scratch:
     """Byte offsets of the intermediates in the call's one scratch allocation: aL (BH, b, m, D),
     Y (BH, b, m, DV) and, from T = 2, the summaries (BH, m, b, D) in the input dtype; cL (BH, b, m)
-    in float32; with a mask, the token index (B, N), lengths and offsets (B) in int64; with the
-    options (``variants.py``), the exact columns exl (BH, b, m) float32 and exy (BH, b, m, DV), and
-    for global keys their scores (BH, N) float32, flags (BH, N) int8 and positions (BH, BG) int64.
-    Every offset is a multiple of 128 bytes, so each buffer keeps the 16-byte alignment the kernels
-    are compiled for."""
+    in float32, for the ``BH`` heads of one chunk; with a mask, the token index (B, N), lengths and
+    offsets (B) in int64; with the options (``variants.py``, which run all heads at once), the exact
+    columns exl (BH, b, m) float32 and exy (BH, b, m, DV), and for global keys their scores (BH, N)
+    float32, flags (BH, N) int8 and positions (BH, BG) int64. Every offset is a multiple of 128
+    bytes, so each buffer keeps the 16-byte alignment the kernels are compiled for."""
 
     shapes: dict  # name -> (dtype, shape)
     offsets: dict  # name -> byte offset
     nbytes: int
 
     @classmethod
-    def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool, exact: bool = False,
-             globals_width: int = 0) -> "_Scratch":
-        B, H, N, D = q.shape
-        shapes = {"al": (q.dtype, (B * H, b, m, D)), "y": (q.dtype, (B * H, b, m, dv)),
-                  "cl": (torch.float32, (B * H, b, m))}
+    def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool,
+             heads: int, exact: bool = False, globals_width: int = 0) -> "_Scratch":
+        B, _, N, D = q.shape
+        BH = B * heads
+        shapes = {"al": (q.dtype, (BH, b, m, D)), "y": (q.dtype, (BH, b, m, dv)), "cl": (torch.float32, (BH, b, m))}
         if num_steps > 1:
-            shapes["summ"] = (q.dtype, (B * H, m, b, D))
+            shapes["summ"] = (q.dtype, (BH, m, b, D))
         if has_mask:
             shapes.update(tok=(torch.int64, (B, N)), lens=(torch.int64, (B,)), offs=(torch.int64, (B,)))
         if exact:
-            shapes.update(exl=(torch.float32, (B * H, b, m)), exy=(q.dtype, (B * H, b, m, dv)))
+            shapes.update(exl=(torch.float32, (BH, b, m)), exy=(q.dtype, (BH, b, m, dv)))
         if globals_width:
-            shapes.update(gscore=(torch.float32, (B * H, N)), gflag=(torch.int8, (B * H, N)),
-                          gsel=(torch.int64, (B * H, globals_width)))
+            shapes.update(gscore=(torch.float32, (BH, N)), gflag=(torch.int8, (BH, N)),
+                          gsel=(torch.int64, (BH, globals_width)))
         offsets, at = {}, 0
         for name, (dtype, shape) in shapes.items():
             offsets[name] = at
@@ -103,10 +111,21 @@ class _Scratch:
         return out
 
 
+def _chunk_heads(q, dv: int, b: int, m: int, num_steps: int, has_mask: bool, mode: str, knobs: Knobs) -> int:
+    """Heads of each sequence per chunk (all of them in fused mode: one program per head)."""
+    H = q.shape[1]
+    if mode == "fused":
+        return H
+    whole = _Scratch.plan(q, dv, b, m, num_steps, False, H).nbytes
+    io = q.shape[0] * H * q.shape[2] * (2 * q.shape[3] + 2 * dv) * q.dtype.itemsize
+    return heads_per_chunk(H, whole, io, knobs)
+
+
 @dataclass
 class _Call:
     """Everything the launches of one call read, and what they were (``recording``: a list to
-    append each launch to, or None)."""
+    append each launch to, or None). ``pointer_of`` says where each tensor a launch takes lies:
+    one of the call's tensors (``replay.SOURCES``) plus a byte offset."""
 
     plan: LaunchPlan
     q: torch.Tensor
@@ -114,6 +133,7 @@ class _Call:
     v: torch.Tensor
     out: torch.Tensor
     mask: Optional[torch.Tensor]  # uint8 view of the key-padding mask
+    scratch: torch.Tensor
     buffers: dict
     b: int
     m: int
@@ -123,6 +143,7 @@ class _Call:
     recording: Optional[list] = None
     diag: bool = False  # exact diagonal blocks (T >= 2 only: at T = 1 they are the published steps)
     num_globals: int = 0  # global keys, at most N
+    layout_in_grid: bool = False  # a masked tiled call's first grid lays out the sequences
 
     @property
     def exact(self) -> bool:
@@ -134,18 +155,45 @@ class _Call:
         buf, q = self.buffers, self.q
         return dict(ex_l_ptr=buf.get("exl", q), ex_y_ptr=buf.get("exy", q), gflag_ptr=buf.get("gflag", q))
 
+    def __post_init__(self) -> None:
+        self._where = {id(t): (i, 0) for i, t in enumerate((self.q, self.k, self.v, self.out, self.mask))}
+        base = self.scratch.data_ptr()
+        self._where.update((id(t), (5, t.data_ptr() - base)) for t in self.buffers.values())
+        self._alive = []  # views registered below, kept so that their ids stay theirs
+
     @property
     def has_mask(self) -> bool:
         return self.mask is not None
 
-    def seq_args(self) -> tuple:
+    @property
+    def scratch_bytes(self) -> int:
+        return self.scratch.numel()
+
+    def pointer_of(self, t: torch.Tensor) -> Optional[tuple[int, int]]:
+        return self._where.get(id(t))
+
+    def heads(self, h0: int, h1: int) -> tuple:
+        """q, k, v and the output restricted to heads [h0, h1) of every sequence."""
+        views = []
+        for i, t in enumerate((self.q, self.k, self.v, self.out)):
+            view = t[:, h0:h1]
+            self._where[id(view)] = (i, view.data_ptr() - t.data_ptr())
+            views.append(view)
+        self._alive += views
+        return tuple(views)
+
+    def seq_args(self, H: int) -> tuple:
         """The sequences' pointers (unused without a mask: they point at q) and the dims."""
         q, N = self.q, self.q.shape[2]
         if self.has_mask:
             buf = self.buffers
-            return (buf["lens"], buf["offs"], buf["tok"], q.shape[1], N, self.b, self.m, N, 0)
+            return (buf["lens"], buf["offs"], buf["tok"], H, N, self.b, self.m, N, 0)
         pad_off = self.m * self.b - N if self.pad_type == "pre" else 0
-        return (q, q, q, q.shape[1], N, self.b, self.m, N, pad_off)
+        return (q, q, q, H, N, self.b, self.m, N, pad_off)
+
+    def mask_args(self) -> tuple:
+        """The mask and its strides (q and zeros without a mask: never read)."""
+        return (self.mask, *self.mask.stride()) if self.has_mask else (self.q, 0, 0)
 
     def flags(self) -> dict:
         """Compile-time flags every kernel takes that depend on the inputs alone."""
@@ -154,6 +202,14 @@ class _Call:
         if self.plan.stages is not None:
             flags["num_stages"] = self.plan.stages
         return flags
+
+    def layout_flags(self, on: bool, warps: int) -> dict:
+        """Flags of a grid that lays out the sequences (``on``): padding side and mask chunk (16
+        positions per thread); the kernel's defaults otherwise, so that one compiled kernel serves
+        both sides."""
+        if not on:
+            return dict(LAYOUT=False, PRE=False, LCH=16)
+        return dict(LAYOUT=True, PRE=self.pad_type == "pre", LCH=min(512 * warps, max(16, pow2(self.q.shape[2]))))
 
     def chained(self, after_ours: bool) -> dict:
         """Launch arguments of a grid; ``after_ours``: a grid of this call runs before it."""
@@ -170,16 +226,17 @@ def monarch_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
     block_size: int, num_steps: int, pad_type: str, scale: float, out: Optional[torch.Tensor] = None,
     *, knobs: Optional[Knobs] = None, poison: bool = False, exact_diagonal: bool = False, global_keys: int = 0,
+    remember_as: Optional[tuple] = None,
 ) -> torch.Tensor:
     """Launch the kernels on inputs as validated by ``ops.monarch_attention``. ``out``: where to
     write (default: a new tensor laid out like q); ``knobs``: benchmark overrides of the plan;
     ``poison``: fill the intermediates with NaN first (tests). ``exact_diagonal``, ``global_keys``:
-    the op's options (docs/algorithm.md, section 7; ``variants.py``)."""
+    the op's options (docs/algorithm.md, section 7; ``variants.py``). ``remember_as``: a further key
+    under which the call's replay is kept (``ops``: its own key of the call, looked up in ``REPLAYS``)."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
-    if N > MAX_SEQ_LEN:
-        raise ValueError(f"the Triton kernels take sequences of at most {MAX_SEQ_LEN} tokens, got {N}")
+    _refuse_beyond_limits(N, global_keys)
     # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid and replay
     # signature follow the capped b).
     b = capped_block_size(block_size, N)
@@ -189,48 +246,86 @@ def monarch_attention_triton(
     fast = None
     if q.is_cuda and not INTERPRETED and knobs is None and not poison and knobs_allow_replay():
         fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale, exact_diagonal, global_keys)
-        replay = _REPLAYS.get(fast)
+        replay = REPLAYS.get(fast)
         if replay is not None:
+            _remember(remember_as, replay)
             return replay.run(q, k, v, key_padding_mask, out)
     if out is None:
         out = output_like(q, DV)
-    plan = plan_for(q, v, b, num_steps, knobs or Knobs())
+    knobs = knobs or Knobs()
+    plan = plan_for(q, v, b, num_steps, knobs)
     has_mask = key_padding_mask is not None
     diag, num_globals = exact_diagonal and num_steps > 1, min(global_keys, N)
-    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask, diag or num_globals > 0,
-                            num_globals and max(16, pow2(num_globals)))
+    exact = diag or num_globals > 0
+    heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, has_mask, plan.mode, knobs)
+    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact, num_globals and max(16, pow2(num_globals)))
     buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
     buffers = scratch.views(buf)
-    if poison:  # tests: reading an intermediate nobody wrote shows up as NaN (a flag or index: junk)
-        for name, x in buffers.items():
-            if name in ("al", "y", "summ", "cl", "exl", "exy", "gscore"):
-                x.fill_(float("nan"))
-            elif name in ("gflag", "gsel"):
-                x.fill_(-3)
+    if poison:
+        _poison(buffers)
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
-    call = _Call(plan, q, k, v, out, mask, buffers, b, m, num_steps, pad_type, float(scale),
-                 recording=[] if fast is not None else None, diag=diag, num_globals=num_globals)
-    if has_mask:
-        _launch_layout(call)
-    (_launch_fused if plan.mode == "fused" else _launch_tiled)(call)
+    # The global keys' choice reads the layout before the first R-step: a launch of its own then.
+    in_grid = has_mask and plan.layout_in_grid and plan.mode == "tiles" and not num_globals
+    call = _Call(plan, q, k, v, out, mask, buf, buffers, b, m, num_steps, pad_type, float(scale),
+                 recording=[] if fast is not None else None, diag=diag, num_globals=num_globals, layout_in_grid=in_grid)
+    _launch_all(call, heads)
     if fast is not None:
-        _remember(fast, Replay.of(call, scratch))
+        replay = Replay.of(call)
+        _remember(fast, replay)
+        _remember(remember_as, replay)
     return out
 
 
-def _remember(key: tuple, replay: Optional[Replay]) -> None:
-    if replay is None:
+def _refuse_beyond_limits(N: int, global_keys: int) -> None:
+    """One-line errors for what the kernels cannot index or hold."""
+    if N > MAX_SEQ_LEN:
+        raise ValueError(f"the Triton kernels take sequences of at most {MAX_SEQ_LEN} tokens, got {N}")
+    if min(global_keys, N) > MAX_GLOBAL_KEYS:
+        raise ValueError(f"the Triton kernels take at most {MAX_GLOBAL_KEYS} global keys, got {global_keys} "
+                         "(backend='torch' takes any number)")
+
+
+def _poison(buffers: dict) -> None:
+    """Tests: reading an intermediate nobody wrote shows up as NaN (a flag or an index: as junk)."""
+    for name, x in buffers.items():
+        if name in ("al", "y", "summ", "cl", "exl", "exy", "gscore"):
+            x.fill_(float("nan"))
+        elif name in ("gflag", "gsel"):
+            x.fill_(-3)
+
+
+def _launch_all(c: _Call, heads: int) -> None:
+    """The layout launch where the first grid does not lay out the sequences, then the fused
+    kernel, or the tiled steps for each chunk of ``heads`` heads."""
+    if c.has_mask and not c.layout_in_grid:
+        _launch_layout(c)
+    if c.plan.mode == "fused":
+        _launch_fused(c)
+    else:
+        for h0 in range(0, c.q.shape[1], heads):
+            _launch_tiled(c, h0, min(c.q.shape[1], h0 + heads))
+
+
+def set_chunk_bytes(limit: int) -> None:
+    """Intermediates above ``limit`` bytes run the heads in chunks (``plan.heads_per_chunk``): less
+    peak memory for more grid boundaries. Replays recorded under the old limit are dropped."""
+    plan_module.CHUNK_BYTES = limit
+    REPLAYS.clear()
+
+
+def _remember(key: Optional[tuple], replay: Optional[Replay]) -> None:
+    if key is None or replay is None:
         return
-    if len(_REPLAYS) >= _MAX_REPLAYS:  # many shapes (e.g. evaluation at every length): start over
-        _REPLAYS.clear()
-    _REPLAYS[key] = replay
+    if len(REPLAYS) >= _MAX_REPLAYS:  # many shapes (e.g. evaluation at every length): start over
+        REPLAYS.clear()
+    REPLAYS[key] = replay
 
 
 def _launch_layout(c: _Call) -> None:
     """Each sequence's token index, length and offset, in one launch; chunks of up to 4096
     positions (each chunk is a serial step of the sequence's one program)."""
     B, N = c.mask.shape
-    c.launch(_layout_kernel, B, c.mask, *c.mask.stride(), c.buffers["tok"], c.buffers["lens"], c.buffers["offs"],
+    c.launch(_layout_kernel, B, c.mask, c.buffers["tok"], c.buffers["lens"], c.buffers["offs"], *c.mask.stride(),
              N, c.b, PRE=c.pad_type == "pre", CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
 
 
@@ -238,10 +333,10 @@ def _launch_fused(c: _Call) -> None:
     """One program per (batch, head): all steps in one launch."""
     q, DV, buf = c.q, c.v.shape[-1], c.buffers
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step
-    mask, mask_strides = (c.mask, c.mask.stride()) if c.has_mask else (q, (0, 0))
+    mask, *mask_strides = c.mask_args()
     c.launch(
         _fused_kernel, q.shape[0] * q.shape[1],
-        q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], c.out, mask, *c.seq_args(), lt.tiles,
+        q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["y"], c.out, mask, *c.seq_args(q.shape[1]), lt.tiles,
         *q.stride(), *c.k.stride(), *c.v.stride(), *c.out.stride(), *mask_strides, c.scale,
         DV=DV, NUM_STEPS=c.num_steps, R_GROUPED=rt.grouped, R_ONE_COL=rt.one_col, L_GROUPED=lt.grouped,
         L_ONE_COL=lt.one_col, R_TILE=rt.rows, R_COLS=rt.cols, L_TILE=lt.rows, L_COLS=lt.cols, S_COLS=st.cols,
@@ -255,7 +350,7 @@ def _launch_select(c: _Call) -> None:
     """The global keys of each (sequence, head), one program each (``variants.py``)."""
     q, buf = c.q, c.buffers
     c.launch(_select_kernel, q.shape[0] * q.shape[1], q, c.k, buf["gscore"], buf["gsel"], buf["gflag"],
-             *c.seq_args(), c.num_globals, *q.stride(), *c.k.stride(), D=q.shape[-1], HAS_MASK=c.has_mask,
+             *c.seq_args(q.shape[1]), c.num_globals, *q.stride(), *c.k.stride(), D=q.shape[-1], HAS_MASK=c.has_mask,
              BG=buf["gsel"].shape[1], BD=max(16, pow2(q.shape[-1])), **c.chained(c.has_mask), num_warps=4)
 
 
@@ -263,30 +358,37 @@ def _launch_exact(c: _Call) -> None:
     """Each query's exact column: its global keys, merged with its exact diagonal block."""
     q, DV, buf, rt = c.q, c.v.shape[-1], c.buffers, c.plan.r_step
     c.launch(_exact_kernel, q.shape[0] * q.shape[1] * rt.tiles, q, c.k, c.v, buf["exl"], buf["exy"], buf["gsel"],
-             *c.seq_args(), rt.tiles, c.num_globals, *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
+             *c.seq_args(q.shape[1]), rt.tiles, c.num_globals, *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
              DV=DV, MERGE_DIAG=c.diag, GROUPED=rt.grouped, BQ=rt.rows, BG=buf["gsel"].shape[1], BDV=max(16, pow2(DV)),
              **c.flags(), **c.chained(True), num_warps=rt.warps)
 
 
-def _launch_tiled(c: _Call) -> None:
-    """Per step an R-step grid, then a summary L-step grid; the output L-step grid last."""
-    q, DV, buf = c.q, c.v.shape[-1], c.buffers
+def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
+    """Heads [h0, h1) of every sequence (all of them with the options): per step an R-step grid,
+    then a summary L-step grid; the output L-step grid last. The first grid of a masked call may lay
+    out the sequences."""
+    q, k, v, out = c.heads(h0, h1) if (h0, h1) != (0, c.q.shape[1]) else (c.q, c.k, c.v, c.out)
+    DV, buf = v.shape[-1], c.buffers
     BH = q.shape[0] * q.shape[1]
-    seq_args, flags = c.seq_args(), c.flags()
+    seq_args, flags = c.seq_args(q.shape[1]), c.flags()
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
+    mask, *mask_strides = c.mask_args()
     var = c.variant_args()
     if c.num_globals:
         _launch_select(c)
     for step in range(c.num_steps):
         last = step == c.num_steps - 1
+        first = step == 0 and h0 == 0
         diag_now = c.diag and step == 0  # the first R-step's Y and log-sum-exp: the exact diagonal blocks
         c.launch(
             _r_step_kernel, BH * rt.tiles,
-            q, c.k, c.v, buf["summ"], buf["al"], buf["cl"], buf["exy" if diag_now else "y"], *seq_args, rt.tiles,
-            *q.stride(), *c.k.stride(), *c.v.stride(), c.scale,
+            q, k, v, buf["summ"], buf["al"], buf["cl"], buf["exy" if diag_now else "y"], *seq_args[:3], mask,
+            *seq_args[3:], rt.tiles, *q.stride(), *k.stride(), *v.stride(), *mask_strides, c.scale,
             DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last or diag_now, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows,
-            BK=rt.cols, BDV=max(16, pow2(DV)), **flags, **c.chained(c.has_mask or step > 0 or c.num_globals > 0),
+            BK=rt.cols, BDV=max(16, pow2(DV)), **flags,
+            **c.chained(not first or (c.has_mask and not c.layout_in_grid) or c.num_globals > 0),
             num_warps=rt.warps, **var, GLOBAL=c.num_globals > 0, LSE_OUT=diag_now,
+            **c.layout_flags(first and c.layout_in_grid, rt.warps),
         )
         if step == 0 and c.num_globals:
             _launch_exact(c)
@@ -297,11 +399,10 @@ def _launch_tiled(c: _Call) -> None:
                 GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
                 num_warps=st.warps, ex_l_ptr=var["ex_l_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
             )
-    mask, mask_strides = (c.mask, c.mask.stride()) if c.has_mask else (q, (0, 0))
     c.launch(
         _l_out_kernel, BH * lt.tiles,
-        q, buf["al"], buf["cl"], buf["y"], c.out, mask, *seq_args, lt.tiles,
-        *q.stride(), *c.out.stride(), *mask_strides, c.scale,
+        q, buf["al"], buf["cl"], buf["y"], out, mask, *seq_args, lt.tiles,
+        *q.stride(), *out.stride(), *mask_strides, c.scale,
         DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
         **flags, **c.chained(True), num_warps=lt.warps,
         ex_l_ptr=var["ex_l_ptr"], ex_y_ptr=var["ex_y_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,

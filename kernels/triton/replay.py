@@ -6,17 +6,26 @@ several times the GPU time of a call at N <= 4096. A call's launches depend only
 (shapes, strides, dtypes, alignment, block size, steps, padding side, scale, device), so the first
 call at a signature goes through Triton's launcher and records each launch: the compiled kernel, its
 grid and its arguments. Later calls with the same signature relaunch the compiled kernels through
-their own launchers, with the call's tensors (and pointers into its scratch buffer) put back in
-place of the recorded ones: the same kernels, the same arguments, the same results.
+their own launchers, with the call's pointers put back in place of the recorded ones: the same
+kernels, the same arguments, the same results.
+
+Every pointer a launch takes is one of the call's tensors (q, k, v, the output, the mask, the one
+scratch allocation) plus a fixed byte offset (a chunk of heads, a buffer inside the scratch), so a
+replay computes them with one addition each; the launch's other arguments are recorded constants.
 """
 
 from __future__ import annotations
 
+import inspect
+import operator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Callable, Optional
 
 import torch
 from triton import knobs
+
+# Where a launch's pointers come from, in this order: each is (source index, byte offset).
+SOURCES = ("q", "k", "v", "out", "mask", "scratch")
 
 
 def knobs_allow_replay() -> bool:
@@ -50,12 +59,42 @@ def current_stream(device_index: int) -> int:
     return torch._C._cuda_getCurrentRawStream(device_index)
 
 
+def _entry(compiled) -> tuple[Callable, tuple]:
+    """(function to call, arguments between the stream and the kernel's own) for launching
+    ``compiled``. Triton 3.6's launcher object only allocates its (empty) scratch spaces in Python
+    before calling its C entry point, so where both are empty the entry point is called directly;
+    otherwise the launcher, with no launch hooks (``knobs_allow_replay``)."""
+    run = compiled.run
+    params = list(inspect.signature(type(run).__call__).parameters)
+    if (params == ["self", "gridX", "gridY", "gridZ", "stream", "function", "args"] and hasattr(run, "launch")
+            and getattr(run, "global_scratch_size", 1) == 0 and getattr(run, "profile_scratch_size", 1) == 0):
+        return run.launch, (compiled.function, run.launch_cooperative_grid, run.launch_pdl, None, None,
+                            compiled.packed_metadata, None, None, None)
+    return run, (compiled.function, compiled.packed_metadata, None, None, None)
+
+
 @dataclass
 class _Launch:
-    compiled: Any  # triton's CompiledKernel
+    fn: Callable
     grid: int
-    args: list
-    slots: list  # (argument index, name): call tensors, or scratch buffers by byte offset
+    mid: tuple  # arguments between the stream and the kernel's
+    lead: Callable  # the call's pointer list -> this launch's leading pointer arguments (a tuple)
+    tail: tuple  # the kernel's arguments after them (None where a later pointer goes)
+    late: tuple  # (position in tail, index in the call's pointer list) of the later pointers
+
+    def __call__(self, pointers: list, stream: int) -> None:
+        tail = self.tail
+        if self.late:
+            tail = list(tail)
+            for i, j in self.late:
+                tail[i] = pointers[j]
+        self.fn(self.grid, 1, 1, stream, *self.mid, *self.lead(pointers), *tail)
+
+
+def _getter(indices: list[int]) -> Callable:
+    if len(indices) < 2:
+        return lambda xs, at=tuple(indices): tuple(xs[i] for i in at)
+    return operator.itemgetter(*indices)
 
 
 @dataclass
@@ -63,48 +102,62 @@ class Replay:
     """The recorded launches of one signature."""
 
     launches: list
+    pointers: tuple  # (source index, byte offset) of every distinct pointer the launches take
     out_size: tuple
     out_stride: tuple
     scratch_bytes: int
-    offsets: dict  # scratch buffer name -> byte offset
+    dtype: torch.dtype
+    device: torch.device
 
     @classmethod
-    def of(cls, call, scratch) -> Optional["Replay"]:
-        """From a call that recorded its launches (``launch._Call``); None if an argument is a
-        tensor this module cannot put back."""
-        named = {"q": call.q, "k": call.k, "v": call.v, "out": call.out, "mask": call.mask, **call.buffers}
+    def of(cls, call) -> Optional["Replay"]:
+        """From a call that recorded its launches (``launch._Call``: ``recording`` and
+        ``pointer_of``); None if a launch takes a tensor this module cannot put back."""
+        pointers: dict[tuple, int] = {}
         launches = []
         for compiled, grid, args in call.recording:
-            slots = []
-            for i, a in enumerate(args):
-                if isinstance(a, torch.Tensor):
-                    name = next((n for n, t in named.items() if t is a), None)
-                    if name is None:
-                        return None
-                    slots.append((i, name))
-            args = [None if isinstance(a, torch.Tensor) else a for a in args]  # keep no call's tensors alive
-            launches.append(_Launch(compiled, grid, args, slots))
-        offsets = dict(scratch.offsets)
-        offsets.setdefault("summ", offsets["al"])  # T = 1: the unused summaries alias aL
-        return cls(launches, tuple(call.out.shape), call.out.stride(), scratch.nbytes, offsets)
+            lead = next((i for i, a in enumerate(args) if not isinstance(a, torch.Tensor)), len(args))
+            where = [(i, call.pointer_of(a)) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+            if any(w is None for _, w in where):
+                return None
+            index = [pointers.setdefault(w, len(pointers)) for _, w in where]
+            late = tuple((i - lead, j) for (i, _), j in zip(where[lead:], index[lead:]))
+            tail = tuple(None if isinstance(a, torch.Tensor) else a for a in args[lead:])
+            fn, mid = _entry(compiled)
+            launches.append(_Launch(fn, grid, mid, _getter(index[:lead]), tail, late))
+        out = call.out
+        return cls(launches, tuple(pointers), tuple(out.shape), out.stride(), call.scratch_bytes, out.dtype,
+                   out.device)
 
-    def run(self, q, k, v, mask, out) -> torch.Tensor:
+    def run(self, q, k, v, mask, out=None) -> torch.Tensor:
+        return self.run_at(q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(), out)
+
+    def run_at(self, q: int, k: int, v: int, mask: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The launches on inputs at these addresses (``mask``: 0 without one)."""
         if out is None:
-            out = torch.empty_strided(self.out_size, self.out_stride, dtype=q.dtype, device=q.device)
-        scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8, device=q.device)
-        base = scratch.data_ptr()
+            out = torch.empty_strided(self.out_size, self.out_stride, dtype=self.dtype, device=self.device)
+        stream = current_stream(self.device.index)
+        scratch = _alloc(self.scratch_bytes, stream, self.device)
         # Plain ints as pointers: the launchers take them as they are (a tensor costs them a
         # data_ptr() call per argument per launch).
-        values = {"q": q.data_ptr(), "k": k.data_ptr(), "v": v.data_ptr(), "out": out.data_ptr(),
-                  "mask": None if mask is None else mask.data_ptr()}
-        for name, at in self.offsets.items():
-            values[name] = base + at
-        stream = current_stream(q.device.index)
+        src = (q, k, v, out.data_ptr(), mask, scratch if isinstance(scratch, int) else scratch.data_ptr())
+        pointers = [src[s] + at for s, at in self.pointers]
         for launch in self.launches:
-            args = list(launch.args)
-            for i, name in launch.slots:
-                args[i] = values[name]
-            c = launch.compiled
-            c.run(launch.grid, 1, 1, stream, c.function, c.packed_metadata, None, None, None, *args)
-        del scratch  # freed in stream order: later work on this stream may reuse it
+            launch(pointers, stream)
+        _free(scratch)  # in stream order: later work on this stream may reuse it
         return out
+
+
+def _alloc(nbytes: int, stream: int, device: torch.device):
+    """Scratch from PyTorch's caching allocator on ``stream`` (its graph pool under CUDA-graph
+    capture, as for any tensor): a raw pointer, no tensor made for it, where the device is the
+    current one (the raw allocator's); else a tensor on ``device``."""
+    if torch._C._cuda_getDevice() == device.index:
+        return torch._C._cuda_cudaCachingAllocator_raw_alloc(nbytes, stream)
+    return torch.empty(nbytes, dtype=torch.uint8, device=device)
+
+
+def _free(scratch) -> None:
+    if isinstance(scratch, int):
+        torch._C._cuda_cudaCachingAllocator_raw_delete(scratch)
+

@@ -11,7 +11,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks
+from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks, _tile_origin
+from .layout_kernel import _sequence_layout
 from .stages import _l_out_tile, _l_sum_tile, _r_tile, _zero_pad_rows
 
 
@@ -24,19 +25,25 @@ def _head_and_tile(TILES):
 
 @triton.jit
 def _r_step_kernel(
-    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr,
+    q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, len_ptr, off_ptr, tok_ptr, mask_ptr,
     H, N, b, m, seq_len, pad_off, TILES,
     stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd, scale,
+    stride_vb, stride_vh, stride_vn, stride_vd, stride_mb, stride_mn, scale,
     D: tl.constexpr, DV: tl.constexpr,
     FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
     ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
     BDV: tl.constexpr, PDL: tl.constexpr, ex_l_ptr, ex_y_ptr, gflag_ptr, GLOBAL: tl.constexpr, LSE_OUT: tl.constexpr,
+    LAYOUT: tl.constexpr = False, PRE: tl.constexpr = False, LCH: tl.constexpr = 16,
 ):
-    """``ex_l_ptr`` ... ``LSE_OUT``: the options' (``stages._r_tile``)."""
+    """``ex_l_ptr`` ... ``LSE_OUT``: the options' (``stages._r_tile``). LAYOUT (the first grid of a
+    masked call): each program first lays out its sequence from the mask (``layout_kernel.py``), for
+    the slots of its tile's blocks."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     bh, t = _head_and_tile(TILES)
+    if LAYOUT:
+        k0, _, _, G = _tile_origin(t, b, BQ, GROUPED)
+        _sequence_layout(mask_ptr, stride_mb, stride_mn, seq, bh // H, N, b, k0 * b, (k0 + G) * b, PRE, LCH)
     if t < _r_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
         _r_tile(bh, t, q_ptr, k_ptr, v_ptr, sum_ptr, al_ptr, cl_ptr, y_ptr, seq, dims,
                 (stride_qb, stride_qh, stride_qn, stride_qd), (stride_kb, stride_kh, stride_kn, stride_kd),

@@ -33,7 +33,7 @@ CORRECTIONS = ("auto", "none", "scalar", "head")
 SEARCH_EXAMPLES = 32
 # The per-head map fits its domain more closely than the scalar gain: on MiniLM it beat the scalar on
 # held-out prose by 0.001-0.003 yet lost 0.003-0.011 of cosine out of domain, the scalar at most 0.001
-# (docs/results.md, section 3). "auto" takes it only when it is clearly better on the held-out part.
+# (docs/results.md, section 4). "auto" takes it only when it is clearly better on the held-out part.
 HEAD_MARGIN = 0.005
 
 

@@ -116,7 +116,7 @@ def eval_command(
                                                help="Extra Hub metric by name, through evaluate (repeatable)."),
     no_fidelity: bool = typer.Option(False, "--no-fidelity",
                                      help="Skip the per-layer fidelity (runs softmax a second time per layer)."),
-    pooling: str = typer.Option("mean", help="sentence-embedding: mean (over real tokens) or cls."),
+    pooling: str = typer.Option("mean", help="sentence-embedding: mean or cls (sentence-transformers: its own)."),
     probe_train_split: Optional[str] = typer.Option(None, help="sentence-embedding: split to fit the linear probe on."),
     probe_train_fraction: float = typer.Option(0.5, help="sentence-embedding without --probe-train-split: part of the "
                                                          "data held out for the probe."),

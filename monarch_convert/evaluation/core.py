@@ -218,12 +218,12 @@ def load_model(task: Task, model_or_path: Any, run: RunOptions) -> LoadedModel:
         return LoadedModel(model, processor, run.model_name or path)
     if not isinstance(model_or_path, torch.nn.Module):
         raise MonarchConvertError(f"model_or_path must be a model or a path/Hub id, got {type(model_or_path).__name__}")
-    model = model_or_path
+    model = task.adopt_model(model_or_path)  # a SentenceTransformer: its transformer (the task keeps the rest)
     processor = task.load_processor(None, run.processor)
     try:
-        model.to(run.device)
+        model_or_path.to(run.device)
         if dtype is not None:
-            model.to(dtype)
+            model_or_path.to(dtype)
     except (RuntimeError, AssertionError) as e:
         raise MonarchConvertError(f"cannot move the model to {run.device!r}: {e}") from e
     model.eval()

@@ -137,29 +137,45 @@ def introduction(facts: CardFacts) -> list[str]:
         source = f"[{facts.base_model}]({HUB_URL}/{facts.base_model})"
     else:
         source = f"`{facts.source}`" if facts.source else "A source model"
+    if _healing(facts):
+        how = "then healed (trained by distillation towards the source's softmax outputs, see Healing below)"
+        weights = "**The weights differ from the source model's: this is a different model**"
+    else:
+        how, weights = "zero-shot (no training)", "The weights are the source model's, unchanged"
     return [
         f"# {facts.model_name}",
         "",
         f"{source} with its softmax self-attention replaced by [MonarchAttention]({PAPER_URL}), "
-        f"zero-shot (no training), by [{PROJECT_NAME}](https://pypi.org/project/{PROJECT_NAME}/). "
-        "The weights are the source model's, unchanged; the conversion settings live in `config.json` "
+        f"{how}, by [{PROJECT_NAME}](https://pypi.org/project/{PROJECT_NAME}/). "
+        f"{weights}; the conversion settings live in `config.json` "
         "(`monarch_attention`) and the conversion report in `conversion.json`.",
         "",
     ]
+
+
+def _healing(facts: CardFacts) -> Optional[dict]:
+    healing = facts.conversion.get("healing")
+    return healing if isinstance(healing, dict) else None
 
 
 def usage(facts: CardFacts) -> list[str]:
     pin = f', revision="{facts.revision}"' if facts.revision and facts.revision != "main" else ""
     load = f'from_pretrained("{facts.repo_id}"{pin})'
     python = ["import monarch_convert", "", f"model = monarch_convert.{load}"]
-    for files, auto_class, variable in PREPROCESSORS:
-        if facts.has_any(files):
-            python += ["", f"from transformers import {auto_class}", f"{variable} = {auto_class}.{load}"]
+    sentence_transformer = facts.has_any(("modules.json",))  # its tokenizer comes with it
+    if sentence_transformer:
+        python[-1] += "  # a SentenceTransformer, with all its modules"
+        python += ['embeddings = model.encode(["MonarchAttention, zero-shot"])']
+    else:
+        for files, auto_class, variable in PREPROCESSORS:
+            if facts.has_any(files):
+                python += ["", f"from transformers import {auto_class}", f"{variable} = {auto_class}.{load}"]
     return [
         "## Usage",
         "",
         "```bash",
-        f"pip install {PROJECT_NAME}",
+        f"pip install '{PROJECT_NAME}[sentence-transformers]'" if sentence_transformer
+        else f"pip install {PROJECT_NAME}",
         "```",
         "",
         "```python",
@@ -167,7 +183,9 @@ def usage(facts: CardFacts) -> list[str]:
         "```",
         "",
         "Loading this repository with plain `transformers` (`from_pretrained` without monarch-convert) "
-        "gives the original softmax model.",
+        + ("or `sentence_transformers.SentenceTransformer` " if sentence_transformer else "")
+        + ("gives the healed weights on softmax attention, which is not the source model." if _healing(facts)
+           else "gives the original softmax model."),
         "",
     ]
 
@@ -220,6 +238,25 @@ def attention_flops(facts: CardFacts) -> list[str]:
     except (TypeError, ValueError, ZeroDivisionError):
         share = "."
     return [text + share, ""]
+
+
+def healing_summary(facts: CardFacts) -> list[str]:
+    """What healing trained, on what, for how long, and the held-out fidelity before and after."""
+    healing = _healing(facts)
+    if not healing:
+        return []
+    key = healing.get("headline")
+    before, after = (healing.get(f) or {} for f in ("fidelity_before", "fidelity_after"))
+    data = healing.get("data") or {}
+    count = healing.get("trained_parameters")
+    rows = [["trained", cell(f"{healing.get('trainable')} ({count:,} weights)" if isinstance(count, int)
+                             else str(healing.get("trainable")))],
+            ["data", cell(f"{data.get('name')}: {data.get('train_examples')} examples, "
+                          f"{data.get('held_out_examples')} held out")],
+            ["steps", cell(f"{healing.get('steps')} of {healing.get('batch_size')}, lr {healing.get('lr')}")],
+            ["matched", cell(healing.get("target"))], ["teacher", cell(healing.get("teacher"))],
+            [cell(f"held-out {key}"), cell(f"{format_number(before.get(key))} -> {format_number(after.get(key))}")]]
+    return ["## Healing", "", *table(("healing", "value"), rows), ""]
 
 
 def evaluation_summary(facts: CardFacts) -> list[str]:
@@ -284,6 +321,7 @@ SECTIONS: tuple[Callable[[CardFacts], list[str]], ...] = (
     conversion_settings,
     converted_modules,
     attention_flops,
+    healing_summary,
     evaluation_summary,
     citation,
 )

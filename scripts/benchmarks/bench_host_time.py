@@ -4,7 +4,7 @@ does any work. Measured as back-to-back calls with no synchronisation in between
 never fills at these sizes), median of 7 rounds of 60 calls, after warm-up (the first call of a
 signature compiles and records; its cost is reported separately).
 
-    python scripts/benchmarks/bench_host_time.py [--batches 1 8] [--seqs 512 4096] [--csv FILE]
+    python scripts/benchmarks/bench_host_time.py [--batches 1 8] [--seqs 512 4096] [--old FOLDER] [--csv FILE]
 
 Compares ``monarch_attention`` (public entry point, backend "triton") with SDPA at the same
 shapes (with the same key mask as a broadcast boolean mask when there is one), and prints, for
@@ -58,20 +58,33 @@ def first_call_us(fn) -> float:
     return (time.perf_counter() - t0) * 1e6
 
 
+def old_entry(folder: str):
+    """``monarch_attention`` of the ops module in ``folder``'s kernels/ (imported as ``_old_kernels``)."""
+    import importlib
+
+    from compare_versions import import_kernels
+
+    import_kernels(folder)
+    return importlib.import_module("_old_kernels.ops").monarch_attention
+
+
 def main(argv=None) -> None:
     from monarch_convert.kernels.ops import monarch_attention
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     p.add_argument("--seqs", nargs="+", type=int, default=[512, 1024, 4096])
+    p.add_argument("--old", default=None, help="also time another version's ops (compare_versions.py's folder)")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_host_time.py needs a CUDA GPU")
+    old = old_entry(args.old) if args.old else None
     env, rows = environment(measure_copy=False), []
     for name, us in scale_rows():
         print(f"{name:40s} {us:7.1f} us", flush=True)
-    print("\n| B | N | T | mask | monarch_attention us | SDPA us | first call ms |\n|---|---|---|---|---|---|---|")
+    print("\n| B | N | T | mask | monarch_attention us | old us | SDPA us | first call ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for B in args.batches:
         for N in args.seqs:
             for T in (1, 2):
@@ -79,16 +92,17 @@ def main(argv=None) -> None:
                     case = Case("host", B, N, steps=T, mask="pad" if masked else "none", pad_frac=0.25 * masked)
                     q, k, v, mask, _ = case.inputs()
                     q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))
-                    fn = lambda: monarch_attention(q, k, v, mask, block_size=case.block, num_steps=T,  # noqa: E731
-                                                   backend="triton")
+                    kw = dict(block_size=case.block, num_steps=T, backend="triton")
+                    fn = lambda: monarch_attention(q, k, v, mask, **kw)  # noqa: E731
                     first = first_call_us(fn) / 1e3
                     ours = host_us(fn)
+                    was = host_us(lambda: old(q, k, v, mask, **kw)) if old else float("nan")
                     sdpa_mask = None if mask is None else mask[:, None, None, :]
                     sdpa = host_us(lambda: torch.nn.functional.scaled_dot_product_attention(
                         q, k, v, attn_mask=sdpa_mask))
-                    print(f"| {B} | {N} | {T} | {'yes' if masked else 'no'} | {ours:.1f} | {sdpa:.1f} | {first:.1f} |",
-                          flush=True)
-                    for prov, us in (("monarch", ours), ("sdpa", sdpa)):
+                    print(f"| {B} | {N} | {T} | {'yes' if masked else 'no'} | {ours:.1f} | {was:.1f} | {sdpa:.1f} "
+                          f"| {first:.1f} |", flush=True)
+                    for prov, us in (("monarch", ours), ("monarch-old", was), ("sdpa", sdpa)):
                         rows.append(env.stamp(Row(kernel="host-time", provider=prov, dtype="float16", batch=B,
                                                   heads=12, seq=N, head_dim=64, block=case.block, steps=T,
                                                   pad_frac=case.pad_frac, median_ms=f"{us / 1e3:.5f}",

@@ -1,39 +1,170 @@
 #!/usr/bin/env python
-"""Whole encoders on SDPA and converted (``monarch_convert.convert``, block_size="auto"), float16,
-random weights built in code, an attention mask of ones (what a tokenizer gives).
+"""Whole encoders on SDPA, converted (``monarch_convert.convert``, block_size="auto") and with
+attention made free, float16, random weights built in code, an attention mask of ones (what a
+tokenizer gives).
 
-    python scripts/benchmarks/bench_models.py [--models bert-base bart-base] [--seqs 1024 4096] [--batch 1]
-                                         [--compile]
+    python scripts/benchmarks/bench_models.py [--models bert-base bge-m3 ...] [--seqs 2048 4096] [--batch 1]
+                                         [--compile] [--csv FILE] [--smoke]
 
-Per model and N: eager wall time (host launch overhead included), GPU time (the sum of the
-forward's kernel times, torch.profiler: what the GPU is kept busy), and with ``--compile`` the wall
-time under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs). Writes CSV rows
-(kernel = ``model:<name>``, provider ``sdpa`` / ``monarch-triton`` with ``+gpu`` / ``+compile``).
+Models (``--models``; shapes as published, vocabularies included):
+
+- ``bert-base``, ``bart-base`` (its encoder): N = ``--seqs`` (default 512 ... 16384).
+- ``bge-m3``: XLM-RoBERTa large (24 layers, hidden 1024, 16 heads, intermediate 4096), BGE-M3's
+  shape; ``modernbert-base`` (22 layers, hidden 768, 12 heads, a global layer every 3, the others
+  128-token sliding windows, which stay on softmax): N = ``--seqs`` (default 2048, 4096, 8192).
+- ``whisper-large``: the Whisper-large encoder (32 layers, hidden 1280, 20 heads, 128 mel bins), N = 1500
+  (30 s of audio; the encoder takes no other length), no mask.
+
+Per model and N, three variants of the same weights: ``sdpa`` (the original), ``monarch-triton``
+(converted; ModernBERT's sliding-window layers stay on SDPA), and ``attention-free``: every
+attention module calls an identity function (its values, transposed: no work) registered as an
+attention implementation, so its time is what everything but attention costs: the bound no
+attention kernel can beat. Each is timed eager (wall time, host launch overhead included), in GPU
+time (the sum of the forward's kernel times, torch.profiler: what the GPU is kept busy) and, with
+``--compile``, under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs). CSV rows: kernel
+``model:<name>``, provider ``sdpa`` / ``monarch-triton`` / ``attention-free`` with ``+gpu`` /
+``+compile``, ``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's.
+
+A model whose ``model_type`` is not in monarch_convert's registry is measured on SDPA and free
+attention only, with a line saying why. ``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in
+float32, eager wall time only, N = 64, to check the script itself (tests/test_bench_models.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
-from bench_utils import Row, bench, environment, write_csv
+from bench_utils import Env, Row, bench, commit, environment, versions, write_csv
+
+FREE = "bench_attention_free"
+LONG = (2048, 4096, 8192)
+SMOKE = dict(layers=2, hidden=64, heads=4, intermediate=128, vocab=50400)  # vocab: ModernBERT pads with 50283
 
 
-def build_encoder(kind: str, N: int):
-    """(model, vocabulary size) of a random-weight encoder shaped like ``kind``, float16, on the GPU."""
+@dataclass(frozen=True)
+class Shape:
+    """One benchmarked encoder: its registry ``model_type``, a config for N, the model from a
+    config, its inputs, and the lengths it is measured at (None: ``--seqs``)."""
+
+    model_type: str
+    config: Callable[[int, bool], Any]  # (N, smoke) -> transformers config
+    model: Callable[[Any], Any]
+    inputs: Callable[[Any, int, int, str], dict]
+    seqs: tuple[int, ...] | None = None
+
+
+def _sizes(smoke: bool, **full: int) -> dict[str, int]:
+    return {k: SMOKE[k] for k in full} if smoke else full
+
+
+def _text_inputs(config: Any, N: int, batch: int, device: str) -> dict:
+    ids = torch.randint(4, config.vocab_size, (batch, N), device=device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _speech_inputs(config: Any, N: int, batch: int, device: str) -> dict:
+    frames = 2 * config.max_source_positions  # the two convolutions halve it to N positions
+    return {"input_features": torch.randn(batch, config.num_mel_bins, frames, device=device)}
+
+
+def _bert(N: int, smoke: bool):
     import transformers as T
 
-    if kind == "bert-base":
-        cfg = T.BertConfig(max_position_embeddings=N, attn_implementation="sdpa")
-        model = T.BertModel(cfg, add_pooling_layer=False)
-    elif kind == "bart-base":
-        cfg = T.BartConfig(max_position_embeddings=N, attn_implementation="sdpa")
-        model = T.BartModel(cfg).get_encoder()
-    else:
-        raise SystemExit(f"unknown model {kind!r} (bert-base, bart-base)")
-    return model.cuda().half().eval(), cfg.vocab_size
+    s = _sizes(smoke, layers=12, hidden=768, heads=12, intermediate=3072, vocab=30522)
+    return T.BertConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                        num_attention_heads=s["heads"], intermediate_size=s["intermediate"], max_position_embeddings=N)
+
+
+def _bart(N: int, smoke: bool):
+    import transformers as T
+
+    s = _sizes(smoke, layers=6, hidden=768, heads=12, intermediate=3072, vocab=50265)
+    return T.BartConfig(vocab_size=s["vocab"], d_model=s["hidden"], encoder_layers=s["layers"], decoder_layers=1,
+                        encoder_attention_heads=s["heads"], decoder_attention_heads=s["heads"],
+                        encoder_ffn_dim=s["intermediate"], decoder_ffn_dim=s["intermediate"], max_position_embeddings=N)
+
+
+def _xlm_roberta(N: int, smoke: bool):
+    import transformers as T
+
+    s = _sizes(smoke, layers=24, hidden=1024, heads=16, intermediate=4096, vocab=250002)
+    return T.XLMRobertaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                              num_attention_heads=s["heads"], intermediate_size=s["intermediate"],
+                              max_position_embeddings=N + 2, type_vocab_size=1)  # + 2: positions start after pad
+
+
+def _modernbert(N: int, smoke: bool):
+    import transformers as T
+
+    s = _sizes(smoke, layers=22, hidden=768, heads=12, intermediate=1152, vocab=50368)
+    return T.ModernBertConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                              num_attention_heads=s["heads"], intermediate_size=s["intermediate"],
+                              max_position_embeddings=N, global_attn_every_n_layers=2 if smoke else 3,
+                              local_attention=16 if smoke else 128)
+
+
+def _whisper(N: int, smoke: bool):
+    import transformers as T
+
+    s = _sizes(smoke, layers=32, hidden=1280, heads=20, intermediate=5120)
+    return T.WhisperConfig(d_model=s["hidden"], encoder_layers=s["layers"], encoder_attention_heads=s["heads"],
+                           encoder_ffn_dim=s["intermediate"], decoder_layers=1, decoder_attention_heads=s["heads"],
+                           num_mel_bins=16 if smoke else 128, max_source_positions=N)
+
+
+def _whisper_encoder(config):
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    return WhisperEncoder(config)
+
+
+def _auto(config):
+    import transformers as T
+
+    return T.AutoModel.from_config(config)
+
+
+SHAPES = {
+    "bert-base": Shape("bert", _bert, _auto, _text_inputs),
+    "bart-base": Shape("bart", _bart, lambda c: _auto(c).get_encoder(), _text_inputs),
+    "bge-m3": Shape("xlm-roberta", _xlm_roberta, _auto, _text_inputs, LONG),
+    "modernbert-base": Shape("modernbert", _modernbert, _auto, _text_inputs, LONG),
+    "whisper-large": Shape("whisper", _whisper, _whisper_encoder, _speech_inputs, (1500,)),
+}
+
+
+# ------------------------------------------------------------------------------ attention made free
+
+
+def free_attention(module, query, key, value, attention_mask, **kwargs):
+    """The attention function of the ``attention-free`` variant: the values, in the layout attention
+    functions return (batch, seq, heads, head_dim), as a view: no kernel runs."""
+    return value.transpose(1, 2), None
+
+
+def register_free() -> None:
+    """``FREE`` as an attention implementation; masks are built as for SDPA (their cost stays)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import AttentionInterface
+
+    AttentionInterface.register(FREE, free_attention)
+    AttentionMaskInterface.register(FREE, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
+def set_implementation(model, name: str) -> None:
+    """Every config of ``model``'s modules reads ``name`` as its attention implementation (the
+    internal field, as conversion does: the public setter validates against transformers' list)."""
+    for config in {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}.values():
+        config._attn_implementation_internal = name
+
+
+# ------------------------------------------------------------------------------------- timing
 
 
 def gpu_ms(fwd, reps: int = 5) -> float:
@@ -51,12 +182,28 @@ def gpu_ms(fwd, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def timings(model, ids, am, compile_too: bool) -> dict[str, float]:
+def cpu_ms(fwd, reps: int = 3) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fwd()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def timings(model, inputs: dict, compile_too: bool, smoke: bool) -> dict[str, float]:
+    """{"": eager wall ms, "+gpu": GPU ms, "+compile": compiled wall ms} of one forward (smoke: eager only)."""
+
     def fwd(m=model):
         with torch.no_grad():
-            return m(input_ids=ids, attention_mask=am)
+            out = m(**inputs)
+        if smoke and not torch.isfinite(out.last_hidden_state).all():
+            raise SystemExit(f"non-finite outputs from {type(model).__name__}")
+        return out
 
     fwd()
+    if smoke:
+        return {"": cpu_ms(fwd)}
     out = {"": bench(fwd, rep=200), "+gpu": gpu_ms(fwd)}
     if compile_too:
         torch._dynamo.reset()
@@ -67,47 +214,100 @@ def timings(model, ids, am, compile_too: bool) -> dict[str, float]:
     return out
 
 
-def run(kind: str, N: int, batch: int, env, compile_too: bool) -> list[Row]:
-    import monarch_convert
+# ---------------------------------------------------------------------------------- one model
 
+
+def build(name: str, N: int, batch: int, smoke: bool) -> tuple[Any, Any, dict]:
+    """(config, model on SDPA in eval mode, inputs) of ``name`` at length N, seeded."""
+    shape, device = SHAPES[name], "cpu" if smoke else "cuda"
+    dtype = torch.float32 if smoke else torch.float16
     torch.manual_seed(0)
-    model, vocab = build_encoder(kind, N)
-    ids = torch.randint(4, vocab, (batch, N), device="cuda")
-    am = torch.ones_like(ids)
-    sdpa = timings(model, ids, am, compile_too)
-    monarch_convert.convert(model, block_size="auto")
-    mon = timings(model, ids, am, compile_too)
-    b = math.isqrt(N - 1) + 1  # block_size="auto": ceil(sqrt(max positions)) = ceil(sqrt(N))
-    rows = []
-    for suffix, ms in mon.items():
-        for prov, t in (("sdpa", sdpa[suffix]), ("monarch-triton", ms)):
-            rows.append(env.stamp(Row(kernel=f"model:{kind}", provider=prov + suffix, dtype="float16", batch=batch,
-                                      heads=12, seq=N, head_dim=64, block=b, steps=1, pad_frac=0.0,
-                                      median_ms=f"{t:.4f}", speedup_vs_best_sdpa=f"{sdpa[suffix] / t:.3f}",
-                                      best_sdpa="sdpa" + suffix)))
-    print(f"{kind:10s} B={batch} N={N:6d}: " + "  ".join(
-        f"{s or 'eager'} sdpa={sdpa[s]:.3f} monarch={mon[s]:.3f} x{sdpa[s] / mon[s]:.2f}" for s in mon), flush=True)
+    config = shape.config(N, smoke)
+    with torch.device(device):  # initialised where it runs: the large vocabularies init fast there
+        model = shape.model(config)
+    model = model.to(dtype).eval()
+    set_implementation(model, "sdpa")
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in shape.inputs(config, N, batch, device).items()}
+    return config, model, inputs
+
+
+def run(name: str, N: int, batch: int, env: Env, compile_too: bool, smoke: bool) -> list[Row]:
+    import monarch_convert
+    from monarch_convert.patches.registry import get_patch
+
+    config, model, inputs = build(name, N, batch, smoke)
+    times = {"sdpa": timings(model, inputs, compile_too, smoke)}
+    set_implementation(model, FREE)
+    times["attention-free"] = timings(model, inputs, compile_too, smoke)
+    set_implementation(model, "sdpa")
+    block, notes = 0, {"attention-free": "attention replaced by a no-op: what the rest of the model costs"}
+    model_type = SHAPES[name].model_type
+    if get_patch(model_type) is None:
+        print(f"{name}: monarch skipped: model_type {model_type!r} is not in monarch_convert's registry "
+              "(measured on SDPA and free attention only)", flush=True)
+    else:
+        monarch_convert.convert(model, block_size="auto")
+        report = monarch_convert.conversion_report(model)
+        provider = "monarch-torch" if smoke else "monarch-triton"
+        times[provider] = timings(model, inputs, compile_too, smoke)
+        block = report.settings.block_size
+        notes[provider] = f"{len(report.converted)} of {len(report.modules)} attention modules converted"
+    sdpa = times["sdpa"]
+    heads = config.num_attention_heads
+    rows = [env.stamp(Row(kernel=f"model:{name}", provider=provider + suffix, dtype="float32" if smoke else "float16",
+                          batch=batch, heads=heads, seq=N, head_dim=config.hidden_size // heads, block=block, steps=1,
+                          pad_frac=0.0, median_ms=f"{ms:.4f}", speedup_vs_best_sdpa=f"{sdpa[suffix] / ms:.3f}",
+                          best_sdpa="sdpa" + suffix, note=notes.get(provider, "")))
+            for provider, by_kind in times.items() for suffix, ms in by_kind.items()]
+    print(summary(name, batch, N, times), flush=True)
     return rows
+
+
+def summary(name: str, batch: int, N: int, times: dict[str, dict[str, float]]) -> str:
+    """One line per kind of timing: each variant's ms and its speedup over SDPA."""
+    lines = []
+    for suffix, sdpa_ms in times["sdpa"].items():
+        parts = [f"{provider} {by_kind[suffix]:.3f} ms (x{sdpa_ms / by_kind[suffix]:.2f})" for provider, by_kind in
+                 times.items()]
+        lines.append(f"{name} B={batch} N={N} {suffix.lstrip('+') or 'eager'}: " + ", ".join(parts))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["bert-base", "bart-base"])
-    p.add_argument("--seqs", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--seqs", nargs="+", type=int, default=None,
+                   help="lengths (default: 512 ... 16384 for bert-base and bart-base, 2048 4096 8192 for the "
+                        "long-context models; whisper-large is always 1500)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="also torch.compile(mode='reduce-overhead')")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, eager only: checks the script")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("bench_models.py needs a CUDA GPU")
-    env, rows = environment(measure_copy=False), []
+    if not args.smoke and not torch.cuda.is_available():
+        sys.exit("bench_models.py needs a CUDA GPU (or --smoke)")
+    if args.smoke:
+        torch.set_num_threads(1)  # a check, not a measurement: one thread is fastest on a shared CPU
+    register_free()
+    env = Env("cpu", versions(), commit(), 0.0) if args.smoke else environment(measure_copy=False)
+    rows: list[Row] = []
     try:
-        for kind in args.models:
-            for N in args.seqs:
-                rows += run(kind, N, args.batch, env, args.compile)
-                torch.cuda.empty_cache()
+        for name in args.models:
+            for N in lengths(name, args.seqs, args.smoke):
+                rows += run(name, N, args.batch, env, args.compile and not args.smoke, args.smoke)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
     finally:
         print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'bench_models.csv')}")
+
+
+def lengths(name: str, seqs: list[int] | None, smoke: bool) -> tuple[int, ...]:
+    fixed = SHAPES[name].seqs
+    if smoke:
+        return (64,)
+    if fixed is not None and (seqs is None or len(fixed) == 1):  # Whisper's encoder takes one length
+        return fixed
+    return tuple(seqs or (512, 1024, 2048, 4096, 8192, 16384))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ VARIANTS = {
     "g64w4": Knobs(group_rows=64, warps=4, r_warps=4, l_warps=4),  # small tiles before variant 19
     "nopdl": Knobs(pdl=False),
     "s32": Knobs(s_rows=32),
+    "chunk32m": Knobs(chunk_bytes=32 << 20),  # heads in chunks above 32 MiB of intermediates
+    "ingrid": Knobs(layout_in_grid=True),  # the mask's layout in the first grid, whatever its size
+    "layoutlaunch": Knobs(layout_in_grid=False),  # the mask's layout in a launch of its own
+    "g16w1": Knobs(group_rows=16, warps=1, r_warps=1, l_warps=1),  # 16-row tiles of one warp (variant 21)
 }
 
 

@@ -4,6 +4,7 @@ machine: no GPU needed.
 
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
+    python scripts/benchmarks/kernel_resources.py --backward [N[:T[:b]] ...]  # the backward's kernels
 
 Each N is a sequence length (head dim 64, float16, b = ceil(sqrt(N)), the launcher's tiles).
 Strides are specialised the way Triton's JIT does on a launch (a unit stride becomes a constant,
@@ -22,11 +23,13 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Optional
 
 # Element types of the launcher's buffers: float32 statistics, int64 layout, a bool mask; every
 # other pointer in the input dtype (float16 here).
 POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32",
-                 "ex_l_ptr": "*fp32", "score_ptr": "*fp32", "gflag_ptr": "*i8", "gsel_ptr": "*i64"}
+                 "ex_l_ptr": "*fp32", "score_ptr": "*fp32", "gflag_ptr": "*i8", "gsel_ptr": "*i64",
+                 **{f"{x}_ptr": "*fp32" for x in ("cr", "dak", "dcl", "dy", "ds", "dq", "dk", "dv")}}
 # The op's options (docs/algorithm.md, section 7) where a configuration does not name them: off.
 OPTIONS_OFF = {"GLOBAL": False, "LSE_OUT": False, "EXTRA": False, "EXACT_DIAG": False, "BG": 16}
 UNIT_STRIDE = re.compile(r"stride_[qkvo]d|stride_mn")
@@ -41,11 +44,13 @@ def compile_sm90(kernel, constexprs: dict, specialize: bool = False, **options):
     from triton.compiler import ASTSource
 
     constexprs, signature, attrs = dict(constexprs), {}, {}
-    for i, name in enumerate(inspect.signature(kernel.fn).parameters):
+    for i, (name, param) in enumerate(inspect.signature(kernel.fn).parameters.items()):
         if specialize and UNIT_STRIDE.fullmatch(name):
             constexprs.setdefault(name, 1)
         if name in OPTIONS_OFF:
             constexprs.setdefault(name, OPTIONS_OFF[name])
+        if "constexpr" in str(param.annotation) and param.default is not inspect.Parameter.empty:
+            constexprs.setdefault(name, param.default)  # a flag left at its default
         if name in constexprs:
             signature[name] = "constexpr"
             continue
@@ -82,17 +87,53 @@ def kernel_configs(N: int, T: int, mask: bool):
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
     r = dict(base, DV=64, BDV=64, GROUPED=rs.grouped, ONE_COL=rs.one_col, BQ=rs.rows, BK=rs.cols)
     if T > 1:
-        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=mask), rs.warps
+        yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=False, LAYOUT=mask,
+                                                     LCH=min(2048, N)), rs.warps
         yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=ls.grouped, ONE_COL=ls.one_col, BQ=ss.rows,
                                                         BK=ss.cols), ss.warps
-    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=mask or T > 1), rs.warps
+    yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=T > 1, LAYOUT=mask and T == 1,
+                                                 LCH=min(2048, N)), rs.warps
     yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=ls.grouped, ONE_COL=ls.one_col,
                                                 BQ=ls.rows, BK=ls.cols), ls.warps
 
 
+def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
+    """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N and
+    block size (default ceil(sqrt(N))), as ``kernels/triton/backward_launch.py`` makes them: the
+    recomputation, then the walk back; with more than 128 blocks, the L-programs' STATS variants,
+    and with blocks longer than 128 keys, the R-programs over key tiles."""
+    from monarch_convert.kernels.triton import backward as bw
+    from monarch_convert.kernels.triton import backward_wide
+    from monarch_convert.kernels.triton.backward_launch import MAX_TILE, tile
+
+    b = block or math.isqrt(N - 1) + 1
+    m = -(-N // b)
+    (BB, r_rows, r_warps), (BM, l_rows, l_warps) = tile(min(b, MAX_TILE), 64), tile(min(m, MAX_TILE), 64)
+    r_fwd, r_bwd = (backward_wide._r_fwd_wide_kernel, backward_wide._r_bwd_wide_kernel) if b > MAX_TILE else (
+        bw._r_fwd_kernel, bw._r_bwd_kernel)
+    base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
+    stats = m > MAX_TILE
+    r, lo = dict(base, DV=64, BDV=64, BB=BB, BQ=r_rows), dict(base, BM=BM, BQ=l_rows, STATS=stats)
+    wide = dict(base, DV=64, BDV=64, BM=BM, BQ=l_rows)
+    for first in (True, False)[:T]:
+        last = first == (T == 1)
+        kind = dict(r, FROM_SUMMARY=not first, WANT_Y=last)
+        yield f"R-step {'first' if first else 'last'}", r_fwd, kind, r_warps
+        yield f"R backward {'first' if first else 'last'}", r_bwd, kind, r_warps
+    if T > 1:
+        if stats:
+            yield "L stats (summaries)", bw._l_stats_kernel, dict(wide, WANT_DELTA=False, FINAL=False), l_warps
+        yield "L-step (summaries)", bw._l_fwd_kernel, lo, l_warps
+        yield "L backward (summaries)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=False), l_warps
+    if stats:
+        yield "L stats (output)", bw._l_stats_kernel, dict(wide, WANT_DELTA=True, FINAL=True), l_warps
+    yield "L backward (output)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True), l_warps
+
+
 def every_variant():
     """(kernel, constexprs) of every code path the launcher can compile: grouped, one column tile
-    and looped programs of each step kind, the first and a later R-step, and the fused kernel."""
+    and looped programs of each step kind, the first and a later R-step, and the fused kernel; then
+    the same with the op's options on."""
     from monarch_convert.kernels.triton.fused import _fused_kernel
     from monarch_convert.kernels.triton.layout_kernel import _layout_kernel
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
@@ -105,8 +146,9 @@ def every_variant():
         yield _r_step_kernel, dict(with_v, FROM_SUMMARY=True, WANT_Y=True, **cols)
         yield _l_out_kernel, dict(with_v, **cols)
         yield _l_sum_kernel, dict(common, **cols)
+    # The first grid of a masked call: it lays out the sequences first.
     yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=False, GROUPED=False, ONE_COL=True, BK=128,
-                               PDL=False)
+                               PDL=False, LAYOUT=True, PRE=True, LCH=1024)
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
@@ -134,10 +176,11 @@ def _option_variants(common: dict, with_v: dict, whole: dict):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("cases", nargs="*", default=["4096", "16384", "16384:2"], help="N[:T]")
+    p.add_argument("cases", nargs="*", default=["4096", "16384", "16384:2"], help="N[:T[:b]] (b: --backward only)")
     p.add_argument("--warps", type=int, default=None, help="warps per program (default: the launcher's)")
     p.add_argument("--mask", action="store_true", help="with a key-padding mask")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
+    p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: this compiles the kernels")
@@ -151,8 +194,10 @@ def main(argv=None) -> None:
 
     print(f"triton {triton.__version__}, sm_90, mask={args.mask}")
     for case in args.cases:
-        N, T = (int(x) for x in (case.split(":") + ["1"])[:2])
-        for name, kernel, constexprs, warps in kernel_configs(N, T, args.mask):
+        parts = [int(x) for x in case.split(":")]
+        N, T, b = parts[0], (parts[1:] or [1])[0], (parts[2:] or [0])[0]
+        configs = backward_configs(N, T, args.mask, b or None) if args.backward else kernel_configs(N, T, args.mask)
+        for name, kernel, constexprs, warps in configs:
             warps = args.warps or warps
             compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=3)
             print(f"N={N:6d} T={T} {name:19s} {warps} warps, {resources(compiled)}", flush=True)

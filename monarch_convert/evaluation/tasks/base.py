@@ -143,6 +143,10 @@ class Task:
             )
         return model.to(device).eval()
 
+    def adopt_model(self, model: Any) -> Any:
+        """The model to evaluate, given a model object (the task may keep what wraps it)."""
+        return model
+
     def is_head_key(self, key: str) -> bool:
         """Whether a weight missing from the checkpoint belongs to the task's head."""
         return True

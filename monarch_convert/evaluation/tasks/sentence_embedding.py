@@ -1,8 +1,15 @@
 """Sentence embedding: cosine to the original model's embeddings and, where the data has labels,
-the accuracy of a linear probe fitted on the original's embeddings of a held-out train part."""
+the accuracy of a linear probe fitted on the original's embeddings of a held-out train part.
+
+A sentence-transformers folder or Hub repo (one with ``modules.json``, e.g. written by
+``monarch-convert``) is loaded as a ``SentenceTransformer``: its transformer is the model that is
+converted and evaluated, and embeddings come from the folder's own modules (pooling, dense,
+normalisation; ``pooling`` and ``normalize`` are not used), its tokenizer and its ``max_seq_length``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...errors import MonarchConvertError
@@ -28,12 +35,38 @@ class SentenceEmbedding(Task):
         self.probe_labels: list = []
         self.probe = None
         self.original_embeddings = None
+        self.st_model = None  # the SentenceTransformer of a sentence-transformers folder
+
+    def load_model(self, path: str, dtype: Any, device: str) -> Any:
+        from ... import sentence_transformers as st_models
+
+        if not (st_models.is_source(path) and st_models.available()):
+            return super().load_model(path, dtype, device)
+        return self.adopt_model(st_models.load(path, device=device, dtype=dtype)).eval()
+
+    def adopt_model(self, model: Any) -> Any:
+        """A SentenceTransformer's transformer (kept with the SentenceTransformer, whose modules
+        embed); any other model as it is."""
+        from ... import sentence_transformers as st_models
+
+        if not st_models.is_sentence_transformer(model):
+            return model
+        transformer = st_models.single_transformer(model)
+        self.st_model = model
+        return transformer
+
+    def load_processor(self, path: str | None, given: Any) -> Any:
+        if given is None and self.st_model is not None:
+            return self.st_model[0].tokenizer
+        return super().load_processor(path, given)
 
     def is_head_key(self, key: str) -> bool:
         return False
 
     def check_model(self, model: Any) -> None:
-        if not hasattr(model, "config"):
+        from ... import sentence_transformers as st_models
+
+        if not hasattr(model, "config") and not st_models.is_sentence_transformer(model):
             raise MonarchConvertError(f"{type(model).__name__} is not a transformers model")
 
     # ------------------------------------------------------------------------------ data
@@ -58,7 +91,9 @@ class SentenceEmbedding(Task):
         return list(ds[cols["label"]])
 
     def make_batches(self, ds: Any, cols: dict[str, str], processor: Any, model: Any, opts: Options) -> list[Batch]:
-        if opts.task.pooling not in ("mean", "cls"):
+        if self.st_model is not None and opts.max_length is None:
+            opts = replace(opts, max_length=self.st_model.max_seq_length)
+        elif opts.task.pooling not in ("mean", "cls"):
             raise MonarchConvertError(f"pooling must be 'mean' or 'cls', got {opts.task.pooling!r}")
         return tokenized_batches([str(t) for t in ds[cols["text"]]], processor, model, opts)
 
@@ -75,6 +110,9 @@ class SentenceEmbedding(Task):
     def forward(self, model: Any, batch: Batch, inputs: dict, opts: Options) -> dict:
         import torch
 
+        if self.st_model is not None:  # its Transformer module runs ``model``, then its own modules
+            features = self.st_model({k: v for k, v in inputs.items() if k in TOKEN_INPUTS})
+            return {"embeddings": features["sentence_embedding"].float().cpu()}
         encoder = model.base_model if getattr(model, "base_model", None) is not None else model
         kwargs = {k: v for k, v in inputs.items() if k in TOKEN_INPUTS}
         if getattr(encoder.config, "is_encoder_decoder", False) and hasattr(encoder, "get_encoder"):
@@ -122,12 +160,18 @@ class SentenceEmbedding(Task):
         self.original_embeddings = torch.stack(predictions)
 
     def report_fields(self, data: DataOptions, opts: Options) -> dict[str, Any]:
+        if self.st_model is not None:
+            modules = [type(module).__name__ for module in self.st_model]
+            return {"sentence_transformers_modules": modules, **self._probe_fields(data, opts, ", ".join(modules))}
+        return self._probe_fields(data, opts, opts.task.pooling)
+
+    def _probe_fields(self, data: DataOptions, opts: Options, pooling: str) -> dict[str, Any]:
         if self.probe_train is None:
             return {"probe": None}
         train_split = data.probe_train_split or f"seeded {data.probe_train_fraction:g} of {data.split or 'the data'}"
         return {"probe": {"train_examples": len(self.probe_train), "train_split": train_split,
-                          "classifier": "sklearn.linear_model.LogisticRegression", "pooling": opts.task.pooling,
-                          "normalize": opts.task.normalize}}
+                          "classifier": "sklearn.linear_model.LogisticRegression", "pooling": pooling,
+                          "normalize": opts.task.normalize if self.st_model is None else None}}
 
 
 def _probe_split(data, cols):

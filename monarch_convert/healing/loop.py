@@ -1,0 +1,206 @@
+"""The training loop of :func:`~monarch_convert.healing.core.heal` and the held-out measurement:
+:class:`Run` holds what a run carries from step to step (optimizer, schedule, step, data), and
+what a checkpoint saves of it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.distributed import Distributed
+from ..evaluation.fidelity import add_sums, mean_of_sums
+from ..interrupts import Interrupted, held
+from ..stop_points import stop_point
+from . import checkpoint as checkpoints
+from . import objective
+from .data import HealData, step_indices
+
+
+@dataclass
+class Run:
+    model: Any
+    dist: Distributed
+    accelerator: Any
+    device: Any
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    seed: int
+    progress: bool
+    checkpoint_every: int | None
+    checkpoint_dir: Path | None
+    session_start: float = field(default_factory=time.perf_counter)
+    step: int = 0
+    previous_elapsed_s: float = 0.0  # training time of the sessions before this one (resumed runs)
+    resumed_from: int | None = None
+    before: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    updating: bool = False  # inside a weight update: an interruption there leaves no consistent state
+    # Set by start():
+    chosen: Any = None
+    target: str = ""
+    key: str = ""
+    train_data: Any = None
+    held_out: Any = None
+    student: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+
+    @classmethod
+    def create(cls, model: Any, *, warmup_steps: int | None, steps: int, **settings: Any) -> Run:
+        """A run on the model's device, or on this process's device under ``accelerate launch``."""
+        from accelerate import Accelerator
+
+        device = next(model.parameters()).device
+        dist = Distributed(str(device))
+        accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
+        if dist.world > 1:
+            device = accelerator.device
+            model.to(device)
+        warmup = min(100, steps // 10) if warmup_steps is None else warmup_steps
+        return cls(model, dist, accelerator, device, steps=steps, warmup_steps=warmup, **settings)
+
+    def to_device(self, inputs: dict) -> dict:
+        """``inputs`` on the model's device; floating ones in the model's dtype."""
+        dtype = next(self.model.parameters()).dtype
+        return {k: v.to(self.device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+
+    def start(self, chosen: Any, target: str, key: str, train_data: HealData, held_out: HealData) -> None:
+        import torch
+
+        self.chosen, self.target, self.key, self.train_data, self.held_out = chosen, target, key, train_data, held_out
+        self.optimizer = torch.optim.AdamW(chosen.parameters(self.model), lr=self.lr, weight_decay=self.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._factor)
+        wrap = self.dist.world > 1
+        self.student = self.accelerator.prepare_model(self.model, device_placement=False) if wrap else self.model
+
+    def _factor(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to 0 at the last step."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)))
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def fingerprint(self, chosen: Any, train_examples: int, held_out_examples: int) -> dict[str, Any]:
+        """The settings a checkpoint must share with the run that resumes it."""
+        from ..conversion import conversion_report
+
+        return {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr, "weight_decay": self.weight_decay,
+                "warmup_steps": self.warmup_steps, "seed": self.seed, "trainable": chosen.kind,
+                "trained_weights": chosen.names, "target": self.target, "train_examples": train_examples,
+                "held_out_examples": held_out_examples, "max_length": self.train_data.max_length,
+                "conversion": conversion_report(self.model).settings.to_dict(), "num_processes": self.dist.world}
+
+    def restore(self, state: dict) -> None:
+        import torch
+
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                named[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = self.resumed_from = state["step"]
+        self.before, self.history = state["before"], state["history"]
+        self.previous_elapsed_s = state["elapsed_s"]
+
+    def save(self, fingerprint: dict) -> Path | None:
+        if self.checkpoint_dir is None or not self.dist.main:
+            return None
+        named = dict(self.model.named_parameters())
+        weights = {n: named[n].detach().cpu().clone() for n in self.chosen.names}
+        return checkpoints.save(self.checkpoint_dir, {
+            "fingerprint": fingerprint, "step": self.step, "weights": weights,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "before": self.before, "history": self.history, "elapsed_s": self.elapsed_s,
+        })
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.previous_elapsed_s + time.perf_counter() - self.session_start
+
+    def interrupted(self, exc: BaseException, fingerprint: dict) -> BaseException:
+        """Save a checkpoint of the last completed step (unless the interruption split a weight
+        update); ``exc`` with what was saved added to its message."""
+        if self.checkpoint_dir is None:
+            outcome = f"healing stopped after step {self.step} of {self.steps}; no checkpoint (no checkpoint folder)"
+        elif self.updating:
+            outcome = f"healing stopped during a weight update; the last checkpoint in {self.checkpoint_dir} is kept"
+        else:
+            self.save(fingerprint)
+            outcome = (f"healing checkpoint of step {self.step} of {self.steps} saved in {self.checkpoint_dir} "
+                       "(run again to resume)")
+        if isinstance(exc, Interrupted):
+            exc.doing, exc.outcome = exc.doing or "healing", exc.outcome or outcome
+            return exc
+        return KeyboardInterrupt(outcome)
+
+
+def train(run: Run, teacher: Any, fingerprint: dict) -> None:
+    """Steps ``run.step`` to ``run.steps``, with a progress bar of the loss and the fidelity."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.steps, initial=run.step, desc="healing", unit="step", leave=False,
+               disable=not (run.progress and run.dist.main))
+    smoothed = None
+    record_every = max(1, run.steps // 50)
+    try:
+        while run.step < run.steps:
+            loss, value = _one_step(run, teacher)
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            bar.update(1)
+            bar.set_postfix({"loss": f"{loss:.4g}", run.key: f"{smoothed:.4f}"}, refresh=False)
+            if run.step % record_every == 0 or run.step == run.steps:
+                run.history.append({"step": run.step, "loss": loss, run.key: smoothed})
+            if run.checkpoint_every and run.step % run.checkpoint_every == 0:
+                run.save(fingerprint)
+            stop_point(f"heal:{run.step}")
+    finally:
+        bar.close()
+    run.save(fingerprint)
+
+
+def _one_step(run: Run, teacher: Any) -> tuple[float, float]:
+    """One optimizer step on this process's share of the step's batch; (loss, fidelity) of it."""
+    import torch
+
+    ids = step_indices(len(run.train_data), run.step, run.batch_size, run.seed)[run.dist.rank :: run.dist.world]
+    inputs = run.to_device(run.train_data.inputs(ids))
+    mask = inputs.get("attention_mask")
+    reference = teacher(inputs)
+    output = run.student(**inputs)
+    loss = objective.loss(run.target, output, reference, mask)
+    run.accelerator.backward(loss)
+    torch.nn.utils.clip_grad_norm_(run.chosen.parameters(run.model), 1.0)
+    with held():  # Ctrl-C and SIGTERM wait for the update to finish, so that a checkpoint is consistent
+        run.updating = True
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        run.updating = False
+    total, count = objective.fidelity_sums(run.target, output, reference, mask)[run.key]
+    return float(loss.detach()), total / max(count, 1)
+
+
+def held_out_fidelity(run: Run, teacher: Any, desc: str) -> dict[str, float | None]:
+    """The fidelity of the model to its original on the held-out examples (this process's share
+    of the batches, summed over every process)."""
+    import torch
+
+    from ..evaluation.progress import progress_bar
+    from ..evaluation.tasks.base import chunks
+
+    sums: dict[str, list[float]] = {}
+    batches = run.dist.shard(chunks(range(len(run.held_out)), run.batch_size))
+    for ids in progress_bar(batches, desc, run.progress and run.dist.main):
+        inputs = run.to_device(run.held_out.inputs(ids))
+        with torch.no_grad():
+            output = run.model(**inputs)
+        add_sums(sums, objective.fidelity_sums(run.target, output, teacher(inputs), inputs.get("attention_mask")))
+    return mean_of_sums(run.dist.gather([sums]))

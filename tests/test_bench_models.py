@@ -1,0 +1,65 @@
+"""scripts/benchmarks/bench_models.py on tiny shapes on the CPU (``--smoke``): every model builds,
+runs on SDPA, with attention made free and converted, and writes its CSV rows; a model type the
+registry lacks is measured without its converted variant."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")  # bench_utils imports the launcher's knobs
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def bench_models():
+    sys.path.insert(0, os.path.join(ROOT, "scripts", "benchmarks"))
+    try:
+        import bench_models
+
+        yield bench_models
+    finally:
+        sys.path.remove(os.path.join(ROOT, "scripts", "benchmarks"))
+
+
+def rows_of(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_run_writes_every_variant_of_every_model(bench_models, tmp_path, capsys):
+    bench_models.main(["--smoke", "--csv", str(tmp_path / "rows.csv")])
+    rows = rows_of(tmp_path / "rows.csv")
+    by_model = {}
+    for row in rows:
+        by_model.setdefault(row["kernel"], {})[row["provider"]] = row
+    assert set(by_model) == {f"model:{name}" for name in bench_models.SHAPES}
+    for model, providers in by_model.items():
+        assert set(providers) == {"sdpa", "attention-free", "monarch-torch"}, model
+        assert providers["sdpa"]["speedup_vs_best_sdpa"] == "1.000" and float(providers["sdpa"]["median_ms"]) > 0
+    # ModernBERT with a global layer every 2: 1 of its 2 layers converted, the sliding-window one left.
+    assert by_model["model:modernbert-base"]["monarch-torch"]["note"] == "1 of 2 attention modules converted"
+    assert "whisper-large B=1 N=64 eager: sdpa" in capsys.readouterr().out
+
+
+def test_free_attention_changes_the_outputs(bench_models):
+    bench_models.register_free()
+    _, model, inputs = bench_models.build("bert-base", 64, 1, smoke=True)
+    with torch.no_grad():
+        sdpa = model(**inputs).last_hidden_state
+        bench_models.set_implementation(model, bench_models.FREE)
+        free = model(**inputs).last_hidden_state
+    assert not torch.allclose(sdpa, free, atol=1e-3)
+
+
+def test_type_missing_from_the_registry_is_measured_without_conversion(bench_models, tmp_path, capsys, monkeypatch):
+    from monarch_convert.patches import registry
+
+    monkeypatch.delitem(registry.PATCHES, "whisper")
+    bench_models.main(["--smoke", "--models", "whisper-large", "--csv", str(tmp_path / "rows.csv")])
+    assert [row["provider"] for row in rows_of(tmp_path / "rows.csv")] == ["sdpa", "attention-free"]
+    assert "monarch skipped: model_type 'whisper' is not in monarch_convert's registry" in capsys.readouterr().out
