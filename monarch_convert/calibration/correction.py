@@ -57,7 +57,7 @@ class HeadStats:
         """``sum ||z W + c - s||^2`` over the tokens and heads (no correction: W = I, c = 0)."""
         if self.sz is None:
             return 0.0
-        eye = torch.eye(self.sz.shape[-1], dtype=torch.float64).expand_as(self.szz)
+        eye = torch.eye(self.sz.shape[-1], dtype=torch.float64, device=self.sz.device).expand_as(self.szz)
         w = eye if weight is None else weight.double()
         c = torch.zeros_like(self.sz) if bias is None else bias.double()
         quad = (w.transpose(1, 2) @ self.szz @ w).diagonal(dim1=1, dim2=2).sum(-1)
@@ -82,7 +82,7 @@ def fit_correction(stats: HeadStats, kind: str, alpha: float = DEFAULT_ALPHA) ->
     czs = stats.szs - n * mz[:, :, None] * ms[:, None, :]
     trace = czz.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-30)  # (H,)
     lam = alpha * trace / d
-    eye = torch.eye(d, dtype=torch.float64)
+    eye = torch.eye(d, dtype=torch.float64, device=stats.sz.device)  # the statistics sit where the model ran
     if kind == "head":
         weight = torch.linalg.solve(czz + lam[:, None, None] * eye, czs + lam[:, None, None] * eye)
     elif kind == "scalar":

@@ -65,9 +65,11 @@ def folded_tensors(linear: torch.nn.Linear, weight: torch.Tensor,
     wo = linear.weight.detach().double()
     if wo.shape[1] != heads * d:
         raise MonarchConvertError(f"correction of {heads} heads x {d} does not match a Linear of {wo.shape[1]} inputs")
-    m = torch.block_diag(*weight.double().unbind(0))
-    bo = linear.bias.detach().double() if linear.bias is not None else torch.zeros(wo.shape[0], dtype=torch.float64)
-    return wo @ m.T, bo + wo @ bias.double().reshape(-1)
+    # The correction may have been fitted, or loaded, on another device than the weights.
+    weight, bias = weight.to(wo.device, torch.float64), bias.to(wo.device, torch.float64)
+    m = torch.block_diag(*weight.unbind(0))
+    bo = linear.bias.detach().double() if linear.bias is not None else wo.new_zeros(wo.shape[0])
+    return wo @ m.T, bo + wo @ bias.reshape(-1)
 
 
 def fold(model: torch.nn.Module, patch: ArchitecturePatch, calibration: Calibration) -> Folded:
