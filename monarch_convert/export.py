@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -156,9 +157,13 @@ def _load_source(path: str, name: str, dtype: str, device: str, echo: Callable[.
     ``SentenceTransformer`` (no separate preprocessor: it saves its own tokenizer with its modules)."""
     from . import sentence_transformers as st_models
     from .dtypes import torch_dtype
-    from .loading import load_source_model
+    from .loading import load_config, load_source_model
     from .preprocessors import load_preprocessor
 
+    # The config first: an unreachable Hub is then one error after one round of huggingface_hub's
+    # retries, not a second round for the modules.json probe below (it doubled the wait, to 55 s).
+    if not os.path.isdir(os.path.expanduser(path)):
+        load_config(path, {})
     if st_models.is_source(path):
         if st_models.available():
             model = st_models.load(path, device=device, dtype=torch_dtype(dtype) or "auto")

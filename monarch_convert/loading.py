@@ -32,7 +32,8 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or os.path.isabs(path)
 
 
-def _load_config(path: str, hf_kwargs: dict[str, Any]):
+def load_config(path: str, hf_kwargs: dict[str, Any]):
+    """The transformers config at ``path`` (Hub id or folder); a one-line error where there is none."""
     from transformers import AutoConfig
 
     if _looks_local(path) and not os.path.isdir(os.path.expanduser(path)):
@@ -96,7 +97,7 @@ def _check_supported(config: Any) -> None:
 
 
 def _load(path: str, model_class: Any, hf_kwargs: dict[str, Any]):
-    config = hf_kwargs.get("config") or _load_config(path, hf_kwargs)
+    config = hf_kwargs.get("config") or load_config(path, hf_kwargs)
     _check_supported(config)
     cls = model_class or model_class_for(config)
     try:

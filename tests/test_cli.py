@@ -198,7 +198,8 @@ def test_a_source_without_tokenizer_gets_none(tmp_path):
 
 @pytest.mark.slow
 def test_an_unreachable_hub_is_one_line(tmp_path):
-    """huggingface_hub's 5 retries (about 25 s: the real behaviour is kept) print nothing."""
+    """huggingface_hub's 5 retries (about 25 s: the real behaviour is kept) print nothing, and happen once (the
+    sentence-transformers probe comes after the config)."""
     env = cli_env(HF_HUB_OFFLINE=None, TRANSFORMERS_OFFLINE=None, HF_ENDPOINT="http://127.0.0.1:9",
                   HF_HOME=str(tmp_path / "hf-home"))
     result = run(["someone/some-model", "--out", tmp_path / "converted"], env=env, timeout=240)
