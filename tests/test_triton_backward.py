@@ -17,6 +17,8 @@ import torch
 
 triton = pytest.importorskip("triton")
 
+from masks import key_padding_mask  # noqa: E402
+
 from monarch_convert.kernels import ops  # noqa: E402
 from monarch_convert.kernels.layout import sequence_layout  # noqa: E402
 from monarch_convert.kernels.reference import monarch_attention_torch  # noqa: E402
@@ -54,25 +56,7 @@ def _tensor(shape, dtype, layout, gen):
 
 
 def _mask(kind, B, N, gen):
-    if kind is None:
-        return None
-    if kind == "random":
-        m = torch.rand(B, N, generator=gen) > 0.35
-        m[0, 0] = True
-        return m
-    lengths = torch.randint(1, N + 1, (B,), generator=gen)
-    lengths[0] = N
-    lengths[-1] = 3  # shorter than a block: a sequence of one block
-    pos = torch.arange(N)
-    if kind == "right":
-        return pos[None, :] < lengths[:, None]
-    if kind == "left":
-        return pos[None, :] >= (N - lengths)[:, None]
-    if kind == "empty_row":  # one sequence has no real token at all
-        m = pos[None, :] < lengths[:, None]
-        m[-1] = False
-        return m
-    raise ValueError(kind)
+    return key_padding_mask(kind, B, N, gen, short_last=True)
 
 
 def _grads(q, k, v, mask, grad, b, T, pad, backend):

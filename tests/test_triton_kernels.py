@@ -19,6 +19,7 @@ import torch
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
+from masks import key_padding_mask  # noqa: E402
 from test_op import EXTREME, check_extreme_hull, check_tied_logits_average_v  # noqa: E402
 
 from monarch_convert.kernels import ops  # noqa: E402
@@ -81,25 +82,6 @@ def _run(kern, q, k, v, mask, b, T, pad, knobs=None, mode="tiles", scale=None, v
     return out
 
 
-def _mask(kind, B, N, gen):
-    if kind is None:
-        return None
-    if kind == "random":
-        m = torch.rand(B, N, generator=gen) > 0.35
-        m[0, 0] = True
-        return m
-    lengths = torch.randint(1, N + 1, (B,), generator=gen)
-    lengths[0] = N
-    pos = torch.arange(N)
-    if kind == "right":
-        return pos[None, :] < lengths[:, None]
-    if kind == "left":
-        return pos[None, :] >= (N - lengths)[:, None]
-    if kind == "empty_row":  # one sequence has no real token at all
-        m = pos[None, :] < lengths[:, None]
-        m[-1] = False
-        return m
-    raise ValueError(kind)
 
 
 # (B, H, N, d, dv, b, T, pad, mask, dtype, layout, kernel knobs)
@@ -159,7 +141,7 @@ def test_matches_reference(kern, case, mode):
     B, H, N, d, dv, b, T, pad, mask_kind, dtype, lay, knobs = case
     gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-{mode}".encode()))
     q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
-    mask = _mask(mask_kind, B, N, gen)
+    mask = key_padding_mask(mask_kind, B, N, gen)
     out = _run(kern, q, k, v, mask, b, T, pad, knobs, mode)
     ref = _reference(q, k, v, mask, b, T, pad)
     assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
@@ -193,7 +175,7 @@ def test_options_match_reference(kern, case, mode, variant):
     B, H, N, d, dv, b, T, pad, mask_kind, dtype, lay, knobs = case
     gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-{mode}-{variant}".encode()))
     q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
-    mask = _mask(mask_kind, B, N, gen)
+    mask = key_padding_mask(mask_kind, B, N, gen)
     out = _run(kern, q, k, v, mask, b, T, pad, knobs, mode, variant=variant)
     ref = _reference(q, k, v, mask, b, T, pad, variant)
     assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
@@ -220,7 +202,7 @@ def test_global_keys_for_every_real_token_is_softmax(kern, exact_diagonal, T):
 def test_exact_diagonal_at_one_step_is_the_published_kernels(kern):
     gen = torch.Generator().manual_seed(33)
     q, k, v = _inputs(2, 2, 30, 16, 16, torch.float16, gen=gen)
-    mask = _mask("random", 2, 30, gen)
+    mask = key_padding_mask("random", 2, 30, gen)
     for mode in ("tiles", "fused"):
         assert torch.equal(_run(kern, q, k, v, mask, 4, 1, "post", mode=mode, variant=(True, 2)),
                            _run(kern, q, k, v, mask, 4, 1, "post", mode=mode, variant=(False, 2)))
@@ -230,7 +212,7 @@ def test_exact_diagonal_at_one_step_is_the_published_kernels(kern):
 def test_layout_kernel(kern, kind):
     """Token index, length and pre-padding offset of each sequence, over several chunks of the mask."""
     B, N, b = 4, 45, 6
-    mask = _mask(kind, B, N, torch.Generator().manual_seed(7))
+    mask = key_padding_mask(kind, B, N, torch.Generator().manual_seed(7))
     mask[1] = False
     mask[1, 3:9] = True  # contiguous, in the middle
     tok = torch.full((B, N), -5, dtype=torch.int64)
@@ -258,7 +240,7 @@ def test_layout_prologue(kern, kind, pre, slots):
     """Length, pre-padding offset and the token index of the ranks a program's slots hold, over
     several chunks of the mask: contiguous rows (right, left, in the middle) and scattered ones."""
     B, N, b = 4, 45, 6
-    mask = _mask(kind, B, N, torch.Generator().manual_seed(7))
+    mask = key_padding_mask(kind, B, N, torch.Generator().manual_seed(7))
     mask[1] = False
     mask[1, 3:9] = True  # contiguous, in the middle
     tok = torch.full((B, N), -5, dtype=torch.int64)
@@ -284,7 +266,7 @@ def test_heads_in_chunks(kern, case, in_grid):
     B, H, N, b, T, pad, mask_kind = case
     gen = torch.Generator().manual_seed(11)
     q, k, v = _inputs(B, H, N, 16, 16, torch.float32, "bnhd", gen)
-    mask = _mask(mask_kind, B, N, gen)
+    mask = key_padding_mask(mask_kind, B, N, gen)
     out = _run(kern, q, k, v, mask, b, T, pad, {"chunk_bytes": 0, "layout_in_grid": in_grid})
     assert _rel(out, _reference(q, k, v, mask, b, T, pad)) < TOL[torch.float32]
     assert torch.equal(out, _run(kern, q, k, v, mask, b, T, pad))
@@ -316,7 +298,7 @@ def test_batch_invariance(kern, pad, T, variant):
 def test_public_api_dispatch_and_layout(kern):
     gen = torch.Generator().manual_seed(3)
     q, k, v = _inputs(2, 3, 26, 32, 32, torch.float16, "bnhd", gen)
-    mask = _mask("random", 2, 26, gen)
+    mask = key_padding_mask("random", 2, 26, gen)
     out = ops.monarch_attention(q, k, v, mask, block_size=5, num_steps=2, pad_type="pre", backend="triton")
     ref = ops.monarch_attention(q, k, v, mask, block_size=5, num_steps=2, pad_type="pre", backend="torch")
     assert _rel(out, ref.float()) < TOL[torch.float16]
@@ -421,7 +403,7 @@ def test_block_beyond_the_sequence_runs_as_one_block(kern, mode):
     the same launches, bit for bit, as b = N."""
     gen = torch.Generator().manual_seed(8)
     q, k, v = _inputs(2, 2, 10, 16, 16, torch.float32, gen=gen)
-    mask = _mask("right", 2, 10, gen)
+    mask = key_padding_mask("right", 2, 10, gen)
     for m in (None, mask):
         for pad in ("post", "pre"):
             at_n = _run(kern, q, k, v, m, 10, 2, pad, mode=mode)
