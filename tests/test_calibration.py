@@ -176,7 +176,7 @@ def test_statistics_give_the_error_of_any_correction():
     stats = HeadStats()
     stats.add(z[:, :20], s[:, :20])
     stats.add(z[:, 20:], s[:, 20:])
-    for kind in ("scalar", "head"):
+    for kind in ("scalar", "channel", "head"):
         w, c = fit_correction(stats, kind, alpha=0.5)
         direct = (torch.einsum("htd,hde->hte", z.double(), w) + c[:, None, :] - s.double()).pow(2).sum()
         assert stats.squared_error(w, c) == pytest.approx(float(direct), rel=1e-9)
@@ -192,6 +192,18 @@ def test_the_ridge_shrinks_toward_the_identity():
     torch.testing.assert_close(w, torch.eye(4, dtype=torch.float64).expand(2, 4, 4), atol=1e-4, rtol=0)
     w, _ = fit_correction(stats, "head", alpha=1e-9)  # none: the least-squares map
     torch.testing.assert_close(w, 0.5 * torch.eye(4, dtype=torch.float64).expand(2, 4, 4), atol=1e-6, rtol=0)
+
+
+def test_the_channel_kind_fits_one_gain_per_feature():
+    g = torch.Generator().manual_seed(0)
+    z, gains = torch.randn(2, 40, 4, generator=g), torch.tensor([0.5, 1.0, 2.0, -1.0])
+    stats = HeadStats()
+    stats.add(z, z * gains + 3.0)
+    w, c = fit_correction(stats, "channel", alpha=1e-9)
+    torch.testing.assert_close(w, torch.diag(gains).double().expand(2, 4, 4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(c, torch.full((2, 4), 3.0, dtype=torch.float64), atol=1e-6, rtol=0)
+    w, _ = fit_correction(stats, "channel", alpha=1e6)
+    torch.testing.assert_close(w, torch.eye(4, dtype=torch.float64).expand(2, 4, 4), atol=1e-4, rtol=0)
 
 
 # --------------------------------------------------------------------------------------- calibrate
@@ -258,13 +270,13 @@ def test_a_correction_that_hurts_held_out_fidelity_is_refused(tokenizer, monkeyp
     assert report.fidelity_after == report.fidelity_before
 
 
-def test_auto_prefers_no_correction_then_the_scalar_one():
-    from monarch_convert.calibration.run import HEAD_MARGIN, choose_correction
+def test_auto_takes_the_best_held_out_kind_and_no_correction_on_a_tie():
+    from monarch_convert.calibration.run import choose_correction
 
     assert choose_correction({"none": 0.9, "scalar": 0.9, "head": 0.9}) == "none"
-    assert choose_correction({"none": 0.9, "scalar": 0.8995, "head": 0.9001}) == "none"
-    assert choose_correction({"none": 0.9, "scalar": 0.95, "head": 0.95 + HEAD_MARGIN / 2}) == "scalar"
-    assert choose_correction({"none": 0.9, "scalar": 0.95, "head": 0.95 + 2 * HEAD_MARGIN}) == "head"
+    assert choose_correction({"none": 0.9, "scalar": 0.8995, "head": 0.9001}) == "head"
+    assert choose_correction({"none": 0.9, "scalar": 0.95, "head": 0.9501}) == "head"
+    assert choose_correction({"none": 0.9, "scalar": 0.95, "head": 0.9499}) == "scalar"
     assert choose_correction({"none": 0.9, "head": 0.91}) == "head"  # correction="head": no scalar measured
 
 

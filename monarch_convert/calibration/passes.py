@@ -131,7 +131,7 @@ def candidate_stats(model: Any, modules: dict[str, torch.nn.Module], specs: dict
 
 
 def fit_calibration(model: Any, modules: dict[str, torch.nn.Module], batches: Sequence[dict], kind: str,
-                    alpha: float, progress: bool, apply: Callable[[Calibration], Any]) -> Calibration:
+                    alpha: float | None, progress: bool, apply: Callable[[Calibration], Any]) -> Calibration:
     """The correction of kind ``kind`` for every module of ``modules`` (in forward order), fitted
     from the input up: module i's statistics come from passes where modules before it run with
     their corrections folded in (``apply(calibration)`` folds the corrections so far)."""

@@ -21,20 +21,16 @@ import torch
 from ..config import MonarchConfig
 from ..errors import MonarchConvertError
 from ..patches.base import layer_index
-from .correction import DEFAULT_ALPHA, Calibration, HeadStats, fit_correction
+from .correction import Calibration, HeadStats, fit_correction
 from .inputs import CalibrationData, load_processor, prepare
 from .passes import candidate_stats, features, fit_calibration, measure, run_batches
 from .report import CalibrationReport, LayerRow
 from .search import Allocation, Candidate, Option, best_under, default_candidates, frontier, total_flops
 
-CORRECTIONS = ("auto", "none", "scalar", "head")
+CORRECTIONS = ("auto", "none", "scalar", "channel", "head")
 # Examples of the fitted part the per-layer errors of every candidate are measured on (the search's
 # most expensive pass: every candidate of every layer runs on them).
 SEARCH_EXAMPLES = 32
-# The per-head map fits its domain more closely than the scalar gain: on MiniLM it beat the scalar on
-# held-out prose by 0.001-0.003 yet lost 0.003-0.011 of cosine out of domain, the scalar at most 0.001
-# (docs/results.md, section 4). "auto" takes it only when it is clearly better on the held-out part.
-HEAD_MARGIN = 0.005
 
 
 @dataclass
@@ -49,7 +45,7 @@ class _Context:
     seq_len: int
     reference: list = field(default_factory=list)  # the softmax model's held-out features
     progress: bool = True
-    alpha: float = DEFAULT_ALPHA
+    alpha: float | None = None  # None: each kind's own (correction.RIDGE)
 
 
 @dataclass
@@ -84,9 +80,9 @@ def calibrate(model: Any, data: Any, tokenizer: Any = None, *, max_flops: float 
         fidelity is maximised under it. min_fidelity: instead, the fewest FLOPs whose held-out
         fidelity reaches it. Fidelity: mean cosine of the mean-pooled last hidden states to the
         softmax model's, or for a classifier the overlap of the class probabilities.
-    correction: ``"auto"`` (the kind with the best held-out fidelity, the per-head map only when
-        it beats the scalar by more than ``HEAD_MARGIN``), ``"none"``, ``"scalar"`` or ``"head"``;
-        a correction that does not raise the held-out fidelity is not applied.
+    correction: ``"auto"`` (of none, the scalar gain and the per-head map, the one with the best
+        held-out fidelity), ``"none"``, ``"scalar"``, ``"channel"`` or ``"head"``; a correction that
+        does not raise the held-out fidelity is not applied.
     validate: how many proposals of the search are validated end to end (max_flops).
     allow_softmax: whether the search may leave layers on softmax (False: every layer converted).
     """
@@ -165,7 +161,7 @@ def _layer_options(ctx: _Context, correction: str, allow_softmax: bool) -> list[
     s = ctx.base
     specs = {name: [c.spec(s.pad_type, s.backend, name) for c in candidates] for name in ctx.modules}
     stats = candidate_stats(ctx.model, ctx.modules, specs, _first_examples(ctx.data.fit, SEARCH_EXAMPLES), ctx.progress)
-    kind = "scalar" if correction == "scalar" else "none" if correction == "none" else "head"
+    kind = "head" if correction == "auto" else correction  # auto: the search assumes the strongest kind
     options = []
     for name in ctx.modules:
         heads, dim = ctx.shapes[name]
@@ -187,7 +183,7 @@ def _first_examples(batches: list[dict], count: int) -> list[dict]:
     return out
 
 
-def _estimated_error(a: HeadStats, b: HeadStats, kind: str, alpha: float) -> float:
+def _estimated_error(a: HeadStats, b: HeadStats, kind: str, alpha: float | None) -> float:
     """Squared relative error of the (corrected) output, each half's correction measured on the other."""
     ref = float(a.sss.sum() if a.sss is not None else 0) + float(b.sss.sum() if b.sss is not None else 0)
     if ref <= 0:
@@ -229,12 +225,10 @@ def _validate(ctx: _Context, options: list[list[Option]], allocation: Allocation
 
 
 def choose_correction(fidelity: dict[str, float]) -> str:
-    """The correction kind to apply, from held-out fidelity by kind: none unless a correction
-    raises it; the per-head map over the scalar one only by more than ``HEAD_MARGIN``."""
-    best = max(fidelity, key=lambda k: (fidelity[k], k == "none"))
-    if best == "head" and "scalar" in fidelity and fidelity["head"] - fidelity["scalar"] <= HEAD_MARGIN:
-        best = "scalar" if fidelity["scalar"] > fidelity.get("none", float("-inf")) else "none"
-    return best
+    """The correction kind to apply, from held-out fidelity by kind: the best, and none unless a
+    correction raises it. (The per-head map once needed a margin over the scalar because it lost
+    out of domain; its stronger ridge, ``correction.RIDGE``, removed that loss.)"""
+    return max(fidelity, key=lambda k: (fidelity[k], k == "none"))
 
 
 def _cheapest_reaching(ctx: _Context, options: list[list[Option]], floor: float,

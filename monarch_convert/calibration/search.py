@@ -56,7 +56,8 @@ class Candidate:
 def default_candidates(seq_len: int) -> list[Candidate]:
     """Block sizes about 0.7, 1 and 1.4 x sqrt(N) (16, 23, 32 at N = 512), T = 1, or T = 2 with
     exact diagonal blocks (at T = 1 they are the published algorithm; at T = 2 they cost little
-    more and measured better), with no or a few global keys (about sqrt(N) / 3: 8 at N = 512);
+    more and measured better), with no, a few or twice as many global keys (G about sqrt(N) / 3
+    or 2 sqrt(N) / 3: 8 or 16 at N = 512; each 8 keys cost about 1.6% of softmax's FLOPs there);
     then softmax itself. T = 3 never beat T = 2 in the measurements of issue 14."""
     root = math.sqrt(seq_len)
     sizes = sorted({b for b in (max(2, round(root * f)) for f in (0.7, 1.0, 1.4)) if b < seq_len})
@@ -64,7 +65,7 @@ def default_candidates(seq_len: int) -> list[Candidate]:
     out = []
     for b in sizes:
         for steps, diag in ((1, False), (2, True)):
-            out += [Candidate(b, steps, diag, g) for g in (0, keys)]
+            out += [Candidate(b, steps, diag, g) for g in sorted({0, keys, min(2 * keys, 128)})]
     return out + [Candidate()]
 
 

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-flops", type=float, nargs="+", default=[0.25, 0.15])
     ap.add_argument("--samples", type=int, default=128, help="calibration passages")
-    ap.add_argument("--reviews", type=int, default=1000, help="reviews: half fit the probe, half are evaluated")
+    ap.add_argument("--reviews", type=int, default=1500,
+                    help="reviews: half fit the probe, half are evaluated (all 1,500: section 1b's split)")
     ap.add_argument("--ood", type=int, default=300, help="out-of-domain texts evaluated")
     ap.add_argument("--correction", default="auto")
     ap.add_argument("--validate", type=int, default=3, help="search proposals validated end to end")

