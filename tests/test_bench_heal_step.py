@@ -41,9 +41,11 @@ def test_smoke_run_times_every_provider(bench_heal_step, tmp_path, capsys):
     assert rows["sdpa"]["speedup_vs_best_sdpa"] == "1.000"
     assert rows["monarch-torch"]["block"] == "8" and "monarch_convert.heal" in rows["monarch-torch"]["note"]
     assert losses["sdpa"] == 0.0 and losses["attention-free"] > 0.0
-    table = capsys.readouterr().out.strip().splitlines()[-3:]
+    *table, host = capsys.readouterr().out.strip().splitlines()[-4:]
     assert [line.split()[0] for line in table] == ["sdpa", "attention-free", "monarch-torch"]
     assert table[0].split()[-1] == "1.00x"
+    assert host.startswith("host work inside each step (GPU idle): tokenising a batch ")
+    assert "softmax switch" in rows["monarch-torch"]["note"] and "softmax switch" not in rows["sdpa"]["note"]
 
 
 def test_tokenizer_gives_seq_tokens_of_the_vocabulary(bench_heal_step):

@@ -41,6 +41,9 @@ call; the first ``--warmup`` steps (Triton compilation, cuBLAS/cuDNN set-up) are
 median wall time of the next ``--steps`` is reported. Heal's set-up and held-out measurements are
 outside the wrapped function, so the monarch provider is timed on the same code as the others.
 Peak memory: ``torch.cuda.max_memory_allocated`` over the provider's run (weights included).
+Host work inside each step, while the GPU waits (the step before ended on a synchronisation), is
+timed apart: heal tokenising the batch (every provider) and, for the monarch provider, the
+teacher's switch to softmax and back (``monarch_convert.softmax``: revert, convert again).
 Printed last: a table of ms/step, steps/s, peak MiB and the step rate over SDPA's; CSV rows
 (``bench_utils.Row``, kernel ``heal:bert-base``, ``speedup_vs_best_sdpa`` = the step rate over
 SDPA's, steps/s and peak memory in ``note``) go to ``--csv`` (default ``$OUT/bench_heal_step.csv``).
@@ -95,6 +98,7 @@ WORDS = [f"w{i}" for i in range(1000)]
 LR = 1e-4  # heal's default, given to every provider
 PROVIDERS = ("sdpa", "attention-free", "monarch")
 TRAIN_TEXTS = 8  # distinct training examples (heal cycles through them); one more is held out
+TOKENISE, SWITCH = "tokenising a batch", "monarch teacher's softmax switch"  # host work inside a step
 
 
 @dataclass
@@ -152,7 +156,7 @@ def _sync() -> None:
 # ---------------------------------------------------------------------------------- model and data
 
 
-def build(a: argparse.Namespace) -> Any:
+def bert(a: argparse.Namespace, device: str) -> Any:
     """The BERT-base-shaped model (``SMOKE`` shapes with ``--smoke``) on SDPA, seeded, in eval mode."""
     import transformers
 
@@ -161,7 +165,7 @@ def build(a: argparse.Namespace) -> Any:
                                      num_attention_heads=s["heads"], intermediate_size=s["intermediate"],
                                      max_position_embeddings=a.seq, attn_implementation="sdpa")
     torch.manual_seed(a.seed)
-    with torch.device(a.device):
+    with torch.device(device):
         model = transformers.BertModel(config)
     return model.to(getattr(torch, a.dtype)).eval()
 
@@ -178,6 +182,36 @@ def make_texts(count: int, seq: int, seed: int) -> list[str]:
     """``count`` texts of ``seq`` random words: ``seq`` tokens each once truncated ([CLS] and [SEP] in)."""
     rng = random.Random(seed)
     return [" ".join(rng.choices(WORDS, k=seq)) for _ in range(count)]
+
+
+def host_ms(fn: Any, reps: int = 10) -> float:
+    """Median wall ms of ``fn()`` after one call (work of the host alone)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[str, float]:
+    """Host work inside every timed step, while the GPU waits (the step before ended on a
+    synchronisation): heal tokenising a batch (every provider), and the teacher's switch of the
+    converted model to softmax and back (``monarch_convert.softmax``: revert, then convert
+    again; monarch only), timed on a model without storage (they do not touch the weights)."""
+    import monarch_convert as mc
+    from monarch_convert.healing.data import HealData
+
+    data = HealData("text", texts[1:], None, tokenizer, a.seq)
+    meta = mc.convert(bert(a, "meta"), a.setting)
+
+    def switch() -> None:
+        with mc.softmax(meta):
+            pass
+
+    return {TOKENISE: host_ms(lambda: data.inputs([i % len(data) for i in range(a.batch)])),
+            SWITCH: host_ms(switch)}
 
 
 # -------------------------------------------------------------------------------------- providers
@@ -246,7 +280,7 @@ def heal_unconverted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: l
 
 def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> Measured:
     """One provider's run on a fresh model of the same weights."""
-    model = build(a)
+    model = bert(a, a.device)
     cuda = a.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -269,14 +303,15 @@ def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[st
 # ---------------------------------------------------------------------------------------- output
 
 
-def rows_of(results: list[Measured], a: argparse.Namespace, env: Env) -> list[Row]:
+def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict[str, float]) -> list[Row]:
     s = SMOKE if a.smoke else BASE
     sdpa = next((m.median_ms for m in results if m.provider == "sdpa"), None)
     rows = []
     for m in results:
         note = (f"{1e3 / m.median_ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; median of {len(m.ms)} steps after "
                 f"{a.warmup} warm-up ({min(m.ms):.2f}-{max(m.ms):.2f} ms); loss {m.losses[0]:.4g} -> "
-                f"{m.losses[-1]:.4g}; {m.note}")
+                f"{m.losses[-1]:.4g}; {m.note}; host ms in each step: " +
+                ", ".join(f"{k} {v:.2f}" for k, v in host.items() if k != SWITCH or m.provider.startswith("monarch")))
         rows.append(env.stamp(Row(
             kernel="heal:bert-base", provider=m.provider, dtype=a.dtype, batch=a.batch, heads=s["heads"], seq=a.seq,
             head_dim=s["hidden"] // s["heads"], block=m.block, steps=m.num_steps, pad_frac=0.0,
@@ -285,7 +320,7 @@ def rows_of(results: list[Measured], a: argparse.Namespace, env: Env) -> list[Ro
     return rows
 
 
-def table(results: list[Measured], a: argparse.Namespace, env: Env) -> str:
+def table(results: list[Measured], a: argparse.Namespace, env: Env, host: dict[str, float]) -> str:
     sdpa = next((m.median_ms for m in results if m.provider == "sdpa"), None)
     lines = [f"heal step, {'smoke' if a.smoke else 'BERT-base'} shape, {a.dtype}, trainable={a.trainable}, "
              f"target=hidden, {env.gpu}, commit {env.commit or '?'}",
@@ -294,6 +329,7 @@ def table(results: list[Measured], a: argparse.Namespace, env: Env) -> str:
         ratio = f"{sdpa / m.median_ms:.2f}x" if sdpa else "-"
         lines.append(f"{m.provider:<16}{a.seq:>6}{a.batch:>6}{m.median_ms:>10.3f}{1e3 / m.median_ms:>9.2f}"
                      f"{m.peak_mib:>10.0f}{ratio:>11}")
+    lines.append("host work inside each step (GPU idle): " + ", ".join(f"{k} {v:.2f} ms" for k, v in host.items()))
     return "\n".join(lines)
 
 
@@ -329,12 +365,13 @@ def main(argv: list[str] | None = None) -> None:
     register_free()
     env = Env("cpu", versions(), commit(), 0.0) if a.smoke else environment(measure_copy=False)
     tokenizer, texts = make_tokenizer(a.seq), make_texts(TRAIN_TEXTS + 1, a.seq, a.seed)
+    host = host_costs(a, tokenizer, texts)
     results = []
     for provider in a.providers:
         results.append(measure(provider, a, tokenizer, texts))
         print(f"{provider}: median {results[-1].median_ms:.3f} ms/step", flush=True)
-    print(f"{len(results)} rows -> {write_csv(rows_of(results, a, env), a.csv, 'bench_heal_step.csv')}")
-    print(table(results, a, env))
+    print(f"{len(results)} rows -> {write_csv(rows_of(results, a, env, host), a.csv, 'bench_heal_step.csv')}")
+    print(table(results, a, env, host))
 
 
 if __name__ == "__main__":
