@@ -1,0 +1,378 @@
+#!/usr/bin/env python
+"""Step rate of healing (``monarch_convert.heal``) a BERT-base-shaped model at long N, against the
+same distillation step on SDPA (issue 17's third target: >= 2x at N = 4096 on the H200).
+
+    BENCH_COMMIT=<commit> python scripts/benchmarks/bench_heal_step.py [--seq 4096] [--batch 1] [--steps 50]
+        [--warmup 5] [--dtype bfloat16] [--trainable attention] [--setting b=64,T=1]
+        [--providers sdpa attention-free monarch] [--csv FILE] [--smoke]
+
+The model: a ``BertModel`` built in code from a ``BertConfig`` of BERT-base's shape (12 layers,
+hidden 768, 12 heads, intermediate 3072, vocabulary 30522, ``max_position_embeddings`` = N, so that
+``block_size="auto"`` is ceil(sqrt(N)): 64 at N = 4096), random weights (seeded), in ``--dtype`` on
+CUDA. The data: synthetic texts of N or more words from a 1,000-word WordPiece vocabulary built in
+code, so every example is N tokens long (an attention mask of ones, as a tokenizer gives it).
+Random weights attend almost uniformly, so the converted model is already close to its original:
+the run measures speed, not what healing wins back (docs/results.md has that for real models).
+
+Providers, each on a freshly built model of the same weights (one at a time on the GPU, so that
+each peak memory is its own):
+
+- ``monarch`` (rows ``monarch-triton``; ``monarch-torch`` in ``--smoke``): the model converted with
+  ``--setting`` (default ``block_size="auto"``) and healed by ``monarch_convert.heal`` itself
+  (target="hidden", ``--trainable``, ``--batch`` examples of N tokens per step, its default AdamW,
+  teacher = the same weights on softmax), with one held-out text (heal measures its fidelity
+  before the first step and after the last: outside the timed steps).
+- ``sdpa``: heal's own step on the unconverted model. ``heal`` refuses a model that is not
+  converted, so the step is driven here with heal's pieces (``healing.loop.Run`` and
+  ``_one_step``, ``healing.teacher.Teacher``, ``healing.trainable.selected``, ``healing.data``):
+  the same objective, optimizer, schedule, gradient clipping, trainable weights (selected on a
+  conversion, then reverted: no weight is touched, the same parameters move), data order, batch
+  and N; the teacher is the same weights on SDPA, as heal's teacher is for the converted model.
+  Student and teacher are then the same function: the loss is 0 and the updates are 0, but every
+  step does the full work (the backward and AdamW run on zero gradients).
+- ``attention-free``: as ``sdpa``, but every student attention call is a no-op
+  (``bench_models.free_attention``; the teacher still runs SDPA): what the step costs when the
+  student's attention costs nothing, the most any attention kernel can gain here.
+
+Timing: ``healing.loop._one_step`` (the function heal's loop calls once per step, tokenisation of
+the batch, teacher forward, student forward and backward, clipping, AdamW and the fidelity of the
+batch included) is wrapped for the run, with ``torch.cuda.synchronize()`` before and after each
+call; the first ``--warmup`` steps (Triton compilation, cuBLAS/cuDNN set-up) are dropped and the
+median wall time of the next ``--steps`` is reported. Heal's set-up and held-out measurements are
+outside the wrapped function, so the monarch provider is timed on the same code as the others.
+Peak memory: ``torch.cuda.max_memory_allocated`` over the provider's run (weights included).
+Host work inside each step, while the GPU waits (the step before ended on a synchronisation), is
+timed apart: heal tokenising the batch (every provider) and, for the monarch provider, the
+teacher's switch to softmax and back (``monarch_convert.softmax``: revert, convert again).
+Printed last: a table of ms/step, steps/s, peak MiB and the step rate over SDPA's; CSV rows
+(``bench_utils.Row``, kernel ``heal:bert-base``, ``speedup_vs_best_sdpa`` = the step rate over
+SDPA's, steps/s and peak memory in ``note``) go to ``--csv`` (default ``$OUT/bench_heal_step.csv``).
+
+``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in float32, N = 64, 1 warm-up and 2 timed
+steps, to check the script itself (tests/test_bench_heal_step.py).
+
+What to expect (matmul FLOPs = 2 x MACs, BERT-base, N = 4096, batch 1, trainable="attention"):
+
+- linear layers, forward: 2 N L (4 d^2 + 2 d I) = 2 * 4096 * 12 * 7,077,888 = 695.8 GFLOP;
+- softmax attention, forward: L * 2 * (2 N^2 d) = 618.5 GFLOP (47% of the forward's 1314.3);
+- Monarch (b = 64, T = 1), forward: L * 2 * heads * 5 N b dh = 24.2 GFLOP (``monarch_convert.flops``);
+- backward: the input gradient of every linear layer (1x its forward: layer 0's projections train,
+  so the gradient runs through every layer) plus the weight gradient of the trained projections
+  (4 d^2 of 12 d^2 per token: 1/3 of the forward) = 4/3 * 695.8 = 927.7 GFLOP; attention's
+  backward ~2.5x its forward (flash: QK^T recomputed, then dV, dP, dQ, dK: 5 matmuls for 2) =
+  1546.3 GFLOP for softmax, ~60 for Monarch.
+
+One SDPA step: teacher 1314.3 + student forward 1314.3 + backward 927.7 + 1546.3 = 5102.6 GFLOP
+(attention 2783 of it, 55%). One monarch step: teacher 1314.3 (heal's teacher runs softmax
+attention: 618.5 of it) + 720.0 + 988.1 = 3022.4 GFLOP: 1.69x fewer. With the student's attention
+free the step is still 2937.8 GFLOP: at equal FLOP rates no attention kernel can make healing more
+than 5102.6 / 2937.8 = 1.74x faster at N = 4096 (1.64x with trainable="all": 5566.5 / 3401.7),
+because the softmax teacher stays. 2x needs SDPA's attention (its backward especially) to run at a
+lower FLOP rate than the GEMMs (at 70% of their rate the bound is about 1.97x, at 50% 2.2x), a
+longer N (at 16384: 53.8 / 19.2 TFLOP = 2.8x), or a cheaper teacher; the ``attention-free`` rows
+measure the bound on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from bench_models import FREE, register_free, set_implementation
+from bench_utils import Env, Row, commit, environment, versions, write_csv
+
+from monarch_convert.config import parse_setting
+
+BASE = dict(layers=12, hidden=768, heads=12, intermediate=3072)
+SMOKE = dict(layers=2, hidden=64, heads=4, intermediate=128)
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = [f"w{i}" for i in range(1000)]
+LR = 1e-4  # heal's default, given to every provider
+PROVIDERS = ("sdpa", "attention-free", "monarch")
+TRAIN_TEXTS = 8  # distinct training examples (heal cycles through them); one more is held out
+TOKENISE, SWITCH = "tokenising a batch", "monarch teacher's softmax switch"  # host work inside a step
+
+
+@dataclass
+class Measured:
+    """One provider's timed steps (ms), peak memory and what it ran."""
+
+    provider: str
+    ms: list[float]
+    losses: list[float]  # every step's, warm-up included
+    peak_mib: float
+    block: int
+    num_steps: int
+    note: str
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.ms)
+
+
+@dataclass
+class StepTimer:
+    """Wall time (ms) of every call of heal's step function, CUDA-synchronised around each call,
+    and the loss each call returns."""
+
+    ms: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+    @contextmanager
+    def around_heal_steps(self):
+        from monarch_convert.healing import loop
+
+        step = loop._one_step
+
+        def timed(run: Any, teacher: Any):
+            _sync()
+            start = time.perf_counter()
+            out = step(run, teacher)
+            _sync()
+            self.ms.append((time.perf_counter() - start) * 1e3)
+            self.losses.append(out[0])
+            return out
+
+        loop._one_step = timed  # heal's train() looks it up in the module at every step
+        try:
+            yield self
+        finally:
+            loop._one_step = step
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------- model and data
+
+
+def bert(a: argparse.Namespace, device: str) -> Any:
+    """The BERT-base-shaped model (``SMOKE`` shapes with ``--smoke``) on SDPA, seeded, in eval mode."""
+    import transformers
+
+    s = SMOKE if a.smoke else BASE
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                                     num_attention_heads=s["heads"], intermediate_size=s["intermediate"],
+                                     max_position_embeddings=a.seq, attn_implementation="sdpa")
+    torch.manual_seed(a.seed)
+    with torch.device(device):
+        model = transformers.BertModel(config)
+    return model.to(getattr(torch, a.dtype)).eval()
+
+
+def make_tokenizer(seq: int) -> Any:
+    """A WordPiece tokenizer of ``WORDS`` (every word one token), built in code."""
+    import transformers
+
+    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
+    return transformers.BertTokenizer(vocab=vocab, do_lower_case=False, model_max_length=seq)
+
+
+def make_texts(count: int, seq: int, seed: int) -> list[str]:
+    """``count`` texts of ``seq`` random words: ``seq`` tokens each once truncated ([CLS] and [SEP] in)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=seq)) for _ in range(count)]
+
+
+def host_ms(fn: Any, reps: int = 10) -> float:
+    """Median wall ms of ``fn()`` after one call (work of the host alone)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[str, float]:
+    """Host work inside every timed step, while the GPU waits (the step before ended on a
+    synchronisation): heal tokenising a batch (every provider), and the teacher's switch of the
+    converted model to softmax and back (``monarch_convert.softmax``: revert, then convert
+    again; monarch only), timed on a model without storage (they do not touch the weights)."""
+    import monarch_convert as mc
+    from monarch_convert.healing.data import HealData
+
+    data = HealData("text", texts[1:], None, tokenizer, a.seq)
+    meta = mc.convert(bert(a, "meta"), a.setting)
+
+    def switch() -> None:
+        with mc.softmax(meta):
+            pass
+
+    return {TOKENISE: host_ms(lambda: data.inputs([i % len(data) for i in range(a.batch)])),
+            SWITCH: host_ms(switch)}
+
+
+# -------------------------------------------------------------------------------------- providers
+
+
+def heal_converted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> tuple[Any, str]:
+    """Convert and heal with ``monarch_convert.heal``; (the conversion's settings, a note)."""
+    import monarch_convert as mc
+
+    mc.convert(model, a.setting)
+    report = mc.heal(model, texts[1:], steps=a.warmup + a.steps, trainable=a.trainable, lr=LR, batch_size=a.batch,
+                     seq_len=a.seq, target="hidden", processor=tokenizer, eval_data=texts[:1], progress=False,
+                     seed=a.seed)
+    before, after = (f"{f[report.headline]:.4f}" for f in (report.fidelity_before, report.fidelity_after))
+    note = (f"monarch_convert.heal, trainable={report.trainable} ({report.trained_parameters:,} weights); "
+            f"held-out {report.headline} {before} -> {after}")
+    return mc.conversion_report(model).settings, note
+
+
+class SdpaTeacher:
+    """The ``attention-free`` provider's teacher: heal's teacher run with the model on SDPA, the
+    student's no-op attention put back after."""
+
+    def __init__(self, model: Any, teacher: Any):
+        self.model, self.teacher = model, teacher
+
+    def __call__(self, inputs: dict) -> Any:
+        set_implementation(self.model, "sdpa")
+        try:
+            return self.teacher(inputs)
+        finally:
+            set_implementation(self.model, FREE)
+
+
+def heal_unconverted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: list[str],
+                     free_student: bool) -> tuple[Any, str]:
+    """heal's step on the model as it is (SDPA), or with the student's attention a no-op; (the
+    settings of the conversion the trainable weights were selected on, a note)."""
+    import monarch_convert as mc
+    from monarch_convert.healing import loop
+    from monarch_convert.healing.data import heal_data
+    from monarch_convert.healing.objective import headline
+    from monarch_convert.healing.teacher import Teacher
+    from monarch_convert.healing.trainable import selected
+
+    settings = mc.conversion_report(mc.convert(model, a.setting)).settings
+    with selected(model, a.trainable) as chosen:  # heal's selection names the converted modules' projections
+        mc.revert(model)  # no weight was touched: the same parameters, on SDPA again
+        run = loop.Run.create(model, steps=a.warmup + a.steps, batch_size=a.batch, lr=LR, weight_decay=0.0,
+                              warmup_steps=None, seed=a.seed, progress=False, checkpoint_every=None,
+                              checkpoint_dir=None)
+        data = heal_data(texts[1:], tokenizer, model, max_length=a.seq)
+        run.start(chosen, "hidden", headline("hidden", True), data, data)
+        teacher = Teacher(model, chosen)
+        if free_student:
+            teacher = SdpaTeacher(model, teacher)
+            set_implementation(model, FREE)
+        try:
+            while run.step < run.steps:
+                loop._one_step(run, teacher)
+        finally:
+            set_implementation(model, "sdpa")
+        note = f"heal's step driven here, trainable={chosen.kind} ({chosen.count(model):,} weights)"
+    return settings, note
+
+
+def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> Measured:
+    """One provider's run on a fresh model of the same weights."""
+    model = bert(a, a.device)
+    cuda = a.device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with StepTimer().around_heal_steps() as timer:
+        if provider == "monarch":
+            settings, note = heal_converted(model, a, tokenizer, texts)
+        else:
+            settings, note = heal_unconverted(model, a, tokenizer, texts, free_student=provider == "attention-free")
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
+    del model
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    if len(timer.ms) != a.warmup + a.steps:
+        raise SystemExit(f"{provider}: {len(timer.ms)} steps timed, expected {a.warmup + a.steps}")
+    name = provider if provider != "monarch" else "monarch-torch" if a.smoke else "monarch-triton"
+    return Measured(name, timer.ms[a.warmup:], timer.losses, peak, settings.block_size, settings.num_steps, note)
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict[str, float]) -> list[Row]:
+    s = SMOKE if a.smoke else BASE
+    sdpa = next((m.median_ms for m in results if m.provider == "sdpa"), None)
+    rows = []
+    for m in results:
+        note = (f"{1e3 / m.median_ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; median of {len(m.ms)} steps after "
+                f"{a.warmup} warm-up ({min(m.ms):.2f}-{max(m.ms):.2f} ms); loss {m.losses[0]:.4g} -> "
+                f"{m.losses[-1]:.4g}; {m.note}; host ms in each step: " +
+                ", ".join(f"{k} {v:.2f}" for k, v in host.items() if k != SWITCH or m.provider.startswith("monarch")))
+        rows.append(env.stamp(Row(
+            kernel="heal:bert-base", provider=m.provider, dtype=a.dtype, batch=a.batch, heads=s["heads"], seq=a.seq,
+            head_dim=s["hidden"] // s["heads"], block=m.block, steps=m.num_steps, pad_frac=0.0,
+            median_ms=f"{m.median_ms:.4f}", speedup_vs_best_sdpa=f"{sdpa / m.median_ms:.3f}" if sdpa else "",
+            best_sdpa="sdpa" if sdpa else "", note=note)))
+    return rows
+
+
+def table(results: list[Measured], a: argparse.Namespace, env: Env, host: dict[str, float]) -> str:
+    sdpa = next((m.median_ms for m in results if m.provider == "sdpa"), None)
+    lines = [f"heal step, {'smoke' if a.smoke else 'BERT-base'} shape, {a.dtype}, trainable={a.trainable}, "
+             f"target=hidden, {env.gpu}, commit {env.commit or '?'}",
+             f"{'provider':<16}{'N':>6}{'batch':>6}{'ms/step':>10}{'steps/s':>9}{'peak MiB':>10}{'rate/sdpa':>11}"]
+    for m in results:
+        ratio = f"{sdpa / m.median_ms:.2f}x" if sdpa else "-"
+        lines.append(f"{m.provider:<16}{a.seq:>6}{a.batch:>6}{m.median_ms:>10.3f}{1e3 / m.median_ms:>9.2f}"
+                     f"{m.peak_mib:>10.0f}{ratio:>11}")
+    lines.append("host work inside each step (GPU idle): " + ", ".join(f"{k} {v:.2f} ms" for k, v in host.items()))
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seq", type=int, default=4096, help="tokens per example, N (default 4096)")
+    p.add_argument("--batch", type=int, default=1, help="examples per step (default 1)")
+    p.add_argument("--steps", type=int, default=50, help="timed steps per provider (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="steps run first and not timed (default 5)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--trainable", default="attention", choices=["attention", "all", "lora"])
+    p.add_argument("--setting", type=parse_setting, default={"block_size": "auto"},
+                   help="conversion setting, e.g. 'b=64,T=1' (default: block_size=auto)")
+    p.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, N = 64, 2 steps: checks the script")
+    p.add_argument("--csv", default=None)
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.seq, a.steps, a.warmup, a.dtype = 64, 2, 1, "float32"
+    if min(a.seq, a.batch, a.steps) < 1 or a.warmup < 0:
+        p.error("--seq, --batch and --steps must be >= 1, --warmup >= 0")
+    a.device = "cpu" if a.smoke else "cuda"
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse(argv)
+    if not a.smoke and not torch.cuda.is_available():
+        sys.exit("bench_heal_step.py needs a CUDA GPU (or --smoke)")
+    if a.smoke:
+        torch.set_num_threads(1)  # a check, not a measurement: one thread is fastest on a shared CPU
+    register_free()
+    env = Env("cpu", versions(), commit(), 0.0) if a.smoke else environment(measure_copy=False)
+    tokenizer, texts = make_tokenizer(a.seq), make_texts(TRAIN_TEXTS + 1, a.seq, a.seed)
+    host = host_costs(a, tokenizer, texts)
+    results = []
+    for provider in a.providers:
+        results.append(measure(provider, a, tokenizer, texts))
+        print(f"{provider}: median {results[-1].median_ms:.3f} ms/step", flush=True)
+    print(f"{len(results)} rows -> {write_csv(rows_of(results, a, env, host), a.csv, 'bench_heal_step.csv')}")
+    print(table(results, a, env, host))
+
+
+if __name__ == "__main__":
+    main()
