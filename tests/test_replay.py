@@ -18,8 +18,8 @@ from monarch_convert.kernels.triton import replay
 @pytest.fixture(autouse=True)
 def fake_scratch(monkeypatch):
     """Scratch at a made-up address (the real one comes from PyTorch's CUDA allocator)."""
-    monkeypatch.setattr(replay, "_alloc", lambda nbytes, stream, device: 1 << 20)
-    monkeypatch.setattr(replay, "_free", lambda ptr: None)
+    monkeypatch.setattr(replay, "alloc", lambda nbytes, stream, device: 1 << 20)
+    monkeypatch.setattr(replay, "free", lambda ptr: None)
 
 
 class FakeCompiled:
