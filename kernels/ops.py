@@ -122,16 +122,23 @@ def monarch_attention(
 
 def _triton(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
             key: tuple | None, needs_grad: bool) -> torch.Tensor:
-    """The Triton kernels. Under ``torch.compile``, and for inputs that need grad: one opaque custom
-    op, with its backward kernels, for dynamo/inductor and CUDA graphs. Eager inference: straight to
-    the launcher (the custom op's Python dispatch costs tens of µs), which keeps the call's replay
-    under ``key`` for the next call like it."""
-    if needs_grad or torch.compiler.is_compiling():
+    """The Triton kernels. Under ``torch.compile``: one opaque custom op, with its backward kernels,
+    for dynamo/inductor and CUDA graphs. Eager, for inputs that need grad: an autograd Function over
+    the same launchers (``triton_function.py``: no custom-op dispatch). Eager inference: straight to
+    the launcher (the custom op's Python dispatch costs tens of µs). Eager calls keep their replay
+    under ``key`` for the next call like them."""
+    if torch.compiler.is_compiling():
         from .triton_op import monarch_attention_fwd
 
         return monarch_attention_fwd(q, k, v, mask, block_size, num_steps, pad_type, scale, *variant)
-    return _launcher()(q, k, v, mask, block_size, num_steps, pad_type, scale, exact_diagonal=variant[0],
-                       global_keys=variant[1], remember_as=key)
+    launcher = _launcher()
+    if needs_grad:
+        from .triton_function import MonarchAttentionFunction
+
+        return MonarchAttentionFunction.apply(q, k, v, mask, key, _LAUNCH_MODULE, block_size, num_steps, pad_type,
+                                              scale)
+    return launcher(q, k, v, mask, block_size, num_steps, pad_type, scale, exact_diagonal=variant[0],
+                    global_keys=variant[1], remember_as=key)
 
 
 # Decided once, at import, without importing triton (the kernel module is imported on first use,
@@ -157,15 +164,14 @@ def _replayed(q, k, v, mask, block_size, num_steps, pad_type, scale, backend, ex
     """(key of the call, its output or None). The key holds everything ``_validate`` and the
     dispatch read: an eager call whose key a Triton call had before is valid, and runs that call's
     launches again on its own tensors (``kernels/triton/replay.py``) with no further Python work.
-    No key (None) where no replay may apply: before the first Triton call, under ``torch.compile``,
-    with inputs that need grad, with anything that is not a tensor where a tensor belongs, with
-    pointers that are not 16-byte aligned (Triton compiles those apart)."""
+    With inputs that need grad, the key alone (the autograd Function replays under it). No key
+    (None) where no replay may apply: before the first Triton call, under ``torch.compile``, with
+    anything that is not a tensor where a tensor belongs, with pointers that are not 16-byte aligned
+    (Triton compiles those apart)."""
     if _LAUNCH_MODULE is None or torch.compiler.is_compiling():
         return None, None
     tensors = isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
     if not tensors or (mask is not None and not isinstance(mask, torch.Tensor)):
-        return None, None
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return None, None
     qp, kp, vp, mp = q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr()
     if (qp | kp | vp | mp) & 15:
@@ -175,6 +181,8 @@ def _replayed(q, k, v, mask, block_size, num_steps, pad_type, scale, backend, ex
     key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype, v.dtype,
            q.get_device(), k.get_device(), v.get_device(), masked, type(block_size), block_size, type(num_steps),
            num_steps, pad_type, scale, backend, type(exact_diagonal), exact_diagonal, type(global_keys), global_keys)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return key, None
     replay = _LAUNCH_MODULE.REPLAYS.get(key)
     return key, None if replay is None else replay.run_at(qp, kp, vp, mp)
 
