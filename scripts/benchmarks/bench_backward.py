@@ -178,10 +178,11 @@ def _ratio(times: dict, kind: str, name: str) -> tuple[str, str]:
     return f"{sdpa[best] / times[name][kind]:.3f}", best
 
 
-def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict, profile: bool = False) -> list[BackwardRow]:
+def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict, profile: bool = False,
+              only: list | None = None) -> list[BackwardRow]:
     block = math.isqrt(N - 1) + 1
     xs, grad = inputs(s, N)
-    fns = providers(s, xs, grad, block, steps)
+    fns = {p: fn for p, fn in providers(s, xs, grad, block, steps).items() if not only or p in only}
     results, reference = {}, None
     for name, fn in fns.items():
         try:
@@ -236,6 +237,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny float32 cases on the CPU (Triton's interpreter)")
     p.add_argument("--profile", action="store_true", help="print each kernel's device time per call")
+    p.add_argument("--only", nargs="+", default=None, help="providers to time (default: all)")
     p.add_argument("--out", default=None, help="CSV file (default: bench_backward.csv in $OUT or .)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -251,7 +253,7 @@ def main(argv=None) -> None:
     try:
         for N in seqs:
             for steps in args.steps:
-                rows += time_case(s, N, steps, reps, stamp, args.profile)
+                rows += time_case(s, N, steps, reps, stamp, args.profile, args.only)
                 if s.device == "cuda":
                     torch.cuda.empty_cache()
     finally:
