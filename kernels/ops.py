@@ -105,6 +105,9 @@ def monarch_attention(
                          global_keys)
     if out is not None:
         return out
+    if key is not None and not (exact_diagonal or global_keys) and key in _LAUNCH_MODULE.REPLAYS:
+        # Validated and run on Triton before; its replay did not run above: the inputs need grad.
+        return _with_grad(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, key)
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend, exact_diagonal, global_keys)
     variant = (exact_diagonal, global_keys)
     if scale is None:
@@ -133,12 +136,19 @@ def _triton(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale
         return monarch_attention_fwd(q, k, v, mask, block_size, num_steps, pad_type, scale, *variant)
     launcher = _launcher()
     if needs_grad:
-        from .triton_function import MonarchAttentionFunction
-
-        return MonarchAttentionFunction.apply(q, k, v, mask, key, _LAUNCH_MODULE, block_size, num_steps, pad_type,
-                                              scale)
+        return _with_grad(q, k, v, mask, block_size, num_steps, pad_type, scale, key)
     return launcher(q, k, v, mask, block_size, num_steps, pad_type, scale, exact_diagonal=variant[0],
                     global_keys=variant[1], remember_as=key)
+
+
+def _with_grad(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float | None,
+               key: tuple | None) -> torch.Tensor:
+    """Eager Triton with inputs that need grad (options off): the autograd Function over the
+    launchers (``triton_function.py``), which replays under ``key``."""
+    from .triton_function import MonarchAttentionFunction
+
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return MonarchAttentionFunction.apply(q, k, v, mask, key, _LAUNCH_MODULE, block_size, num_steps, pad_type, scale)
 
 
 # Decided once, at import, without importing triton (the kernel module is imported on first use,

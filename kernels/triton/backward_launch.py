@@ -292,7 +292,7 @@ def _launch(q, k, v, mask, grad_out, b: int, m: int, num_steps: int, pad_type: s
 def monarch_attention_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
     grad_out: torch.Tensor, block_size: int, num_steps: int, pad_type: str, scale: float,
-    exact_diagonal: bool = False, global_keys: int = 0,
+    exact_diagonal: bool = False, global_keys: int = 0, remember_as: Optional[tuple] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of ``monarch_attention_triton(q, k, v, ...)`` for the output gradient
     ``grad_out``, in the inputs' dtype, contiguous; zero at padding positions. More blocks than
@@ -300,7 +300,9 @@ def monarch_attention_backward(
     atomically); blocks longer than ``MAX_TILE`` (b = sqrt(N) beyond N = 16384) are run over key
     tiles (``backward_wide.py``). A signature seen before replays its recorded launches. The op's
     options (``exact_diagonal``, ``global_keys``: docs/algorithm.md, section 7) have no backward
-    kernels (``ops.monarch_attention`` runs them on the reference)."""
+    kernels (``ops.monarch_attention`` runs them on the reference). ``remember_as``: a further key
+    under which the call's replay is kept (``triton_function.py``: the forward's key and the output
+    gradient's layout)."""
     B, H, N, D = q.shape
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
@@ -311,15 +313,23 @@ def monarch_attention_backward(
                                   "ops.monarch_attention runs inputs that need grad on the reference with them")
     key = _key(q, k, v, key_padding_mask, grad_out, b, num_steps, pad_type, scale)
     replay = REPLAYS.get(key) if key is not None else None
-    if replay is not None:
-        return replay.run(q, k, v, key_padding_mask, grad_out)
-    c, scratch = _launch(q, k, v, key_padding_mask, grad_out, b, m, num_steps, pad_type, scale,
-                         [] if key is not None else None)
-    if key is not None:
-        recorded = record(c.recording, lambda t: c.where.get(id(t)))
-        if recorded is not None:
-            if len(REPLAYS) >= _MAX_REPLAYS:  # many shapes: start over
-                REPLAYS.clear()
-            REPLAYS[key] = BackwardReplay(*recorded, tuple(g.shape for g in c.grads), scratch.numel(), q.dtype,
-                                          q.device)
-    return c.grads
+    if replay is None:
+        c, scratch = _launch(q, k, v, key_padding_mask, grad_out, b, m, num_steps, pad_type, scale,
+                             [] if key is not None else None)
+        recorded = None if key is None else record(c.recording, lambda t: c.where.get(id(t)))
+        if recorded is None:
+            return c.grads
+        replay = BackwardReplay(*recorded, tuple(g.shape for g in c.grads), scratch.numel(), q.dtype, q.device)
+        _remember(key, replay)
+        _remember(remember_as, replay)
+        return c.grads
+    _remember(remember_as, replay)
+    return replay.run(q, k, v, key_padding_mask, grad_out)
+
+
+def _remember(key: Optional[tuple], replay: BackwardReplay) -> None:
+    if key is None:
+        return
+    if len(REPLAYS) >= _MAX_REPLAYS:  # many shapes: start over
+        REPLAYS.clear()
+    REPLAYS[key] = replay
