@@ -90,8 +90,9 @@ def monarch_attention(
     scale: softmax scale, ``head_dim ** -0.5`` by default.
     backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
         tensors when triton is installed, the reference elsewhere). On Triton, inputs that need grad
-        go through the custom op ``monarch_convert::monarch_attention_fwd`` and its backward kernels
-        (docs/algorithm.md, section 9), as does any call under ``torch.compile``: no graph break.
+        get the backward kernels (docs/algorithm.md, section 9): eager through an autograd Function
+        (``triton_function.py``), under ``torch.compile`` through the custom op
+        ``monarch_convert::monarch_attention_fwd`` (no graph break), the same launches.
     exact_diagonal: each query keeps the exact softmax over its own block at every step; later
         R-steps fit each block from the other blocks' queries (docs/algorithm.md, section 7).
     global_keys: G keys per (sequence, head), the top scores against its mean real query, leave
