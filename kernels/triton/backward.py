@@ -73,11 +73,11 @@ def _zero_kernel(a_ptr, na, b_ptr, nb, c_ptr, nc, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _cast_kernel(a_ptr, a_out, na, b_ptr, b_out, nb, BLOCK: tl.constexpr):
+def _cast_kernel(src_a_ptr, out_a_ptr, na, src_b_ptr, out_b_ptr, nb, BLOCK: tl.constexpr):
     """Two float32 accumulators into their outputs' dtype (blocks longer than a tile)."""
     at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(a_out + at, tl.load(a_ptr + at, mask=at < na).to(a_out.dtype.element_ty), mask=at < na)
-    tl.store(b_out + at, tl.load(b_ptr + at, mask=at < nb).to(b_out.dtype.element_ty), mask=at < nb)
+    tl.store(out_a_ptr + at, tl.load(src_a_ptr + at, mask=at < na).to(out_a_ptr.dtype.element_ty), mask=at < na)
+    tl.store(out_b_ptr + at, tl.load(src_b_ptr + at, mask=at < nb).to(out_b_ptr.dtype.element_ty), mask=at < nb)
 
 
 @triton.jit
