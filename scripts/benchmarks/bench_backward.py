@@ -248,7 +248,9 @@ def main(argv=None) -> None:
         sys.exit("bench_backward.py needs a CUDA GPU (or --smoke)")
     device = "cpu (Triton interpreter)" if args.smoke else torch.cuda.get_device_name()
     stamp = dict(device=device, versions=versions(), commit=commit())
-    print(f"{device}; {stamp['versions']}; commit {stamp['commit']}", flush=True)
+    # A busy host (e.g. test workers left running) inflates the eager and host columns: say how busy.
+    print(f"{device}; {stamp['versions']}; commit {stamp['commit']}; host load {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs", flush=True)
     rows = []
     try:
         for N in seqs:
