@@ -90,8 +90,9 @@ def monarch_attention(
     scale: softmax scale, ``head_dim ** -0.5`` by default.
     backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
         tensors when triton is installed, the reference elsewhere). On Triton, inputs that need grad
-        go through the custom op ``monarch_convert::monarch_attention_fwd`` and its backward kernels
-        (docs/algorithm.md, section 9), as does any call under ``torch.compile``: no graph break.
+        get the backward kernels (docs/algorithm.md, section 9): eager through an autograd Function
+        (``triton_function.py``), under ``torch.compile`` through the custom op
+        ``monarch_convert::monarch_attention_fwd`` (no graph break), the same launches.
     exact_diagonal: each query keeps the exact softmax over its own block at every step; later
         R-steps fit each block from the other blocks' queries (docs/algorithm.md, section 7).
     global_keys: G keys per (sequence, head), the top scores against its mean real query, leave
@@ -105,6 +106,9 @@ def monarch_attention(
                          global_keys)
     if out is not None:
         return out
+    if key is not None and not (exact_diagonal or global_keys) and key in _LAUNCH_MODULE.REPLAYS:
+        # Validated and run on Triton before; its replay did not run above: the inputs need grad.
+        return _with_grad(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, key)
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend, exact_diagonal, global_keys)
     variant = (exact_diagonal, global_keys)
     if scale is None:
@@ -122,16 +126,30 @@ def monarch_attention(
 
 def _triton(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
             key: tuple | None, needs_grad: bool) -> torch.Tensor:
-    """The Triton kernels. Under ``torch.compile``, and for inputs that need grad: one opaque custom
-    op, with its backward kernels, for dynamo/inductor and CUDA graphs. Eager inference: straight to
-    the launcher (the custom op's Python dispatch costs tens of µs), which keeps the call's replay
-    under ``key`` for the next call like it."""
-    if needs_grad or torch.compiler.is_compiling():
+    """The Triton kernels. Under ``torch.compile``: one opaque custom op, with its backward kernels,
+    for dynamo/inductor and CUDA graphs. Eager, for inputs that need grad: an autograd Function over
+    the same launchers (``triton_function.py``: no custom-op dispatch). Eager inference: straight to
+    the launcher (the custom op's Python dispatch costs tens of µs). Eager calls keep their replay
+    under ``key`` for the next call like them."""
+    if torch.compiler.is_compiling():
         from .triton_op import monarch_attention_fwd
 
         return monarch_attention_fwd(q, k, v, mask, block_size, num_steps, pad_type, scale, *variant)
-    return _launcher()(q, k, v, mask, block_size, num_steps, pad_type, scale, exact_diagonal=variant[0],
-                       global_keys=variant[1], remember_as=key)
+    launcher = _launcher()
+    if needs_grad:
+        return _with_grad(q, k, v, mask, block_size, num_steps, pad_type, scale, key)
+    return launcher(q, k, v, mask, block_size, num_steps, pad_type, scale, exact_diagonal=variant[0],
+                    global_keys=variant[1], remember_as=key)
+
+
+def _with_grad(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float | None,
+               key: tuple | None) -> torch.Tensor:
+    """Eager Triton with inputs that need grad (options off): the autograd Function over the
+    launchers (``triton_function.py``), which replays under ``key``."""
+    from .triton_function import MonarchAttentionFunction
+
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return MonarchAttentionFunction.apply(q, k, v, mask, key, _LAUNCH_MODULE, block_size, num_steps, pad_type, scale)
 
 
 # Decided once, at import, without importing triton (the kernel module is imported on first use,
@@ -157,15 +175,14 @@ def _replayed(q, k, v, mask, block_size, num_steps, pad_type, scale, backend, ex
     """(key of the call, its output or None). The key holds everything ``_validate`` and the
     dispatch read: an eager call whose key a Triton call had before is valid, and runs that call's
     launches again on its own tensors (``kernels/triton/replay.py``) with no further Python work.
-    No key (None) where no replay may apply: before the first Triton call, under ``torch.compile``,
-    with inputs that need grad, with anything that is not a tensor where a tensor belongs, with
-    pointers that are not 16-byte aligned (Triton compiles those apart)."""
+    With inputs that need grad, the key alone (the autograd Function replays under it). No key
+    (None) where no replay may apply: before the first Triton call, under ``torch.compile``, with
+    anything that is not a tensor where a tensor belongs, with pointers that are not 16-byte aligned
+    (Triton compiles those apart)."""
     if _LAUNCH_MODULE is None or torch.compiler.is_compiling():
         return None, None
     tensors = isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
     if not tensors or (mask is not None and not isinstance(mask, torch.Tensor)):
-        return None, None
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return None, None
     qp, kp, vp, mp = q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr()
     if (qp | kp | vp | mp) & 15:
@@ -175,6 +192,8 @@ def _replayed(q, k, v, mask, block_size, num_steps, pad_type, scale, backend, ex
     key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype, v.dtype,
            q.get_device(), k.get_device(), v.get_device(), masked, type(block_size), block_size, type(num_steps),
            num_steps, pad_type, scale, backend, type(exact_diagonal), exact_diagonal, type(global_keys), global_keys)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return key, None
     replay = _LAUNCH_MODULE.REPLAYS.get(key)
     return key, None if replay is None else replay.run_at(qp, kp, vp, mp)
 

@@ -3,7 +3,9 @@ a single opaque call (no graph break) with a fake (meta) implementation for trac
 
 ``monarch_attention_fwd`` is the forward; its autograd formula (``register_autograd``) saves q, k,
 v and the mask and calls ``monarch_attention_bwd``, the backward kernels (docs/algorithm.md,
-section 9), itself a custom op: a compiled training step traces both as single calls.
+section 9), itself a custom op: a compiled training step traces both as single calls. Eager
+calls that need grad take ``triton_function.py``'s autograd Function instead (the same launchers,
+without the ops' dispatch).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from monarch_convert.kernels.triton import replay
 @pytest.fixture(autouse=True)
 def fake_scratch(monkeypatch):
     """Scratch at a made-up address (the real one comes from PyTorch's CUDA allocator)."""
-    monkeypatch.setattr(replay, "_alloc", lambda nbytes, stream, device: 1 << 20)
-    monkeypatch.setattr(replay, "_free", lambda ptr: None)
+    monkeypatch.setattr(replay, "alloc", lambda nbytes, stream, device: 1 << 20)
+    monkeypatch.setattr(replay, "free", lambda ptr: None)
 
 
 class FakeCompiled:
@@ -134,3 +134,40 @@ def test_signature_tells_apart_what_the_kernels_are_compiled_for():
     assert one != replay.signature(q, q, q, **base, exact_diagonal=True)
     assert one != replay.signature(q, q, q, **base, global_keys=4)
     assert replay.signature(q, q, q, **base, global_keys=4) != replay.signature(q, q, q, **base, global_keys=5)
+
+
+def test_eager_training_replays_forward_and_backward(monkeypatch):
+    """An eager call that needs grad at a key run on Triton before: no validation, no launcher; the
+    autograd Function replays the forward under the entry point's key and the backward under that
+    key and the output gradient's layout."""
+    from monarch_convert.kernels import ops
+    from monarch_convert.kernels.triton import backward_launch
+
+    ops._launcher()
+    xs = [torch.randn(1, 2, 8, 4).requires_grad_() for _ in range(3)]
+    grad = torch.randn(1, 2, 8, 4)
+    key, out = ops._replayed(*xs, None, 4, 1, "post", None, "triton", False, 0)
+    assert key is not None and out is None
+    calls = []
+
+    class Forward:
+        def run(self, q, k, v, mask):
+            calls.append(("fwd", q is xs[0], mask))
+            return torch.full((1, 2, 8, 4), 2.0)
+
+    class Backward:
+        def run(self, q, k, v, mask, grad_out):
+            calls.append(("bwd", q is xs[0], grad_out is grad))
+            return tuple(torch.full((1, 2, 8, 4), float(i)) for i in range(3))
+
+    def refuse(*args):
+        raise AssertionError("a replayed key is not validated again")
+
+    monkeypatch.setitem(ops._LAUNCH_MODULE.REPLAYS, key, Forward())
+    monkeypatch.setitem(backward_launch.REPLAYS, (key, grad.stride(), grad.dtype, True), Backward())
+    monkeypatch.setattr(ops, "_validate", refuse)
+    out = ops.monarch_attention(*xs, block_size=4, backend="triton")
+    assert (out == 2).all()
+    grads = torch.autograd.grad(out, xs, grad)
+    assert calls == [("fwd", True, None), ("bwd", True, True)]
+    assert all((g == i).all() for i, g in enumerate(grads))

@@ -453,7 +453,7 @@ def test_entry_point_key_only_where_a_replay_may_apply(kern):
     key, out = ops._replayed(q, q, q, *args)
     assert key is not None and out is None  # nothing recorded on the CPU
     assert ops._replayed(q, q, "k", *args) == (None, None)
-    assert ops._replayed(q.requires_grad_(), q, q, *args) == (None, None)
+    assert ops._replayed(q.requires_grad_(), q, q, *args) == (key, None)  # the key alone: no replay run
     with torch.no_grad():
         assert ops._replayed(q, q, q, *args)[0] == key
     shifted = torch.randn(q.numel() + 1)[1:].view(q.shape)

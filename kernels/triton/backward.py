@@ -39,15 +39,45 @@ def _load_tokens(ptr, strides, bi, hi, tok, ok, dd, DIM: tl.constexpr):
 
 
 @triton.jit
-def _add_tokens(acc_ptr, bh64, N, tok, ok, x, dd, DIM: tl.constexpr, ATOMIC: tl.constexpr = False):
-    """``acc[bh, tok] += x`` on a contiguous float32 (BH, N, DIM) accumulator (rows where ``ok``);
-    ATOMIC where several programs add to the same rows."""
+def _add_tokens(acc_ptr, bh64, N, tok, ok, x, dd, DIM: tl.constexpr):
+    """``acc[bh, tok] += x``, atomically, on a contiguous float32 (BH, N, DIM) accumulator (rows
+    where ``ok``), where several programs add to the same rows."""
     ptrs = acc_ptr + (bh64 * N + tok)[:, None] * DIM + dd[None, :]
+    tl.atomic_add(ptrs, x, mask=ok[:, None] & (dd < DIM)[None, :])
+
+
+@triton.jit
+def _accumulate(acc_ptr, out_ptr, bh64, N, tok, ok, x, dd, DIM: tl.constexpr, FIRST: tl.constexpr,
+                LAST: tl.constexpr):
+    """Rows ``tok`` (where ``ok``) of a gradient laid out contiguous (BH, N, DIM): ``x``, plus the
+    float32 accumulator's rows unless this is their FIRST part, into the accumulator, or (LAST, the
+    rows' final part) into the output in its dtype. One program owns these rows in its launch."""
+    at = (bh64 * N + tok)[:, None] * DIM + dd[None, :]
     mask = ok[:, None] & (dd < DIM)[None, :]
-    if ATOMIC:
-        tl.atomic_add(ptrs, x, mask=mask)
+    if not FIRST:
+        x += tl.load(acc_ptr + at, mask=mask, other=0.0)
+    if LAST:
+        tl.store(out_ptr + at, x.to(out_ptr.dtype.element_ty), mask=mask)
     else:
-        tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + x, mask=mask)
+        tl.store(acc_ptr + at, x, mask=mask)
+
+
+@triton.jit
+def _zero_kernel(a_ptr, na, b_ptr, nb, c_ptr, nc, BLOCK: tl.constexpr):
+    """Zeros into the first ``na``, ``nb``, ``nc`` elements of three buffers (the gradients at
+    padding positions, which no program writes; accumulators added to atomically)."""
+    at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(a_ptr + at, tl.zeros([BLOCK], a_ptr.dtype.element_ty), mask=at < na)
+    tl.store(b_ptr + at, tl.zeros([BLOCK], b_ptr.dtype.element_ty), mask=at < nb)
+    tl.store(c_ptr + at, tl.zeros([BLOCK], c_ptr.dtype.element_ty), mask=at < nc)
+
+
+@triton.jit
+def _cast_kernel(src_a_ptr, out_a_ptr, na, src_b_ptr, out_b_ptr, nb, BLOCK: tl.constexpr):
+    """Two float32 accumulators into their outputs' dtype (blocks longer than a tile)."""
+    at = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_a_ptr + at, tl.load(src_a_ptr + at, mask=at < na).to(out_a_ptr.dtype.element_ty), mask=at < na)
+    tl.store(out_b_ptr + at, tl.load(src_b_ptr + at, mask=at < nb).to(out_b_ptr.dtype.element_ty), mask=at < nb)
 
 
 @triton.jit
@@ -161,16 +191,19 @@ def _r_bwd_chunk(s_t, k_t, v_t, kv, dak, dcl, dy, scale, WANT_Y: tl.constexpr, I
 
 @triton.jit
 def _r_bwd_kernel(
-    src_ptr, k_ptr, v_ptr, dak_ptr, dcl_ptr, dy_ptr, ds_ptr, dq_ptr, dk_ptr, dv_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off,
+    src_ptr, k_ptr, v_ptr, dak_ptr, dcl_ptr, dy_ptr, ds_ptr, dq_ptr, dk_ptr, dv_ptr, dqo_ptr, dko_ptr, dvo_ptr,
+    len_ptr, off_ptr, tok_ptr, H, N, b, m, seq_len, pad_off,
     stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, scale,
     D: tl.constexpr, DV: tl.constexpr, FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr,
     IEEE: tl.constexpr, BB: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    DK_FIRST: tl.constexpr, DK_LAST: tl.constexpr,
 ):
     """One R-step, backward, for block ``k``: ``dS`` goes to the summaries' gradient (``ds``, from
-    step 2 on) or is added to dq (step 1); the block's dk (and, at the last step, dv) is added to the
-    float32 accumulators once, after the loop over its rows."""
+    step 2 on) or, at step 1, with dq's float32 accumulator (the L-stages' parts), into dq in its
+    dtype (``dqo``). The block's dk goes to its accumulator once, after the loop over its rows
+    (DK_FIRST: the last step, the first to run; DK_LAST: step 1, into ``dko``); its dv (last step
+    only) straight into ``dvo``. ``dv_ptr``: unused (the wide kernel's accumulator)."""
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
     pid = tl.program_id(0)
@@ -206,10 +239,10 @@ def _r_bwd_kernel(
             if FROM_SUMMARY:
                 _store_rows(ds_ptr, row, row_in, d_s, dd, D)
             else:
-                _add_tokens(dq_ptr, bh64, N, tok, ok, d_s, dd, D)
-        _add_tokens(dk_ptr, bh64, N, k_tok, kv, dk, dd, D)
+                _accumulate(dq_ptr, dqo_ptr, bh64, N, tok, ok, d_s, dd, D, False, True)
+        _accumulate(dk_ptr, dko_ptr, bh64, N, k_tok, kv, dk, dd, D, DK_FIRST, DK_LAST)
         if WANT_Y:
-            _add_tokens(dv_ptr, bh64, N, k_tok, kv, dv, ddv, DV)
+            _accumulate(dvo_ptr, dvo_ptr, bh64, N, k_tok, kv, dv, ddv, DV, True, True)
 
 
 @triton.jit
@@ -401,10 +434,12 @@ def _l_bwd_kernel(
     stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od, scale,
     D: tl.constexpr, DV: tl.constexpr, FINAL: tl.constexpr, STATS: tl.constexpr, HAS_MASK: tl.constexpr,
     IEEE: tl.constexpr, BM: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    DQ_FIRST: tl.constexpr,
 ):
     """An L-step, backward, for offset ``j`` (STATS: one tile of its blocks, with the rows'
-    statistics from ``_l_stats_kernel``, and dq added atomically): writes ``daK, dcL`` (and, FINAL,
-    ``dY``) of the blocks, summed over the offset's queries, and adds the L-stage's part of dq."""
+    statistics from ``_l_stats_kernel``, and dq added atomically to a zeroed accumulator): writes
+    ``daK, dcL`` (and, FINAL, ``dY``) of the blocks, summed over the offset's queries, and adds the
+    L-stage's part of dq (DQ_FIRST: stores it, the accumulator's first part)."""
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
     bh, j, ct = _l_program(b, CT)
@@ -423,7 +458,10 @@ def _l_bwd_kernel(
         lse, delta = _row_stats(lse_ptr, dlt_ptr, (bh64 * m + l0 + r) * b + j, row_in, STATS)
         p, dg, dq = _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, scale, FINAL, STATS,
                                  IEEE)
-        _add_tokens(dq_ptr, bh64, N, tok, qv, dq, dd, D, STATS)
+        if STATS:
+            _add_tokens(dq_ptr, bh64, N, tok, qv, dq, dd, D)
+        else:
+            _accumulate(dq_ptr, dq_ptr, bh64, N, tok, qv, dq, dd, D, DQ_FIRST, False)
         dak += _dot(tl.trans(dg.to(q_t.dtype)), q_t, IEEE) * scale
         dcl -= tl.sum(dg, 0)
         if FINAL:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .backward import _add_tokens, _block_tokens, _dot, _r_rows, _rows, _store_rows
+from .backward import _accumulate, _add_tokens, _block_tokens, _dot, _r_rows, _rows, _store_rows
 from .common import NEG, _head_sequence
 
 
@@ -94,15 +94,18 @@ def _r_fwd_wide_kernel(
 
 @triton.jit
 def _r_bwd_wide_kernel(
-    src_ptr, k_ptr, v_ptr, dak_ptr, dcl_ptr, dy_ptr, ds_ptr, dq_ptr, dk_ptr, dv_ptr, len_ptr, off_ptr, tok_ptr,
-    H, N, b, m, seq_len, pad_off,
+    src_ptr, k_ptr, v_ptr, dak_ptr, dcl_ptr, dy_ptr, ds_ptr, dq_ptr, dk_ptr, dv_ptr, dqo_ptr, dko_ptr, dvo_ptr,
+    len_ptr, off_ptr, tok_ptr, H, N, b, m, seq_len, pad_off,
     stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, scale,
     D: tl.constexpr, DV: tl.constexpr, FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr,
     IEEE: tl.constexpr, BB: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    DK_FIRST: tl.constexpr, DK_LAST: tl.constexpr,
 ):
     """``_r_bwd_kernel`` over key tiles: per chunk of rows, a pass for ``lse``, ``cL`` and
-    ``Delta``, then one for the gradients."""
+    ``Delta``, then one for the gradients. The keys' gradients go atomically to the zeroed float32
+    accumulators ``dk``, ``dv`` (cast to the outputs by the launcher's last launch): DK_FIRST and
+    DK_LAST are unused; dq as ``_r_bwd_kernel``."""
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     sq, sk = (stride_qb, stride_qh, stride_qn, stride_qd), (stride_kb, stride_kh, stride_kn, stride_kd)
     sv = (stride_vb, stride_vh, stride_vn, stride_vd)
@@ -141,11 +144,11 @@ def _r_bwd_wide_kernel(
             dx = (rp * (drp + dcl[:, None] * (log_r - c_l[:, None]) - delta[:, None])).to(k_t.dtype)
             d_s += _dot(dx, k_t, IEEE) * scale
             dk = _dot(tl.trans(dx), s_t, IEEE) * scale + _dot(tl.trans(rp.to(k_t.dtype)), dak.to(k_t.dtype), IEEE)
-            _add_tokens(dk_ptr, bh64, N, k_tok, kv, dk, dd, D, True)
+            _add_tokens(dk_ptr, bh64, N, k_tok, kv, dk, dd, D)
             if WANT_Y:
                 dv = _dot(tl.trans(rp.to(v_t.dtype)), dy.to(v_t.dtype), IEEE)
-                _add_tokens(dv_ptr, bh64, N, k_tok, kv, dv, ddv, DV, True)
+                _add_tokens(dv_ptr, bh64, N, k_tok, kv, dv, ddv, DV)
         if FROM_SUMMARY:
             _store_rows(ds_ptr, row, row_in, d_s, dd, D)
         else:
-            _add_tokens(dq_ptr, bh64, N, tok, ok, d_s, dd, D)
+            _accumulate(dq_ptr, dqo_ptr, bh64, N, tok, ok, d_s, dd, D, False, True)

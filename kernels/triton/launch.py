@@ -68,7 +68,7 @@ def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
 
 
 @dataclass(frozen=True)
-class _Scratch:
+class Scratch:
     """Byte offsets of the intermediates in the call's one scratch allocation: aL (BH, b, m, D),
     Y (BH, b, m, DV) and, from T = 2, the summaries (BH, m, b, D) in the input dtype; cL (BH, b, m)
     in float32, for the ``BH`` heads of one chunk; with a mask, the token index (B, N), lengths and
@@ -83,7 +83,7 @@ class _Scratch:
 
     @classmethod
     def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool,
-             heads: int, exact: bool = False, globals_width: int = 0) -> "_Scratch":
+             heads: int, exact: bool = False, globals_width: int = 0) -> "Scratch":
         B, _, N, D = q.shape
         BH = B * heads
         shapes = {"al": (q.dtype, (BH, b, m, D)), "y": (q.dtype, (BH, b, m, dv)), "cl": (torch.float32, (BH, b, m))}
@@ -96,6 +96,11 @@ class _Scratch:
         if globals_width:
             shapes.update(gscore=(torch.float32, (BH, N)), gflag=(torch.int8, (BH, N)),
                           gsel=(torch.int64, (BH, globals_width)))
+        return cls.of_shapes(shapes)
+
+    @classmethod
+    def of_shapes(cls, shapes: dict) -> "Scratch":
+        """Buffers of these (dtype, shape) one after the other, each at a multiple of 128 bytes."""
         offsets, at = {}, 0
         for name, (dtype, shape) in shapes.items():
             offsets[name] = at
@@ -107,7 +112,6 @@ class _Scratch:
         for name, (dtype, shape) in self.shapes.items():
             at = self.offsets[name]
             out[name] = buf[at:at + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
-        out.setdefault("summ", out["al"])  # T = 1: never read
         return out
 
 
@@ -116,7 +120,7 @@ def _chunk_heads(q, dv: int, b: int, m: int, num_steps: int, has_mask: bool, mod
     H = q.shape[1]
     if mode == "fused":
         return H
-    whole = _Scratch.plan(q, dv, b, m, num_steps, False, H).nbytes
+    whole = Scratch.plan(q, dv, b, m, num_steps, False, H).nbytes
     io = q.shape[0] * H * q.shape[2] * (2 * q.shape[3] + 2 * dv) * q.dtype.itemsize
     return heads_per_chunk(H, whole, io, knobs)
 
@@ -258,9 +262,10 @@ def monarch_attention_triton(
     diag, num_globals = exact_diagonal and num_steps > 1, min(global_keys, N)
     exact = diag or num_globals > 0
     heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, has_mask, plan.mode, knobs)
-    scratch = _Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact, num_globals and max(16, pow2(num_globals)))
+    scratch = Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact, num_globals and max(16, pow2(num_globals)))
     buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
     buffers = scratch.views(buf)
+    buffers.setdefault("summ", buffers["al"])  # T = 1: never read
     if poison:
         _poison(buffers)
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None

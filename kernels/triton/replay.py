@@ -97,9 +97,37 @@ def _getter(indices: list[int]) -> Callable:
     return operator.itemgetter(*indices)
 
 
+def record(recording: list, pointer_of: Callable) -> Optional[tuple[list, tuple]]:
+    """(launches, pointers) of a recording of ``(compiled kernel, grid, arguments)``: each launch
+    with the indices of its pointers in ``pointers``, the (source index, byte offset) of every
+    distinct pointer the launches take (``pointer_of`` says where a tensor lies); None if a launch
+    takes a tensor ``pointer_of`` does not know."""
+    pointers: dict[tuple, int] = {}
+    launches = []
+    for compiled, grid, args in recording:
+        lead = next((i for i, a in enumerate(args) if not isinstance(a, torch.Tensor)), len(args))
+        where = [(i, pointer_of(a)) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        if any(w is None for _, w in where):
+            return None
+        index = [pointers.setdefault(w, len(pointers)) for _, w in where]
+        late = tuple((i - lead, j) for (i, _), j in zip(where[lead:], index[lead:]))
+        tail = tuple(None if isinstance(a, torch.Tensor) else a for a in args[lead:])
+        fn, mid = _entry(compiled)
+        launches.append(_Launch(fn, grid, mid, _getter(index[:lead]), tail, late))
+    return launches, tuple(pointers)
+
+
+def relaunch(launches: list, pointers: tuple, sources: tuple, stream: int) -> None:
+    """The recorded launches on the call's sources (plain int addresses: the launchers take them as
+    they are, where a tensor costs them a data_ptr() call per argument per launch)."""
+    at = [sources[s] + offset for s, offset in pointers]
+    for launch in launches:
+        launch(at, stream)
+
+
 @dataclass
 class Replay:
-    """The recorded launches of one signature."""
+    """The recorded launches of one forward signature (sources: ``SOURCES``)."""
 
     launches: list
     pointers: tuple  # (source index, byte offset) of every distinct pointer the launches take
@@ -113,21 +141,11 @@ class Replay:
     def of(cls, call) -> Optional["Replay"]:
         """From a call that recorded its launches (``launch._Call``: ``recording`` and
         ``pointer_of``); None if a launch takes a tensor this module cannot put back."""
-        pointers: dict[tuple, int] = {}
-        launches = []
-        for compiled, grid, args in call.recording:
-            lead = next((i for i, a in enumerate(args) if not isinstance(a, torch.Tensor)), len(args))
-            where = [(i, call.pointer_of(a)) for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
-            if any(w is None for _, w in where):
-                return None
-            index = [pointers.setdefault(w, len(pointers)) for _, w in where]
-            late = tuple((i - lead, j) for (i, _), j in zip(where[lead:], index[lead:]))
-            tail = tuple(None if isinstance(a, torch.Tensor) else a for a in args[lead:])
-            fn, mid = _entry(compiled)
-            launches.append(_Launch(fn, grid, mid, _getter(index[:lead]), tail, late))
+        recorded = record(call.recording, call.pointer_of)
+        if recorded is None:
+            return None
         out = call.out
-        return cls(launches, tuple(pointers), tuple(out.shape), out.stride(), call.scratch_bytes, out.dtype,
-                   out.device)
+        return cls(*recorded, tuple(out.shape), out.stride(), call.scratch_bytes, out.dtype, out.device)
 
     def run(self, q, k, v, mask, out=None) -> torch.Tensor:
         return self.run_at(q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(), out)
@@ -137,18 +155,13 @@ class Replay:
         if out is None:
             out = torch.empty_strided(self.out_size, self.out_stride, dtype=self.dtype, device=self.device)
         stream = current_stream(self.device.index)
-        scratch = _alloc(self.scratch_bytes, stream, self.device)
-        # Plain ints as pointers: the launchers take them as they are (a tensor costs them a
-        # data_ptr() call per argument per launch).
-        src = (q, k, v, out.data_ptr(), mask, scratch if isinstance(scratch, int) else scratch.data_ptr())
-        pointers = [src[s] + at for s, at in self.pointers]
-        for launch in self.launches:
-            launch(pointers, stream)
-        _free(scratch)  # in stream order: later work on this stream may reuse it
+        scratch = alloc(self.scratch_bytes, stream, self.device)
+        relaunch(self.launches, self.pointers, (q, k, v, out.data_ptr(), mask, address(scratch)), stream)
+        free(scratch)  # in stream order: later work on this stream may reuse it
         return out
 
 
-def _alloc(nbytes: int, stream: int, device: torch.device):
+def alloc(nbytes: int, stream: int, device: torch.device):
     """Scratch from PyTorch's caching allocator on ``stream`` (its graph pool under CUDA-graph
     capture, as for any tensor): a raw pointer, no tensor made for it, where the device is the
     current one (the raw allocator's); else a tensor on ``device``."""
@@ -157,7 +170,11 @@ def _alloc(nbytes: int, stream: int, device: torch.device):
     return torch.empty(nbytes, dtype=torch.uint8, device=device)
 
 
-def _free(scratch) -> None:
+def address(scratch) -> int:
+    return scratch if isinstance(scratch, int) else scratch.data_ptr()
+
+
+def free(scratch) -> None:
     if isinstance(scratch, int):
         torch._C._cuda_cudaCachingAllocator_raw_delete(scratch)
 

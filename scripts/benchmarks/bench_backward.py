@@ -3,14 +3,19 @@
 efficient backends, and each one's peak memory.
 
     python scripts/benchmarks/bench_backward.py [--seqs 1024 4096 16384] [--steps 1 2] [--out FILE]
+    python scripts/benchmarks/bench_backward.py --profile [--seqs ...]  # + each kernel's time per call
     python scripts/benchmarks/bench_backward.py --smoke [--out FILE]    # CPU, Triton's interpreter
 
 One call is ``torch.autograd.grad`` of the op's output (float16, 12 heads, head dim 64, batch 1,
 ``b = ceil(sqrt(N))``) for a fixed random output gradient, with respect to q, k and v: the forward
-and the backward. Its median time comes from ``triton.testing.do_bench`` (eager, L2 flushed before
-each run); the speed-up compares with the fastest SDPA backend of the same run. Peak memory is the
-most allocated during one call beyond the inputs (``torch.cuda.max_memory_allocated``). Writes one
-CSV row per (case, provider) and prints a table.
+and the backward. Its median time comes from ``triton.testing.do_bench`` (L2 flushed before each
+run), eager and as the replay of a CUDA graph that captured the call (the GPU time plus launch
+gaps); the speed-ups compare with the fastest SDPA backend of the same run, eager with eager and
+graphed with graphed. Where the time goes: ``host_us``, the median host time to issue one eager
+call (no synchronisation inside it), and ``kernel_us``, the sum of the call's kernel times
+(``torch.profiler``, no L2 flush). Peak memory is the most allocated during one call beyond the
+inputs (``torch.cuda.max_memory_allocated``). Writes one CSV row per (case, provider) and prints a
+table.
 
 ``--smoke`` runs tiny float32 cases on the CPU in Triton's interpreter, with the reference's
 autograd in place of SDPA, and checks that the kernels' gradients equal the reference's: it shows
@@ -34,7 +39,7 @@ if "--smoke" in sys.argv:  # before anything imports triton: the interpreter is 
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
-from bench_utils import SDPA_BACKENDS, bench, commit, sdpa_fn, versions  # noqa: E402
+from bench_utils import SDPA_BACKENDS, bench, commit, graphed, sdpa_fn, versions  # noqa: E402
 
 
 @dataclass
@@ -54,6 +59,11 @@ class BackwardRow:
     speedup_vs_best_sdpa: str
     best_sdpa: str
     peak_mib: str
+    graphed_ms: str
+    graphed_speedup_vs_best_sdpa: str
+    best_sdpa_graphed: str
+    host_us: str
+    kernel_us: str
     device: str
     versions: str
     commit: str
@@ -116,10 +126,63 @@ def peak_mib(fn, device: str) -> str:
     return f"{(torch.cuda.max_memory_allocated() - base) / 2**20:.1f}"
 
 
-def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict) -> list[BackwardRow]:
+def host_us(fn, calls: int = 50) -> float:
+    """Median host time (µs) to issue one call, the GPU idle before each (synchronised outside)."""
+    times = []
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e6)
+    torch.cuda.synchronize()
+    return statistics.median(times)
+
+
+def kernels_per_call(fn, calls: int = 20) -> dict:
+    """Each kernel's name -> (launches, total device µs) per call, from ``torch.profiler``."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    out: dict = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            n, us = out.get(e.name, (0, 0.0))
+            out[e.name] = (n + 1 / calls, us + (e.time_range.end - e.time_range.start) / calls)
+    return out
+
+
+def measure(name: str, fn, s: Setup, reps: int, profile: bool) -> dict:
+    """The provider's numbers on one case: eager and graphed ms, host and kernel µs, peak MiB."""
+    got = dict(eager=median_ms(fn, s.device, reps), peak=peak_mib(fn, s.device))
+    if s.device == "cpu":
+        return got
+    got["host"] = host_us(fn)
+    per_kernel = kernels_per_call(fn)
+    got["kernel"] = sum(us for _, us in per_kernel.values())
+    if profile:
+        for kname, (n, us) in sorted(per_kernel.items(), key=lambda x: -x[1][1]):
+            print(f"    {name}: {us:8.1f} µs  x{n:.0f}  {kname[:90]}")
+    try:
+        got["graphed"] = bench(graphed(fn))
+    except Exception as e:  # a provider that cannot be captured: say so, keep the eager numbers
+        print(f"    {name}: no CUDA graph: {type(e).__name__}: {str(e).splitlines()[0][:100]}", file=sys.stderr)
+    return got
+
+
+def _ratio(times: dict, kind: str, name: str) -> tuple[str, str]:
+    sdpa = {p: t[kind] for p, t in times.items() if p in SDPA_BACKENDS and kind in t}
+    if not sdpa or kind not in times[name]:
+        return "", ""
+    best = min(sdpa, key=sdpa.get)
+    return f"{sdpa[best] / times[name][kind]:.3f}", best
+
+
+def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict, profile: bool = False,
+              only: list | None = None) -> list[BackwardRow]:
     block = math.isqrt(N - 1) + 1
     xs, grad = inputs(s, N)
-    fns = providers(s, xs, grad, block, steps)
+    fns = {p: fn for p, fn in providers(s, xs, grad, block, steps).items() if not only or p in only}
     results, reference = {}, None
     for name, fn in fns.items():
         try:
@@ -132,24 +195,32 @@ def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict) -> list[Back
         elif s.device == "cpu":  # --smoke: the kernels' gradients are the reference's
             for a, b in zip(reference, got):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        results[name] = (median_ms(fn, s.device, reps), peak_mib(fn, s.device))
-    sdpa = {p: ms for p, (ms, _) in results.items() if p in SDPA_BACKENDS}
-    best = min(sdpa, key=sdpa.get) if sdpa else ""
-    return [BackwardRow(name, str(s.dtype)[6:], s.batch, s.heads, N, s.head_dim, block, steps, f"{ms:.5f}",
-                        f"{sdpa[best] / ms:.3f}" if best else "", best, peak, **stamp)
-            for name, (ms, peak) in results.items()]
+        results[name] = measure(name, fn, s, reps, profile)
+    rows = []
+    for name, t in results.items():
+        (x, best), (xg, best_g) = _ratio(results, "eager", name), _ratio(results, "graphed", name)
+        fmt = lambda key, f: format(t[key], f) if key in t else ""  # noqa: E731
+        rows.append(BackwardRow(name, str(s.dtype)[6:], s.batch, s.heads, N, s.head_dim, block, steps,
+                                f"{t['eager']:.5f}", x, best, t["peak"], fmt("graphed", ".5f"), xg, best_g,
+                                fmt("host", ".1f"), fmt("kernel", ".1f"), **stamp))
+    return rows
 
 
 def print_table(rows: list[BackwardRow]) -> None:
-    print("\n| N | b | T | monarch ms | best SDPA ms | x | monarch peak MiB | best SDPA peak MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| N | b | T | monarch ms | best SDPA ms | x | graphed ms | best SDPA graphed ms | x graphed "
+          "| host µs | kernel µs | SDPA host µs | SDPA kernel µs | peak MiB | SDPA peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.provider != "monarch":
             continue
-        best = next((x for x in rows if (x.provider, x.seq, x.steps) == (r.best_sdpa, r.seq, r.steps)), None)
-        print(f"| {r.seq} | {r.block} | {r.steps} | {r.median_ms} | {best.median_ms if best else '-'} "
-              f"({r.best_sdpa or '-'}) | {r.speedup_vs_best_sdpa or '-'} | {r.peak_mib or '-'} | "
-              f"{best.peak_mib if best else '-'} |")
+        same = {x.provider: x for x in rows if (x.seq, x.steps) == (r.seq, r.steps)}
+        best, best_g = same.get(r.best_sdpa), same.get(r.best_sdpa_graphed)
+        get = lambda x, f: getattr(x, f) if x else "-"  # noqa: E731
+        print(f"| {r.seq} | {r.block} | {r.steps} | {r.median_ms} | {get(best, 'median_ms')} ({r.best_sdpa or '-'}) "
+              f"| {r.speedup_vs_best_sdpa or '-'} | {r.graphed_ms or '-'} | {get(best_g, 'graphed_ms')} "
+              f"({r.best_sdpa_graphed or '-'}) | {r.graphed_speedup_vs_best_sdpa or '-'} | {r.host_us or '-'} "
+              f"| {r.kernel_us or '-'} | {get(best, 'host_us')} | {get(best, 'kernel_us')} | {r.peak_mib or '-'} "
+              f"| {get(best, 'peak_mib')} |")
 
 
 def write_csv(rows: list[BackwardRow], path: str) -> None:
@@ -165,6 +236,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny float32 cases on the CPU (Triton's interpreter)")
+    p.add_argument("--profile", action="store_true", help="print each kernel's device time per call")
+    p.add_argument("--only", nargs="+", default=None, help="providers to time (default: all)")
     p.add_argument("--out", default=None, help="CSV file (default: bench_backward.csv in $OUT or .)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -175,12 +248,14 @@ def main(argv=None) -> None:
         sys.exit("bench_backward.py needs a CUDA GPU (or --smoke)")
     device = "cpu (Triton interpreter)" if args.smoke else torch.cuda.get_device_name()
     stamp = dict(device=device, versions=versions(), commit=commit())
-    print(f"{device}; {stamp['versions']}; commit {stamp['commit']}", flush=True)
+    # A busy host (e.g. test workers left running) inflates the eager and host columns: say how busy.
+    print(f"{device}; {stamp['versions']}; commit {stamp['commit']}; host load {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs", flush=True)
     rows = []
     try:
         for N in seqs:
             for steps in args.steps:
-                rows += time_case(s, N, steps, reps, stamp)
+                rows += time_case(s, N, steps, reps, stamp, args.profile, args.only)
                 if s.device == "cuda":
                     torch.cuda.empty_cache()
     finally:

@@ -29,7 +29,7 @@ from typing import Optional
 # other pointer in the input dtype (float16 here).
 POINTER_TYPES = {"len_ptr": "*i64", "off_ptr": "*i64", "tok_ptr": "*i64", "mask_ptr": "*i8", "cl_ptr": "*fp32",
                  "ex_l_ptr": "*fp32", "score_ptr": "*fp32", "gflag_ptr": "*i8", "gsel_ptr": "*i64",
-                 **{f"{x}_ptr": "*fp32" for x in ("cr", "dak", "dcl", "dy", "ds", "dq", "dk", "dv")}}
+                 **{f"{x}_ptr": "*fp32" for x in ("cr", "dak", "dcl", "dy", "ds", "dq", "dk", "dv", "src_a", "src_b")}}
 # The op's options (docs/algorithm.md, section 7) where a configuration does not name them: off.
 OPTIONS_OFF = {"GLOBAL": False, "LSE_OUT": False, "EXTRA": False, "EXACT_DIAG": False, "BG": 16}
 UNIT_STRIDE = re.compile(r"stride_[qkvo]d|stride_mn")
@@ -101,7 +101,8 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
     """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N and
     block size (default ceil(sqrt(N))), as ``kernels/triton/backward_launch.py`` makes them: the
     recomputation, then the walk back; with more than 128 blocks, the L-programs' STATS variants,
-    and with blocks longer than 128 keys, the R-programs over key tiles."""
+    and with blocks longer than 128 keys, the R-programs over key tiles; the zeroing launch (a mask,
+    STATS's or key tiles' accumulators) and the casting one (key tiles)."""
     from monarch_convert.kernels.triton import backward as bw
     from monarch_convert.kernels.triton import backward_wide
     from monarch_convert.kernels.triton.backward_launch import MAX_TILE, tile
@@ -119,15 +120,19 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
         last = first == (T == 1)
         kind = dict(r, FROM_SUMMARY=not first, WANT_Y=last)
         yield f"R-step {'first' if first else 'last'}", r_fwd, kind, r_warps
-        yield f"R backward {'first' if first else 'last'}", r_bwd, kind, r_warps
+        yield f"R backward {'first' if first else 'last'}", r_bwd, dict(kind, DK_FIRST=last, DK_LAST=first), r_warps
     if T > 1:
         if stats:
             yield "L stats (summaries)", bw._l_stats_kernel, dict(wide, WANT_DELTA=False, FINAL=False), l_warps
         yield "L-step (summaries)", bw._l_fwd_kernel, lo, l_warps
-        yield "L backward (summaries)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=False), l_warps
+        yield "L backward (summaries)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=False, DQ_FIRST=False), l_warps
     if stats:
         yield "L stats (output)", bw._l_stats_kernel, dict(wide, WANT_DELTA=True, FINAL=True), l_warps
-    yield "L backward (output)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True), l_warps
+    yield "L backward (output)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True, DQ_FIRST=True), l_warps
+    if mask or stats or b > MAX_TILE:
+        yield "zero", bw._zero_kernel, dict(BLOCK=4096), 4
+    if b > MAX_TILE:
+        yield "cast", bw._cast_kernel, dict(BLOCK=4096), 4
 
 
 def every_variant():

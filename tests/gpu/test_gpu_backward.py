@@ -146,3 +146,67 @@ def test_memory_grows_like_n(T):
     intermediate would make it eight)."""
     small, large = _peak_mib(4096, T), _peak_mib(16384, T)
     assert large / small < 5, (small, large)
+
+
+@pytest.mark.parametrize("name", ["bert-base-T2", "n4096", "n16384"])
+def test_backward_replay_equals_a_launch_bit_for_bit(name):
+    """The first call at a signature records the backward's launches; a later call with other
+    tensors replays them: the same gradients, bit for bit, as launching through Triton."""
+    from monarch_convert.kernels.triton import backward_launch as bl
+
+    B, H, N, d, b, T, pad, mask_kind, strided = SHAPES[name]
+    first = _inputs(B, H, N, d, torch.float16, strided, mask_kind, seed=1)
+    q, k, v, grad, mask = _inputs(B, H, N, d, torch.float16, strided, mask_kind, seed=2)
+    mask = first[4] if mask_kind else None  # the same lengths: one signature, other values
+    scale = d**-0.5
+    bl.REPLAYS.clear()
+    bl.monarch_attention_backward(*first[:3], mask, first[3], b, T, pad, scale)
+    assert len(bl.REPLAYS) == 1
+    replayed = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, scale)
+    bl.REPLAYS.clear()
+    launched = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, scale)
+    for x, r, w in zip("qkv", replayed, launched):
+        assert torch.equal(r, w), x
+
+
+def test_eager_function_equals_the_custom_op_bit_for_bit():
+    """Eager training goes through the autograd Function (``triton_function.py``), compiled
+    training through the custom ops: the same launchers, the same gradients."""
+    from monarch_convert.kernels.triton_op import monarch_attention_fwd
+
+    q, k, v, grad, mask = _inputs(2, 12, 2048, 64, torch.float16, True, "right")
+    got = _grads(q, k, v, grad, mask, 46, 2, "post", "triton")
+    xs = [x.detach().requires_grad_() for x in (q, k, v)]
+    want = torch.autograd.grad(monarch_attention_fwd(*xs, mask, 46, 2, "post", 0.125), xs, grad)
+    for x, g, w in zip("qkv", got, want):
+        assert torch.equal(g, w), x
+
+
+@pytest.mark.parametrize("mask_kind", [None, "right"])
+def test_forward_and_backward_captured_in_a_cuda_graph(mask_kind):
+    """Forward + backward of eager code captured in a CUDA graph (replayed launches, scratch from
+    the graph's pool): replays on new input values give eager's gradients, bit for bit."""
+    from monarch_convert.kernels.ops import monarch_attention
+
+    static = _inputs(1, 12, 4096, 64, torch.float16, False, mask_kind, seed=3)
+    xs = [x.detach().requires_grad_() for x in static[:3]]
+    grad, mask = static[3], static[4]
+
+    def step():
+        return torch.autograd.grad(monarch_attention(*xs, mask, block_size=64), xs, grad)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    new = _inputs(1, 12, 4096, 64, torch.float16, False, mask_kind, seed=4)
+    for x, y in zip(xs + [grad], new[:4]):
+        x.data.copy_(y)
+    graph.replay()
+    want = step()
+    for x, g, w in zip("qkv", captured, want):
+        assert torch.equal(g, w), x
