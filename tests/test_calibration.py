@@ -349,6 +349,7 @@ def test_the_evaluator_sweeps_a_calibrated_folder(tiny_bert_dir, tmp_path, capsy
                          fidelity=False, warmup=False, max_length=60).to_dict()
     plain, calibrated = report["sweep"]
     assert not plain["calibrated"] and calibrated["calibrated"]
+    assert plain["correction"] is None and calibrated["correction"] in ("scalar", "channel", "head")
     saved = json.loads((out / "conversion.json").read_text())
     assert calibrated["settings"] == saved["settings"]
     assert calibrated["attention_flops"]["monarch"] != plain["attention_flops"]["monarch"]

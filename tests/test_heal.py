@@ -141,6 +141,38 @@ def test_resume_continues_the_same_trajectory(source_bert, tokenizer, tmp_path, 
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=1e-6)
 
 
+def test_each_step_trains_on_its_own_batch_prepared_a_step_ahead(source_bert, tokenizer, monkeypatch):
+    """The loop's batches, prepared on the prefetcher's thread, are exactly the batches of the
+    steps' examples (``batch_ids``) prepared inline, in step order; a step asked for out of turn
+    (a resumed run's first) is prepared inline."""
+    seen = []
+    step = loop._one_step
+
+    def recording(run, teacher, batch):
+        expected = run.train_data.inputs(loop.batch_ids(run, run.step))
+        seen.append(run.step)
+        assert batch.keys() == expected.keys() and all(torch.equal(batch[k], expected[k]) for k in batch)
+        return step(run, teacher, batch)
+
+    monkeypatch.setattr(loop, "_one_step", recording)
+    mc.heal(converted(source_bert), TEXTS, processor=tokenizer, **QUICK)
+    assert seen == list(range(QUICK["steps"]))
+
+    class Data:
+        def __len__(self):
+            return 10
+
+        def inputs(self, ids):
+            return {"ids": torch.tensor(ids)}
+
+    run = loop.Run.create(source_bert, steps=4, batch_size=3, lr=1.0, weight_decay=0.0, warmup_steps=0, seed=0,
+                          progress=False, checkpoint_every=None, checkpoint_dir=None)
+    run.train_data = Data()
+    with loop.Prefetcher(run) as batches:
+        for k in (0, 1, 3, 2):  # 3 and 2 out of turn
+            assert batches.get(k)["ids"].tolist() == loop.batch_ids(run, k)
+
+
 def test_a_checkpoint_of_another_run_is_refused(source_bert, tokenizer, tmp_path):
     mc.heal(converted(source_bert), TEXTS, processor=tokenizer, checkpoint_dir=tmp_path, **QUICK)
     with pytest.raises(MonarchConvertError, match="another healing run.*lr"):

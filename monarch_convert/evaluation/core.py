@@ -329,6 +329,7 @@ def run_setting(ev: Evaluation, original: Original, settings: Any, calibration: 
         "settings": report.settings.to_dict(),
         "label": label,
         "calibrated": calibration is not None or bool(report.settings.layer_settings),
+        "correction": calibration.kind if calibration is not None else None,
         "converted_modules": len(report.converted),
         "skipped_modules": [{"name": r.name, "reason": r.reason} for r in report.skipped],
         "metrics": metrics,

@@ -23,9 +23,10 @@ def plot_sweep(data: dict[str, Any], path: str | Path, metrics: list[str] | None
             st = r["settings"]
             layers = st.get("layers")
             layers = "all layers" if layers in (None, "all") else "layers " + ",".join(map(str, layers))
-            calibrated = r.get("calibrated", False)  # per-layer settings: one curve of their own
-            key = (f"calibrated, {st.get('pad_type')}" if calibrated
-                   else f"b={st.get('block_size')} {st.get('pad_type')}, {layers}")
+            calibrated = r.get("calibrated", False)  # per-layer settings: curves of their own,
+            corrected = r.get("correction") is not None  # with and without the correction apart
+            key = (f"{'calibrated' if corrected else 'per-layer settings, no correction'}, {st.get('pad_type')}"
+                   if calibrated else f"b={st.get('block_size')} {st.get('pad_type')}, {layers}")
             for m in r["metrics"]:
                 if m["name"] == name:
                     point = (r["attention_flops"]["monarch"], m["converted"], "" if calibrated else st.get("num_steps"))

@@ -150,27 +150,65 @@ def train(run: Run, teacher: Any, fingerprint: dict) -> None:
     smoothed = None
     record_every = max(1, run.steps // 50)
     try:
-        while run.step < run.steps:
-            loss, value = _one_step(run, teacher)
-            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
-            bar.update(1)
-            bar.set_postfix({"loss": f"{loss:.4g}", run.key: f"{smoothed:.4f}"}, refresh=False)
-            if run.step % record_every == 0 or run.step == run.steps:
-                run.history.append({"step": run.step, "loss": loss, run.key: smoothed})
-            if run.checkpoint_every and run.step % run.checkpoint_every == 0:
-                run.save(fingerprint)
-            stop_point(f"heal:{run.step}")
+        with Prefetcher(run) as batches:
+            while run.step < run.steps:
+                loss, value = _one_step(run, teacher, batches.get(run.step))
+                smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+                bar.update(1)
+                bar.set_postfix({"loss": f"{loss:.4g}", run.key: f"{smoothed:.4f}"}, refresh=False)
+                if run.step % record_every == 0 or run.step == run.steps:
+                    run.history.append({"step": run.step, "loss": loss, run.key: smoothed})
+                if run.checkpoint_every and run.step % run.checkpoint_every == 0:
+                    run.save(fingerprint)
+                stop_point(f"heal:{run.step}")
     finally:
         bar.close()
     run.save(fingerprint)
 
 
-def _one_step(run: Run, teacher: Any) -> tuple[float, float]:
-    """One optimizer step on this process's share of the step's batch; (loss, fidelity) of it."""
+def batch_ids(run: Run, step: int) -> list[int]:
+    """This process's share of the examples of step ``step``."""
+    return step_indices(len(run.train_data), step, run.batch_size, run.seed)[run.dist.rank :: run.dist.world]
+
+
+class Prefetcher:
+    """Each step's inputs (CPU tensors), the next step's prepared on a worker thread while this one
+    runs. Turning a batch into inputs is host work the device would otherwise wait for: tokenising
+    one text of 4,096 words took 10 ms on the H200's host, a fifth of a BERT-base healing step there
+    (docs/benchmarks.md). The order of the data depends on the step alone (``step_indices``), so the
+    inputs of step ``s`` are the same whether they were prepared ahead or not."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.pool: Any = None
+        self.ahead: tuple[int, Any] | None = None  # (step, future of its inputs)
+
+    def __enter__(self) -> Prefetcher:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="heal-data")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def get(self, step: int) -> dict:
+        ahead, self.ahead = self.ahead, None
+        inputs = ahead[1].result() if ahead is not None and ahead[0] == step else self._inputs(step)
+        if step + 1 < self.run.steps:
+            self.ahead = (step + 1, self.pool.submit(self._inputs, step + 1))
+        return inputs
+
+    def _inputs(self, step: int) -> dict:
+        return self.run.train_data.inputs(batch_ids(self.run, step))
+
+
+def _one_step(run: Run, teacher: Any, batch: dict) -> tuple[float, float]:
+    """One optimizer step on ``batch``, this process's share of the step's examples as CPU
+    tensors (``Prefetcher.get``); (loss, fidelity) of it."""
     import torch
 
-    ids = step_indices(len(run.train_data), run.step, run.batch_size, run.seed)[run.dist.rank :: run.dist.world]
-    inputs = run.to_device(run.train_data.inputs(ids))
+    inputs = run.to_device(batch)
     mask = inputs.get("attention_mask")
     reference = teacher(inputs)
     output = run.student(**inputs)

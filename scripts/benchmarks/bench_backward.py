@@ -39,7 +39,7 @@ if "--smoke" in sys.argv:  # before anything imports triton: the interpreter is 
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
-from bench_utils import SDPA_BACKENDS, bench, commit, graphed, sdpa_fn, versions  # noqa: E402
+from bench_utils import SDPA_BACKENDS, bench, commit, graphed, sdpa_fn, versions, wall_ms  # noqa: E402
 
 
 @dataclass
@@ -107,12 +107,7 @@ def providers(s: Setup, xs, grad, block: int, steps: int) -> dict:
 def median_ms(fn, device: str, reps: int) -> float:
     if device != "cpu":
         return bench(fn)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return wall_ms(fn, reps)
 
 
 def peak_mib(fn, device: str) -> str:

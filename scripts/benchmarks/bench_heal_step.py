@@ -23,8 +23,8 @@ each peak memory is its own):
   teacher = the same weights on softmax), with one held-out text (heal measures its fidelity
   before the first step and after the last: outside the timed steps).
 - ``sdpa``: heal's own step on the unconverted model. ``heal`` refuses a model that is not
-  converted, so the step is driven here with heal's pieces (``healing.loop.Run`` and
-  ``_one_step``, ``healing.teacher.Teacher``, ``healing.trainable.selected``, ``healing.data``):
+  converted, so the loop is driven here with heal's pieces (``healing.loop.Run`` and
+  ``train``, ``healing.teacher.Teacher``, ``healing.trainable.selected``, ``healing.data``):
   the same objective, optimizer, schedule, gradient clipping, trainable weights (selected on a
   conversion, then reverted: no weight is touched, the same parameters move), data order, batch
   and N; the teacher is the same weights on SDPA, as heal's teacher is for the converted model.
@@ -34,16 +34,18 @@ each peak memory is its own):
   (``bench_models.free_attention``; the teacher still runs SDPA): what the step costs when the
   student's attention costs nothing, the most any attention kernel can gain here.
 
-Timing: ``healing.loop._one_step`` (the function heal's loop calls once per step, tokenisation of
-the batch, teacher forward, student forward and backward, clipping, AdamW and the fidelity of the
-batch included) is wrapped for the run, with ``torch.cuda.synchronize()`` before and after each
+Timing: ``healing.loop._one_step`` (the function heal's loop calls once per step: teacher forward,
+student forward and backward, clipping, AdamW and the fidelity of the
+batch; the batch's inputs come tokenised, prepared on a worker thread during the step before) is
+wrapped for the run, with ``torch.cuda.synchronize()`` before and after each
 call; the first ``--warmup`` steps (Triton compilation, cuBLAS/cuDNN set-up) are dropped and the
 median wall time of the next ``--steps`` is reported. Heal's set-up and held-out measurements are
 outside the wrapped function, so the monarch provider is timed on the same code as the others.
 Peak memory: ``torch.cuda.max_memory_allocated`` over the provider's run (weights included).
-Host work inside each step, while the GPU waits (the step before ended on a synchronisation), is
-timed apart: heal tokenising the batch (every provider) and, for the monarch provider, the
-teacher's switch to softmax and back (``monarch_convert.softmax``: revert, convert again).
+Host work is timed apart: heal tokenising a batch (on the worker thread, beside the step before
+since heal prepares batches a step ahead; measured at code `05765ce` inside the step) and, for the
+monarch provider, inside each step while the GPU waits, the teacher's switch to softmax and back
+(``monarch_convert.softmax``: revert, convert again).
 Printed last: a table of ms/step, steps/s, peak MiB and the step rate over SDPA's; CSV rows
 (``bench_utils.Row``, kernel ``heal:bert-base``, ``speedup_vs_best_sdpa`` = the step rate over
 SDPA's, steps/s and peak memory in ``note``) go to ``--csv`` (default ``$OUT/bench_heal_step.csv``).
@@ -87,7 +89,7 @@ from typing import Any
 
 import torch
 from bench_models import FREE, register_free, set_implementation
-from bench_utils import Env, Row, commit, environment, versions, write_csv
+from bench_utils import Env, Row, commit, environment, versions, wall_ms, write_csv
 
 from monarch_convert.config import parse_setting
 
@@ -132,10 +134,10 @@ class StepTimer:
 
         step = loop._one_step
 
-        def timed(run: Any, teacher: Any):
+        def timed(run: Any, teacher: Any, batch: dict):
             _sync()
             start = time.perf_counter()
-            out = step(run, teacher)
+            out = step(run, teacher, batch)
             _sync()
             self.ms.append((time.perf_counter() - start) * 1e3)
             self.losses.append(out[0])
@@ -184,20 +186,9 @@ def make_texts(count: int, seq: int, seed: int) -> list[str]:
     return [" ".join(rng.choices(WORDS, k=seq)) for _ in range(count)]
 
 
-def host_ms(fn: Any, reps: int = 10) -> float:
-    """Median wall ms of ``fn()`` after one call (work of the host alone)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[str, float]:
-    """Host work inside every timed step, while the GPU waits (the step before ended on a
-    synchronisation): heal tokenising a batch (every provider), and the teacher's switch of the
+    """Host work of a step: heal tokenising a batch (every provider; on heal's worker thread), and,
+    inside the step while the GPU waits, the teacher's switch of the
     converted model to softmax and back (``monarch_convert.softmax``: revert, then convert
     again; monarch only), timed on a model without storage (they do not touch the weights)."""
     import monarch_convert as mc
@@ -210,8 +201,8 @@ def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[
         with mc.softmax(meta):
             pass
 
-    return {TOKENISE: host_ms(lambda: data.inputs([i % len(data) for i in range(a.batch)])),
-            SWITCH: host_ms(switch)}
+    return {TOKENISE: wall_ms(lambda: data.inputs([i % len(data) for i in range(a.batch)]), reps=10, warmup=1),
+            SWITCH: wall_ms(switch, reps=10, warmup=1)}
 
 
 # -------------------------------------------------------------------------------------- providers
@@ -270,8 +261,7 @@ def heal_unconverted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: l
             teacher = SdpaTeacher(model, teacher)
             set_implementation(model, FREE)
         try:
-            while run.step < run.steps:
-                loop._one_step(run, teacher)
+            loop.train(run, teacher, {})  # heal's own loop (its batches prepared a step ahead), no checkpoint
         finally:
             set_implementation(model, "sdpa")
         note = f"heal's step driven here, trainable={chosen.kind} ({chosen.count(model):,} weights)"

@@ -33,14 +33,12 @@ float32, eager wall time only, N = 64, to check the script itself (tests/test_be
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from bench_utils import Env, Row, bench, commit, environment, versions, write_csv
+from bench_utils import Env, Row, bench, commit, environment, versions, wall_ms, write_csv
 
 FREE = "bench_attention_free"
 LONG = (2048, 4096, 8192)
@@ -182,15 +180,6 @@ def gpu_ms(fwd, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def cpu_ms(fwd, reps: int = 3) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fwd()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def timings(model, inputs: dict, compile_too: bool, smoke: bool) -> dict[str, float]:
     """{"": eager wall ms, "+gpu": GPU ms, "+compile": compiled wall ms} of one forward (smoke: eager only)."""
 
@@ -203,7 +192,7 @@ def timings(model, inputs: dict, compile_too: bool, smoke: bool) -> dict[str, fl
 
     fwd()
     if smoke:
-        return {"": cpu_ms(fwd)}
+        return {"": wall_ms(fwd)}
     out = {"": bench(fwd, rep=200), "+gpu": gpu_ms(fwd)}
     if compile_too:
         torch._dynamo.reset()

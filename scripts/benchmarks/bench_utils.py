@@ -112,6 +112,22 @@ def environment(measure_copy: bool = True) -> Env:
     return Env(torch.cuda.get_device_name(), versions(), commit(), copy_bandwidth() if measure_copy else 0.0)
 
 
+def wall_ms(fn: Callable, reps: int = 3, warmup: int = 0) -> float:
+    """Median wall-clock ms of ``reps`` calls of ``fn()`` after ``warmup`` untimed ones (host work,
+    or a whole call on the CPU, where nothing runs asynchronously)."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
 def bench(fn: Callable, rep: int = 100, warmup: int = 25) -> float:
     """Median ms of ``fn`` (``triton.testing.do_bench``: L2 flushed before each run)."""
     from triton.testing import do_bench
