@@ -363,6 +363,17 @@ def test_the_evaluator_sweeps_a_calibrated_folder(tiny_bert_dir, tmp_path, capsy
     assert calibrated["label"].startswith("per-layer settings")
 
 
+def test_the_plot_draws_calibrated_and_uncorrected_per_layer_settings_apart():
+    from monarch_convert.evaluation.plot import series
+
+    per_layer = {"settings": {"pad_type": "pre", "block_size": 7}, "calibrated": True}
+    plain = {"settings": {"pad_type": "pre", "block_size": 7, "layers": "all"}, "calibrated": False}
+    assert series({**per_layer, "correction": "head"}) == "calibrated, pre"
+    assert series({**per_layer, "correction": None}) == "per-layer settings, no correction, pre"
+    with_steps = {**plain, "settings": {**plain["settings"], "num_steps": 2}}
+    assert series(plain) == "b=7 pre, all layers" == series(with_steps)
+
+
 def test_the_evaluator_applies_a_calibrated_folders_correction(tmp_path, tokenizer):
     model = mc.convert(tiny_model("bert", vocab_size=tokenizer.vocab_size, max_position_embeddings=64), block_size=4)
     mc.apply_calibration(model, _random_calibration(model))

@@ -6,6 +6,19 @@ from pathlib import Path
 from typing import Any
 
 
+def series(entry: dict[str, Any]) -> str:
+    """The curve a sweep entry is drawn on: one per block size, pad side and converted layers (its
+    points differ in T); per-layer settings on curves of their own, with and without a correction
+    apart (calibrated beside uncorrected, as ``calibrate_vit_fashion_mnist.py`` sweeps them)."""
+    st = entry["settings"]
+    if entry.get("calibrated", False):
+        kind = "calibrated" if entry.get("correction") is not None else "per-layer settings, no correction"
+        return f"{kind}, {st.get('pad_type')}"
+    layers = st.get("layers")
+    layers = "all layers" if layers in (None, "all") else "layers " + ",".join(map(str, layers))
+    return f"b={st.get('block_size')} {st.get('pad_type')}, {layers}"
+
+
 def plot_sweep(data: dict[str, Any], path: str | Path, metrics: list[str] | None = None) -> Path:
     import matplotlib
 
@@ -20,17 +33,11 @@ def plot_sweep(data: dict[str, Any], path: str | Path, metrics: list[str] | None
         groups: dict[str, list[tuple[float, float, int]]] = {}
         original = None
         for r in sweep:
-            st = r["settings"]
-            layers = st.get("layers")
-            layers = "all layers" if layers in (None, "all") else "layers " + ",".join(map(str, layers))
-            calibrated = r.get("calibrated", False)  # per-layer settings: curves of their own,
-            corrected = r.get("correction") is not None  # with and without the correction apart
-            key = (f"{'calibrated' if corrected else 'per-layer settings, no correction'}, {st.get('pad_type')}"
-                   if calibrated else f"b={st.get('block_size')} {st.get('pad_type')}, {layers}")
+            calibrated = r.get("calibrated", False)
             for m in r["metrics"]:
                 if m["name"] == name:
-                    point = (r["attention_flops"]["monarch"], m["converted"], "" if calibrated else st.get("num_steps"))
-                    groups.setdefault(key, []).append(point)
+                    steps = "" if calibrated else r["settings"].get("num_steps")
+                    groups.setdefault(series(r), []).append((r["attention_flops"]["monarch"], m["converted"], steps))
                     original = m["original"]
         for key, points in groups.items():
             points.sort()
