@@ -105,14 +105,15 @@ ARCHITECTURES: dict[str, Arch] = {
 }
 
 
-def build_model(model_type: str, seed: int = 0) -> Any:
-    """The tiny model of ``model_type``, in eval mode, with transformers' initialisation widened
-    (``initializer_range`` / ``init_std`` 0.2) so that attention is far from uniform."""
+def build_model(model_type: str, seed: int = 0, **overrides: Any) -> Any:
+    """The tiny model of ``model_type`` (config fields ``overrides`` changed), in eval mode, with
+    transformers' initialisation widened (``initializer_range`` / ``init_std`` 0.2) so that
+    attention is far from uniform."""
     import torch
     import transformers as T
 
     arch = ARCHITECTURES[model_type]
-    config = getattr(T, arch.config)(**arch.kwargs)
+    config = getattr(T, arch.config)(**{**arch.kwargs, **overrides})
     for sub in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None)):
         for name in ("initializer_range", "init_std"):
             if sub is not None and hasattr(sub, name):

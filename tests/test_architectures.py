@@ -147,6 +147,26 @@ def test_output_projection_of_each_converted_module_is_a_linear_over_its_heads(m
             assert linear.in_features == record.num_heads * record.head_dim, record.name
 
 
+@pytest.mark.parametrize("model_type", TYPES)
+def test_a_folded_correction_is_the_correction_applied_to_each_heads_output(model_type):
+    from calibrations import explicit, random_calibration
+
+    from monarch_convert.calibration import passes
+
+    model = _model(model_type)
+    with _converted(model, block_size=4):
+        calibration = random_calibration(model)
+        modules = {r.name: model.get_submodule(r.name) for r in mc.conversion_report(model).converted}
+        with passes.probes(modules, explicit(calibration)):
+            wanted = _run(model, _inputs(model_type))
+        mc.apply_calibration(model, calibration)
+        folded = _run(model, _inputs(model_type))
+    assert any(not torch.allclose(a, b, **EXACT) for a, b in zip(folded, _original_outputs(model_type)))
+    for a, b in zip(folded, wanted):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(_run(model, _inputs(model_type)), _original_outputs(model_type)))
+
+
 def _row_alone(inputs: dict, mask: torch.Tensor, i: int) -> dict:
     """Row ``i`` of a padded batch without its padding (tensors as long as the mask are cut to it)."""
     real = mask[i].bool()

@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
+from calibrations import explicit, random_calibration
 from conftest import ARCHS, main_output, tiny_inputs, tiny_model
 from test_cli import one_line_error, run_cli, tiny_bert_dir  # noqa: F401 (a fixture)
 
 import monarch_convert as mc
 from monarch_convert.calibration import passes
-from monarch_convert.calibration.correction import CALIBRATION_FILE, Calibration, HeadStats, fit_correction
+from monarch_convert.calibration.correction import CALIBRATION_FILE, HeadStats, fit_correction
 from monarch_convert.config import LayerSetting, MonarchConfig, parse_layer_settings
 from monarch_convert.conversion import calibration_of
 from monarch_convert.patches.dispatch import PROBE_ATTR, SPEC_ATTR, run_spec
@@ -77,32 +78,9 @@ def test_layer_settings_of_missing_layers_are_refused():
 # ------------------------------------------------------------------------------------ the correction
 
 
-def _random_calibration(model, kind="head", seed=0) -> Calibration:
-    g = torch.Generator().manual_seed(seed)
-    cal = Calibration(kind)
-    for r in mc.conversion_report(model).converted:
-        h, d = r.num_heads, r.head_dim
-        cal.weights[r.name] = torch.eye(d).expand(h, d, d) + 0.3 * torch.randn(h, d, d, generator=g)
-        cal.biases[r.name] = 0.2 * torch.randn(h, d, generator=g)
-    return cal
-
-
 def _float32_op(spec, q, k, v, key_padding, scale):
     """The op (float32 only) inside a float64 model: both paths below get the same head outputs."""
     return run_spec(spec, q.float(), k.float(), v.float(), key_padding, scale).double()
-
-
-def _explicit(calibration: Calibration | None):
-    """A probe that applies the correction to each head's output itself (no folding)."""
-    def make(name):
-        def probe(spec, q, k, v, key_padding, scale):
-            z = _float32_op(spec, q, k, v, key_padding, scale)
-            if calibration is None:
-                return z
-            w, c = calibration.weights[name].double(), calibration.biases[name].double()
-            return torch.einsum("bhnd,hde->bhne", z, w) + c[None, :, None, :]
-        return probe
-    return make
 
 
 def _outputs(arch, model, inputs):
@@ -115,16 +93,16 @@ def test_folding_is_the_correction_applied_explicitly(arch):
     model = tiny_model(arch).double()
     inputs = {k: v.double() if v.is_floating_point() else v for k, v in tiny_inputs(arch).items()}
     mc.convert(model, block_size=4, num_steps=2)
-    calibration = _random_calibration(model)
+    calibration = random_calibration(model)
     modules = {r.name: model.get_submodule(r.name) for r in mc.conversion_report(model).converted}
-    with passes.probes(modules, _explicit(calibration)):
-        explicit = _outputs(arch, model, inputs)
-    with passes.probes(modules, _explicit(None)):
+    with passes.probes(modules, explicit(calibration, _float32_op)):
+        wanted = _outputs(arch, model, inputs)
+    with passes.probes(modules, explicit(None, _float32_op)):
         plain = _outputs(arch, model, inputs)
         mc.apply_calibration(model, calibration)
         folded = _outputs(arch, model, inputs)
     assert not torch.allclose(folded, plain, atol=1e-3)  # the correction does something
-    torch.testing.assert_close(folded, explicit, atol=1e-6, rtol=0)
+    torch.testing.assert_close(folded, wanted, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -134,7 +112,7 @@ def test_save_load_revert_are_bit_identical(arch, tmp_path):
     original_state = {k: v.clone() for k, v in model.state_dict().items()}
     softmax_out = _outputs(arch, model, inputs)
     mc.convert(model, block_size=4)
-    mc.apply_calibration(model, _random_calibration(model))
+    mc.apply_calibration(model, random_calibration(model))
     calibrated = _outputs(arch, model, inputs)
     assert all(torch.equal(v, original_state[k]) for k, v in model.state_dict().items())  # originals saved
     mc.save_pretrained(model, tmp_path)
@@ -155,7 +133,7 @@ def test_save_load_revert_are_bit_identical(arch, tmp_path):
 
 def test_a_checkpoint_saved_without_its_calibration_file_is_an_error(tmp_path):
     model = mc.convert(tiny_model("bert"), block_size=4)
-    mc.apply_calibration(model, _random_calibration(model))
+    mc.apply_calibration(model, random_calibration(model))
     model.save_pretrained(tmp_path)  # not monarch_convert.save_pretrained: no correction file
     with pytest.raises(mc.MonarchConvertError, match="monarch_convert.save_pretrained"):
         mc.from_pretrained(tmp_path)
@@ -163,7 +141,7 @@ def test_a_checkpoint_saved_without_its_calibration_file_is_an_error(tmp_path):
 
 def test_reconverting_with_other_settings_drops_the_calibration():
     model = mc.convert(tiny_model("bert"), block_size=4)
-    mc.apply_calibration(model, _random_calibration(model))
+    mc.apply_calibration(model, random_calibration(model))
     mc.convert(model)  # the same settings: kept
     assert calibration_of(model) is not None
     mc.convert(model, num_steps=2)
@@ -253,6 +231,27 @@ def test_calibrate_runs_on_each_architecture(arch, tokenizer):
     assert monarch / sum(softmax_flops(r, conversion.seq_len) for r in candidates) == pytest.approx(report.flops_ratio)
     assert json.loads(json.dumps(report.to_dict()))["layers"][0]["setting"] == report.layers[0].setting
     assert "held-out" in report.format_table()
+
+
+def test_an_output_projection_without_a_bias_gets_a_correction_without_one(tokenizer):
+    """EuroBERT's o_proj has no bias: its correction is fitted with c = 0 and folds in."""
+    from architectures import build_model
+
+    model = build_model("eurobert", vocab_size=tokenizer.vocab_size)
+    report = mc.calibrate(model, TEXTS, tokenizer, max_flops=0.7, samples=8, batch_size=4, progress=False,
+                          correction="head", validate=1)
+    assert report.correction == "head" and report.fidelity_after > report.fidelity_before
+    assert all(not bias.any() for bias in calibration_of(model).biases.values())
+
+
+def test_a_correction_without_a_bias_is_fitted_on_uncentred_sums():
+    g = torch.Generator().manual_seed(0)
+    z, w = torch.randn(2, 60, 4, generator=g), torch.randn(2, 4, 4, generator=g)
+    stats = HeadStats()
+    stats.add(z + 1.0, (z + 1.0) @ w)  # no bias in the truth, and the inputs' mean is far from 0
+    fitted, c = fit_correction(stats, "head", alpha=1e-9, bias=False)
+    torch.testing.assert_close(fitted, w.double(), atol=1e-6, rtol=0)
+    assert not c.any()
 
 
 def test_a_correction_that_hurts_held_out_fidelity_is_refused(tokenizer, monkeypatch):
@@ -376,7 +375,7 @@ def test_the_plot_draws_calibrated_and_uncorrected_per_layer_settings_apart():
 
 def test_the_evaluator_applies_a_calibrated_folders_correction(tmp_path, tokenizer):
     model = mc.convert(tiny_model("bert", vocab_size=tokenizer.vocab_size, max_position_embeddings=64), block_size=4)
-    mc.apply_calibration(model, _random_calibration(model))
+    mc.apply_calibration(model, random_calibration(model))
     mc.save_pretrained(model, tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     data = tmp_path / "data.csv"

@@ -78,16 +78,18 @@ class HeadStats:
         return (self.squared_error(weight, bias) / ref) ** 0.5 if ref > 0 else 0.0
 
 
-def fit_correction(stats: HeadStats, kind: str, alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_correction(stats: HeadStats, kind: str, alpha: float | None = None,
+                   bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(W (H, d, d), c (H, d)) in float64 for ``kind`` ``"scalar"``, ``"channel"`` or ``"head"``,
-    ridge strength ``alpha`` (default: ``RIDGE[kind]``)."""
+    ridge strength ``alpha`` (default: ``RIDGE[kind]``). ``bias=False``: c = 0 and W fitted on
+    uncentred sums, for an output projection without a bias to fold c into (EuroBERT, ModernBERT)."""
     if stats.sz is None or stats.n < 2:
         raise MonarchConvertError("no tokens to fit the correction on")
     if kind not in RIDGE:
         raise MonarchConvertError(f"correction kind must be one of {', '.join(KINDS[1:])}, got {kind!r}")
     alpha = RIDGE[kind] if alpha is None else alpha
     n, d = stats.n, stats.sz.shape[-1]
-    mz, ms = stats.sz / n, stats.ss / n
+    mz, ms = (stats.sz / n, stats.ss / n) if bias else (torch.zeros_like(stats.sz), torch.zeros_like(stats.ss))
     czz = stats.szz - n * mz[:, :, None] * mz[:, None, :]
     czs = stats.szs - n * mz[:, :, None] * ms[:, None, :]
     trace = czz.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-30)  # (H,)

@@ -58,6 +58,13 @@ def output_projection(model: torch.nn.Module, patch: ArchitecturePatch, module_n
     raise MonarchConvertError(f"{patch.model_type}: no output projection Linear at {' or '.join(names)}")
 
 
+def has_output_bias(model: torch.nn.Module, module_name: str) -> bool:
+    """Whether the output projection of ``module_name`` has a bias (a correction's bias folds into it)."""
+    from ..conversion_plan import architecture_patch
+
+    return output_projection(model, architecture_patch(model), module_name).bias is not None
+
+
 def folded_tensors(linear: torch.nn.Linear, weight: torch.Tensor,
                    bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(Wo', bo') of ``linear`` with the correction ``weight`` (H, d, d), ``bias`` (H, d) folded in."""

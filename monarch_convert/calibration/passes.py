@@ -24,6 +24,7 @@ from ..evaluation.progress import progress_bar
 from ..patches.dispatch import PROBE_ATTR, MonarchSpec, run_spec
 from ..pooling import mean_pool
 from .correction import Calibration, HeadStats, fit_correction
+from .folding import has_output_bias
 
 
 class _Stop(Exception):
@@ -148,7 +149,7 @@ def fit_calibration(model: Any, modules: dict[str, torch.nn.Module], batches: Se
         with probes({name: module}, lambda _: probe):
             run_batches(model, batches, f"calibration: {kind} correction of {name}", progress,
                         lambda x: forward(model, x))
-        weight, bias = fit_correction(stats, kind, alpha)
+        weight, bias = fit_correction(stats, kind, alpha, bias=has_output_bias(model, name))
         calibration.weights[name], calibration.biases[name] = weight.float(), bias.float()
         apply(calibration)
     return calibration

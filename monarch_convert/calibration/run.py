@@ -22,6 +22,7 @@ from ..config import MonarchConfig
 from ..errors import MonarchConvertError
 from ..patches.base import layer_index
 from .correction import Calibration, HeadStats, fit_correction
+from .folding import has_output_bias
 from .inputs import CalibrationData, load_processor, prepare
 from .passes import candidate_stats, features, fit_calibration, measure, run_batches
 from .report import CalibrationReport, LayerRow
@@ -165,7 +166,8 @@ def _layer_options(ctx: _Context, correction: str, allow_softmax: bool) -> list[
     options = []
     for name in ctx.modules:
         heads, dim = ctx.shapes[name]
-        layer = [Option(c, _estimated_error(a, b, kind, ctx.alpha), c.flops(ctx.seq_len, dim, heads))
+        bias = has_output_bias(ctx.model, name)
+        layer = [Option(c, _estimated_error(a, b, kind, ctx.alpha, bias), c.flops(ctx.seq_len, dim, heads))
                  for c, (a, b) in zip(candidates, stats[name])]
         softmax = [Option(Candidate(), 0.0, Candidate().flops(ctx.seq_len, dim, heads))] if allow_softmax else []
         options.append(layer + softmax)
@@ -183,14 +185,15 @@ def _first_examples(batches: list[dict], count: int) -> list[dict]:
     return out
 
 
-def _estimated_error(a: HeadStats, b: HeadStats, kind: str, alpha: float | None) -> float:
+def _estimated_error(a: HeadStats, b: HeadStats, kind: str, alpha: float | None, bias: bool = True) -> float:
     """Squared relative error of the (corrected) output, each half's correction measured on the other."""
     ref = float(a.sss.sum() if a.sss is not None else 0) + float(b.sss.sum() if b.sss is not None else 0)
     if ref <= 0:
         return 0.0
     if kind == "none" or a.n < 2 or b.n < 2:
         return (a.squared_error() + b.squared_error()) / ref
-    return (b.squared_error(*fit_correction(a, kind, alpha)) + a.squared_error(*fit_correction(b, kind, alpha))) / ref
+    return (b.squared_error(*fit_correction(a, kind, alpha, bias))
+            + a.squared_error(*fit_correction(b, kind, alpha, bias))) / ref
 
 
 def _settings(ctx: _Context, options: list[list[Option]], allocation: Allocation) -> MonarchConfig:
