@@ -254,6 +254,45 @@ def test_a_correction_without_a_bias_is_fitted_on_uncentred_sums():
     assert not c.any()
 
 
+def _calibratable_types() -> list[str]:
+    from monarch_convert.calibration.inputs import UNREAD_INPUTS
+    from monarch_convert.patches.registry import get_patch, supported_model_types
+
+    return [t for t in supported_model_types() if get_patch(t).dummy_inputs.__name__ not in UNREAD_INPUTS]
+
+
+@pytest.mark.parametrize("model_type", _calibratable_types())
+def test_calibrate_runs_on_every_model_type_whose_inputs_it_reads(model_type, tokenizer):
+    """The proof matrix's tiny model of each type (tests/architectures.py), calibrated end to end:
+    texts through the MiniLM tokenizer, images through a ViT image processor of the model's size."""
+    from architectures import build_model
+
+    from monarch_convert.calibration.inputs import is_vision
+
+    probe = build_model(model_type)
+    if is_vision(probe):
+        model, size = probe, probe.config.image_size
+        g = torch.Generator().manual_seed(0)
+        data = [(torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy() for _ in range(8)]
+        processor = transformers.ViTImageProcessor(size={"height": size, "width": size})
+    else:
+        model, data, processor = build_model(model_type, vocab_size=tokenizer.vocab_size), TEXTS, tokenizer
+    report = mc.calibrate(model, data, processor, max_flops=0.8, samples=8, batch_size=4, progress=False,
+                          correction="head", validate=1, seq_len=32)
+    assert mc.is_converted(model) and report.flops_ratio <= 0.8
+    assert report.fidelity_after >= report.fidelity_before
+
+
+@pytest.mark.parametrize("model_type, needle", [("wav2vec2", "audio waveforms"), ("whisper", "log-mel features"),
+                                               ("videomae", "video clips"), ("clip", "clip_vision_model")])
+def test_models_whose_inputs_calibration_cannot_read_get_one_line(model_type, needle):
+    from architectures import build_model
+
+    with pytest.raises(mc.MonarchConvertError, match=needle) as err:
+        mc.calibrate(build_model(model_type), ["a text"] * 8, None, max_flops=0.7, samples=8, progress=False)
+    assert "\n" not in str(err.value) and "cannot be calibrated yet" in str(err.value)
+
+
 def test_a_correction_that_hurts_held_out_fidelity_is_refused(tokenizer, monkeypatch):
     def harmful(stats, kind, alpha):  # the fitted correction, turned upside down
         w, c = fit_correction(stats, kind, alpha)

@@ -30,6 +30,21 @@ class CalibrationData:
     held_out_examples: int
 
 
+# What the models of a patcher take (its ``dummy_inputs``), for those calibration cannot read yet.
+UNREAD_INPUTS = {"video": "video clips", "spectrogram": "audio spectrograms", "speech_features": "log-mel features",
+                 "waveform": "audio waveforms", "image_and_text": "images and texts together"}
+
+
+def check_readable(patch: Any) -> None:
+    """A one-line error for a model whose inputs calibration does not read (only texts and images)."""
+    what = UNREAD_INPUTS.get(getattr(patch.dummy_inputs, "__name__", ""))
+    if what is None:
+        return
+    hint = f" (its image tower alone, {patch.model_type}_vision_model, can be)" if what.startswith("images and") else ""
+    raise MonarchConvertError(f"calibrate reads texts or images, and a {patch.model_type} model takes {what}: it "
+                              f"cannot be calibrated yet{hint}; set its settings per layer by hand (--layer-settings)")
+
+
 def is_vision(model: Any) -> bool:
     return hasattr(model.config, "image_size") and hasattr(model.config, "patch_size")
 

@@ -23,7 +23,7 @@ from ..errors import MonarchConvertError
 from ..patches.base import layer_index
 from .correction import Calibration, HeadStats, fit_correction
 from .folding import has_output_bias
-from .inputs import CalibrationData, load_processor, prepare
+from .inputs import CalibrationData, check_readable, load_processor, prepare
 from .passes import candidate_stats, features, fit_calibration, measure, run_batches
 from .report import CalibrationReport, LayerRow
 from .search import Allocation, Candidate, Option, best_under, default_candidates, frontier, total_flops
@@ -136,6 +136,7 @@ def _set_up(model, data, tokenizer, seq_len, samples, batch_size, seed, progress
     from ..conversion_plan import architecture_patch
 
     patch = architecture_patch(model)
+    check_readable(patch)
     seq_len = seq_len or patch.max_length(model.config)
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
         raise MonarchConvertError(f"seq_len must be an integer >= 2, got {seq_len!r}")
