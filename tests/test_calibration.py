@@ -285,12 +285,15 @@ def test_calibrate_runs_on_every_model_type_whose_inputs_it_reads(model_type, to
 
 @pytest.mark.parametrize("model_type, needle", [("wav2vec2", "audio waveforms"), ("whisper", "log-mel features"),
                                                ("videomae", "video clips"), ("clip", "clip_vision_model")])
-def test_models_whose_inputs_calibration_cannot_read_get_one_line(model_type, needle):
+def test_models_whose_inputs_calibration_and_heal_cannot_read_get_one_line(model_type, needle):
     from architectures import build_model
 
     with pytest.raises(mc.MonarchConvertError, match=needle) as err:
         mc.calibrate(build_model(model_type), ["a text"] * 8, None, max_flops=0.7, samples=8, progress=False)
     assert "\n" not in str(err.value) and "cannot be calibrated yet" in str(err.value)
+    with pytest.raises(mc.MonarchConvertError, match=needle) as err:
+        mc.heal(mc.convert(build_model(model_type), block_size=4), ["a text"] * 8, steps=1, progress=False)
+    assert "\n" not in str(err.value) and "cannot be healed yet" in str(err.value)
 
 
 def test_a_correction_that_hurts_held_out_fidelity_is_refused(tokenizer, monkeypatch):

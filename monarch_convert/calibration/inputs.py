@@ -35,14 +35,16 @@ UNREAD_INPUTS = {"video": "video clips", "spectrogram": "audio spectrograms", "s
                  "waveform": "audio waveforms", "image_and_text": "images and texts together"}
 
 
-def check_readable(patch: Any) -> None:
-    """A one-line error for a model whose inputs calibration does not read (only texts and images)."""
+def check_readable(patch: Any, doing: str = "calibrate", done: str = "calibrated",
+                   instead: str = "set its settings per layer by hand (--layer-settings)") -> None:
+    """A one-line error for a model whose inputs calibration and healing do not read (they read
+    texts and images only)."""
     what = UNREAD_INPUTS.get(getattr(patch.dummy_inputs, "__name__", ""))
     if what is None:
         return
     hint = f" (its image tower alone, {patch.model_type}_vision_model, can be)" if what.startswith("images and") else ""
-    raise MonarchConvertError(f"calibrate reads texts or images, and a {patch.model_type} model takes {what}: it "
-                              f"cannot be calibrated yet{hint}; set its settings per layer by hand (--layer-settings)")
+    raise MonarchConvertError(f"{doing} reads texts or images, and a {patch.model_type} model takes {what}: it "
+                              f"cannot be {done} yet{hint}; {instead}")
 
 
 def is_vision(model: Any) -> bool:

@@ -101,6 +101,7 @@ def heal(model: Any, data: Any, *, steps: int, teacher: Any = None, trainable: s
     """
     started = time.perf_counter()
     model, processor = _transformers_model(model, processor)
+    _check_readable(model)
     _check_numbers(steps=steps, batch_size=batch_size, eval_samples=eval_samples, lora_rank=lora_rank)
     if not lr > 0 or (checkpoint_every is not None and checkpoint_every < 1):
         raise MonarchConvertError("lr must be > 0 and checkpoint_every >= 1")
@@ -132,6 +133,13 @@ def _transformers_model(model: Any, processor: Any) -> tuple[Any, Any]:
     if not st_models.is_sentence_transformer(model):
         return model, processor
     return st_models.single_transformer(model), processor if processor is not None else model.tokenizer
+
+
+def _check_readable(model: Any) -> None:
+    from ..calibration.inputs import check_readable
+    from ..conversion_plan import architecture_patch
+
+    check_readable(architecture_patch(model), "heal", "healed", "use it converted as it is")
 
 
 def _check_numbers(**values: Any) -> None:
