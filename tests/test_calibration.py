@@ -297,8 +297,8 @@ def test_models_whose_inputs_calibration_and_heal_cannot_read_get_one_line(model
 
 
 def test_a_correction_that_hurts_held_out_fidelity_is_refused(tokenizer, monkeypatch):
-    def harmful(stats, kind, alpha):  # the fitted correction, turned upside down
-        w, c = fit_correction(stats, kind, alpha)
+    def harmful(stats, kind, alpha, bias=True):  # the fitted correction, turned upside down
+        w, c = fit_correction(stats, kind, alpha, bias)
         return -w, -c
 
     monkeypatch.setattr(passes, "fit_correction", harmful)
