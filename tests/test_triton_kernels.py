@@ -208,15 +208,22 @@ def test_exact_diagonal_at_one_step_is_the_published_kernels(kern):
                            _run(kern, q, k, v, mask, 4, 1, "post", mode=mode, variant=(False, 2)))
 
 
-@pytest.mark.parametrize("kind", ["right", "left", "random", "empty_row"])
-def test_layout_kernel(kern, kind):
-    """Token index, length and pre-padding offset of each sequence, over several chunks of the mask."""
-    B, N, b = 4, 45, 6
+def _layout_case(kind: str, B: int, N: int) -> tuple[torch.Tensor, ...]:
+    """A key-padding mask of ``kind`` whose row 1 is contiguous in the middle, and the token index,
+    lengths and offsets to be written, filled with -5."""
     mask = key_padding_mask(kind, B, N, torch.Generator().manual_seed(7))
     mask[1] = False
     mask[1, 3:9] = True  # contiguous, in the middle
     tok = torch.full((B, N), -5, dtype=torch.int64)
     lens, offs = torch.full((2, B), -5, dtype=torch.int64)
+    return mask, tok, lens, offs
+
+
+@pytest.mark.parametrize("kind", ["right", "left", "random", "empty_row"])
+def test_layout_kernel(kern, kind):
+    """Token index, length and pre-padding offset of each sequence, over several chunks of the mask."""
+    B, N, b = 4, 45, 6
+    mask, tok, lens, offs = _layout_case(kind, B, N)
     kern._layout_kernel[(B,)](mask.view(torch.uint8), tok, lens, offs, *mask.stride(), N, b, PRE=True, CH=16)
     for i in range(B):
         pos = mask[i].nonzero().flatten()
@@ -240,11 +247,7 @@ def test_layout_prologue(kern, kind, pre, slots):
     """Length, pre-padding offset and the token index of the ranks a program's slots hold, over
     several chunks of the mask: contiguous rows (right, left, in the middle) and scattered ones."""
     B, N, b = 4, 45, 6
-    mask = key_padding_mask(kind, B, N, torch.Generator().manual_seed(7))
-    mask[1] = False
-    mask[1, 3:9] = True  # contiguous, in the middle
-    tok = torch.full((B, N), -5, dtype=torch.int64)
-    lens, offs = torch.full((2, B), -5, dtype=torch.int64)
+    mask, tok, lens, offs = _layout_case(kind, B, N)
     _layout_probe[(B,)](mask.view(torch.uint8), *mask.stride(), lens, offs, tok, N, b, *slots, PRE=pre, CH=16)
     for i in range(B):
         pos = mask[i].nonzero().flatten()

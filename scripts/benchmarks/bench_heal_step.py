@@ -81,7 +81,6 @@ import argparse
 import gc
 import random
 import statistics
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,7 +88,7 @@ from typing import Any
 
 import torch
 from bench_models import FREE, register_free, set_implementation
-from bench_utils import Env, Row, commit, environment, versions, wall_ms, write_csv
+from bench_utils import Env, Row, wall_ms, whole_model_environment, write_csv
 
 from monarch_convert.config import parse_setting
 
@@ -348,12 +347,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
-    if not a.smoke and not torch.cuda.is_available():
-        sys.exit("bench_heal_step.py needs a CUDA GPU (or --smoke)")
-    if a.smoke:
-        torch.set_num_threads(1)  # a check, not a measurement: one thread is fastest on a shared CPU
+    env = whole_model_environment("bench_heal_step.py", a.smoke)
     register_free()
-    env = Env("cpu", versions(), commit(), 0.0) if a.smoke else environment(measure_copy=False)
     tokenizer, texts = make_tokenizer(a.seq), make_texts(TRAIN_TEXTS + 1, a.seq, a.seed)
     host = host_costs(a, tokenizer, texts)
     results = []

@@ -33,12 +33,11 @@ float32, eager wall time only, N = 64, to check the script itself (tests/test_be
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from bench_utils import Env, Row, bench, commit, environment, versions, wall_ms, write_csv
+from bench_utils import Env, Row, bench, wall_ms, whole_model_environment, write_csv
 
 FREE = "bench_attention_free"
 LONG = (2048, 4096, 8192)
@@ -273,12 +272,8 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, eager only: checks the script")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
-    if not args.smoke and not torch.cuda.is_available():
-        sys.exit("bench_models.py needs a CUDA GPU (or --smoke)")
-    if args.smoke:
-        torch.set_num_threads(1)  # a check, not a measurement: one thread is fastest on a shared CPU
+    env = whole_model_environment("bench_models.py", args.smoke)
     register_free()
-    env = Env("cpu", versions(), commit(), 0.0) if args.smoke else environment(measure_copy=False)
     rows: list[Row] = []
     try:
         for name in args.models:

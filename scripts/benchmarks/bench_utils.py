@@ -112,6 +112,20 @@ def environment(measure_copy: bool = True) -> Env:
     return Env(torch.cuda.get_device_name(), versions(), commit(), copy_bandwidth() if measure_copy else 0.0)
 
 
+def whole_model_environment(script: str, smoke: bool) -> Env:
+    """The environment of a whole-model benchmark: a CUDA GPU (exits without one), or with
+    ``smoke`` the CPU on one thread (a check of the script, not a measurement: one thread is
+    fastest on a shared CPU)."""
+    import sys
+
+    if not smoke and not torch.cuda.is_available():
+        sys.exit(f"{script} needs a CUDA GPU (or --smoke)")
+    if smoke:
+        torch.set_num_threads(1)
+        return Env("cpu", versions(), commit(), 0.0)
+    return environment(measure_copy=False)
+
+
 def wall_ms(fn: Callable, reps: int = 3, warmup: int = 0) -> float:
     """Median wall-clock ms of ``reps`` calls of ``fn()`` after ``warmup`` untimed ones (host work,
     or a whole call on the CPU, where nothing runs asynchronously)."""

@@ -38,21 +38,27 @@ def read_texts(filename: str, cache: Path) -> list[str]:
         return [row[1] for row in csv.reader(f) if len(row) >= 2 and row[1].strip()]
 
 
-def groups(sentences: list[str], tokenizer, max_length: int) -> list[list[str]]:
+Counted = list[tuple[str, int]]  # sentences with their token counts (without [CLS]/[SEP])
+
+
+def counted(sentences: list[str], tokenizer) -> Counted:
+    return list(zip(sentences, (len(ids) - 2 for ids in tokenizer(sentences)["input_ids"])))
+
+
+def groups(sentences: Counted, max_length: int) -> list[Counted]:
     """Consecutive sentences grouped into passages of at most ``max_length`` tokens (with [CLS]/[SEP])."""
-    lengths = [len(ids) - 2 for ids in tokenizer(sentences)["input_ids"]]
     out, current, used = [], [], 0
-    for sentence, n in zip(sentences, lengths):
+    for sentence, n in sentences:
         if current and used + n > max_length - 2:
             out.append(current)
             current, used = [], 0
-        current.append(sentence)
+        current.append((sentence, n))
         used += n
     return out + ([current] if current else [])
 
 
-def passages(sentences: list[str], tokenizer, max_length: int) -> list[str]:
-    return [" ".join(group) for group in groups(sentences, tokenizer, max_length)]
+def passages(sentences: Counted, max_length: int) -> list[str]:
+    return [" ".join(s for s, _ in group) for group in groups(sentences, max_length)]
 
 
 HEAL_CORPORA = {"conll": "uncertainty-conll2010.csv", "snippets": "polarity-en-pang&lee2.csv"}
@@ -61,20 +67,21 @@ HEAL_CORPORA = {"conll": "uncertainty-conll2010.csv", "snippets": "polarity-en-p
 def healing_passages(a, tokenizer) -> tuple[list[str], list[str]]:
     """(training passages, held-out passages) of the healing corpora. Each corpus gives an equal
     share of the ``--held-out`` passages (its last ones), whose sentences never appear in a
-    training passage; the other sentences are packed ``--packings`` times (in order, then shuffled)."""
+    training passage; the other sentences are packed ``--packings`` times (in order, then shuffled).
+    Each sentence is tokenised once."""
     import random
 
     train, held_out = [], []
     for name in a.corpus:
-        packed = groups(read_texts(HEAL_CORPORA[name], a.cache), tokenizer, a.max_length)
+        packed = groups(counted(read_texts(HEAL_CORPORA[name], a.cache), tokenizer), a.max_length)
         share = max(1, a.held_out // len(a.corpus))
-        held_out += [" ".join(g) for g in packed[-share:]]
-        train += [s for g in packed[:-share] for s in g]
-    out = passages(train, tokenizer, a.max_length)
+        held_out += [" ".join(s for s, _ in g) for g in packed[-share:]]
+        train += [item for g in packed[:-share] for item in g]
+    out = passages(train, a.max_length)
     for k in range(1, a.packings):
         shuffled = train[:]
         random.Random(k).shuffle(shuffled)
-        out += passages(shuffled, tokenizer, a.max_length)
+        out += passages(shuffled, a.max_length)
     return out, held_out
 
 
