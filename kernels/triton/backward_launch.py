@@ -37,17 +37,28 @@ REPLAYS: dict = {}
 _MAX_REPLAYS = 512
 # Elements per program of the zeroing and casting launches.
 _FLAT = 4096
+# Triton's default software-pipelining depth on CUDA.
+_STAGES = 3
 
 
-def tile(width: int, head_dim: int) -> tuple[int, int, int]:
-    """(tile width, rows per chunk, warps) of a program whose tile spans ``width`` keys (R-programs:
-    b) or blocks (L-programs: m) at head dim ``head_dim``. For sm_90 at head dim 64
+# (rows per chunk, warps, pipeline stages) by kernel ("_r_fwd", "_r_bwd", "_l_fwd", "_l_bwd",
+# "_l_stats") that replace ``tile``'s choice: set by ``bench_backward_tiles.py`` to time other
+# configurations (clear ``REPLAYS`` after changing it). Empty: the defaults below.
+TILE_OVERRIDES: dict = {}
+
+
+def tile(width: int, head_dim: int, kernel: str = "") -> tuple[int, int, int, int]:
+    """(tile width, rows per chunk, warps, stages) of a program whose tile spans ``width`` keys
+    (R-programs: b) or blocks (L-programs: m) at head dim ``head_dim``. For sm_90 at head dim 64
     (``kernel_resources.py --backward``), the R-backward spilled registers with 32-row chunks at
     widths 64 and 128, and with 4 warps at widths 32 and 64; these choices spill nothing. (Compiled
     resources only: no timing behind them.)"""
     full = max(16, pow2(width))
+    if kernel in TILE_OVERRIDES:
+        rows, warps, stages = TILE_OVERRIDES[kernel]
+        return full, min(rows, full), warps, stages
     rows = 16 if full >= 64 else min(full, 32)
-    return full, rows, 8 if full * max(16, pow2(head_dim)) >= 32 * 64 else 4
+    return full, rows, 8 if full * max(16, pow2(head_dim)) >= 32 * 64 else 4, _STAGES
 
 
 def _scratch(q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool, stats: bool,
@@ -125,30 +136,30 @@ class _Bwd:
         """An R-program per (head, block): ``_r_fwd`` or ``_r_bwd``, over key tiles where a block is
         longer than ``MAX_TILE``."""
         kernel = getattr(_kernels(self.wide), name + ("_wide_kernel" if self.wide else "_kernel"))
-        BB, BQ, warps = tile(min(self.b, MAX_TILE), self.q.shape[-1])
+        BB, BQ, warps, stages = tile(min(self.b, MAX_TILE), self.q.shape[-1], name)
         DV = self.v.shape[-1]
         self.launch(kernel, self.bh * self.m, *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(),
                     *self.v.stride(), self.scale, DV=DV, BB=BB, BQ=BQ, BDV=max(16, pow2(DV)), **self.flags(),
-                    **consts, num_warps=warps)
+                    **consts, num_warps=warps, num_stages=stages)
 
     def l_launch(self, kernel, *ptrs, strides=(), **consts) -> None:
         """An L-program per (head, offset, tile of blocks)."""
-        BM, BQ, warps = tile(min(self.m, MAX_TILE), self.q.shape[-1])
+        BM, BQ, warps, stages = tile(min(self.m, MAX_TILE), self.q.shape[-1], kernel.fn.__name__[:-7])
         self.launch(kernel, self.bh * self.b * self.l_tiles, *ptrs, *self.seq, *self.dims, self.l_tiles,
                     *self.q.stride(), *strides, self.scale, BM=BM, BQ=BQ, STATS=self.l_tiles > 1, **self.flags(),
-                    **consts, num_warps=warps)
+                    **consts, num_warps=warps, num_stages=stages)
 
     def l_stats(self, ak, cl, y, d_sum, summ, c_r, **consts) -> None:
         """Where an offset's blocks span several tiles: each query's L log-normaliser (and
         ``sum_k L dL``) into ``lse`` (and ``dlt``), one program per (head, offset)."""
         if self.l_tiles == 1:
             return
-        BM, BQ, warps = tile(MAX_TILE, self.q.shape[-1])
+        BM, BQ, warps, stages = tile(MAX_TILE, self.q.shape[-1], "_l_stats")
         DV = self.v.shape[-1]
         self.launch(_kernels()._l_stats_kernel, self.bh * self.b, self.q, ak, cl, y, self.grad_out, d_sum, summ, c_r,
                     self.buf["lse"], self.buf["dlt"], *self.seq, *self.dims, 1, *self.q.stride(),
                     *self.grad_out.stride(), self.scale, DV=DV, BDV=max(16, pow2(DV)), BM=BM, BQ=BQ, **self.flags(),
-                    **consts, num_warps=warps)
+                    **consts, num_warps=warps, num_stages=stages)
 
     def flat(self, kernel, args: list, n: int) -> None:
         """``kernel`` over flat buffers of up to ``n`` elements, ``_FLAT`` per program."""

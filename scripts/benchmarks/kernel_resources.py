@@ -109,7 +109,7 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
 
     b = block or math.isqrt(N - 1) + 1
     m = -(-N // b)
-    (BB, r_rows, r_warps), (BM, l_rows, l_warps) = tile(min(b, MAX_TILE), 64), tile(min(m, MAX_TILE), 64)
+    (BB, r_rows, r_warps, _), (BM, l_rows, l_warps, _) = tile(min(b, MAX_TILE), 64), tile(min(m, MAX_TILE), 64)
     r_fwd, r_bwd = (backward_wide._r_fwd_wide_kernel, backward_wide._r_bwd_wide_kernel) if b > MAX_TILE else (
         bw._r_fwd_kernel, bw._r_bwd_kernel)
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
