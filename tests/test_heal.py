@@ -173,6 +173,61 @@ def test_each_step_trains_on_its_own_batch_prepared_a_step_ahead(source_bert, to
             assert batches.get(k)["ids"].tolist() == loop.batch_ids(run, k)
 
 
+@pytest.mark.parametrize("limit", [1024, 2])
+def test_history_read_in_batches_is_what_reading_each_step_gives(source_bert, tokenizer, monkeypatch, limit):
+    """The loss and fidelity stay on the device until read (``StepLog``, every ``limit`` steps at
+    most): the history holds the numbers a read after each step gives, smoothed in step order."""
+    read = []
+    step = loop._one_step
+
+    def reading(run, teacher, batch):
+        loss, (total, count) = step(run, teacher, batch)
+        read.append((float(loss), float(total) / max(count, 1)))
+        return loss, (total, count)
+
+    monkeypatch.setattr(loop, "_one_step", reading)
+    monkeypatch.setattr(loop.StepLog, "LIMIT", limit)
+    report = mc.heal(converted(source_bert), TEXTS, processor=tokenizer, **QUICK)
+    expected, smoothed = [], None
+    for i, (loss, value) in enumerate(read):
+        smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+        expected.append({"step": i + 1, "loss": loss, "embedding_cosine": smoothed})
+    assert len(read) == QUICK["steps"] and report.history == expected  # 6 steps: every one recorded
+    assert len({h["loss"] for h in report.history}) > 1
+
+
+@pytest.mark.parametrize("target", ["hidden", "logits"])
+def test_a_batch_without_padding_is_measured_as_its_mask_would_select_it(target):
+    """``_one_step`` takes the rows of a batch without padding as they are (no selection, which
+    reads the device): the same loss and fidelity, bit for bit, as through its all-ones mask."""
+    from monarch_convert.healing import objective
+
+    torch.manual_seed(0)
+    key = "last_hidden_state" if target == "hidden" else "logits"
+    student, teacher = ({key: torch.randn(2, 5, 7)} for _ in range(2))
+    mask = torch.ones(2, 5, dtype=torch.long)
+    assert torch.equal(objective.loss(target, student, teacher, None), objective.loss(target, student, teacher, mask))
+    quick = objective.fidelity_tensors(target, student, teacher, mask, padded=False)
+    assert quick.keys() == objective.fidelity_sums(target, student, teacher, mask).keys()
+    for name, (total, count) in objective.fidelity_sums(target, student, teacher, mask).items():
+        assert (float(quick[name][0]), quick[name][1]) == (total, count), name
+
+
+def test_adamw_is_fused_only_for_cuda_weights_and_a_resumed_run_keeps_its_own_choice(source_bert):
+    params = list(source_bert.parameters())
+    optimizer = loop.adamw(params, lr=1e-3, weight_decay=0.0)
+    assert not optimizer.param_groups[0]["fused"]  # CPU weights: the default kernels
+    saved = optimizer.state_dict()
+    saved["param_groups"][0]["fused"] = True  # as a run on a GPU saves it
+    run = loop.Run.create(source_bert, steps=4, batch_size=3, lr=1e-3, weight_decay=0.0, warmup_steps=0, seed=0,
+                          progress=False, checkpoint_every=None, checkpoint_dir=None)
+    run.optimizer = loop.adamw(params, lr=1e-3, weight_decay=0.0)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda s: 1.0)
+    run.restore({"weights": {}, "optimizer": saved, "scheduler": run.scheduler.state_dict(), "step": 2,
+                 "before": {}, "history": [], "elapsed_s": 0.0})
+    assert not run.optimizer.param_groups[0]["fused"] and run.step == 2
+
+
 def test_a_checkpoint_of_another_run_is_refused(source_bert, tokenizer, tmp_path):
     mc.heal(converted(source_bert), TEXTS, processor=tokenizer, checkpoint_dir=tmp_path, **QUICK)
     with pytest.raises(MonarchConvertError, match="another healing run.*lr"):

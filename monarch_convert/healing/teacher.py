@@ -1,6 +1,6 @@
 """The teacher: the model's outputs as its original weights give them on softmax attention.
 
-By default the teacher is the model being healed, run on softmax (``monarch_convert.softmax``)
+By default the teacher is the model being healed, run on softmax (``conversion.base_attention``)
 with its original weights, so that no second model is held. The weights healing moves change
 from step to step, so a copy of those weights alone is kept as they were before the first step
 and substituted for the moving ones in the teacher's forward pass (``torch.func.functional_call``:
@@ -46,10 +46,10 @@ class Teacher:
         import torch
         from torch.func import functional_call
 
-        from ..conversion import softmax
+        from ..conversion import base_attention
 
         model = self.given if self.given is not None else self.model
-        with torch.no_grad(), softmax(model), self.trainable.original_weights_context():
+        with torch.no_grad(), base_attention(model), self.trainable.original_weights_context():
             if not self.originals:
                 return model(**inputs)
             return functional_call(model, self.originals, args=(), kwargs=inputs, strict=False)
