@@ -113,6 +113,30 @@ def test_teacher_is_the_original_weights_on_softmax(source_bert, tokenizer, monk
     assert not torch.allclose(model(**inputs).last_hidden_state, expected, atol=1e-3)  # the student moved
 
 
+def test_teacher_substitutes_a_tied_weight_under_each_of_its_names(tokenizer):
+    """A language-model head tied to the word embeddings: the teacher runs both on the original
+    weights while the student's moved (its names are looked up once, not at every call)."""
+    from monarch_convert.healing.teacher import Teacher
+    from monarch_convert.healing.trainable import selected
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    source = transformers.BertForMaskedLM(config).eval()
+    inputs = dict(tokenizer(TEXTS[:2], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        expected = source(**inputs).logits
+    model = converted(source)
+    with selected(model, "all") as chosen:
+        teacher = Teacher(model, chosen)
+        assert "cls.predictions.decoder.weight" not in teacher.originals  # one copy of the tied tensor
+        tied = teacher.substitutes["cls.predictions.decoder.weight"]
+        assert tied is teacher.substitutes["bert.embeddings.word_embeddings.weight"]
+        with torch.no_grad():  # the student's tied weights move (randomly: the head's LayerNorm cancels a shift)
+            model.bert.embeddings.word_embeddings.weight.add_(torch.randn_like(tied))
+        torch.testing.assert_close(teacher(inputs).logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_teacher_keeps_a_copy_of_the_trained_weights_only(source_bert, tokenizer):
     model = converted(source_bert)
     report = mc.heal(model, TEXTS, processor=tokenizer, **QUICK)
