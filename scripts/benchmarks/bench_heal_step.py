@@ -154,7 +154,7 @@ class StepTimer:
     profiled: int = 0
     calls: int = 0
     host_ms: list[float] = field(default_factory=list)
-    losses: list[Any] = field(default_factory=list)  # device tensors until read()
+    losses: list[Any] = field(default_factory=list)  # device tensors until read_losses()
     ms: float = 0.0
     kernel_ms: float | None = None
     _start: float = 0.0
@@ -481,7 +481,9 @@ def main(argv: list[str] | None = None) -> None:
             results.append(measure(provider, c, tokenizer, texts))
             print(f"N={seq} batch={batch} {provider}: {results[-1].ms:.3f} ms/step{_profile_text(results[-1])}",
                   flush=True)
-    print(f"{len(results)} rows -> {write_csv(rows_of(results, a, env, host), a.csv, 'bench_heal_step.csv')}")
+        # Written after each configuration: a run stopped by a time limit keeps the rows it measured.
+        path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
+    print(f"{len(results)} rows -> {path}")
     print(table(results, a, env, host))
 
 
