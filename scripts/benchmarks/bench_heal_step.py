@@ -91,7 +91,8 @@ than 5102.6 / 2937.8 = 1.74x faster at N = 4096 (1.64x with trainable="all": 556
 because the softmax teacher stays. 2x needs SDPA's attention (its backward especially) to run at a
 lower FLOP rate than the GEMMs (at 70% of their rate the bound is about 1.97x, at 50% 2.2x), a
 longer N (at 16384: 53.8 / 19.2 TFLOP = 2.8x), or a cheaper teacher; the ``attention-free`` rows
-measure the bound on the machine.
+measure the bound on the machine. ``step_flops`` and ``flops_bound`` make these counts for any N,
+batch and ``--trainable`` (a LoRA adapter's weight gradients counted as nothing).
 """
 
 from __future__ import annotations
