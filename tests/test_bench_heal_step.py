@@ -1,6 +1,7 @@
 """scripts/benchmarks/bench_heal_step.py on tiny shapes on the CPU (``--smoke``): every provider
 runs heal's step the number of times asked, writes its CSV row and its line of the table; the
-SDPA baseline's teacher is its student's own function (loss 0), the attention-free student is not."""
+SDPA baseline's teacher is its student's own function (loss 0), the attention-free student is not;
+one run measures several (N, batch) configurations; the FLOPs bound is the docstring's arithmetic."""
 
 from __future__ import annotations
 
@@ -35,17 +36,51 @@ def test_smoke_run_times_every_provider(bench_heal_step, tmp_path, capsys):
     losses = {}
     for provider, row in rows.items():
         assert row["kernel"] == "heal:bert-base" and row["seq"] == "64" and float(row["median_ms"]) > 0
-        assert "median of 2 steps after 1 warm-up" in row["note"], provider
+        assert "mean of 2 steps after 1 warm-up" in row["note"], provider
         first, last = re.search(r"loss (\S+) -> (\S+);", row["note"]).groups()
         losses[provider] = float(first)
     assert rows["sdpa"]["speedup_vs_best_sdpa"] == "1.000"
     assert rows["monarch-torch"]["block"] == "8" and "monarch_convert.heal" in rows["monarch-torch"]["note"]
     assert losses["sdpa"] == 0.0 and losses["attention-free"] > 0.0
-    *table, host = capsys.readouterr().out.strip().splitlines()[-4:]
+    *table, summary = capsys.readouterr().out.strip().splitlines()[-4:]
     assert [line.split()[0] for line in table] == ["sdpa", "attention-free", "monarch-torch"]
-    assert table[0].split()[-1] == "1.00x"
-    assert host.startswith("host work inside each step (GPU idle): tokenising a batch ")
+    assert table[0].split()[6] == "1.00x" and table[0].split()[-1] == "-"  # no --profile: no kernel time
+    assert re.match(r"N=64 batch=1: SDPA \S+ ms/step, monarch \S+ ms/step, ratio \S+x, FLOPs bound 1\.23x; "
+                    r"host work of a step: tokenising a batch \(worker thread\) ", summary)
     assert "softmax switch" in rows["monarch-torch"]["note"] and "softmax switch" not in rows["sdpa"]["note"]
+
+
+def test_one_run_measures_each_configuration_and_profiles(bench_heal_step, tmp_path, capsys):
+    """--seqs x --batches up to --max-tokens, each with its own SDPA baseline; --profile adds the
+    kernel time of more steps, run after the timed ones."""
+    bench_heal_step.main(["--smoke", "--seqs", "32", "64", "--batches", "1", "2", "--max-tokens", "64",
+                          "--providers", "sdpa", "monarch", "--profile", "1", "--csv", str(tmp_path / "rows.csv")])
+    with open(tmp_path / "rows.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["provider"], r["seq"], r["batch"]) for r in rows] == [
+        (p, n, b) for n, b in (("32", "1"), ("32", "2"), ("64", "1")) for p in ("sdpa", "monarch-torch")]
+    assert all(r["speedup_vs_best_sdpa"] == "1.000" for r in rows if r["provider"] == "sdpa")
+    assert all(re.search(r"; kernels \S+ ms per step \(\d+% of the wall time\)", r["note"]) for r in rows)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[-3:]] == ["N=32 batch=1", "N=32 batch=2", "N=64 batch=1"]
+    assert float(lines[-9].split()[-1]) > 0  # the first row's kernel ms
+
+
+def test_flops_bound_is_the_docstrings_arithmetic(bench_heal_step):
+    """The module docstring's counts: BERT-base at N = 4096, 5102.6 GFLOP per SDPA step against
+    2937.8 with the student's attention free (1.74x); 1.64x with every weight trained; 2.8x at 16384."""
+    base = bench_heal_step.BASE
+    sdpa = bench_heal_step.step_flops(base, 4096, 1, "attention", True) / 1e9
+    assert sdpa == pytest.approx(5102.6, abs=0.5)  # the docstring sums rounded parts
+    assert bench_heal_step.step_flops(base, 4096, 1, "attention", False) / 1e9 == pytest.approx(2937.8, abs=0.1)
+    assert bench_heal_step.flops_bound(base, 4096, 1, "attention") == pytest.approx(1.737, abs=1e-3)
+    assert bench_heal_step.flops_bound(base, 4096, 1, "all") == pytest.approx(5566.5 / 3401.7, abs=1e-3)
+    assert bench_heal_step.flops_bound(base, 16384, 1, "attention") == pytest.approx(53.8 / 19.2, abs=0.01)
+    # A batch of 4 costs 4 steps of 1: the bound depends on N alone.
+    assert bench_heal_step.step_flops(base, 4096, 4, "attention", True) == pytest.approx(
+        4 * bench_heal_step.step_flops(base, 4096, 1, "attention", True))
+    assert bench_heal_step.flops_bound(base, 4096, 4, "attention") == pytest.approx(
+        bench_heal_step.flops_bound(base, 4096, 1, "attention"))
 
 
 def test_tokenizer_gives_seq_tokens_of_the_vocabulary(bench_heal_step):

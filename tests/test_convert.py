@@ -62,6 +62,26 @@ def test_softmax_context_runs_the_original_and_converts_back(arch):
     assert mc.is_converted(model)  # converted back after an error too
 
 
+def test_base_attention_runs_the_original_and_keeps_the_conversion(arch):
+    """Healing's teacher switch: softmax's outputs, bit for bit, with the model left converted."""
+    from monarch_convert.conversion import base_attention
+
+    model = tiny_model(arch)
+    inputs = tiny_inputs(arch)
+    before = main_output(arch, run(model, inputs))
+    mc.convert(model, block_size=4, num_steps=2)
+    converted = main_output(arch, run(model, inputs))
+    with base_attention(model) as same:
+        assert same is model and mc.is_converted(model)
+        assert torch.equal(main_output(arch, run(model, inputs)), before)
+    assert torch.equal(main_output(arch, run(model, inputs)), converted)
+    with pytest.raises(RuntimeError, match="inside"):
+        with base_attention(model):
+            raise RuntimeError("inside")
+    assert model.config._attn_implementation == "monarch_sdpa"
+    assert torch.equal(main_output(arch, run(model, inputs)), converted)
+
+
 def test_convert_is_idempotent(arch):
     model = tiny_model(arch)
     inputs = tiny_inputs(arch)

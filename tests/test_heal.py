@@ -113,6 +113,30 @@ def test_teacher_is_the_original_weights_on_softmax(source_bert, tokenizer, monk
     assert not torch.allclose(model(**inputs).last_hidden_state, expected, atol=1e-3)  # the student moved
 
 
+def test_teacher_substitutes_a_tied_weight_under_each_of_its_names(tokenizer):
+    """A language-model head tied to the word embeddings: the teacher runs both on the original
+    weights while the student's moved (its names are looked up once, not at every call)."""
+    from monarch_convert.healing.teacher import Teacher
+    from monarch_convert.healing.trainable import selected
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    source = transformers.BertForMaskedLM(config).eval()
+    inputs = dict(tokenizer(TEXTS[:2], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        expected = source(**inputs).logits
+    model = converted(source)
+    with selected(model, "all") as chosen:
+        teacher = Teacher(model, chosen)
+        assert "cls.predictions.decoder.weight" not in teacher.originals  # one copy of the tied tensor
+        tied = teacher.substitutes["cls.predictions.decoder.weight"]
+        assert tied is teacher.substitutes["bert.embeddings.word_embeddings.weight"]
+        with torch.no_grad():  # the student's tied weights move (randomly: the head's LayerNorm cancels a shift)
+            model.bert.embeddings.word_embeddings.weight.add_(torch.randn_like(tied))
+        torch.testing.assert_close(teacher(inputs).logits, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_teacher_keeps_a_copy_of_the_trained_weights_only(source_bert, tokenizer):
     model = converted(source_bert)
     report = mc.heal(model, TEXTS, processor=tokenizer, **QUICK)
@@ -171,6 +195,61 @@ def test_each_step_trains_on_its_own_batch_prepared_a_step_ahead(source_bert, to
     with loop.Prefetcher(run) as batches:
         for k in (0, 1, 3, 2):  # 3 and 2 out of turn
             assert batches.get(k)["ids"].tolist() == loop.batch_ids(run, k)
+
+
+@pytest.mark.parametrize("limit", [1024, 2])
+def test_history_read_in_batches_is_what_reading_each_step_gives(source_bert, tokenizer, monkeypatch, limit):
+    """The loss and fidelity stay on the device until read (``StepLog``, every ``limit`` steps at
+    most): the history holds the numbers a read after each step gives, smoothed in step order."""
+    read = []
+    step = loop._one_step
+
+    def reading(run, teacher, batch):
+        loss, (total, count) = step(run, teacher, batch)
+        read.append((float(loss), float(total) / max(count, 1)))
+        return loss, (total, count)
+
+    monkeypatch.setattr(loop, "_one_step", reading)
+    monkeypatch.setattr(loop.StepLog, "LIMIT", limit)
+    report = mc.heal(converted(source_bert), TEXTS, processor=tokenizer, **QUICK)
+    expected, smoothed = [], None
+    for i, (loss, value) in enumerate(read):
+        smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+        expected.append({"step": i + 1, "loss": loss, "embedding_cosine": smoothed})
+    assert len(read) == QUICK["steps"] and report.history == expected  # 6 steps: every one recorded
+    assert len({h["loss"] for h in report.history}) > 1
+
+
+@pytest.mark.parametrize("target", ["hidden", "logits"])
+def test_a_batch_without_padding_is_measured_as_its_mask_would_select_it(target):
+    """``_one_step`` takes the rows of a batch without padding as they are (no selection, which
+    reads the device): the same loss and fidelity, bit for bit, as through its all-ones mask."""
+    from monarch_convert.healing import objective
+
+    torch.manual_seed(0)
+    key = "last_hidden_state" if target == "hidden" else "logits"
+    student, teacher = ({key: torch.randn(2, 5, 7)} for _ in range(2))
+    mask = torch.ones(2, 5, dtype=torch.long)
+    assert torch.equal(objective.loss(target, student, teacher, None), objective.loss(target, student, teacher, mask))
+    quick = objective.fidelity_tensors(target, student, teacher, mask, padded=False)
+    assert quick.keys() == objective.fidelity_sums(target, student, teacher, mask).keys()
+    for name, (total, count) in objective.fidelity_sums(target, student, teacher, mask).items():
+        assert (float(quick[name][0]), quick[name][1]) == (total, count), name
+
+
+def test_adamw_is_fused_only_for_cuda_weights_and_a_resumed_run_keeps_its_own_choice(source_bert):
+    params = list(source_bert.parameters())
+    optimizer = loop.adamw(params, lr=1e-3, weight_decay=0.0)
+    assert not optimizer.param_groups[0]["fused"]  # CPU weights: the default kernels
+    saved = optimizer.state_dict()
+    saved["param_groups"][0]["fused"] = True  # as a run on a GPU saves it
+    run = loop.Run.create(source_bert, steps=4, batch_size=3, lr=1e-3, weight_decay=0.0, warmup_steps=0, seed=0,
+                          progress=False, checkpoint_every=None, checkpoint_dir=None)
+    run.optimizer = loop.adamw(params, lr=1e-3, weight_decay=0.0)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda s: 1.0)
+    run.restore({"weights": {}, "optimizer": saved, "scheduler": run.scheduler.state_dict(), "step": 2,
+                 "before": {}, "history": [], "elapsed_s": 0.0})
+    assert not run.optimizer.param_groups[0]["fused"] and run.step == 2
 
 
 def test_a_checkpoint_of_another_run_is_refused(source_bert, tokenizer, tmp_path):

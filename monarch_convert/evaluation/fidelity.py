@@ -145,15 +145,22 @@ class LayerFidelity:
         return rows
 
 
-def kl_and_agreement(ref_logits: Any, new_logits: Any) -> tuple[float, float, int]:
-    """Per-row KL(softmax(ref) || softmax(new)) summed, top-1 agreements summed (float32), rows."""
+def kl_and_agreement_sums(ref_logits: Any, new_logits: Any) -> tuple[Any, Any, int]:
+    """Per-row KL(softmax(ref) || softmax(new)) summed, top-1 agreements summed (float32 tensors
+    on the logits' device, not read), rows."""
     import torch
 
     ref = torch.log_softmax(ref_logits.float(), -1)
     new = torch.log_softmax(new_logits.float(), -1)
     kl = (ref.exp() * (ref - new)).sum(-1).clamp_min(0)
     agree = (ref.argmax(-1) == new.argmax(-1)).float()
-    return float(kl.sum()), float(agree.sum()), int(kl.numel())
+    return kl.sum(), agree.sum(), int(kl.numel())
+
+
+def kl_and_agreement(ref_logits: Any, new_logits: Any) -> tuple[float, float, int]:
+    """:func:`kl_and_agreement_sums`, read."""
+    kl, agree, rows = kl_and_agreement_sums(ref_logits, new_logits)
+    return float(kl), float(agree), rows
 
 
 def add_sums(total: dict[str, list[float]], part: dict[str, tuple[float, int]]) -> None:

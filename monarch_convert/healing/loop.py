@@ -50,6 +50,8 @@ class Run:
     student: Any = None
     optimizer: Any = None
     scheduler: Any = None
+    trained: list = field(default_factory=list)  # the weights that move (``chosen.parameters``), looked up once
+    log: StepLog = field(default_factory=lambda: StepLog())
 
     @classmethod
     def create(cls, model: Any, *, warmup_steps: int | None, steps: int, **settings: Any) -> Run:
@@ -66,15 +68,18 @@ class Run:
         return cls(model, dist, accelerator, device, steps=steps, warmup_steps=warmup, **settings)
 
     def to_device(self, inputs: dict) -> dict:
-        """``inputs`` on the model's device; floating ones in the model's dtype."""
+        """``inputs`` on the model's device; floating ones in the model's dtype. Copies from pinned
+        memory (``Prefetcher``) do not wait for the device: the step's kernels queue behind them."""
         dtype = next(self.model.parameters()).dtype
-        return {k: v.to(self.device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+        return {k: v.to(self.device, dtype=dtype if v.is_floating_point() else None, non_blocking=True)
+                for k, v in inputs.items()}
 
     def start(self, chosen: Any, target: str, key: str, train_data: HealData, held_out: HealData) -> None:
         import torch
 
         self.chosen, self.target, self.key, self.train_data, self.held_out = chosen, target, key, train_data, held_out
-        self.optimizer = torch.optim.AdamW(chosen.parameters(self.model), lr=self.lr, weight_decay=self.weight_decay)
+        self.trained = chosen.parameters(self.model)
+        self.optimizer = adamw(self.trained, lr=self.lr, weight_decay=self.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._factor)
         wrap = self.dist.world > 1
         self.student = self.accelerator.prepare_model(self.model, device_placement=False) if wrap else self.model
@@ -103,13 +108,18 @@ class Run:
         with torch.no_grad():
             for name, value in state["weights"].items():
                 named[name].copy_(value)
+        # The saved groups carry the saving run's kernel choice (fused on a GPU): this run's stays.
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, chosen in zip(self.optimizer.param_groups, kernels):
+            group.update(chosen)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = self.resumed_from = state["step"]
         self.before, self.history = state["before"], state["history"]
         self.previous_elapsed_s = state["elapsed_s"]
 
     def save(self, fingerprint: dict) -> Path | None:
+        self.log.flush(self)
         if self.checkpoint_dir is None or not self.dist.main:
             return None
         named = dict(self.model.named_parameters())
@@ -142,28 +152,80 @@ class Run:
 
 
 def train(run: Run, teacher: Any, fingerprint: dict) -> None:
-    """Steps ``run.step`` to ``run.steps``, with a progress bar of the loss and the fidelity."""
+    """Steps ``run.step`` to ``run.steps``, with a progress bar of the loss and the fidelity
+    (refreshed at most once a second: each refresh reads them from the device, see ``StepLog``)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=run.steps, initial=run.step, desc="healing", unit="step", leave=False,
                disable=not (run.progress and run.dist.main))
-    smoothed = None
-    record_every = max(1, run.steps // 50)
+    shown = time.monotonic()
     try:
         with Prefetcher(run) as batches:
             while run.step < run.steps:
-                loss, value = _one_step(run, teacher, batches.get(run.step))
-                smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+                run.log.add(run, *_one_step(run, teacher, batches.get(run.step)))
                 bar.update(1)
-                bar.set_postfix({"loss": f"{loss:.4g}", run.key: f"{smoothed:.4f}"}, refresh=False)
-                if run.step % record_every == 0 or run.step == run.steps:
-                    run.history.append({"step": run.step, "loss": loss, run.key: smoothed})
+                if not bar.disable and time.monotonic() - shown >= 1.0:
+                    bar.set_postfix(run.log.latest(run), refresh=False)
+                    shown = time.monotonic()
                 if run.checkpoint_every and run.step % run.checkpoint_every == 0:
                     run.save(fingerprint)
                 stop_point(f"heal:{run.step}")
     finally:
         bar.close()
     run.save(fingerprint)
+
+
+class StepLog:
+    """Each step's loss and fidelity, kept on the device until they are read. Reading a device
+    value makes the host wait for the device: a loop that read them every step could not queue
+    the next step's kernels while the device runs this one's. They are read together, in one
+    wait, when the progress bar is refreshed, before a checkpoint is saved and at the end (and
+    every ``LIMIT`` steps, to bound what is held); the smoothed fidelity and ``run.history`` are
+    then computed step by step in the same order, so their numbers are those a reading after
+    each step would give."""
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, Any, Any, int]] = []  # (step, loss, fidelity sum, count), on the device
+        self.smoothed: float | None = None  # exponential moving average of the fidelity (0.9 / 0.1)
+        self.loss: float | None = None  # the latest step's, read
+
+    def add(self, run: Run, loss: Any, fidelity: tuple[Any, int]) -> None:
+        """Step ``run.step`` (just taken) ended with ``loss`` and ``fidelity`` = (sum, count)."""
+        self.pending.append((run.step, loss, *fidelity))
+        if len(self.pending) >= self.LIMIT:
+            self.flush(run)
+
+    def flush(self, run: Run) -> None:
+        """Read the pending steps; record every ``run.steps // 50``-th step and the last in ``run.history``."""
+        if not self.pending:
+            return
+        import torch
+
+        read = torch.stack([v.float() for _, loss, total, _ in self.pending for v in (loss, total)]).tolist()
+        record_every = max(1, run.steps // 50)
+        for i, (step, _, _, count) in enumerate(self.pending):
+            self.loss, value = read[2 * i], read[2 * i + 1] / max(count, 1)
+            self.smoothed = value if self.smoothed is None else 0.9 * self.smoothed + 0.1 * value
+            if step % record_every == 0 or step == run.steps:
+                run.history.append({"step": step, "loss": self.loss, run.key: self.smoothed})
+        self.pending.clear()
+
+    def latest(self, run: Run) -> dict[str, str]:
+        """The progress bar's numbers, read now."""
+        self.flush(run)
+        return {"loss": f"{self.loss:.4g}", run.key: f"{self.smoothed:.4f}"}
+
+
+def adamw(params: list, lr: float, weight_decay: float) -> Any:
+    """AdamW, fused (one kernel launch for every weight, where the default launches a few per
+    group of tensors: host time saved every step) when every weight is a floating tensor on a
+    CUDA device, which the fused kernel requires."""
+    import torch
+
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
 
 
 def batch_ids(run: Run, step: int) -> list[int]:
@@ -200,21 +262,29 @@ class Prefetcher:
         return inputs
 
     def _inputs(self, step: int) -> dict:
-        return self.run.train_data.inputs(batch_ids(self.run, step))
+        inputs = self.run.train_data.inputs(batch_ids(self.run, step))
+        if self.run.device.type == "cuda":  # pinned, so that the copy to the device does not wait (``Run.to_device``)
+            inputs = {k: v.pin_memory() for k, v in inputs.items()}
+        return inputs
 
 
-def _one_step(run: Run, teacher: Any, batch: dict) -> tuple[float, float]:
+def _one_step(run: Run, teacher: Any, batch: dict) -> tuple[Any, tuple[Any, int]]:
     """One optimizer step on ``batch``, this process's share of the step's examples as CPU
-    tensors (``Prefetcher.get``); (loss, fidelity) of it."""
+    tensors (``Prefetcher.get``); (loss, (fidelity sum, count)) of it, the loss and the sum as
+    device tensors (``StepLog`` reads them): nothing here waits for the device, except the
+    selection of the real tokens of a batch with padding (counting them is a read)."""
     import torch
 
+    cpu_mask = batch.get("attention_mask")
+    padded = cpu_mask is not None and not bool(cpu_mask.all())  # asked of the CPU copy: no wait
     inputs = run.to_device(batch)
     mask = inputs.get("attention_mask")
     reference = teacher(inputs)
     output = run.student(**inputs)
-    loss = objective.loss(run.target, output, reference, mask)
+    # Without padding, every token is a row: the same rows as the mask selects, taken without a read.
+    loss = objective.loss(run.target, output, reference, mask if padded else None)
     run.accelerator.backward(loss)
-    torch.nn.utils.clip_grad_norm_(run.chosen.parameters(run.model), 1.0)
+    torch.nn.utils.clip_grad_norm_(run.trained, 1.0)
     with held():  # Ctrl-C and SIGTERM wait for the update to finish, so that a checkpoint is consistent
         run.updating = True
         run.optimizer.step()
@@ -222,8 +292,8 @@ def _one_step(run: Run, teacher: Any, batch: dict) -> tuple[float, float]:
         run.optimizer.zero_grad(set_to_none=True)
         run.step += 1
         run.updating = False
-    total, count = objective.fidelity_sums(run.target, output, reference, mask)[run.key]
-    return float(loss.detach()), total / max(count, 1)
+    fidelity = objective.fidelity_tensors(run.target, output, reference, mask, padded=padded)[run.key]
+    return loss.detach(), fidelity
 
 
 def held_out_fidelity(run: Run, teacher: Any, desc: str) -> dict[str, float | None]:

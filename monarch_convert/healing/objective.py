@@ -60,22 +60,33 @@ def loss(target: str, student: Any, teacher: Any, mask: Any = None) -> Any:
     return (s - t).pow(2).sum() / t.pow(2).sum().clamp_min(1e-12)
 
 
-def fidelity_sums(target: str, student: Any, teacher: Any, mask: Any = None) -> dict[str, tuple[float, int]]:
-    """The batch's fidelity as ``{name: (sum, count)}`` (``evaluation.fidelity.add_sums``)."""
+def fidelity_tensors(target: str, student: Any, teacher: Any, mask: Any = None, *,
+                     padded: bool = True) -> dict[str, tuple[Any, int]]:
+    """The batch's fidelity as ``{name: (sum, count)}``, each sum a tensor on the outputs' device
+    (reading it waits for the device). ``padded=False``: ``mask`` is known to be all ones, so
+    every token is a row, taken as such rather than selected by the mask (the same rows; a
+    selection waits for the device to count them)."""
     import torch
 
-    from ..evaluation.fidelity import kl_and_agreement
+    from ..evaluation.fidelity import kl_and_agreement_sums
     from ..pooling import mean_pool
 
+    rows_mask = mask if padded else None
     if target == "logits":
-        s = _rows(_pick(student, "logits").detach().float(), mask)
-        t = _rows(_pick(teacher, "logits").detach().float(), mask)
-        kl, agree, n = kl_and_agreement(t, s)
+        s = _rows(_pick(student, "logits").detach().float(), rows_mask)
+        t = _rows(_pick(teacher, "logits").detach().float(), rows_mask)
+        kl, agree, n = kl_and_agreement_sums(t, s)
         return {"top1_agreement": (100.0 * agree, n), "kl": (kl, n)}
     s, t = _pick(student, "last_hidden_state").detach().float(), _pick(teacher, "last_hidden_state").float()
-    cos = torch.nn.functional.cosine_similarity(_rows(s, mask), _rows(t, mask), dim=-1)
-    sums = {"hidden_cosine": (float(cos.sum()), cos.numel())}
+    cos = torch.nn.functional.cosine_similarity(_rows(s, rows_mask), _rows(t, rows_mask), dim=-1)
+    sums = {"hidden_cosine": (cos.sum(), cos.numel())}
     if mask is not None:
         pooled = torch.nn.functional.cosine_similarity(mean_pool(s, mask), mean_pool(t, mask), dim=-1)
-        sums["embedding_cosine"] = (float(pooled.sum()), pooled.numel())
+        sums["embedding_cosine"] = (pooled.sum(), pooled.numel())
     return sums
+
+
+def fidelity_sums(target: str, student: Any, teacher: Any, mask: Any = None) -> dict[str, tuple[float, int]]:
+    """The batch's fidelity as ``{name: (sum, count)}`` (``evaluation.fidelity.add_sums``), read."""
+    return {name: (float(total), count) for name, (total, count) in fidelity_tensors(target, student, teacher,
+                                                                                      mask).items()}

@@ -2,9 +2,14 @@
 """Step rate of healing (``monarch_convert.heal``) a BERT-base-shaped model at long N, against the
 same distillation step on SDPA (issue 17's third target: >= 2x at N = 4096 on the H200).
 
-    BENCH_COMMIT=<commit> python scripts/benchmarks/bench_heal_step.py [--seq 4096] [--batch 1] [--steps 50]
-        [--warmup 5] [--dtype bfloat16] [--trainable attention] [--setting b=64,T=1]
-        [--providers sdpa attention-free monarch] [--csv FILE] [--smoke]
+    BENCH_COMMIT=<commit> python scripts/benchmarks/bench_heal_step.py [--seqs 4096 ...] [--batches 1 ...]
+        [--max-tokens T] [--steps 50] [--warmup 5] [--profile STEPS] [--dtype bfloat16]
+        [--trainable attention] [--setting b=64,T=1] [--providers sdpa attention-free monarch]
+        [--csv FILE] [--smoke]
+
+One run measures every configuration (N, batch) of ``--seqs`` x ``--batches`` (``--seq`` and
+``--batch`` are the same options) with at most ``--max-tokens`` tokens per step, each provider on
+each configuration.
 
 The model: a ``BertModel`` built in code from a ``BertConfig`` of BERT-base's shape (12 layers,
 hidden 768, 12 heads, intermediate 3072, vocabulary 30522, ``max_position_embeddings`` = N, so that
@@ -35,23 +40,37 @@ each peak memory is its own):
   student's attention costs nothing, the most any attention kernel can gain here.
 
 Timing: ``healing.loop._one_step`` (the function heal's loop calls once per step: teacher forward,
-student forward and backward, clipping, AdamW and the fidelity of the
-batch; the batch's inputs come tokenised, prepared on a worker thread during the step before) is
-wrapped for the run, with ``torch.cuda.synchronize()`` before and after each
-call; the first ``--warmup`` steps (Triton compilation, cuBLAS/cuDNN set-up) are dropped and the
-median wall time of the next ``--steps`` is reported. Heal's set-up and held-out measurements are
-outside the wrapped function, so the monarch provider is timed on the same code as the others.
+student forward and backward, clipping, AdamW and the fidelity of the batch; the batch's inputs
+come tokenised, prepared on a worker thread during the step before) is wrapped for the run
+(``StepTimer``). The first ``--warmup`` steps (Triton compilation, cuBLAS/cuDNN set-up) are not
+timed; the next ``--steps`` run as heal runs them, with no synchronisation between them (heal's
+loop reads nothing from the device per step: the host queues the next step's kernels while the
+device runs this one's), ``torch.cuda.synchronize()`` before the first and after the last: ms/step
+is their wall time over their number. (Until code `df29827` each step was synchronised before and
+after and the median reported: that hid the overlap of one step's host work with the device work
+of the step before.) "host ms" is the median duration of a timed step's call on the host: the
+host's own work plus any wait for the device inside the step; near ms/step, the step is host-bound.
+``--profile STEPS``: after the timed steps, STEPS more run under ``torch.profiler`` (CUDA
+activity; its tracing slows the host, so they are not timed), and the device time of their kernels
+per step is reported ("kernel ms"): well below ms/step, the device idles, waiting for the host.
+Heal's set-up and held-out measurements are outside the wrapped function, so the monarch provider
+is timed on the same code as the others.
 Peak memory: ``torch.cuda.max_memory_allocated`` over the provider's run (weights included).
-Host work is timed apart: heal tokenising a batch (on the worker thread, beside the step before
-since heal prepares batches a step ahead; measured at code `05765ce` inside the step) and, for the
-monarch provider, inside each step while the GPU waits, the teacher's switch to softmax and back
-(``monarch_convert.softmax``: revert, convert again).
-Printed last: a table of ms/step, steps/s, peak MiB and the step rate over SDPA's; CSV rows
-(``bench_utils.Row``, kernel ``heal:bert-base``, ``speedup_vs_best_sdpa`` = the step rate over
-SDPA's, steps/s and peak memory in ``note``) go to ``--csv`` (default ``$OUT/bench_heal_step.csv``).
+Host work is timed apart: heal tokenising a batch (on the worker thread, beside the step before)
+and, for the monarch provider, inside each step, the teacher's switch to softmax and back
+(``conversion.base_attention``: the configs name the base implementation, then ``monarch_sdpa``
+again; until code `df29827` a revert and conversion again, 0.7 ms).
+Printed last: a table of ms/step, steps/s, peak MiB, the step rate over SDPA's at the same N and
+batch, host ms and kernel ms; then per configuration SDPA's and monarch's ms/step, their ratio and
+the FLOPs bound on it (``flops_bound``: the ratio if the student's attention cost nothing, at equal
+FLOP rates; the arithmetic below). CSV rows (``bench_utils.Row``, kernel ``heal:bert-base``,
+``median_ms`` = ms/step, ``speedup_vs_best_sdpa`` = the step rate over SDPA's; steps/s, peak
+memory, host and kernel ms and the FLOPs bound in ``note``) go to ``--csv`` (default
+``$OUT/bench_heal_step.csv``).
 
-``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in float32, N = 64, 1 warm-up and 2 timed
-steps, to check the script itself (tests/test_bench_heal_step.py).
+``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in float32, N = 64 (or ``--seqs``), 1
+warm-up and 2 timed steps, to check the script itself (tests/test_bench_heal_step.py); there
+``--profile`` sums the CPU time of the ops.
 
 What to expect (matmul FLOPs = 2 x MACs, BERT-base, N = 4096, batch 1, trainable="attention"):
 
@@ -72,7 +91,8 @@ than 5102.6 / 2937.8 = 1.74x faster at N = 4096 (1.64x with trainable="all": 556
 because the softmax teacher stays. 2x needs SDPA's attention (its backward especially) to run at a
 lower FLOP rate than the GEMMs (at 70% of their rate the bound is about 1.97x, at 50% 2.2x), a
 longer N (at 16384: 53.8 / 19.2 TFLOP = 2.8x), or a cheaper teacher; the ``attention-free`` rows
-measure the bound on the machine.
+measure the bound on the machine. ``step_flops`` and ``flops_bound`` make these counts for any N,
+batch and ``--trainable`` (a LoRA adapter's weight gradients counted as nothing).
 """
 
 from __future__ import annotations
@@ -88,7 +108,7 @@ from typing import Any
 
 import torch
 from bench_models import FREE, register_free, set_implementation
-from bench_utils import Env, Row, wall_ms, whole_model_environment, write_csv
+from bench_utils import Env, Row, kernel_ms, wall_ms, whole_model_environment, write_csv
 
 from monarch_convert.config import parse_setting
 
@@ -99,33 +119,47 @@ WORDS = [f"w{i}" for i in range(1000)]
 LR = 1e-4  # heal's default, given to every provider
 PROVIDERS = ("sdpa", "attention-free", "monarch")
 TRAIN_TEXTS = 8  # distinct training examples (heal cycles through them); one more is held out
-TOKENISE, SWITCH = "tokenising a batch", "monarch teacher's softmax switch"  # host work inside a step
+TOKENISE, SWITCH = "tokenising a batch (worker thread)", "monarch teacher's softmax switch"  # host work of a step
 
 
 @dataclass
 class Measured:
-    """One provider's timed steps (ms), peak memory and what it ran."""
+    """One provider's run at one (N, batch): ms per timed step, host ms per step, kernel time per
+    profiled step, peak memory and what it ran."""
 
     provider: str
-    ms: list[float]
+    seq: int
+    batch: int
+    ms: float  # wall time of the timed steps / their number
+    host_ms: list[float]  # each timed step's call, not synchronised
     losses: list[float]  # every step's, warm-up included
     peak_mib: float
     block: int
     num_steps: int
     note: str
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.ms)
+    kernel_ms: float | None = None  # --profile: the kernels' device time per step
 
 
 @dataclass
 class StepTimer:
-    """Wall time (ms) of every call of heal's step function, CUDA-synchronised around each call,
-    and the loss each call returns."""
+    """Heal's step function (``healing.loop._one_step``) wrapped for one run of ``warmup`` +
+    ``timed`` + ``profiled`` steps. The timed steps run as heal runs them, the host queuing work
+    ahead of the device: synchronised only before the first and after the last, their wall time
+    divided by their number is the time per step. Each call's own duration (host time, plus any
+    wait for the device inside it) is kept. With ``profiled`` > 0, that many more steps run under
+    ``torch.profiler`` (after the timed ones: its tracing slows the host) and the device time of
+    their kernels is summed (``bench_utils.kernel_ms``)."""
 
-    ms: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
+    warmup: int
+    timed: int
+    profiled: int = 0
+    calls: int = 0
+    host_ms: list[float] = field(default_factory=list)
+    losses: list[Any] = field(default_factory=list)  # device tensors until read_losses()
+    ms: float = 0.0
+    kernel_ms: float | None = None
+    _start: float = 0.0
+    _profiler: Any = None
 
     @contextmanager
     def around_heal_steps(self):
@@ -134,12 +168,13 @@ class StepTimer:
         step = loop._one_step
 
         def timed(run: Any, teacher: Any, batch: dict):
-            _sync()
+            self._before(self.calls)
             start = time.perf_counter()
             out = step(run, teacher, batch)
-            _sync()
-            self.ms.append((time.perf_counter() - start) * 1e3)
+            self.host_ms.append((time.perf_counter() - start) * 1e3)
             self.losses.append(out[0])
+            self.calls += 1
+            self._after(self.calls)
             return out
 
         loop._one_step = timed  # heal's train() looks it up in the module at every step
@@ -147,11 +182,60 @@ class StepTimer:
             yield self
         finally:
             loop._one_step = step
+            if self._profiler is not None:
+                self._profiler.__exit__(None, None, None)
+
+    def _before(self, call: int) -> None:
+        if call == self.warmup:
+            _sync()
+            self._start = time.perf_counter()
+        elif call == self.warmup + self.timed and self.profiled:
+            self._profiler = torch.profiler.profile(activities=[_activity()])
+            self._profiler.__enter__()
+
+    def _after(self, done: int) -> None:
+        if done == self.warmup + self.timed:
+            _sync()
+            self.ms = (time.perf_counter() - self._start) * 1e3 / self.timed
+        elif self._profiler is not None and done == self.warmup + self.timed + self.profiled:
+            _sync()
+            self._profiler.__exit__(None, None, None)
+            self.kernel_ms = kernel_ms(self._profiler) / self.profiled
+            self._profiler = None
+
+    def read_losses(self) -> list[float]:
+        return [float(loss) for loss in self.losses]
 
 
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def _activity() -> Any:
+    """CUDA kernels; on the CPU (``--smoke``) its ops, to check the path."""
+    activities = torch.profiler.ProfilerActivity
+    return activities.CUDA if torch.cuda.is_available() else activities.CPU
+
+
+def step_flops(shape: dict, seq: int, batch: int, trainable: str, student_attention: bool) -> float:
+    """FLOPs of one heal step (the module docstring's count): the teacher's forward (softmax
+    attention), the student's forward and its backward (the input gradient of every linear layer,
+    the weight gradient of the trained ones, attention's backward at 2.5x its forward);
+    ``student_attention=False``: the student's attention costs nothing."""
+    d, layers, inter = shape["hidden"], shape["layers"], shape["intermediate"]
+    tokens = seq * batch
+    linear = 2 * tokens * layers * (4 * d * d + 2 * d * inter)
+    softmax = 4 * seq * seq * d * layers * batch
+    trained = {"all": linear, "attention": 2 * tokens * layers * 4 * d * d, "lora": 0}[trainable]  # LoRA's: ~0
+    student = softmax if student_attention else 0
+    return (linear + softmax) + (linear + student) + (linear + trained + 2.5 * student)
+
+
+def flops_bound(shape: dict, seq: int, batch: int, trainable: str) -> float:
+    """The most any student attention can speed a step up at equal FLOP rates: SDPA's step FLOPs
+    over those of the step with the student's attention free (the softmax teacher stays)."""
+    return step_flops(shape, seq, batch, trainable, True) / step_flops(shape, seq, batch, trainable, False)
 
 
 # ---------------------------------------------------------------------------------- model and data
@@ -186,18 +270,19 @@ def make_texts(count: int, seq: int, seed: int) -> list[str]:
 
 
 def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[str, float]:
-    """Host work of a step: heal tokenising a batch (every provider; on heal's worker thread), and,
-    inside the step while the GPU waits, the teacher's switch of the
-    converted model to softmax and back (``monarch_convert.softmax``: revert, then convert
-    again; monarch only), timed on a model without storage (they do not touch the weights)."""
+    """Host work of a step: heal tokenising a batch (every provider; on heal's worker thread,
+    beside the step before), and, inside the step, the monarch teacher's switch of the converted
+    model to softmax and back (``conversion.base_attention``; monarch only), timed on a model
+    without storage (neither touches the weights)."""
     import monarch_convert as mc
+    from monarch_convert.conversion import base_attention
     from monarch_convert.healing.data import HealData
 
     data = HealData("text", texts[1:], None, tokenizer, a.seq)
     meta = mc.convert(bert(a, "meta"), a.setting)
 
     def switch() -> None:
-        with mc.softmax(meta):
+        with base_attention(meta):
             pass
 
     return {TOKENISE: wall_ms(lambda: data.inputs([i % len(data) for i in range(a.batch)]), reps=10, warmup=1),
@@ -212,7 +297,7 @@ def heal_converted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: lis
     import monarch_convert as mc
 
     mc.convert(model, a.setting)
-    report = mc.heal(model, texts[1:], steps=a.warmup + a.steps, trainable=a.trainable, lr=LR, batch_size=a.batch,
+    report = mc.heal(model, texts[1:], steps=total_steps(a), trainable=a.trainable, lr=LR, batch_size=a.batch,
                      seq_len=a.seq, target="hidden", processor=tokenizer, eval_data=texts[:1], progress=False,
                      seed=a.seed)
     before, after = (f"{f[report.headline]:.4f}" for f in (report.fidelity_before, report.fidelity_after))
@@ -250,7 +335,7 @@ def heal_unconverted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: l
     settings = mc.conversion_report(mc.convert(model, a.setting)).settings
     with selected(model, a.trainable) as chosen:  # heal's selection names the converted modules' projections
         mc.revert(model)  # no weight was touched: the same parameters, on SDPA again
-        run = loop.Run.create(model, steps=a.warmup + a.steps, batch_size=a.batch, lr=LR, weight_decay=0.0,
+        run = loop.Run.create(model, steps=total_steps(a), batch_size=a.batch, lr=LR, weight_decay=0.0,
                               warmup_steps=None, seed=a.seed, progress=False, checkpoint_every=None,
                               checkpoint_dir=None)
         data = heal_data(texts[1:], tokenizer, model, max_length=a.seq)
@@ -267,80 +352,119 @@ def heal_unconverted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: l
     return settings, note
 
 
+def total_steps(a: argparse.Namespace) -> int:
+    return a.warmup + a.steps + a.profile_steps
+
+
 def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> Measured:
-    """One provider's run on a fresh model of the same weights."""
+    """One provider's run on a fresh model of the same weights, at ``a.seq`` and ``a.batch``."""
     model = bert(a, a.device)
     cuda = a.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    with StepTimer().around_heal_steps() as timer:
+    with StepTimer(a.warmup, a.steps, a.profile_steps).around_heal_steps() as timer:
         if provider == "monarch":
             settings, note = heal_converted(model, a, tokenizer, texts)
         else:
             settings, note = heal_unconverted(model, a, tokenizer, texts, free_student=provider == "attention-free")
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
+    losses = timer.read_losses()
     del model
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    if len(timer.ms) != a.warmup + a.steps:
-        raise SystemExit(f"{provider}: {len(timer.ms)} steps timed, expected {a.warmup + a.steps}")
+    if timer.calls != total_steps(a):
+        raise SystemExit(f"{provider}: {timer.calls} steps timed, expected {total_steps(a)}")
     name = provider if provider != "monarch" else "monarch-torch" if a.smoke else "monarch-triton"
-    return Measured(name, timer.ms[a.warmup:], timer.losses, peak, settings.block_size, settings.num_steps, note)
+    return Measured(name, a.seq, a.batch, timer.ms, timer.host_ms[a.warmup:a.warmup + a.steps], losses, peak,
+                    settings.block_size, settings.num_steps, note, timer.kernel_ms)
 
 
 # ---------------------------------------------------------------------------------------- output
 
 
-def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict[str, float]) -> list[Row]:
+def _sdpa_ms(results: list[Measured], m: Measured) -> float | None:
+    """SDPA's ms/step at ``m``'s N and batch, if it ran."""
+    return next((r.ms for r in results if r.provider == "sdpa" and (r.seq, r.batch) == (m.seq, m.batch)), None)
+
+
+def _profile_text(m: Measured) -> str:
+    if m.kernel_ms is None:
+        return ""
+    return f"; kernels {m.kernel_ms:.2f} ms per step ({100 * m.kernel_ms / m.ms:.0f}% of the wall time)"
+
+
+def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict) -> list[Row]:
+    """CSV rows; ``host``: ``host_costs`` by (N, batch)."""
     s = SMOKE if a.smoke else BASE
-    sdpa = next((m.median_ms for m in results if m.provider == "sdpa"), None)
     rows = []
     for m in results:
-        note = (f"{1e3 / m.median_ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; median of {len(m.ms)} steps after "
-                f"{a.warmup} warm-up ({min(m.ms):.2f}-{max(m.ms):.2f} ms); loss {m.losses[0]:.4g} -> "
-                f"{m.losses[-1]:.4g}; {m.note}; host ms in each step: " +
-                ", ".join(f"{k} {v:.2f}" for k, v in host.items() if k != SWITCH or m.provider.startswith("monarch")))
+        sdpa, costs = _sdpa_ms(results, m), host[(m.seq, m.batch)]
+        note = (f"{1e3 / m.ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; mean of {len(m.host_ms)} steps after "
+                f"{a.warmup} warm-up, synchronised before the first and after the last; host ms per step call "
+                f"{statistics.median(m.host_ms):.2f} (median){_profile_text(m)}; loss {m.losses[0]:.4g} -> "
+                f"{m.losses[-1]:.4g}; {m.note}; FLOPs bound on the rate over SDPA "
+                f"{flops_bound(s, m.seq, m.batch, a.trainable):.2f}x; host ms of a step: " +
+                ", ".join(f"{k} {v:.2f}" for k, v in costs.items() if k != SWITCH or m.provider.startswith("monarch")))
         rows.append(env.stamp(Row(
-            kernel="heal:bert-base", provider=m.provider, dtype=a.dtype, batch=a.batch, heads=s["heads"], seq=a.seq,
+            kernel="heal:bert-base", provider=m.provider, dtype=a.dtype, batch=m.batch, heads=s["heads"], seq=m.seq,
             head_dim=s["hidden"] // s["heads"], block=m.block, steps=m.num_steps, pad_frac=0.0,
-            median_ms=f"{m.median_ms:.4f}", speedup_vs_best_sdpa=f"{sdpa / m.median_ms:.3f}" if sdpa else "",
+            median_ms=f"{m.ms:.4f}", speedup_vs_best_sdpa=f"{sdpa / m.ms:.3f}" if sdpa else "",
             best_sdpa="sdpa" if sdpa else "", note=note)))
     return rows
 
 
-def table(results: list[Measured], a: argparse.Namespace, env: Env, host: dict[str, float]) -> str:
-    sdpa = next((m.median_ms for m in results if m.provider == "sdpa"), None)
+def table(results: list[Measured], a: argparse.Namespace, env: Env, host: dict) -> str:
+    """Every provider's line, then per (N, batch) SDPA's and monarch's ms/step, their ratio and
+    the FLOPs bound on it, and the host work of a step."""
+    s = SMOKE if a.smoke else BASE
     lines = [f"heal step, {'smoke' if a.smoke else 'BERT-base'} shape, {a.dtype}, trainable={a.trainable}, "
              f"target=hidden, {env.gpu}, commit {env.commit or '?'}",
-             f"{'provider':<16}{'N':>6}{'batch':>6}{'ms/step':>10}{'steps/s':>9}{'peak MiB':>10}{'rate/sdpa':>11}"]
+             f"{'provider':<16}{'N':>6}{'batch':>6}{'ms/step':>10}{'steps/s':>9}{'peak MiB':>10}{'rate/sdpa':>11}"
+             f"{'host ms':>9}{'kernel ms':>11}"]
     for m in results:
-        ratio = f"{sdpa / m.median_ms:.2f}x" if sdpa else "-"
-        lines.append(f"{m.provider:<16}{a.seq:>6}{a.batch:>6}{m.median_ms:>10.3f}{1e3 / m.median_ms:>9.2f}"
-                     f"{m.peak_mib:>10.0f}{ratio:>11}")
-    lines.append("host work inside each step (GPU idle): " + ", ".join(f"{k} {v:.2f} ms" for k, v in host.items()))
+        sdpa = _sdpa_ms(results, m)
+        ratio = f"{sdpa / m.ms:.2f}x" if sdpa else "-"
+        kernels = f"{m.kernel_ms:.3f}" if m.kernel_ms is not None else "-"
+        lines.append(f"{m.provider:<16}{m.seq:>6}{m.batch:>6}{m.ms:>10.3f}{1e3 / m.ms:>9.2f}{m.peak_mib:>10.0f}"
+                     f"{ratio:>11}{statistics.median(m.host_ms):>9.2f}{kernels:>11}")
+    for (seq, batch), costs in host.items():
+        by = {m.provider.split("-")[0]: m.ms for m in results if (m.seq, m.batch) == (seq, batch)}
+        ratio = f"{by['sdpa'] / by['monarch']:.2f}x" if {"sdpa", "monarch"} <= by.keys() else "-"
+        lines.append(f"N={seq} batch={batch}: SDPA {by.get('sdpa', float('nan')):.2f} ms/step, monarch "
+                     f"{by.get('monarch', float('nan')):.2f} ms/step, ratio {ratio}, FLOPs bound "
+                     f"{flops_bound(s, seq, batch, a.trainable):.2f}x; host work of a step: " +
+                     ", ".join(f"{k} {v:.2f} ms" for k, v in costs.items()))
     return "\n".join(lines)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seq", type=int, default=4096, help="tokens per example, N (default 4096)")
-    p.add_argument("--batch", type=int, default=1, help="examples per step (default 1)")
+    p.add_argument("--seqs", "--seq", type=int, nargs="+", default=None,
+                   help="tokens per example, N, one configuration each (default 4096; 64 with --smoke)")
+    p.add_argument("--batches", "--batch", type=int, nargs="+", default=[1], help="examples per step (default 1)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="skip the configurations of more than this many tokens per step (N x batch)")
     p.add_argument("--steps", type=int, default=50, help="timed steps per provider (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="steps run first and not timed (default 5)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS", dest="profile_steps",
+                   help="after the timed steps, this many more under torch.profiler: kernel time per step")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--trainable", default="attention", choices=["attention", "all", "lora"])
     p.add_argument("--setting", type=parse_setting, default={"block_size": "auto"},
                    help="conversion setting, e.g. 'b=64,T=1' (default: block_size=auto)")
     p.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, N = 64, 2 steps: checks the script")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, 2 steps: checks the script")
     p.add_argument("--csv", default=None)
     a = p.parse_args(argv)
+    a.seqs = a.seqs or [64 if a.smoke else 4096]
     if a.smoke:
-        a.seq, a.steps, a.warmup, a.dtype = 64, 2, 1, "float32"
-    if min(a.seq, a.batch, a.steps) < 1 or a.warmup < 0:
-        p.error("--seq, --batch and --steps must be >= 1, --warmup >= 0")
+        a.steps, a.warmup, a.dtype = 2, 1, "float32"
+    a.configs = [(n, b) for n in a.seqs for b in a.batches if a.max_tokens is None or n * b <= a.max_tokens]
+    if min(*a.seqs, *a.batches, a.steps) < 1 or min(a.warmup, a.profile_steps) < 0 or not a.configs:
+        p.error("--seqs, --batches and --steps must be >= 1, --warmup and --profile >= 0, "
+                "and --max-tokens must leave a configuration")
     a.device = "cpu" if a.smoke else "cuda"
     return a
 
@@ -349,13 +473,18 @@ def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
     env = whole_model_environment("bench_heal_step.py", a.smoke)
     register_free()
-    tokenizer, texts = make_tokenizer(a.seq), make_texts(TRAIN_TEXTS + 1, a.seq, a.seed)
-    host = host_costs(a, tokenizer, texts)
-    results = []
-    for provider in a.providers:
-        results.append(measure(provider, a, tokenizer, texts))
-        print(f"{provider}: median {results[-1].median_ms:.3f} ms/step", flush=True)
-    print(f"{len(results)} rows -> {write_csv(rows_of(results, a, env, host), a.csv, 'bench_heal_step.csv')}")
+    results, host = [], {}
+    for seq, batch in a.configs:
+        c = argparse.Namespace(**{**vars(a), "seq": seq, "batch": batch})
+        tokenizer, texts = make_tokenizer(seq), make_texts(TRAIN_TEXTS + 1, seq, a.seed)
+        host[(seq, batch)] = host_costs(c, tokenizer, texts)
+        for provider in a.providers:
+            results.append(measure(provider, c, tokenizer, texts))
+            print(f"N={seq} batch={batch} {provider}: {results[-1].ms:.3f} ms/step{_profile_text(results[-1])}",
+                  flush=True)
+        # Written after each configuration: a run stopped by a time limit keeps the rows it measured.
+        path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
+    print(f"{len(results)} rows -> {path}")
     print(table(results, a, env, host))
 
 

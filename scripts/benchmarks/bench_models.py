@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from bench_utils import Env, Row, bench, wall_ms, whole_model_environment, write_csv
+from bench_utils import Env, Row, bench, kernel_ms, wall_ms, whole_model_environment, write_csv
 
 FREE = "bench_attention_free"
 LONG = (2048, 4096, 8192)
@@ -175,7 +175,7 @@ def gpu_ms(fwd, reps: int = 5) -> float:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             fwd()
             torch.cuda.synchronize()
-        times.append(sum(e.self_device_time_total for e in prof.key_averages()) / 1e3)
+        times.append(kernel_ms(prof))
     return sorted(times)[len(times) // 2]
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import subprocess
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -243,6 +243,13 @@ def write_csv(rows: list[Row], path: Optional[str], default_name: str) -> str:
 def selected(cases: list[Case], names: Optional[list[str]]) -> list[Case]:
     """The cases whose name contains one of ``names`` (all without)."""
     return [c for c in cases if not names or any(s in c.name for s in names)]
+
+
+def kernel_ms(prof: Any) -> float:
+    """The device time (ms) of every kernel (and copy) a finished ``torch.profiler.profile`` saw;
+    of every op for a profile of CPU activity only (where no device ran)."""
+    cuda = torch.profiler.ProfilerActivity.CUDA in prof.activities
+    return sum(e.self_device_time_total if cuda else e.self_cpu_time_total for e in prof.key_averages()) / 1e3
 
 
 def kernel_times(fn: Callable, calls: int = 20) -> list[tuple[str, float]]:
