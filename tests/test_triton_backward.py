@@ -215,6 +215,22 @@ def test_beyond_one_tile(kern, monkeypatch, N, b):
         assert (g.transpose(1, 2)[~mask] == 0).all()
 
 
+def test_tile_overrides_change_chunks_not_gradients(kern, monkeypatch):
+    """``TILE_OVERRIDES`` (what ``bench_backward_tiles.py`` times) changes a kernel's row chunks,
+    warps and stages: the gradients stay the reference's (b = 40: chunks of 32 rows leave a partial
+    last chunk)."""
+    monkeypatch.setattr(kern, "TILE_OVERRIDES", {"_r_bwd": (32, 4, 1), "_l_bwd": (32, 4, 1)})
+    assert kern.tile(40, 16, "_r_bwd") == (64, 32, 4, 1)
+    assert kern.tile(40, 16, "_r_fwd") == kern.tile(40, 16)
+    kern.REPLAYS.clear()
+    gen = torch.Generator().manual_seed(5)
+    q, k, v, grad = (torch.randn(1, 1, 1600, 16, generator=gen) for _ in range(4))
+    got = _grads(q, k, v, None, grad, 40, 1, "post", "triton")[1:]
+    want = _grads(q, k, v, None, grad, 40, 1, "post", "torch")[1:]
+    for g, w in zip(got, want):
+        assert _rel(g, w) < TOL[torch.float32]
+
+
 def test_options_take_the_reference_gradients(kern):
     """exact_diagonal and global_keys (docs/algorithm.md, section 7) have no backward kernels: on
     Triton, inputs that need grad run on the reference with them (the backward op refuses them)."""
