@@ -127,13 +127,16 @@ def monarch_attention(
 def _triton(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
             key: tuple | None, needs_grad: bool) -> torch.Tensor:
     """The Triton kernels. Under ``torch.compile``: one opaque custom op, with its backward kernels,
-    for dynamo/inductor and CUDA graphs. Eager, for inputs that need grad: an autograd Function over
-    the same launchers (``triton_function.py``: no custom-op dispatch). Eager inference: straight to
-    the launcher (the custom op's Python dispatch costs tens of µs). Eager calls keep their replay
-    under ``key`` for the next call like them."""
+    for dynamo/inductor and CUDA graphs (for inputs that need grad, the one that also returns what
+    the backward reads: ``triton_op.monarch_attention_fwd_saving``). Eager, for inputs that need
+    grad: an autograd Function over the same launchers (``triton_function.py``: no custom-op
+    dispatch). Eager inference: straight to the launcher (the custom op's Python dispatch costs tens
+    of µs). Eager calls keep their replay under ``key`` for the next call like them."""
     if torch.compiler.is_compiling():
-        from .triton_op import monarch_attention_fwd
+        from .triton_op import monarch_attention_fwd, monarch_attention_fwd_saving
 
+        if needs_grad:  # (the options off: ``monarch_attention`` runs them on the reference then)
+            return monarch_attention_fwd_saving(q, k, v, mask, block_size, num_steps, pad_type, scale)[0]
         return monarch_attention_fwd(q, k, v, mask, block_size, num_steps, pad_type, scale, *variant)
     launcher = _launcher()
     if needs_grad:

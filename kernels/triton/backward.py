@@ -1,8 +1,10 @@
 """The backward pass of MonarchAttention as ``@triton.jit`` programs (docs/algorithm.md, section 9).
 
-Nothing of the forward's intermediates is kept between forward and backward: the backward rebuilds
-each step's ``aK = R @ k`` (section 9's ``aL`` is ``s * aK``: the logits are ``s * q . aK - cL``), ``cL``, the
-summaries and ``Y`` from q, k and v, then walks back step by step. Two kinds of program:
+The backward rebuilds each step's ``aK = R @ k`` (section 9's ``aL`` is ``s * aK``: the logits are
+``s * q . aK - cL``), ``cL``, the summaries and ``Y`` from q, k and v, then walks back step by step. At
+T = 1 a training forward keeps its own ``aL, cL, Y`` instead (SAVED: laid out by offset, ``aL``
+stored as ``min(s, 1) * aK``, ``stages._r_store``), which the L-programs read in place of the
+recomputed ones. Two kinds of program:
 
 * R-programs, one per (batch * head, block k): the block's keys (and values) stay in registers
   while the program loops over the block's rows j in chunks of BQ; every row of ``R_k`` is
@@ -246,21 +248,38 @@ def _r_bwd_kernel(
 
 
 @triton.jit
-def _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, c, mb, dd, D: tl.constexpr):
-    """The blocks ``c`` of offset ``j`` as an L-step sees them: (row of each, real, aK tile, cL)."""
+def _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, c, mb, dd, D: tl.constexpr, SAVED: tl.constexpr):
+    """The blocks ``c`` of offset ``j`` as an L-step sees them: (row of each in the backward's own
+    buffers, its row in ``aK, cL, Y``, real, aK tile, cL). SAVED: ``aK, cL, Y`` are the forward's,
+    laid out by offset, (BH, b, m, .): row ``(bh * b + j) * m + k``."""
     col = (bh64 * m + c) * b + j
+    if SAVED:
+        src = (bh64 * b + j) * m + c
+    else:
+        src = col
     col_ok = c < mb
-    return col, col_ok, _rows(ak_ptr, col, col_ok, dd, D), tl.load(cl_ptr + col, mask=col_ok, other=0.0)
+    return col, src, col_ok, _rows(ak_ptr, src, col_ok, dd, D), tl.load(cl_ptr + src, mask=col_ok, other=0.0)
 
 
 @triton.jit
-def _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, col_ok, dd, ddv, D: tl.constexpr, DV: tl.constexpr,
+def _ak_scale(scale, SAVED: tl.constexpr):
+    """The factor of the stored ``aK`` in ``aL`` (the logits' dot, dq): ``s``; for the forward's
+    ``aL`` (SAVED), stored as ``min(s, 1) * R @ k``, the rest: ``max(s, 1)``."""
+    if SAVED:
+        a_scale = tl.maximum(scale, 1.0)
+    else:
+        a_scale = scale
+    return a_scale
+
+
+@triton.jit
+def _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, src, col_ok, dd, ddv, D: tl.constexpr, DV: tl.constexpr,
               FINAL: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr):
-    """What an L-step's backward reads per block besides ``aK, cL``: (Y, G, h). FINAL: ``Y``;
-    otherwise ``G = dS / cR`` (0 where ``cR = 0``: a zero summary, no query weighs on it) and
-    ``h = G . S`` of the next step's summaries."""
+    """What an L-step's backward reads per block besides ``aK, cL``: (Y, G, h). FINAL: ``Y`` (at
+    rows ``src``); otherwise ``G = dS / cR`` (0 where ``cR = 0``: a zero summary, no query weighs on
+    it) and ``h = G . S`` of the next step's summaries."""
     if FINAL:
-        y_t = _rows(y_ptr, col, col_ok, ddv, DV)
+        y_t = _rows(y_ptr, src, col_ok, ddv, DV)
         g_t = tl.zeros([BM, BD], tl.float32)
         h = tl.zeros([BM], tl.float32)
     else:
@@ -353,7 +372,8 @@ def _l_fwd_kernel(
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     bh64 = bh.to(tl.int64)
     dd, r = tl.arange(0, BD), tl.arange(0, BQ)
-    col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, ct * BM + tl.arange(0, BM), mb, dd, D)
+    col, _src, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, ct * BM + tl.arange(0, BM), mb, dd, D,
+                                              False)
     a_r = tl.zeros([BM, BD], tl.float32)
     c_r = tl.zeros([BM], tl.float32)
     for l0 in range(0, tl.where(ct * BM < mb, mb, 0), BQ):
@@ -373,15 +393,18 @@ def _l_stats_kernel(
     stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od, scale,
     D: tl.constexpr, DV: tl.constexpr, WANT_DELTA: tl.constexpr, FINAL: tl.constexpr, HAS_MASK: tl.constexpr,
     IEEE: tl.constexpr, BM: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+    SAVED: tl.constexpr = False,
 ):
     """Where the blocks of an offset span several tiles (STATS): per query ``(j, l)``, over all
-    its blocks, the L-softmax's log-normaliser and (WANT_DELTA) ``sum_k L dL``, online."""
+    its blocks, the L-softmax's log-normaliser and (WANT_DELTA) ``sum_k L dL``, online. SAVED:
+    ``aK, cL, Y`` are the forward's (``_l_columns``)."""
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
     bh, j, _ct = _l_program(b, 1)
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     bh64 = bh.to(tl.int64)
     dd, ddv, r, c = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BQ), tl.arange(0, BM)
+    a_scale = _ak_scale(scale, SAVED)
     for l0 in range(0, mb, BQ):
         tok, qv, q_t, row_in = _l_query_rows(l0, r, j, b, mb, off, L, seq, bi, N, q_ptr, sq, hi, dd, D, HAS_MASK)
         do_t = _l_grad_out(do_ptr, (stride_ob, stride_oh, stride_on, stride_od), bi, hi, tok, qv, ddv, y_ptr, DV,
@@ -390,14 +413,15 @@ def _l_stats_kernel(
         den = tl.zeros([BQ], tl.float32)
         acc = tl.zeros([BQ], tl.float32)
         for c0 in range(0, mb, BM):
-            col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, c0 + c, mb, dd, D)
-            g = _l_logits(q_t, ak_t, c_l, col_ok, scale, IEEE)
+            col, src, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, c0 + c, mb, dd, D, SAVED)
+            g = _l_logits(q_t, ak_t, c_l, col_ok, a_scale, IEEE)
             m_new = tl.maximum(mx, tl.max(g, 1))
             alpha = tl.exp(mx - m_new)
             p = tl.where(col_ok[None, :], tl.exp(g - m_new[:, None]), 0.0)
             den = den * alpha + tl.sum(p, 1)
             if WANT_DELTA:
-                y_t, g_t, h = _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, col_ok, dd, ddv, D, DV, FINAL, BM, BD, BDV)
+                y_t, g_t, h = _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, src, col_ok, dd, ddv, D, DV, FINAL, BM, BD,
+                                        BDV)
                 acc = acc * alpha + tl.sum(p * _l_dl(q_t, qv, do_t, y_t, g_t, h, FINAL, IEEE), 1)
             mx = m_new
         row = (bh64 * m + l0 + r) * b + j
@@ -407,11 +431,12 @@ def _l_stats_kernel(
 
 
 @triton.jit
-def _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, scale, FINAL: tl.constexpr,
+def _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, a_scale, FINAL: tl.constexpr,
                  STATS: tl.constexpr, IEEE: tl.constexpr):
     """One chunk of queries of an L-step, backward (section 9): the rows of L, their logits'
-    gradient ``dg`` and the chunk's dq. STATS: ``sum_k L dL`` of each row is ``delta``."""
-    p = _l_probs(q_t, ak_t, c_l, col_ok, scale, lse, STATS, IEEE)
+    gradient ``dg`` and the chunk's dq. STATS: ``sum_k L dL`` of each row is ``delta``. ``a_scale``:
+    ``aL / aK`` (``_ak_scale``)."""
+    p = _l_probs(q_t, ak_t, c_l, col_ok, a_scale, lse, STATS, IEEE)
     d_l = _l_dl(q_t, qv, do_t, y_t, g_t, h, FINAL, IEEE)
     if FINAL:
         dq = tl.zeros(q_t.shape, tl.float32)
@@ -423,7 +448,7 @@ def _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, scal
     else:
         inner = tl.sum(p * d_l, 1)
     dg = p * (d_l - inner[:, None])
-    dq += _dot(dg.to(ak_t.dtype), ak_t, IEEE) * scale
+    dq += _dot(dg.to(ak_t.dtype), ak_t, IEEE) * a_scale
     return p, dg, dq
 
 
@@ -434,20 +459,23 @@ def _l_bwd_kernel(
     stride_qb, stride_qh, stride_qn, stride_qd, stride_ob, stride_oh, stride_on, stride_od, scale,
     D: tl.constexpr, DV: tl.constexpr, FINAL: tl.constexpr, STATS: tl.constexpr, HAS_MASK: tl.constexpr,
     IEEE: tl.constexpr, BM: tl.constexpr, BQ: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
-    DQ_FIRST: tl.constexpr,
+    DQ_FIRST: tl.constexpr, SAVED: tl.constexpr = False,
 ):
     """An L-step, backward, for offset ``j`` (STATS: one tile of its blocks, with the rows'
     statistics from ``_l_stats_kernel``, and dq added atomically to a zeroed accumulator): writes
     ``daK, dcL`` (and, FINAL, ``dY``) of the blocks, summed over the offset's queries, and adds the
-    L-stage's part of dq (DQ_FIRST: stores it, the accumulator's first part)."""
+    L-stage's part of dq (DQ_FIRST: stores it, the accumulator's first part). SAVED (T = 1 only):
+    ``aK, cL, Y`` are the forward's (``_l_columns``)."""
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
     bh, j, ct = _l_program(b, CT)
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     bh64 = bh.to(tl.int64)
     dd, ddv, r = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BQ)
-    col, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, ct * BM + tl.arange(0, BM), mb, dd, D)
-    y_t, g_t, h = _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, col_ok, dd, ddv, D, DV, FINAL, BM, BD, BDV)
+    col, src, col_ok, ak_t, c_l = _l_columns(ak_ptr, cl_ptr, bh64, j, m, b, ct * BM + tl.arange(0, BM), mb, dd, D,
+                                             SAVED)
+    y_t, g_t, h = _l_extras(y_ptr, ds_ptr, sm_ptr, cr_ptr, col, src, col_ok, dd, ddv, D, DV, FINAL, BM, BD, BDV)
+    a_scale = _ak_scale(scale, SAVED)
     dak = tl.zeros([BM, BD], tl.float32)
     dcl = tl.zeros([BM], tl.float32)
     dy = tl.zeros([BM, BDV], tl.float32)
@@ -456,7 +484,7 @@ def _l_bwd_kernel(
         do_t = _l_grad_out(do_ptr, (stride_ob, stride_oh, stride_on, stride_od), bi, hi, tok, qv, ddv, y_ptr, DV,
                            FINAL)
         lse, delta = _row_stats(lse_ptr, dlt_ptr, (bh64 * m + l0 + r) * b + j, row_in, STATS)
-        p, dg, dq = _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, scale, FINAL, STATS,
+        p, dg, dq = _l_bwd_chunk(q_t, qv, ak_t, c_l, col_ok, y_t, do_t, g_t, h, lse, delta, a_scale, FINAL, STATS,
                                  IEEE)
         if STATS:
             _add_tokens(dq_ptr, bh64, N, tok, qv, dq, dd, D)

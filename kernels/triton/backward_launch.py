@@ -1,9 +1,11 @@
 """The backward launcher: gradients of q, k, v from the output's gradient (docs/algorithm.md,
-section 9), by recomputation from q, k, v and the key-padding mask alone.
+section 9), by recomputation from q, k, v and the key-padding mask, or at T = 1 from what the
+training forward kept (``saved``: ``launch.monarch_attention_triton_saving``).
 
 First the forward is rebuilt step by step (``aK, cL`` of every step, the summaries and ``cR`` of
-steps 2..T, ``Y`` of the last), then walked back: the output stage and the last R-step, then for
-each earlier step its summary stage and its R-step. dq's L-stage parts (and dk's parts of steps
+steps 2..T, ``Y`` of the last; with ``saved``, nothing: the forward's ``aL, cL, Y`` and sequence
+layout are read where they lie, ``_forward_buffers``), then walked back: the output stage and the
+last R-step, then for each earlier step its summary stage and its R-step. dq's L-stage parts (and dk's parts of steps
 T..2) accumulate in float32; the program that adds a gradient's last part writes it in the input
 dtype, so there is no zero-filling nor casting pass (padding positions, which no program writes,
 are zeroed by one launch where there is a mask). All intermediates lie in one scratch allocation.
@@ -11,8 +13,9 @@ No host sync.
 
 Like the forward's eager path (``replay.py``), the first call at a signature (shapes, strides,
 dtypes, alignment of q, k, v, the mask and the output's gradient, block size, steps, padding side,
-scale) records its launches; later calls relaunch the compiled kernels with their own pointers:
-no argument binding, no tensor made but the three gradients.
+scale, whether the forward's intermediates are given) records its launches; later calls relaunch
+the compiled kernels with their own pointers: no argument binding, no tensor made but the three
+gradients.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .replay import address, alloc, current_stream, free, knobs_allow_replay, re
 # tiles of 128 beyond; an L-program's m blocks likewise.
 MAX_TILE = 128
 # Where a backward launch's pointers come from (``replay.record``'s source indices).
-SOURCES = ("q", "k", "v", "mask", "grad_out", "dq", "dk", "dv", "scratch")
+SOURCES = ("q", "k", "v", "mask", "grad_out", "dq", "dk", "dv", "scratch", "saved")
 REPLAYS: dict = {}
 _MAX_REPLAYS = 512
 # Elements per program of the zeroing and casting launches.
@@ -62,21 +65,23 @@ def tile(width: int, head_dim: int, kernel: str = "") -> tuple[int, int, int, in
 
 
 def _scratch(q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool, stats: bool,
-             wide: bool) -> Scratch:
+             wide: bool, saved: bool = False) -> Scratch:
     """The call's intermediates, by block (``(BH, m, b, .)``): each step's ``ak``/``cl`` and, before
     the last, the next summaries ``sm`` and their ``cr``; ``y``; the gradients ``dak, dcl, dy`` and
     from T = 2 the summaries' ``dsum``; with STATS the L rows' ``lse, dlt``. float32 accumulators:
     ``dq`` (and ``dk`` from T = 2 or for wide blocks, ``dv`` for wide blocks). With a mask, the
-    token index, lengths and offsets."""
+    token index, lengths and offsets. ``saved`` (T = 1): the forward's ``ak0, cl0, y`` and layout
+    are read instead (``_forward_buffers``), so none of them here."""
     B, H, N, D = q.shape
     rows, f32 = (B * H, m, b), torch.float32
     shapes = {}
-    for t in range(num_steps):
+    for t in range(num_steps if not saved else 0):
         shapes.update({f"ak{t}": (q.dtype, (*rows, D)), f"cl{t}": (f32, rows)})
         if t < num_steps - 1:
             shapes.update({f"sm{t + 1}": (q.dtype, (*rows, D)), f"cr{t}": (f32, rows)})
-    shapes.update(y=(q.dtype, (*rows, dv)), dak=(f32, (*rows, D)), dcl=(f32, rows), dy=(f32, (*rows, dv)),
-                  dq=(f32, (B, H, N, D)))
+    if not saved:
+        shapes["y"] = (q.dtype, (*rows, dv))
+    shapes.update(dak=(f32, (*rows, D)), dcl=(f32, rows), dy=(f32, (*rows, dv)), dq=(f32, (B, H, N, D)))
     if num_steps > 1:
         shapes["dsum"] = (f32, (*rows, D))
     if num_steps > 1 or wide:
@@ -85,9 +90,22 @@ def _scratch(q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask:
         shapes["dv"] = (f32, (B, H, N, dv))
     if stats:
         shapes.update(lse=(f32, rows), dlt=(f32, rows))
-    if has_mask:
+    if has_mask and not saved:
         shapes.update(tok=(torch.int64, (B, N)), lens=(torch.int64, (B,)), offs=(torch.int64, (B,)))
     return Scratch.of_shapes(shapes)
+
+
+def _forward_buffers(q: torch.Tensor, v: torch.Tensor, b: int, m: int, has_mask: bool,
+                     saved: torch.Tensor) -> dict:
+    """The training forward's kept scratch (T = 1, all heads: ``launch.Scratch.plan``) as the
+    backward's buffers: ``ak0``, ``cl0``, ``y`` (laid out by offset, ``(BH, b, m, .)``, aL stored as
+    ``min(s, 1) * aK``: the L-programs' SAVED) and, with a mask, the sequences' layout (the same
+    ``_layout_kernel`` placement, in the forward's own launch or first grid)."""
+    plan = Scratch.plan(q, v.shape[-1], b, m, 1, has_mask, q.shape[1])
+    if saved.dtype != torch.uint8 or saved.numel() != plan.nbytes:
+        raise ValueError(f"saved: the forward's scratch of {plan.nbytes} bytes, got {saved.numel()} x {saved.dtype}")
+    names = {"al": "ak0", "cl": "cl0"}
+    return {names.get(name, name): x for name, x in plan.views(saved).items()}
 
 
 @dataclass
@@ -109,6 +127,7 @@ class _Bwd:
     has_mask: bool
     recording: Optional[list] = None
     where: dict = field(default_factory=dict)
+    saved: bool = False  # ``ak0, cl0, y`` and the layout are the forward's (``_forward_buffers``)
 
     @property
     def bh(self) -> int:
@@ -159,7 +178,7 @@ class _Bwd:
         self.launch(_kernels()._l_stats_kernel, self.bh * self.b, self.q, ak, cl, y, self.grad_out, d_sum, summ, c_r,
                     self.buf["lse"], self.buf["dlt"], *self.seq, *self.dims, 1, *self.q.stride(),
                     *self.grad_out.stride(), self.scale, DV=DV, BDV=max(16, pow2(DV)), BM=BM, BQ=BQ, **self.flags(),
-                    **consts, num_warps=warps, num_stages=stages)
+                    SAVED=self.saved, **consts, num_warps=warps, num_stages=stages)
 
     def flat(self, kernel, args: list, n: int) -> None:
         """``kernel`` over flat buffers of up to ``n`` elements, ``_FLAT`` per program."""
@@ -168,15 +187,17 @@ class _Bwd:
 
 def _sequences(c: _Bwd, mask: Optional[torch.Tensor], pad_type: str) -> None:
     """Each sequence's token index, length and offset (the forward's ``_layout_kernel``) into the
-    scratch, or one length for all without a mask: sets ``c.seq`` and ``c.dims``."""
+    scratch (unless the forward's are given: ``saved``), or one length for all without a mask: sets
+    ``c.seq`` and ``c.dims``."""
     B, H, N, _ = c.q.shape
     if mask is None:
         pad_off = c.m * c.b - N if pad_type == "pre" else 0
         c.seq, c.dims = (c.q, c.q, c.q), (H, N, c.b, c.m, N, pad_off)
         return
     tok, lens, offs = c.buf["tok"], c.buf["lens"], c.buf["offs"]
-    c.launch(_layout_kernel, B, mask, tok, lens, offs, *mask.stride(), N, c.b, PRE=pad_type == "pre",
-             CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
+    if not c.saved:
+        c.launch(_layout_kernel, B, mask, tok, lens, offs, *mask.stride(), N, c.b, PRE=pad_type == "pre",
+                 CH=min(4096, max(16, pow2(N))), num_warps=4 if N <= 1024 else 8)
     c.seq, c.dims = (lens, offs, tok), (H, N, c.b, c.m, N, 0)
 
 
@@ -229,7 +250,8 @@ def _walk_back(c: _Bwd, num_steps: int) -> None:
         extras = (buf["y"], c.grad_out, d_sum, summ, c_r)
         c.l_stats(buf[f"ak{t}"], buf[f"cl{t}"], buf["y"], *extras[2:], WANT_DELTA=True, FINAL=final)
         c.l_launch(kern._l_bwd_kernel, c.q, buf[f"ak{t}"], buf[f"cl{t}"], *extras, *_stats(c), dak, dcl, dy,
-                   buf["dq"], strides=c.grad_out.stride(), FINAL=final, DV=DV, BDV=max(16, pow2(DV)), DQ_FIRST=final)
+                   buf["dq"], strides=c.grad_out.stride(), FINAL=final, DV=DV, BDV=max(16, pow2(DV)), DQ_FIRST=final,
+                   SAVED=c.saved)
         c.r_launch("_r_bwd", c.q if t == 0 else buf[f"sm{t}"], c.k, c.v, dak, dcl, dy, d_sum, buf["dq"], dk_acc,
                    dv_acc, dqo, dko, dvo, FROM_SUMMARY=t > 0, WANT_Y=final, DK_FIRST=final, DK_LAST=t == 0)
     if c.wide:
@@ -261,41 +283,50 @@ class BackwardReplay:
     dtype: torch.dtype
     device: torch.device
 
-    def run(self, q, k, v, mask, grad_out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def run(self, q, k, v, mask, grad_out, saved=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         grads = tuple(torch.empty(s, dtype=self.dtype, device=self.device) for s in self.shapes)
         stream = current_stream(self.device.index)
         scratch = alloc(self.scratch_bytes, stream, self.device)
         sources = (q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(),
-                   grad_out.data_ptr(), *(g.data_ptr() for g in grads), address(scratch))
+                   grad_out.data_ptr(), *(g.data_ptr() for g in grads), address(scratch),
+                   0 if saved is None else saved.data_ptr())
         relaunch(self.launches, self.pointers, sources, stream)
         free(scratch)  # in stream order: later work on this stream may reuse it
         return grads
 
 
-def _key(q, k, v, mask, grad_out, b: int, num_steps: int, pad_type: str, scale: float) -> Optional[tuple]:
+def _key(q, k, v, mask, grad_out, b: int, num_steps: int, pad_type: str, scale: float,
+         saved: Optional[torch.Tensor]) -> Optional[tuple]:
     """The replay signature of a call, or None where no replay applies (the interpreter, a launch
-    hook set, a mask on another device)."""
+    hook set, a mask on another device). A call given the forward's intermediates launches other
+    kernels than one that recomputes them: whether it is, is part of the signature."""
     if not q.is_cuda or INTERPRETED or not knobs_allow_replay() or grad_out.device != q.device:
         return None
     sig = signature(q, k, v, mask, grad_out, b, num_steps, pad_type, scale)
-    return None if sig is None else (sig, grad_out.dtype)
+    return None if sig is None else (sig, grad_out.dtype, saved is not None)
 
 
 def _launch(q, k, v, mask, grad_out, b: int, m: int, num_steps: int, pad_type: str, scale: float,
-            recording: Optional[list]) -> tuple[_Bwd, torch.Tensor]:
+            recording: Optional[list], saved: Optional[torch.Tensor] = None) -> tuple[_Bwd, torch.Tensor]:
     """Every launch of a call through Triton's launcher: (the call, its scratch tensor)."""
     has_mask, wide = mask is not None, pow2(b) > MAX_TILE
-    plan = _scratch(q, v.shape[-1], b, m, num_steps, has_mask, pow2(m) > MAX_TILE, wide)
+    plan = _scratch(q, v.shape[-1], b, m, num_steps, has_mask, pow2(m) > MAX_TILE, wide, saved is not None)
     scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=q.device)
     grads = tuple(torch.empty(x.shape, dtype=q.dtype, device=q.device) for x in (q, k, v))
-    c = _Bwd(q, k, v, grad_out, grads, plan.views(scratch), b, m, float(scale), (), (), has_mask, recording)
+    c = _Bwd(q, k, v, grad_out, grads, plan.views(scratch), b, m, float(scale), (), (), has_mask, recording,
+             saved=saved is not None)
     mask = mask.to(device=q.device).view(torch.uint8) if has_mask else None
     sources = (q, k, v, mask, grad_out, *grads)
     c.where = {id(t): (i, 0) for i, t in enumerate(sources) if t is not None}
     c.where.update((id(t), (8, t.data_ptr() - scratch.data_ptr())) for t in c.buf.values())
+    if saved is not None:
+        kept = _forward_buffers(q, v, b, m, has_mask, saved)
+        c.buf.update(kept)
+        c.where.update((id(t), (9, t.data_ptr() - saved.data_ptr())) for t in kept.values())
     _sequences(c, mask, pad_type)
     _zeros(c)
-    _recompute(c, num_steps)
+    if saved is None:
+        _recompute(c, num_steps)
     _walk_back(c, num_steps)
     return c, scratch
 
@@ -304,6 +335,7 @@ def monarch_attention_backward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
     grad_out: torch.Tensor, block_size: int, num_steps: int, pad_type: str, scale: float,
     exact_diagonal: bool = False, global_keys: int = 0, remember_as: Optional[tuple] = None,
+    saved: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) of ``monarch_attention_triton(q, k, v, ...)`` for the output gradient
     ``grad_out``, in the inputs' dtype, contiguous; zero at padding positions. More blocks than
@@ -313,7 +345,9 @@ def monarch_attention_backward(
     options (``exact_diagonal``, ``global_keys``: docs/algorithm.md, section 7) have no backward
     kernels (``ops.monarch_attention`` runs them on the reference). ``remember_as``: a further key
     under which the call's replay is kept (``triton_function.py``: the forward's key and the output
-    gradient's layout)."""
+    gradient's layout). ``saved`` (T = 1 only): what the training forward kept
+    (``launch.monarch_attention_triton_saving``), read in place of the recomputation (the same
+    gradients up to rounding: the forward computes them in another order, docs/algorithm.md, section 9)."""
     B, H, N, D = q.shape
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
@@ -322,11 +356,13 @@ def monarch_attention_backward(
     if exact_diagonal or global_keys:
         raise NotImplementedError("the op's options exact_diagonal and global_keys have no backward kernels: "
                                   "ops.monarch_attention runs inputs that need grad on the reference with them")
-    key = _key(q, k, v, key_padding_mask, grad_out, b, num_steps, pad_type, scale)
+    if saved is not None and num_steps != 1:
+        raise ValueError(f"saved: the forward's intermediates are kept at num_steps = 1 only, got {num_steps}")
+    key = _key(q, k, v, key_padding_mask, grad_out, b, num_steps, pad_type, scale, saved)
     replay = REPLAYS.get(key) if key is not None else None
     if replay is None:
         c, scratch = _launch(q, k, v, key_padding_mask, grad_out, b, m, num_steps, pad_type, scale,
-                             [] if key is not None else None)
+                             [] if key is not None else None, saved)
         recorded = None if key is None else record(c.recording, lambda t: c.where.get(id(t)))
         if recorded is None:
             return c.grads
@@ -335,7 +371,7 @@ def monarch_attention_backward(
         _remember(remember_as, replay)
         return c.grads
     _remember(remember_as, replay)
-    return replay.run(q, k, v, key_padding_mask, grad_out)
+    return replay.run(q, k, v, key_padding_mask, grad_out, saved)
 
 
 def _remember(key: Optional[tuple], replay: BackwardReplay) -> None:

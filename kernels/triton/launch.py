@@ -148,6 +148,7 @@ class _Call:
     diag: bool = False  # exact diagonal blocks (T >= 2 only: at T = 1 they are the published steps)
     num_globals: int = 0  # global keys, at most N
     layout_in_grid: bool = False  # a masked tiled call's first grid lays out the sequences
+    saves: bool = False  # the scratch holds what the backward reads (``saved_bytes``)
 
     @property
     def exact(self) -> bool:
@@ -237,29 +238,83 @@ def monarch_attention_triton(
     ``poison``: fill the intermediates with NaN first (tests). ``exact_diagonal``, ``global_keys``:
     the op's options (docs/algorithm.md, section 7; ``variants.py``). ``remember_as``: a further key
     under which the call's replay is kept (``ops``: its own key of the call, looked up in ``REPLAYS``)."""
+    return _forward(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, out, knobs, poison,
+                    (exact_diagonal, global_keys), remember_as, keep=False)[0]
+
+
+def monarch_attention_triton_saving(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
+    block_size: int, num_steps: int, pad_type: str, scale: float, out: Optional[torch.Tensor] = None,
+    *, remember_as: Optional[tuple] = None,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``monarch_attention_triton`` for training (the options off: they have no backward kernels):
+    the same launches, replays and output, and what the backward would otherwise rebuild
+    (``backward_launch.monarch_attention_backward``'s ``saved``): the call's scratch, kept instead
+    of freed, ``saved_bytes`` long; None where that is 0."""
+    return _forward(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, out, None, False, (False, 0),
+                    remember_as, keep=True)
+
+
+def saved_bytes(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int, has_mask: bool) -> int:
+    """Bytes a training call keeps for its backward (``monarch_attention_triton_saving``), from the
+    shapes alone (the custom op's fake reads it too): its whole scratch at T = 1, ``aL, Y, cL``
+    (``(D + DV) e + 4`` bytes per token and head) and with a mask the sequences' layout (8 bytes per
+    token). 0 where the backward recomputes instead: from T = 2 (the steps share one ``aL`` buffer,
+    and the summaries' ``cR`` is not kept), and where the scratch is above ``plan.CHUNK_BYTES`` (the
+    heads then run in chunks that reuse one scratch; keeping all of it would hold that much memory
+    until the backward)."""
+    B, H, N, _ = q.shape
+    if num_steps != 1 or B * H == 0 or N == 0:
+        return 0
+    b = capped_block_size(block_size, N)
+    m = torch.sym_max(1, -(-N // b))
+    if Scratch.plan(q, v.shape[-1], b, m, 1, False, H).nbytes > plan_module.CHUNK_BYTES:  # ``_chunk_heads``
+        return 0
+    return Scratch.plan(q, v.shape[-1], b, m, 1, has_mask, H).nbytes
+
+
+def _forward(q, k, v, key_padding_mask, block_size: int, num_steps: int, pad_type: str, scale: float,
+             out: Optional[torch.Tensor], knobs: Optional[Knobs], poison: bool, options: tuple,
+             remember_as: Optional[tuple], keep: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(output, the kept scratch or None): ``monarch_attention_triton``, keeping the scratch where
+    ``keep`` and the call saves (``saved_bytes``). ``options``: (exact_diagonal, global_keys)."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
     assert k.shape[:3] == q.shape[:3] and v.shape[:3] == q.shape[:3] and k.shape[-1] == D
-    _refuse_beyond_limits(N, global_keys)
+    _refuse_beyond_limits(N, options[1])
     # b >= N is one block, exact softmax: never a longer, padded one (scratch, grid and replay
     # signature follow the capped b).
     b = capped_block_size(block_size, N)
     m = max(1, -(-N // b))
     if B * H == 0 or N == 0:
-        return output_like(q, DV) if out is None else out
+        return output_like(q, DV) if out is None else out, None
     fast = None
     if q.is_cuda and not INTERPRETED and knobs is None and not poison and knobs_allow_replay():
-        fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale, exact_diagonal, global_keys)
+        fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale, *options)
         replay = REPLAYS.get(fast)
         if replay is not None:
             _remember(remember_as, replay)
-            return replay.run(q, k, v, key_padding_mask, out)
-    if out is None:
-        out = output_like(q, DV)
-    knobs = knobs or Knobs()
+            if keep:
+                return replay.run_keeping(q, k, v, key_padding_mask, out)
+            return replay.run(q, k, v, key_padding_mask, out), None
+    call = _launch_call(q, k, v, key_padding_mask, b, m, num_steps, pad_type, scale, out, knobs or Knobs(), poison,
+                        options, fast is not None)
+    if fast is not None:
+        replay = Replay.of(call)
+        _remember(fast, replay)
+        _remember(remember_as, replay)
+    return call.out, call.scratch if keep and call.saves else None
+
+
+def _launch_call(q, k, v, key_padding_mask, b: int, m: int, num_steps: int, pad_type: str, scale: float,
+                 out: Optional[torch.Tensor], knobs: Knobs, poison: bool, options: tuple, recording: bool) -> _Call:
+    """A call's scratch, and every launch of it through Triton's launcher (``recording``: kept in
+    the call, for its replay)."""
+    H, N, DV = q.shape[1], q.shape[2], v.shape[-1]
+    out = output_like(q, DV) if out is None else out
     plan = plan_for(q, v, b, num_steps, knobs)
     has_mask = key_padding_mask is not None
-    diag, num_globals = exact_diagonal and num_steps > 1, min(global_keys, N)
+    diag, num_globals = options[0] and num_steps > 1, min(options[1], N)
     exact = diag or num_globals > 0
     heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, has_mask, plan.mode, knobs)
     scratch = Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact, num_globals and max(16, pow2(num_globals)))
@@ -271,14 +326,14 @@ def monarch_attention_triton(
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
     # The global keys' choice reads the layout before the first R-step: a launch of its own then.
     in_grid = has_mask and plan.layout_in_grid and plan.mode == "tiles" and not num_globals
+    # Whether the scratch holds, for all heads, what the backward reads (a property of the
+    # signature: a replay recorded by an inference call serves a training call alike).
+    saves = not exact and heads == H and saved_bytes(q, v, b, num_steps, has_mask) == scratch.nbytes
     call = _Call(plan, q, k, v, out, mask, buf, buffers, b, m, num_steps, pad_type, float(scale),
-                 recording=[] if fast is not None else None, diag=diag, num_globals=num_globals, layout_in_grid=in_grid)
+                 recording=[] if recording else None, diag=diag, num_globals=num_globals, layout_in_grid=in_grid,
+                 saves=saves)
     _launch_all(call, heads)
-    if fast is not None:
-        replay = Replay.of(call)
-        _remember(fast, replay)
-        _remember(remember_as, replay)
-    return out
+    return call
 
 
 def _refuse_beyond_limits(N: int, global_keys: int) -> None:

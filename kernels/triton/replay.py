@@ -127,7 +127,8 @@ def relaunch(launches: list, pointers: tuple, sources: tuple, stream: int) -> No
 
 @dataclass
 class Replay:
-    """The recorded launches of one forward signature (sources: ``SOURCES``)."""
+    """The recorded launches of one forward signature (sources: ``SOURCES``). ``saves``: the
+    scratch holds what the backward reads (``launch.saved_bytes``), which a training call keeps."""
 
     launches: list
     pointers: tuple  # (source index, byte offset) of every distinct pointer the launches take
@@ -136,28 +137,45 @@ class Replay:
     scratch_bytes: int
     dtype: torch.dtype
     device: torch.device
+    saves: bool = False
 
     @classmethod
     def of(cls, call) -> Optional["Replay"]:
-        """From a call that recorded its launches (``launch._Call``: ``recording`` and
-        ``pointer_of``); None if a launch takes a tensor this module cannot put back."""
+        """From a call that recorded its launches (``launch._Call``: ``recording``, ``pointer_of``
+        and ``saves``); None if a launch takes a tensor this module cannot put back."""
         recorded = record(call.recording, call.pointer_of)
         if recorded is None:
             return None
         out = call.out
-        return cls(*recorded, tuple(out.shape), out.stride(), call.scratch_bytes, out.dtype, out.device)
+        return cls(*recorded, tuple(out.shape), out.stride(), call.scratch_bytes, out.dtype, out.device, call.saves)
 
     def run(self, q, k, v, mask, out=None) -> torch.Tensor:
         return self.run_at(q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if mask is None else mask.data_ptr(), out)
 
     def run_at(self, q: int, k: int, v: int, mask: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The launches on inputs at these addresses (``mask``: 0 without one)."""
-        if out is None:
-            out = torch.empty_strided(self.out_size, self.out_stride, dtype=self.dtype, device=self.device)
+        out = self._output(out)
         stream = current_stream(self.device.index)
         scratch = alloc(self.scratch_bytes, stream, self.device)
         relaunch(self.launches, self.pointers, (q, k, v, out.data_ptr(), mask, address(scratch)), stream)
         free(scratch)  # in stream order: later work on this stream may reuse it
+        return out
+
+    def run_keeping(self, q, k, v, mask, out=None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``run`` for training: (output, the scratch) where it holds what the backward reads
+        (``saves``), a tensor kept until the backward; (output, None) elsewhere."""
+        if not self.saves:
+            return self.run(q, k, v, mask, out), None
+        out = self._output(out)
+        scratch = torch.empty(self.scratch_bytes, dtype=torch.uint8, device=self.device)
+        sources = (q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), 0 if mask is None else mask.data_ptr(),
+                   scratch.data_ptr())
+        relaunch(self.launches, self.pointers, sources, current_stream(self.device.index))
+        return out, scratch
+
+    def _output(self, out: Optional[torch.Tensor]) -> torch.Tensor:
+        if out is None:
+            out = torch.empty_strided(self.out_size, self.out_stride, dtype=self.dtype, device=self.device)
         return out
 
 
