@@ -63,7 +63,7 @@ def _recorded_call(mask: bool, compiled=None):
     a, b = compiled or (FakeCompiled(), FakeCompiled())
     recording = [(a, 6, [q, k, v, al, al, 3, 0.5, True]), (b, 4, [q_head1, y, out, m if mask else q, 7])]
     call = types.SimpleNamespace(out=out, recording=recording, scratch_bytes=384,
-                                 pointer_of=lambda t: where.get(id(t)), keep=q_head1)
+                                 pointer_of=lambda t: where.get(id(t)), keep=q_head1, saves=False)
     return call, (a, b)
 
 
@@ -87,6 +87,26 @@ def test_replay_puts_the_new_call_pointers_back(monkeypatch, mask):
     (g0, _, args), = b.calls
     assert g0 == 4 and args[0] == q[:, 1:].data_ptr() and args[1] == base + 128 and args[2] == out.data_ptr()
     assert args[3] == (key_mask if mask else q).data_ptr() and args[4] == 7
+
+
+@pytest.mark.parametrize("saves", [False, True])
+def test_training_replay_keeps_the_scratch_where_it_saves(monkeypatch, saves):
+    """A training call's replay (``run_keeping``) launches the same kernels into a scratch tensor that
+    it returns, where the signature's scratch holds what the backward reads; elsewhere it frees the
+    scratch as inference does and returns None."""
+    monkeypatch.setattr(replay, "current_stream", lambda index: 1234)
+    call, (a, b) = _recorded_call(False)
+    call.saves = saves
+    q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
+    out, kept = replay.Replay.of(call).run_keeping(q, k, v, None)
+    (_, _, args), = a.calls
+    (_, _, later), = b.calls
+    if not saves:
+        assert kept is None and args[3] == 1 << 20  # the allocator's (freed) scratch
+        return
+    assert kept.dtype == torch.uint8 and kept.numel() == 384
+    assert args[3] == args[4] == kept.data_ptr() and later[1] == kept.data_ptr() + 128
+    assert later[2] == out.data_ptr()
 
 
 def test_triton_36_launchers_are_called_at_their_entry_point(monkeypatch):
@@ -150,24 +170,26 @@ def test_eager_training_replays_forward_and_backward(monkeypatch):
     assert key is not None and out is None
     calls = []
 
+    kept = torch.zeros(16, dtype=torch.uint8)
+
     class Forward:
-        def run(self, q, k, v, mask):
+        def run_keeping(self, q, k, v, mask):
             calls.append(("fwd", q is xs[0], mask))
-            return torch.full((1, 2, 8, 4), 2.0)
+            return torch.full((1, 2, 8, 4), 2.0), kept
 
     class Backward:
-        def run(self, q, k, v, mask, grad_out):
-            calls.append(("bwd", q is xs[0], grad_out is grad))
+        def run(self, q, k, v, mask, grad_out, saved):
+            calls.append(("bwd", q is xs[0], grad_out is grad, saved is kept))
             return tuple(torch.full((1, 2, 8, 4), float(i)) for i in range(3))
 
     def refuse(*args):
         raise AssertionError("a replayed key is not validated again")
 
     monkeypatch.setitem(ops._LAUNCH_MODULE.REPLAYS, key, Forward())
-    monkeypatch.setitem(backward_launch.REPLAYS, (key, grad.stride(), grad.dtype, True), Backward())
+    monkeypatch.setitem(backward_launch.REPLAYS, (key, grad.stride(), grad.dtype, True, True), Backward())
     monkeypatch.setattr(ops, "_validate", refuse)
     out = ops.monarch_attention(*xs, block_size=4, backend="triton")
     assert (out == 2).all()
     grads = torch.autograd.grad(out, xs, grad)
-    assert calls == [("fwd", True, None), ("bwd", True, True)]
+    assert calls == [("fwd", True, None), ("bwd", True, True, True)]
     assert all((g == i).all() for i, g in enumerate(grads))

@@ -59,16 +59,16 @@ def _mask(kind, B, N, gen):
     return key_padding_mask(kind, B, N, gen, short_last=True)
 
 
-def _grads(q, k, v, mask, grad, b, T, pad, backend):
+def _grads(q, k, v, mask, grad, b, T, pad, backend, scale=None):
     """(output, dq, dk, dv) through the public op; ``backend="torch"`` runs in float64."""
     if backend == "torch":
         q, k, v, grad = (x.detach().double() for x in (q, k, v, grad))
         lay = sequence_layout(mask, q.shape[0], q.shape[2], b, pad, q.device)
         xs = [x.requires_grad_() for x in (q, k, v)]
-        out = monarch_attention_torch(*xs, lay, b, T, q.shape[-1] ** -0.5)
+        out = monarch_attention_torch(*xs, lay, b, T, scale or q.shape[-1] ** -0.5)
     else:
         xs = [x.detach().requires_grad_() for x in (q, k, v)]
-        out = ops.monarch_attention(*xs, mask, block_size=b, num_steps=T, pad_type=pad, backend=backend)
+        out = ops.monarch_attention(*xs, mask, block_size=b, num_steps=T, pad_type=pad, backend=backend, scale=scale)
     return (out, *torch.autograd.grad(out, xs, grad))
 
 
@@ -187,7 +187,11 @@ def test_eager_function_equals_the_custom_op():
 
 
 def test_backward_op_opcheck():
-    from monarch_convert.kernels.triton_op import monarch_attention_bwd, monarch_attention_fwd
+    from monarch_convert.kernels.triton_op import (
+        monarch_attention_bwd,
+        monarch_attention_fwd,
+        monarch_attention_fwd_saving,
+    )
 
     gen = torch.Generator().manual_seed(4)
     q, k, v, g = (torch.randn(1, 2, 12, 16, generator=gen) for _ in range(4))
@@ -197,6 +201,13 @@ def test_backward_op_opcheck():
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(monarch_attention_fwd, (*(x.requires_grad_() for x in (q, k, v)), mask, 4, 1, "pre", 0.25),
                           test_utils=("test_autograd_registration",))
+    # The training op's second output is scratch, in part never written: its values are not compared.
+    for T in (1, 2):
+        torch.library.opcheck(monarch_attention_fwd_saving, (q, k, v, mask, 4, T, "pre", 0.25),
+                              test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    saved = monarch_attention_fwd_saving(q, k, v, mask, 4, 1, "post", 0.25)[1]
+    torch.library.opcheck(monarch_attention_bwd, (q, k, v, mask, g, 4, 1, "post", 0.25, False, 0, saved),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 @pytest.mark.parametrize("N, b", [(70, 3), (45, 20)], ids=["blocks-per-offset", "keys-per-block"])
@@ -254,3 +265,118 @@ def test_empty_inputs_give_empty_gradients():
         q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
         ops.monarch_attention(q, k, v, block_size=4, backend="triton").sum().backward()
         assert q.grad.shape == shape and v.grad.shape == shape
+
+
+def _launch_module():
+    return importlib.import_module("monarch_convert.kernels.triton.launch")
+
+
+def _launched(kern, monkeypatch) -> list:
+    """Names of the kernels the backward launches from now on, in order."""
+    names, launch = [], kern._Bwd.launch
+    monkeypatch.setattr(kern._Bwd, "launch", lambda c, kernel, *a, **kw: (names.append(kernel.fn.__name__),
+                                                                          launch(c, kernel, *a, **kw)))
+    return names
+
+
+# At T = 1: (B, H, N, d, dv, b, pad, mask, scale, tile); tile: the launcher's MAX_TILE
+SAVED_CASES = [
+    (2, 2, 37, 16, 16, 5, "post", None, None, 128),
+    (3, 2, 37, 16, 24, 5, "pre", "right", None, 128),
+    (3, 1, 30, 24, 16, 4, "post", "left", 2.0, 128),  # scale above 1: the forward keeps aL as R @ k
+    (2, 1, 40, 16, 16, 6, "pre", "random", None, 128),
+    (3, 1, 30, 16, 16, 4, "pre", "empty_row", None, 128),
+    (2, 1, 70, 16, 16, 3, "pre", "random", None, 16),  # m = 24 blocks per offset: L statistics first
+    (2, 1, 45, 16, 16, 20, "post", "right", None, 16),  # b = 20 keys per block: key tiles
+]
+
+
+@pytest.mark.parametrize("case", SAVED_CASES, ids=_case_id)
+def test_backward_reads_what_the_training_forward_kept(kern, monkeypatch, case):
+    """At T = 1 the training forward keeps its aL, cL, Y and layout, and the backward launches
+    neither the R-step's recomputation nor the layout. The forward computes them in another order
+    than that recomputation (base 2, normalised after the product, aL scaled by min(s, 1)), so they
+    differ in the last bits (shown here): the gradients are the reference's within the tolerance,
+    and the recomputing path's up to rounding; exactly 0 at padding positions."""
+    B, H, N, d, dv, b, pad, mask_kind, scale, tile = case
+    monkeypatch.setattr(kern, "MAX_TILE", tile)
+    gen = torch.Generator().manual_seed(zlib.crc32(_case_id(case).encode()))
+    q, k = (torch.randn(B, H, N, d, generator=gen) for _ in range(2))
+    v, grad = (torch.randn(B, H, N, dv, generator=gen) for _ in range(2))
+    mask = _mask(mask_kind, B, N, gen)
+    names = _launched(kern, monkeypatch)
+    xs = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = ops.monarch_attention(*xs, mask, block_size=b, pad_type=pad, backend="triton", scale=scale)
+    saved = out.grad_fn.saved_tensors[4]
+    assert saved.dtype == torch.uint8 and saved.numel() == _launch_module().saved_bytes(q, v, b, 1, mask is not None)
+    got = torch.autograd.grad(out, xs, grad)
+    assert names and not [n for n in names if n in ("_r_fwd_kernel", "_r_fwd_wide_kernel", "_layout_kernel")]
+    s = scale or d**-0.5
+    recomputed = kern.monarch_attention_backward(q, k, v, mask, grad, b, 1, pad, s)
+    assert [n for n in names if n.startswith("_r_fwd")]
+    want = _grads(q, k, v, mask, grad, b, 1, pad, "torch", scale)[1:]
+    for name, g, r, w in zip("qkv", got, recomputed, want):
+        assert _rel(g, w) < TOL[torch.float32], (name, _rel(g, w))
+        assert _rel(g, r) < TOL[torch.float32], (name, _rel(g, r))
+        if mask is not None:
+            assert (g.transpose(1, 2)[~mask] == 0).all(), f"d{name} at padding positions"
+    _kept_differs_in_the_last_bits(kern, monkeypatch, (q, k, v, mask, grad, b, 1, pad, s), saved)
+
+
+def _kept_differs_in_the_last_bits(kern, monkeypatch, call: tuple, saved: torch.Tensor) -> None:
+    """The forward's kept aL, cL, Y against what the backward recomputes for ``call``, at the blocks
+    of each sequence (the others are never written): equal to rounding, not bit for bit."""
+    q, _, v, mask, _, b, _, _, s = call
+    B, H, N, _ = q.shape
+    m = -(-N // b)
+    kept = kern._forward_buffers(q, v, b, m, mask is not None, saved)
+    bwd = {}
+    monkeypatch.setattr(kern, "_walk_back", lambda c, steps: bwd.update(c.buf))
+    kern.monarch_attention_backward(*call)
+    lengths = torch.full((B,), N) if mask is None else mask.sum(1)
+    real = (torch.arange(m)[None, :] < -(-lengths // b)[:, None]).repeat_interleave(H, 0)  # (BH, m)
+    scaled = {"ak0": min(s, 1.0), "cl0": 1.0, "y": 1.0}  # the forward keeps aL = min(s, 1) aK
+    for name, factor in scaled.items():
+        rebuilt = bwd[name].view(B * H, m, b, -1).transpose(1, 2) * factor  # by offset, as the forward's
+        got = kept[name].view(B * H, b, m, -1)
+        torch.testing.assert_close(got.transpose(1, 2)[real], rebuilt.transpose(1, 2)[real], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(kept["ak0"].view(B * H, b, m, -1).transpose(1, 2)[real],
+                           (bwd["ak0"].view(B * H, m, b, -1) * min(s, 1.0))[real])
+
+
+def test_forward_keeps_nothing_where_the_backward_recomputes(kern, monkeypatch):
+    """From T = 2 (and with the heads run in chunks) the training forward keeps nothing: the
+    backward recomputes, as inference's launches are the same. At T = 1 it keeps aL, Y (d * e each)
+    and cL (4 bytes) per token and head, and with a mask the layout (8 bytes per token)."""
+    launch, plan = _launch_module(), importlib.import_module("monarch_convert.kernels.triton.plan")
+    gen = torch.Generator().manual_seed(3)
+    q, k, v, grad = (torch.randn(2, 2, 21, 16, generator=gen) for _ in range(4))
+    assert launch.monarch_attention_triton_saving(q, k, v, None, 4, 2, "post", 0.25)[1] is None
+    xs = [x.clone().requires_grad_() for x in (q, k, v)]
+    assert ops.monarch_attention(*xs, block_size=4, num_steps=2, backend="triton").grad_fn.saved_tensors[4] is None
+    monkeypatch.setattr(plan, "CHUNK_BYTES", 1024)
+    assert launch.saved_bytes(q, v, 4, 1, False) == 0
+    assert launch.monarch_attention_triton_saving(q, k, v, None, 4, 1, "post", 0.25)[1] is None
+    monkeypatch.undo()
+    meta = torch.empty(1, 12, 4096, 64, dtype=torch.float16, device="meta")
+    assert launch.saved_bytes(meta, meta, 64, 1, False) == 260 * 12 * 4096
+    assert launch.saved_bytes(meta, meta, 64, 1, True) == 260 * 12 * 4096 + 8 * 4096 + 2 * 128
+    assert launch.saved_bytes(meta, meta, 64, 2, False) == 0
+
+
+def test_eager_function_equals_the_training_custom_op():
+    """At T = 1 compiled training takes the custom op that keeps the forward's intermediates
+    (``monarch_attention_fwd_saving``): the same launches as the eager autograd Function, the same
+    output and gradients, bit for bit; its second output is the kept scratch."""
+    from monarch_convert.kernels.triton_op import monarch_attention_fwd_saving
+
+    gen = torch.Generator().manual_seed(8)
+    q, k, v, grad = (torch.randn(2, 2, 21, 16, generator=gen) for _ in range(4))
+    mask = _mask("left", 2, 21, gen)
+    xs = [x.clone().requires_grad_() for x in (q, k, v)]
+    out = ops.monarch_attention(*xs, mask, block_size=4, pad_type="pre", backend="triton")
+    ys = [x.clone().requires_grad_() for x in (q, k, v)]
+    want, saved = monarch_attention_fwd_saving(*ys, mask, 4, 1, "pre", 16**-0.5)
+    assert torch.equal(out, want) and saved.numel() == out.grad_fn.saved_tensors[4].numel()
+    for a, b in zip(torch.autograd.grad(out, xs, grad), torch.autograd.grad(want, ys, grad)):
+        assert torch.equal(a, b)

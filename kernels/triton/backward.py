@@ -20,7 +20,8 @@ recomputed ones. Two kinds of program:
 
 Each program owns its rows of every buffer it writes, so gradients are accumulated in float32 with
 plain loads and stores, no atomics (launches run one after the other). Intermediates are rows of
-``(BH, m, b, .)`` "by block": row ``(bh * m + k) * b + j``.
+``(BH, m, b, .)`` "by block": row ``(bh * m + k) * b + j`` (the forward's kept ones, SAVED: of
+``(BH, b, m, .)``, row ``(bh * b + j) * m + k``).
 """
 
 from __future__ import annotations

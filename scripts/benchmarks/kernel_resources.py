@@ -100,7 +100,8 @@ def kernel_configs(N: int, T: int, mask: bool):
 def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
     """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N and
     block size (default ceil(sqrt(N))), as ``kernels/triton/backward_launch.py`` makes them: the
-    recomputation, then the walk back; with more than 128 blocks, the L-programs' STATS variants,
+    recomputation, then the walk back (at T = 1 also the output stage's reading the training
+    forward's kept intermediates); with more than 128 blocks, the L-programs' STATS variants,
     and with blocks longer than 128 keys, the R-programs over key tiles; the zeroing launch (a mask,
     STATS's or key tiles' accumulators) and the casting one (key tiles)."""
     from monarch_convert.kernels.triton import backward as bw
@@ -126,9 +127,14 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
             yield "L stats (summaries)", bw._l_stats_kernel, dict(wide, WANT_DELTA=False, FINAL=False), l_warps
         yield "L-step (summaries)", bw._l_fwd_kernel, lo, l_warps
         yield "L backward (summaries)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=False, DQ_FIRST=False), l_warps
-    if stats:
-        yield "L stats (output)", bw._l_stats_kernel, dict(wide, WANT_DELTA=True, FINAL=True), l_warps
-    yield "L backward (output)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True, DQ_FIRST=True), l_warps
+    # At T = 1 a training call reads the forward's kept aL, cL, Y (SAVED); a call without them recomputes.
+    for saved in (False, True)[:2 if T == 1 else 1]:
+        kept = ", kept forward" if saved else ""
+        if stats:
+            yield f"L stats (output{kept})", bw._l_stats_kernel, dict(wide, WANT_DELTA=True, FINAL=True,
+                                                                       SAVED=saved), l_warps
+        yield f"L backward (output{kept})", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True, DQ_FIRST=True,
+                                                                   SAVED=saved), l_warps
     if mask or stats or b > MAX_TILE:
         yield "zero", bw._zero_kernel, dict(BLOCK=4096), 4
     if b > MAX_TILE:

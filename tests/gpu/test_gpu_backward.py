@@ -70,6 +70,7 @@ SHAPES = {
     "d128": (2, 8, 1000, 128, 32, 2, "post", "right", False),
     "n8192-b32": (1, 12, 8192, 64, 32, 2, "pre", "left", False),  # m = 256: tiles of blocks, statistics first
     "n4096-b256": (1, 4, 4096, 64, 256, 1, "post", "right", False),  # blocks longer than a tile: key tiles
+    "n8192-b32-T1": (1, 12, 8192, 64, 32, 1, "post", "right", False),
 }
 CASES = [(name, torch.float16) for name in SHAPES] + [
     (name, torch.bfloat16) for name in ("bert-base", "n16384", "n16384-T2", "n8192-b32", "n4096-b256")
@@ -148,10 +149,19 @@ def test_memory_grows_like_n(T):
     assert large / small < 5, (small, large)
 
 
-@pytest.mark.parametrize("name", ["bert-base-T2", "n4096", "n16384"])
-def test_backward_replay_equals_a_launch_bit_for_bit(name):
+def _kept(q, k, v, mask, b, T, pad, scale, keep: bool):
+    """What a training forward keeps for the backward (None where ``keep`` is off)."""
+    from monarch_convert.kernels.triton import launch
+
+    return launch.monarch_attention_triton_saving(q, k, v, mask, b, T, pad, scale)[1] if keep else None
+
+
+@pytest.mark.parametrize("name,keep", [("bert-base-T2", False), ("n4096", False), ("n16384", False),
+                                       ("bert-base", True), ("n4096", True), ("n16384", True)])
+def test_backward_replay_equals_a_launch_bit_for_bit(name, keep):
     """The first call at a signature records the backward's launches; a later call with other
-    tensors replays them: the same gradients, bit for bit, as launching through Triton."""
+    tensors replays them: the same gradients, bit for bit, as launching through Triton (keep: from
+    the training forward's kept intermediates, whose replay is recorded apart)."""
     from monarch_convert.kernels.triton import backward_launch as bl
 
     B, H, N, d, b, T, pad, mask_kind, strided = SHAPES[name]
@@ -160,24 +170,88 @@ def test_backward_replay_equals_a_launch_bit_for_bit(name):
     mask = first[4] if mask_kind else None  # the same lengths: one signature, other values
     scale = d**-0.5
     bl.REPLAYS.clear()
-    bl.monarch_attention_backward(*first[:3], mask, first[3], b, T, pad, scale)
+    bl.monarch_attention_backward(*first[:3], mask, first[3], b, T, pad, scale,
+                                  saved=_kept(*first[:3], mask, b, T, pad, scale, keep))
     assert len(bl.REPLAYS) == 1
-    replayed = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, scale)
+    saved = _kept(q, k, v, mask, b, T, pad, scale, keep)
+    replayed = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, scale, saved=saved)
+    assert len(bl.REPLAYS) == 1
+    if keep:  # the recomputing call at this signature is not the kept one's replay
+        bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, scale)
+        assert len(bl.REPLAYS) == 2
     bl.REPLAYS.clear()
-    launched = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, scale)
+    launched = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, scale, saved=saved)
     for x, r, w in zip("qkv", replayed, launched):
         assert torch.equal(r, w), x
 
 
-def test_eager_function_equals_the_custom_op_bit_for_bit():
+KEPT = [(name, torch.float16) for name in ("bert-base", "n4096", "n16384", "n4096-b256", "n8192-b32-T1")] + [
+    (name, torch.bfloat16) for name in ("bert-base", "n16384", "n8192-b32-T1")]
+
+
+@pytest.mark.parametrize("name,dtype", KEPT, ids=lambda x: str(x).replace("torch.", ""))
+def test_backward_from_the_kept_forward(name, dtype):
+    """At T = 1 the training forward keeps aL, cL, Y and the layout, and the backward reads them in
+    place of its recomputation. They are computed in another order than the recomputation's (not
+    bit for bit the same), so the gradients equal the reference's within the tolerance and the
+    recomputing backward's to rounding."""
+    from monarch_convert.kernels.triton import backward_launch as bl
+    from monarch_convert.kernels.triton import launch
+
+    B, H, N, d, b, T, pad, mask_kind, strided = SHAPES[name]
+    q, k, v, grad, mask = _inputs(B, H, N, d, dtype, strided, mask_kind)
+    out, saved = launch.monarch_attention_triton_saving(q, k, v, mask, b, T, pad, d**-0.5)
+    assert torch.equal(out, launch.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5))
+    assert saved.numel() == launch.saved_bytes(q, v, b, T, mask is not None)
+    got = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, d**-0.5, saved=saved)
+    recomputed = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, d**-0.5)
+    want = _grads(q, k, v, grad, mask, b, T, pad, "torch")
+    for x, g, r, w in zip("qkv", got, recomputed, want):
+        assert g.dtype == dtype and torch.isfinite(g).all(), x
+        assert _rel(g, w) < TOL[dtype], (x, _rel(g, w))
+        assert _rel(g, r) < TOL[dtype], (x, _rel(g, r))
+        if mask is not None:
+            assert (g.transpose(1, 2)[~mask] == 0).all(), x
+
+
+def test_training_forward_keeps_its_scratch_and_inference_nothing():
+    """Beyond its output, an inference call holds no memory after it returns; a training call at
+    T = 1 holds its scratch (``launch.saved_bytes``) until the backward, and nothing at T = 2."""
+    from monarch_convert.kernels.ops import monarch_attention
+    from monarch_convert.kernels.triton import launch
+
+    q, k, v, _, mask = _inputs(2, 12, 4096, 64, torch.float16, False, "right")
+    xs = [x.detach().requires_grad_() for x in (q, k, v)]
+    for T in (1, 2):
+        for _ in range(2):  # recorded, then replayed
+            with torch.no_grad():
+                monarch_attention(*xs, mask, block_size=64, num_steps=T)  # warm-up
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
+                out = monarch_attention(*xs, mask, block_size=64, num_steps=T)
+                assert torch.cuda.memory_allocated() - before == out.untyped_storage().nbytes()
+            del out
+            before = torch.cuda.memory_allocated()
+            out = monarch_attention(*xs, mask, block_size=64, num_steps=T)
+            saved = out.grad_fn.saved_tensors[4]
+            kept = launch.saved_bytes(q, v, 64, T, True)
+            assert (saved is None) == (T == 2) and (T == 2 or saved.numel() == kept)
+            held = torch.cuda.memory_allocated() - before - out.untyped_storage().nbytes()
+            assert held == (0 if T == 2 else -(-kept // 512) * 512), held
+            del out, saved
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_eager_function_equals_the_custom_op_bit_for_bit(T):
     """Eager training goes through the autograd Function (``triton_function.py``), compiled
-    training through the custom ops: the same launchers, the same gradients."""
-    from monarch_convert.kernels.triton_op import monarch_attention_fwd
+    training through the custom ops (the one keeping the forward's intermediates): the same
+    launchers, the same gradients."""
+    from monarch_convert.kernels.triton_op import monarch_attention_fwd_saving
 
     q, k, v, grad, mask = _inputs(2, 12, 2048, 64, torch.float16, True, "right")
-    got = _grads(q, k, v, grad, mask, 46, 2, "post", "triton")
+    got = _grads(q, k, v, grad, mask, 46, T, "post", "triton")
     xs = [x.detach().requires_grad_() for x in (q, k, v)]
-    want = torch.autograd.grad(monarch_attention_fwd(*xs, mask, 46, 2, "post", 0.125), xs, grad)
+    want = torch.autograd.grad(monarch_attention_fwd_saving(*xs, mask, 46, T, "post", 0.125)[0], xs, grad)
     for x, g, w in zip("qkv", got, want):
         assert torch.equal(g, w), x
 
