@@ -10,6 +10,9 @@ their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` ch
 
 A tiled call whose intermediates are large runs its heads in chunks that reuse one scratch
 (``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
+A training call (``monarch_attention_triton_saving``) makes the same launches and, at T = 1 where
+its heads run at once, keeps its scratch (``aL, cL, Y``, the layout) for the backward instead of
+freeing it (``saved_bytes``).
 
 On Hopper, every launch of a call after its first uses programmatic dependent launch: the grid is
 scheduled while the previous one drains, and waits in the kernel (``common._after_previous_grid``).
