@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# PYTHONSAFEPATH: the repository root off sys.path, so that its kernels/ folder never shadows
+# Hugging Face's kernels package, which transformers imports (README, "Repository layout").
+export PYTHONSAFEPATH=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=out/all-MiniLM-L6-v2-monarch
 .venv/bin/monarch-convert --out "$OUT" --overwrite "$@"
 [ $# -eq 0 ] || exit 0  # other arguments may name another --out or model: nothing more to show
