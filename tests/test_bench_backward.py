@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from test_cli_helpers import cli_env
 
 pytest.importorskip("triton")
 
@@ -19,7 +20,7 @@ SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 @pytest.mark.slow
 def test_smoke_run_writes_one_row_per_provider(tmp_path):
     out = tmp_path / "bwd.csv"
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env = cli_env(PYTHONSAFEPATH=None, TRITON_INTERPRET="1")  # a script run by path needs its own folder
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--steps", "2", "--out", str(out)],
                             capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,23 +12,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_python(code: str) -> str:
+def run_python(code: str, *flags: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, *flags, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def test_repo_root_first_on_path_is_harmless():
+def test_python_from_the_repo_root_with_safe_path_imports_models():
+    """``python -P -c`` (what PYTHONSAFEPATH=1 in scripts/test.sh and scripts/demo.sh gives every
+    child) from the repository root: the folder ``kernels/`` is not on sys.path, so transformers
+    (>= 5.25 installs Hugging Face's ``kernels`` and imports names from it when a model loads)
+    imports its models, and our kernels import as ``monarch_convert.kernels``."""
     out = run_python(
-        "import sys; sys.path.insert(0, '.')\n"
-        "import transformers, monarch_convert\n"
-        "from transformers.utils.import_utils import is_kernels_available\n"
+        "import transformers.models.bert.modeling_bert, monarch_convert\n"
+        "import importlib.util\n"
         "from monarch_convert.kernels.ops import monarch_attention\n"
-        "print(is_kernels_available(), monarch_attention.__module__)\n"
+        "spec = importlib.util.find_spec('kernels')\n"
+        "print(spec is None or 'site-packages' in spec.origin, monarch_attention.__module__)\n",
+        "-P",
     )
-    assert out.split() == ["False", "monarch_convert.kernels.ops"]
+    assert out.split() == ["True", "monarch_convert.kernels.ops"]
+
+
+def test_setup_scripts_keep_the_repo_root_off_sys_path():
+    for script in ("test.sh", "demo.sh"):
+        text = (ROOT / "scripts" / script).read_text()
+        assert "PYTHONSAFEPATH=1" in text, script
 
 
 def test_subpackages_map_to_top_level_folders():
