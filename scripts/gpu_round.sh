@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One round of GPU checks and benchmarks on the GPU machine, from the repository root:
+#
+#     OUT=/some/folder bash scripts/gpu_round.sh [JOB ...]
+#
+# JOBs, run in the order given (default: tests backward heal-step host):
+#   tests      the GPU tests (pytest -m gpu tests/gpu)
+#   backward   forward + backward against SDPA, with each kernel's time (bench_backward.py --profile)
+#   tiles      the backward kernels' row chunks, warps and stages (bench_backward_tiles.py; compiles
+#              in parallel first)
+#   heal-step  a healing step of a BERT-base shape at N = 4096 (batch 1 and 4), 8192 and 16384
+#   host       host time of one eager call (bench_host_time.py)
+#   models     BERT-base encoder, eager and compiled (bench_models.py)
+# Each job writes its log and CSV under $OUT and has its own time limit, so that one stuck job
+# cannot take the whole round; the last lines of each log are printed at the end. The GPU machine
+# has no network: the package is installed from this tree without dependencies.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to a folder for the logs and CSVs}"
+mkdir -p "$OUT"
+export BENCH_COMMIT=${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
+python -m pip install -q --no-build-isolation --no-deps --no-index -e . >/dev/null 2>&1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+B=scripts/benchmarks
+run() {  # run NAME LIMIT_S COMMAND...: the command's output into $OUT/NAME.log
+    local name=$1 limit=$2 start=$SECONDS
+    shift 2
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "$name: exit $? in $((SECONDS - start)) s"
+}
+for job in "${@:-tests backward heal-step host}"; do
+    for j in $job; do
+        case $j in
+        # -P: the repository root off sys.path (README, "Repository layout").
+        tests) run tests 300 python -P -m pytest -m gpu tests/gpu -n 8 -q -p no:cacheprovider --tb=short -rf ;;
+        backward) run backward 150 python $B/bench_backward.py --profile --steps 1 2 --out "$OUT/backward.csv" ;;
+        tiles)
+            for k in _r_bwd _l_bwd; do
+                timeout 240 python $B/bench_backward_tiles.py --warm-only --kernels $k >"$OUT/warm$k.log" 2>&1 &
+            done
+            wait
+            run tiles 240 python $B/bench_backward_tiles.py --out "$OUT/tiles.csv" ;;
+        heal-step) run heal-step 300 python $B/bench_heal_step.py --seqs 4096 8192 16384 --batches 1 4 \
+            --max-tokens 16384 --steps 15 --warmup 4 --profile 2 --csv "$OUT/heal_step.csv" ;;
+        host) run host 120 python $B/bench_host_time.py --seqs 512 4096 --csv "$OUT/host.csv" ;;
+        models) run models 300 python $B/bench_models.py --models bert-base --seqs 1024 4096 8192 \
+            --csv "$OUT/models.csv" ;;
+        *) echo "unknown job: $j" >&2; exit 2 ;;
+        esac
+    done
+done
+for log in "$OUT"/*.log; do
+    echo "== $log"
+    grep -v '^    ' "$log" | tail -25
+done
