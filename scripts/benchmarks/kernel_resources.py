@@ -5,6 +5,8 @@ machine: no GPU needed.
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
     python scripts/benchmarks/kernel_resources.py --backward [N[:T[:b]] ...]  # the backward's kernels
+    python scripts/benchmarks/kernel_resources.py --backward --rows 32 --warps 16 --stages 1 4096
+        # other row chunks / warps / pipeline stages (what bench_backward_tiles.py times)
 
 Each N is a sequence length (head dim 64, float16, b = ceil(sqrt(N)), the launcher's tiles).
 Strides are specialised the way Triton's JIT does on a launch (a unit stride becomes a constant,
@@ -97,13 +99,14 @@ def kernel_configs(N: int, T: int, mask: bool):
                                                 BQ=ls.rows, BK=ls.cols), ls.warps
 
 
-def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
+def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None, rows: Optional[int] = None):
     """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N and
     block size (default ceil(sqrt(N))), as ``kernels/triton/backward_launch.py`` makes them: the
     recomputation, then the walk back (at T = 1 also the output stage's reading the training
     forward's kept intermediates); with more than 128 blocks, the L-programs' STATS variants,
     and with blocks longer than 128 keys, the R-programs over key tiles; the zeroing launch (a mask,
-    STATS's or key tiles' accumulators) and the casting one (key tiles)."""
+    STATS's or key tiles' accumulators) and the casting one (key tiles). ``rows``: row chunks of that
+    many rows in place of ``tile``'s."""
     from monarch_convert.kernels.triton import backward as bw
     from monarch_convert.kernels.triton import backward_wide
     from monarch_convert.kernels.triton.backward_launch import MAX_TILE, tile
@@ -115,6 +118,8 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None):
         bw._r_fwd_kernel, bw._r_bwd_kernel)
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
     stats = m > MAX_TILE
+    if rows:
+        r_rows, l_rows = min(rows, BB), min(rows, BM)
     r, lo = dict(base, DV=64, BDV=64, BB=BB, BQ=r_rows), dict(base, BM=BM, BQ=l_rows, STATS=stats)
     wide = dict(base, DV=64, BDV=64, BM=BM, BQ=l_rows)
     for first in (True, False)[:T]:
@@ -190,6 +195,8 @@ def main(argv=None) -> None:
     p.add_argument("cases", nargs="*", default=["4096", "16384", "16384:2"], help="N[:T[:b]] (b: --backward only)")
     p.add_argument("--warps", type=int, default=None, help="warps per program (default: the launcher's)")
     p.add_argument("--mask", action="store_true", help="with a key-padding mask")
+    p.add_argument("--rows", type=int, default=None, help="--backward: rows per chunk (default: the launcher's)")
+    p.add_argument("--stages", type=int, default=3, help="software-pipelining stages (default 3, Triton's)")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
     p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
     args = p.parse_args(argv)
@@ -207,10 +214,11 @@ def main(argv=None) -> None:
     for case in args.cases:
         parts = [int(x) for x in case.split(":")]
         N, T, b = parts[0], (parts[1:] or [1])[0], (parts[2:] or [0])[0]
-        configs = backward_configs(N, T, args.mask, b or None) if args.backward else kernel_configs(N, T, args.mask)
+        configs = (backward_configs(N, T, args.mask, b or None, args.rows) if args.backward
+                   else kernel_configs(N, T, args.mask))
         for name, kernel, constexprs, warps in configs:
             warps = args.warps or warps
-            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=3)
+            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=args.stages)
             print(f"N={N:6d} T={T} {name:19s} {warps} warps, {resources(compiled)}", flush=True)
 
 
