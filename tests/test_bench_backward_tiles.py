@@ -10,23 +10,16 @@ import sys
 
 import pytest
 import torch
+from bench_scripts import BENCH, imported
 from test_cli_helpers import cli_env
 
 pytest.importorskip("triton")  # bench_utils imports the launcher's knobs
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "scripts", "benchmarks")
 SCRIPT = os.path.join(BENCH, "bench_backward_tiles.py")
 
 
 @pytest.fixture(scope="module")
 def bench_backward_tiles():
-    sys.path.insert(0, BENCH)
-    try:
-        import bench_backward_tiles
-
-        yield bench_backward_tiles
-    finally:
-        sys.path.remove(BENCH)
+    yield from imported("bench_backward_tiles")
 
 
 def test_each_kernel_gets_its_default_then_the_grid(bench_backward_tiles):

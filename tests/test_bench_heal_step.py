@@ -6,26 +6,17 @@ one run measures several (N, batch) configurations; the FLOPs bound is the docst
 from __future__ import annotations
 
 import csv
-import os
 import re
-import sys
 
 import pytest
+from bench_scripts import imported
 
 pytest.importorskip("triton")  # bench_utils imports the launcher's knobs
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "scripts", "benchmarks")
 
 
 @pytest.fixture(scope="module")
 def bench_heal_step():
-    sys.path.insert(0, BENCH)
-    try:
-        import bench_heal_step
-
-        yield bench_heal_step
-    finally:
-        sys.path.remove(BENCH)
+    yield from imported("bench_heal_step")
 
 
 def test_smoke_run_times_every_provider(bench_heal_step, tmp_path, capsys):

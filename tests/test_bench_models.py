@@ -5,25 +5,17 @@ registry lacks is measured without its converted variant."""
 from __future__ import annotations
 
 import csv
-import os
-import sys
 
 import pytest
 import torch
+from bench_scripts import imported
 
 pytest.importorskip("triton")  # bench_utils imports the launcher's knobs
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def bench_models():
-    sys.path.insert(0, os.path.join(ROOT, "scripts", "benchmarks"))
-    try:
-        import bench_models
-
-        yield bench_models
-    finally:
-        sys.path.remove(os.path.join(ROOT, "scripts", "benchmarks"))
+    yield from imported("bench_models")
 
 
 def rows_of(path) -> list[dict]:
