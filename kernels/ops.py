@@ -106,8 +106,10 @@ def monarch_attention(
                          global_keys)
     if out is not None:
         return out
-    if key is not None and not (exact_diagonal or global_keys) and key in _LAUNCH_MODULE.REPLAYS:
-        # Validated and run on Triton before; its replay did not run above: the inputs need grad.
+    if key is not None and not (exact_diagonal or global_keys) and (
+            key in _LAUNCH_MODULE.REPLAYS or _LAUNCH_MODULE.saving_key(key) in _LAUNCH_MODULE.REPLAYS):
+        # Validated and run on Triton before (for inference, or for training: ``launch.saving_key``);
+        # its replay did not run above: the inputs need grad.
         return _with_grad(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, key)
     _validate(q, k, v, key_padding_mask, block_size, num_steps, pad_type, backend, exact_diagonal, global_keys)
     variant = (exact_diagonal, global_keys)

@@ -18,13 +18,15 @@ from torch.autograd.function import once_differentiable
 
 class MonarchAttentionFunction(torch.autograd.Function):
     """``apply(q, k, v, mask, key, launch_module, block_size, num_steps, pad_type, scale)``: the
-    output of ``launch_module.monarch_attention_triton``; ``key``: the call's key in
-    ``launch_module.REPLAYS`` (``ops._replayed``; None: no replay looked up or kept)."""
+    output of ``launch_module.monarch_attention_triton``; ``key``: the call's key (``ops._replayed``;
+    None: no replay looked up or kept), its replay in ``launch_module.REPLAYS`` under
+    ``launch_module.saving_key(key)``."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask, key, launch_module, block_size: int, num_steps: int, pad_type: str,
                 scale: float) -> torch.Tensor:
-        replay = None if key is None else launch_module.REPLAYS.get(key)
+        # Kept apart from an inference call's replay at the same key (``launch.saving_key``).
+        replay = None if key is None else launch_module.REPLAYS.get(launch_module.saving_key(key))
         if replay is not None:
             out, saved = replay.run_keeping(q, k, v, mask)
         else:

@@ -14,6 +14,8 @@ pytest.importorskip("triton")
 
 from monarch_convert.kernels.triton import replay
 
+ALLOC, FREE = replay.alloc, replay.free  # before the fixture below replaces them
+
 
 @pytest.fixture(autouse=True)
 def fake_scratch(monkeypatch):
@@ -121,6 +123,12 @@ def test_triton_36_launchers_are_called_at_their_entry_point(monkeypatch):
     assert args[13:16] == (q.data_ptr(), k.data_ptr(), v.data_ptr()) and args[18:] == (3, 0.5, True)
 
 
+def test_no_scratch_asked_allocates_none():
+    """The on-chip kernel's calls take no scratch: a replay passes the address 0 and frees nothing."""
+    assert ALLOC(0, 1234, torch.device("cuda", 0)) == 0
+    FREE(0)
+
+
 def test_unknown_tensor_argument_means_no_replay():
     call, _ = _recorded_call(False)
     call.recording[0][2].insert(0, torch.zeros(1))
@@ -156,10 +164,12 @@ def test_signature_tells_apart_what_the_kernels_are_compiled_for():
     assert replay.signature(q, q, q, **base, global_keys=4) != replay.signature(q, q, q, **base, global_keys=5)
 
 
-def test_eager_training_replays_forward_and_backward(monkeypatch):
+@pytest.mark.parametrize("inference_too", [False, True])
+def test_eager_training_replays_forward_and_backward(monkeypatch, inference_too):
     """An eager call that needs grad at a key run on Triton before: no validation, no launcher; the
-    autograd Function replays the forward under the entry point's key and the backward under that
-    key and the output gradient's layout."""
+    autograd Function replays the forward under the entry point's key kept apart for training calls
+    (``launch.saving_key``), and the backward under that key and the output gradient's layout; an
+    inference call's replay at the same key, if any, is not run."""
     from monarch_convert.kernels import ops
     from monarch_convert.kernels.triton import backward_launch
 
@@ -185,7 +195,13 @@ def test_eager_training_replays_forward_and_backward(monkeypatch):
     def refuse(*args):
         raise AssertionError("a replayed key is not validated again")
 
-    monkeypatch.setitem(ops._LAUNCH_MODULE.REPLAYS, key, Forward())
+    class Inference:  # an inference call's replay at the same key (maybe the on-chip kernel's: no scratch)
+        def run_keeping(self, q, k, v, mask):
+            raise AssertionError("a training call runs its own replay")
+
+    if inference_too:
+        monkeypatch.setitem(ops._LAUNCH_MODULE.REPLAYS, key, Inference())
+    monkeypatch.setitem(ops._LAUNCH_MODULE.REPLAYS, ops._LAUNCH_MODULE.saving_key(key), Forward())
     monkeypatch.setitem(backward_launch.REPLAYS, (key, grad.stride(), grad.dtype, True, True), Backward())
     monkeypatch.setattr(ops, "_validate", refuse)
     out = ops.monarch_attention(*xs, block_size=4, backend="triton")

@@ -44,10 +44,11 @@ def kern():
     if not _interpreting():
         pytest.skip("Triton's interpreter is off: export TRITON_INTERPRET=1 before triton is first "
                     "imported (tests/conftest.py does it on machines without CUDA)")
-    from monarch_convert.kernels.triton import common, fused, launch, layout_kernel, stages, tiled
+    from monarch_convert.kernels.triton import common, fused, launch, layout_kernel, onchip, stages, tiled
 
     if "Interpreted" not in type(tiled._r_step_kernel).__name__:
-        for module in (common, stages, tiled, fused, layout_kernel, launch):  # importers after what they import
+        # importers after what they import
+        for module in (common, stages, tiled, fused, layout_kernel, onchip, launch):
             importlib.reload(module)
     return launch
 
@@ -208,6 +209,130 @@ def test_exact_diagonal_at_one_step_is_the_published_kernels(kern):
                            _run(kern, q, k, v, mask, 4, 1, "post", mode=mode, variant=(False, 2)))
 
 
+# The on-chip kernel (N' <= 256, head dims <= 64): (B, H, N, d, dv, b, T, pad, mask, dtype, layout).
+ONCHIP_CASES = [
+    # 16 blocks of 16 (N' = 256), every step count
+    (2, 3, 256, 32, 32, 16, 1, "post", None, torch.float32, "bhnd"),
+    (2, 3, 256, 64, 64, 16, 2, "pre", None, torch.float16, "bnhd"),
+    (2, 3, 256, 32, 32, 16, 3, "post", "right", torch.float16, "gapped"),
+    # fewer, non-power-of-two blocks and offsets: b = m = 10; b = 16, m = 13 (N' = 208 > N)
+    (2, 3, 100, 32, 32, 10, 1, "pre", None, torch.float16, "bnhd"),
+    (2, 3, 100, 64, 64, 10, 3, "pre", "left", torch.float32, "bhnd"),
+    (2, 3, 200, 64, 64, 16, 1, "post", "random", torch.float16, "bnhd"),
+    (2, 3, 200, 32, 32, 16, 2, "pre", "random", torch.float32, "gapped"),
+    (3, 3, 200, 64, 64, 16, 2, "post", "left", torch.float16, "bhnd"),
+    # dv != d, head dims below their padding; one block (b = N); single-slot blocks (b = 1)
+    (2, 3, 150, 40, 24, 12, 2, "pre", "random", torch.float32, "bnhd"),
+    (3, 2, 12, 16, 16, 12, 2, "post", "right", torch.float32, "bhnd"),
+    (2, 2, 16, 16, 16, 1, 2, "pre", "random", torch.float16, "bhnd"),
+    (3, 2, 30, 16, 16, 4, 2, "pre", "empty_row", torch.float32, "bhnd"),
+]
+
+
+def _launched(kern, monkeypatch) -> list:
+    """The kernels each later call launches, in order."""
+    launched, launch = [], kern._Call.launch
+
+    def spy(self, kernel, grid, *args, **kwargs):
+        launched.append(kernel)
+        return launch(self, kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(kern._Call, "launch", spy)
+    return launched
+
+
+@pytest.mark.parametrize("case", ONCHIP_CASES, ids=_case_id)
+def test_onchip_matches_reference(kern, case, monkeypatch):
+    """One program per head, the whole head in registers: one launch (no layout launch with a mask,
+    no scratch), the reference's outputs and zeros at padding tokens."""
+    B, H, N, d, dv, b, T, pad, mask_kind, dtype, lay = case
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-onchip".encode()))
+    q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
+    mask = key_padding_mask(mask_kind, B, N, gen, short_last=mask_kind == "right")
+    launched = _launched(kern, monkeypatch)
+    out = _run(kern, q, k, v, mask, b, T, pad, mode="onchip")
+    assert launched == [kern._onchip_kernel]
+    ref = _reference(q, k, v, mask, b, T, pad)
+    assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
+    assert out.dtype == dtype
+    assert _rel(out, ref) < TOL[dtype]
+    if mask is not None:
+        assert (out[~mask[:, None, :].expand(B, H, N)] == 0).all()
+
+
+def test_onchip_only_where_it_applies(kern, monkeypatch):
+    """Asked for where it does not apply (N' > 256, head dims above 64, the op's options from T = 2),
+    the launcher runs its default strategy instead; exact diagonal blocks at T = 1 change nothing
+    (docs/algorithm.md, section 7): the on-chip kernel runs them."""
+    gen = torch.Generator().manual_seed(21)
+    launched = _launched(kern, monkeypatch)
+    for N, d, b, T, variant, on in ((300, 16, 16, 1, (False, 0), False), (64, 80, 8, 1, (False, 0), False),
+                                    (64, 16, 8, 2, (True, 0), False), (64, 16, 8, 1, (False, 2), False),
+                                    (64, 16, 8, 1, (True, 0), True)):
+        q, k, v = _inputs(1, 2, N, d, d, torch.float32, gen=gen)
+        launched.clear()
+        out = _run(kern, q, k, v, None, b, T, "post", mode="onchip", variant=variant)
+        assert (kern._onchip_kernel in launched) == on, (N, d, variant)
+        assert _rel(out, _reference(q, k, v, None, b, T, "post", variant)) < TOL[torch.float32]
+
+
+def test_onchip_call_takes_only_its_own_tensors(kern):
+    """Every pointer of the on-chip launch is one of the call's tensors (what ``replay.py`` puts
+    back), with no scratch: a replay allocates none."""
+    gen = torch.Generator().manual_seed(22)
+    q, k, v = _inputs(2, 3, 50, 16, 16, torch.float32, "bnhd", gen)
+    mask = key_padding_mask("random", 2, 50, gen)
+    for m in (None, mask):
+        call = kern._launch_call(q, k, v, m, 5, 10, 2, "pre", 0.25, None, Knobs(mode="onchip"), False, (False, 0),
+                                 True, False)
+        (kernel, grid, args), = call.recording
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        assert grid == 6 and call.scratch_bytes == 0 and not call.saves and len(tensors) == 5
+        # q, k, v, the output and the mask (q in its place without one)
+        assert {call.pointer_of(t) for t in tensors} == {(i, 0) for i in range(4 if m is None else 5)}
+
+
+def test_training_calls_never_run_onchip(kern, monkeypatch):
+    """On a GPU (here: 132 SMs made up) inference calls at N' <= 256 run the on-chip kernel by
+    default; a training call, which keeps aL, cL, Y for its backward, runs the others."""
+    make_plan = kern.make_plan
+    monkeypatch.setattr(kern, "make_plan", lambda *a, **kw: make_plan(*a[:5], 132, *a[6:], **kw))
+    gen = torch.Generator().manual_seed(23)
+    q, k, v = _inputs(2, 3, 64, 16, 16, torch.float32, gen=gen)
+    launched = _launched(kern, monkeypatch)
+    for T in (1, 2):
+        kern.REPLAYS.clear()
+        launched.clear()
+        out = kern.monarch_attention_triton(q, k, v, None, 8, T, "post", 0.25, knobs=Knobs())
+        assert launched == [kern._onchip_kernel]
+        launched.clear()
+        kept, saved = kern.monarch_attention_triton_saving(q, k, v, None, 8, T, "post", 0.25)
+        assert launched and kern._onchip_kernel not in launched
+        assert (0 if saved is None else saved.numel()) == kern.saved_bytes(q, v, 8, T, False)
+        assert _rel(out, kept) < TOL[torch.float32]
+
+
+def test_plan_picks_onchip_on_gpus_where_it_applies(kern):
+    """The default on a GPU (an SM count) for inference calls at N' <= 256 and head dims <= 64, at
+    any T and batch; the other strategies elsewhere, for training calls and off CUDA; ``Knobs(mode=)``
+    overrides it."""
+    def plan(b, m, width=64, T=1, sm=132, plain=True, bh=768, **knobs):
+        return kern.plan_module.make_plan(bh, b, m, width, T, sm, True, Knobs(**knobs), plain=plain)
+
+    for args in ((16, 16), (16, 16, 64, 2), (14, 15, 64, 3), (10, 10, 32, 1, 132, True, 8), (1, 16), (12, 1)):
+        assert plan(*args).mode == "onchip", args
+    assert plan(22, 22).mode == plan(16, 16, plain=False).mode == "fused"  # N' = 484; a training call
+    assert plan(16, 16, T=2, plain=False).mode == "tiles"
+    for args in ((16, 17), (32, 8), (16, 16, 128)):  # 32 blocks, 32 offsets, head dims above 64
+        assert plan(*args).mode == "fused", args
+    assert plan(16, 16, sm=None).mode == "tiles" and plan(16, 16, sm=None, mode="onchip").mode == "onchip"
+    assert plan(16, 16, mode="fused").mode == "fused" and plan(16, 16, mode="tiles").mode == "tiles"
+    assert plan(22, 22, mode="onchip").mode == "fused"  # where it does not apply: the default
+    assert (plan(16, 16).fused_warps, plan(16, 16, 32).fused_warps, plan(16, 16, warps=16).fused_warps) == (8, 4, 16)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Knobs(mode="on-chip")
+
+
 def _layout_case(kind: str, B: int, N: int) -> tuple[torch.Tensor, ...]:
     """A key-padding mask of ``kind`` whose row 1 is contiguous in the middle, and the token index,
     lengths and offsets to be written, filled with -5."""
@@ -292,7 +417,7 @@ def test_batch_invariance(kern, pad, T, variant):
         mask[1] = False
         mask[1, pos] = True
         Q[1][:, pos], K[1][:, pos], V[1][:, pos] = q[0], k[0], v[0]
-        for mode in ("tiles", "fused"):
+        for mode in ("tiles", "fused", "onchip"):  # (on-chip: its own layout of the mask, contiguous or not)
             out = _run(kern, Q, K, V, mask, b, T, pad, mode=mode, variant=variant)
             assert torch.isfinite(out).all()
             torch.testing.assert_close(out[1][:, pos], alone[0], rtol=1e-5, atol=1e-6)
@@ -368,7 +493,7 @@ def _extreme_run(kern, mode):
     return run
 
 
-@pytest.mark.parametrize("mode", ["tiles", "fused"])
+@pytest.mark.parametrize("mode", ["tiles", "fused", "onchip"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("kind", EXTREME)
 def test_extreme_logits_stay_in_the_convex_hull_of_v(kern, kind, dtype, mode):
@@ -395,12 +520,13 @@ def test_extreme_logits_in_looped_tiles(kern, kind):
     check_extreme_hull(_extreme_run(kern, "tiles"), kind, torch.float16, cases, heads=1)
 
 
+@pytest.mark.parametrize("mode", ["tiles", "onchip"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_tied_extreme_logits_attend_uniformly(kern, dtype):
-    check_tied_logits_average_v(lambda q, k, v, steps: _run(kern, q, k, v, None, 4, steps, "post"), dtype)
+def test_tied_extreme_logits_attend_uniformly(kern, dtype, mode):
+    check_tied_logits_average_v(lambda q, k, v, steps: _run(kern, q, k, v, None, 4, steps, "post", mode=mode), dtype)
 
 
-@pytest.mark.parametrize("mode", ["tiles", "fused"])
+@pytest.mark.parametrize("mode", ["tiles", "fused", "onchip"])
 def test_block_beyond_the_sequence_runs_as_one_block(kern, mode):
     """b >= N is one block of N slots (before, b = 2**31 on 10 tokens allocated 2**31 slots per head):
     the same launches, bit for bit, as b = N."""

@@ -1,5 +1,6 @@
 """The launcher: check the inputs, plan the tiles, lay out the sequences, allocate the
-intermediates, launch the fused kernel or the tiled steps. Same semantics as
+intermediates, launch the on-chip kernel (short sequences: no intermediates in memory, the
+sequences laid out in it), the fused kernel or the tiled steps. Same semantics as
 ``kernels/reference.py`` (the spec); no host sync, CUDA-graph safe.
 
 Each sequence is laid out by its own length (``kernels/layout.py``): slot ``p = k*b + j`` of
@@ -10,9 +11,10 @@ their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` ch
 
 A tiled call whose intermediates are large runs its heads in chunks that reuse one scratch
 (``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
-A training call (``monarch_attention_triton_saving``) makes the same launches and, at T = 1 where
-its heads run at once, keeps its scratch (``aL, cL, Y``, the layout) for the backward instead of
-freeing it (``saved_bytes``).
+A training call (``monarch_attention_triton_saving``) makes the same launches (but never the
+on-chip kernel's, which keeps nothing in memory) and, at T = 1 where its heads run at once, keeps
+its scratch (``aL, cL, Y``, the layout) for the backward instead of freeing it (``saved_bytes``);
+its replays are kept apart from inference calls' (``saving_key``).
 
 On Hopper, every launch of a call after its first uses programmatic dependent launch: the grid is
 scheduled while the previous one drains, and waits in the kernel (``common._after_previous_grid``).
@@ -32,6 +34,7 @@ from ..layout import capped_block_size, output_like
 from . import plan as plan_module
 from .fused import _fused_kernel
 from .layout_kernel import _layout_kernel
+from .onchip import _onchip_kernel
 from .plan import Knobs, LaunchPlan, heads_per_chunk, make_plan, pow2
 from .replay import Replay, knobs_allow_replay, signature
 from .tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
@@ -60,14 +63,15 @@ def device_info(q: torch.Tensor) -> tuple[int, int]:
 
 
 def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
-             knobs: Knobs = Knobs()) -> LaunchPlan:
-    """The launch plan of a call on ``q, v`` (only shapes and the device are read)."""
+             knobs: Knobs = Knobs(), plain: bool = False) -> LaunchPlan:
+    """The launch plan of a call on ``q, v`` (only shapes and the device are read); ``plain``: an
+    inference call without the op's options (``make_plan``)."""
     B, H, N, D = q.shape
     b = capped_block_size(block_size, N)
     width = max(16, pow2(D), pow2(v.shape[-1]))
     sm_count, major = device_info(q) if q.is_cuda else (None, 0)
     return make_plan(B * H, b, max(1, -(-N // b)), width, num_steps, sm_count,
-                     pdl=q.is_cuda and not INTERPRETED and major >= 9, knobs=knobs)
+                     pdl=q.is_cuda and not INTERPRETED and major >= 9, knobs=knobs, plain=plain)
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,9 @@ class Scratch:
 
 
 def _chunk_heads(q, dv: int, b: int, m: int, num_steps: int, has_mask: bool, mode: str, knobs: Knobs) -> int:
-    """Heads of each sequence per chunk (all of them in fused mode: one program per head)."""
+    """Heads of each sequence per chunk (all of them in fused and on-chip modes: one program per head)."""
     H = q.shape[1]
-    if mode == "fused":
+    if mode in ("fused", "onchip"):
         return H
     whole = Scratch.plan(q, dv, b, m, num_steps, False, H).nbytes
     io = q.shape[0] * H * q.shape[2] * (2 * q.shape[3] + 2 * dv) * q.dtype.itemsize
@@ -190,14 +194,18 @@ class _Call:
         self._alive += views
         return tuple(views)
 
+    @property
+    def pad_off(self) -> int:
+        """Pre-padding offset of every sequence where there is no mask."""
+        return self.m * self.b - self.q.shape[2] if self.pad_type == "pre" else 0
+
     def seq_args(self, H: int) -> tuple:
         """The sequences' pointers (unused without a mask: they point at q) and the dims."""
         q, N = self.q, self.q.shape[2]
         if self.has_mask:
             buf = self.buffers
             return (buf["lens"], buf["offs"], buf["tok"], H, N, self.b, self.m, N, 0)
-        pad_off = self.m * self.b - N if self.pad_type == "pre" else 0
-        return (q, q, q, H, N, self.b, self.m, N, pad_off)
+        return (q, q, q, H, N, self.b, self.m, N, self.pad_off)
 
     def mask_args(self) -> tuple:
         """The mask and its strides (q and zeros without a mask: never read)."""
@@ -292,8 +300,11 @@ def _forward(q, k, v, key_padding_mask, block_size: int, num_steps: int, pad_typ
     if B * H == 0 or N == 0:
         return output_like(q, DV) if out is None else out, None
     fast = None
+    if keep:
+        remember_as = saving_key(remember_as)
     if q.is_cuda and not INTERPRETED and knobs is None and not poison and knobs_allow_replay():
         fast = signature(q, k, v, key_padding_mask, out, b, num_steps, pad_type, scale, *options)
+        fast = saving_key(fast) if keep else fast
         replay = REPLAYS.get(fast)
         if replay is not None:
             _remember(remember_as, replay)
@@ -301,7 +312,7 @@ def _forward(q, k, v, key_padding_mask, block_size: int, num_steps: int, pad_typ
                 return replay.run_keeping(q, k, v, key_padding_mask, out)
             return replay.run(q, k, v, key_padding_mask, out), None
     call = _launch_call(q, k, v, key_padding_mask, b, m, num_steps, pad_type, scale, out, knobs or Knobs(), poison,
-                        options, fast is not None)
+                        options, fast is not None, keep)
     if fast is not None:
         replay = Replay.of(call)
         _remember(fast, replay)
@@ -310,28 +321,35 @@ def _forward(q, k, v, key_padding_mask, block_size: int, num_steps: int, pad_typ
 
 
 def _launch_call(q, k, v, key_padding_mask, b: int, m: int, num_steps: int, pad_type: str, scale: float,
-                 out: Optional[torch.Tensor], knobs: Knobs, poison: bool, options: tuple, recording: bool) -> _Call:
+                 out: Optional[torch.Tensor], knobs: Knobs, poison: bool, options: tuple, recording: bool,
+                 keep: bool) -> _Call:
     """A call's scratch, and every launch of it through Triton's launcher (``recording``: kept in
-    the call, for its replay)."""
+    the call, for its replay). ``keep``: a training call (never the on-chip kernel)."""
     H, N, DV = q.shape[1], q.shape[2], v.shape[-1]
     out = output_like(q, DV) if out is None else out
-    plan = plan_for(q, v, b, num_steps, knobs)
-    has_mask = key_padding_mask is not None
     diag, num_globals = options[0] and num_steps > 1, min(options[1], N)
     exact = diag or num_globals > 0
+    plan = plan_for(q, v, b, num_steps, knobs, plain=not (keep or exact))
+    has_mask = key_padding_mask is not None
     heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, has_mask, plan.mode, knobs)
-    scratch = Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact, num_globals and max(16, pow2(num_globals)))
+    if plan.mode == "onchip":  # no intermediates in memory, the layout made in the kernel
+        scratch = Scratch.of_shapes({})
+    else:
+        scratch = Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact,
+                               num_globals and max(16, pow2(num_globals)))
     buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
     buffers = scratch.views(buf)
-    buffers.setdefault("summ", buffers["al"])  # T = 1: never read
+    if "al" in buffers:
+        buffers.setdefault("summ", buffers["al"])  # T = 1: never read
     if poison:
         _poison(buffers)
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
     # The global keys' choice reads the layout before the first R-step: a launch of its own then.
     in_grid = has_mask and plan.layout_in_grid and plan.mode == "tiles" and not num_globals
-    # Whether the scratch holds, for all heads, what the backward reads (a property of the
-    # signature: a replay recorded by an inference call serves a training call alike).
-    saves = not exact and heads == H and saved_bytes(q, v, b, num_steps, has_mask) == scratch.nbytes
+    # Whether the scratch holds, for all heads, what the backward reads (training calls keep their
+    # replays apart from inference calls': ``saving_key``; the on-chip kernel keeps nothing).
+    saves = plan.mode != "onchip" and not exact and heads == H and (
+        saved_bytes(q, v, b, num_steps, has_mask) == scratch.nbytes)
     call = _Call(plan, q, k, v, out, mask, buf, buffers, b, m, num_steps, pad_type, float(scale),
                  recording=[] if recording else None, diag=diag, num_globals=num_globals, layout_in_grid=in_grid,
                  saves=saves)
@@ -358,8 +376,11 @@ def _poison(buffers: dict) -> None:
 
 
 def _launch_all(c: _Call, heads: int) -> None:
-    """The layout launch where the first grid does not lay out the sequences, then the fused
-    kernel, or the tiled steps for each chunk of ``heads`` heads."""
+    """The on-chip kernel alone; or the layout launch where the first grid does not lay out the
+    sequences, then the fused kernel, or the tiled steps for each chunk of ``heads`` heads."""
+    if c.plan.mode == "onchip":
+        _launch_onchip(c)
+        return
     if c.has_mask and not c.layout_in_grid:
         _launch_layout(c)
     if c.plan.mode == "fused":
@@ -374,6 +395,13 @@ def set_chunk_bytes(limit: int) -> None:
     peak memory for more grid boundaries. Replays recorded under the old limit are dropped."""
     plan_module.CHUNK_BYTES = limit
     REPLAYS.clear()
+
+
+def saving_key(key: Optional[tuple]) -> Optional[tuple]:
+    """The key under which a training call's replay is kept (``monarch_attention_triton_saving``):
+    apart from an inference call's at the same key, which may be the on-chip kernel's, whose scratch
+    holds nothing for the backward."""
+    return None if key is None else ("saving", key)
 
 
 def _remember(key: Optional[tuple], replay: Optional[Replay]) -> None:
@@ -406,6 +434,20 @@ def _launch_fused(c: _Call) -> None:
         BDV=max(16, pow2(DV)), **c.flags(), **c.chained(c.has_mask), num_warps=c.plan.fused_warps,
         **c.variant_args(), gsel_ptr=buf.get("gsel", q), score_ptr=buf.get("gscore", q), G=c.num_globals,
         EXACT_DIAG=c.diag, GLOBAL=c.num_globals > 0, BG=max(16, pow2(c.num_globals)),
+    )
+
+
+def _launch_onchip(c: _Call) -> None:
+    """One program per (batch, head), the whole head on chip: it reads q, k, v (and the mask) and
+    writes the output, nothing else."""
+    q, N, DV = c.q, c.q.shape[2], c.v.shape[-1]
+    mask, *mask_strides = c.mask_args()
+    c.launch(
+        _onchip_kernel, q.shape[0] * q.shape[1],
+        q, c.k, c.v, c.out, mask, q.shape[1], N, c.b, c.m, c.pad_off,
+        *q.stride(), *c.k.stride(), *c.v.stride(), *c.out.stride(), *mask_strides, c.scale,
+        DV=DV, NUM_STEPS=c.num_steps, PRE=c.pad_type == "pre", BM=max(16, pow2(c.m)), BB=max(16, pow2(c.b)),
+        BDV=max(16, pow2(DV)), BN=max(16, pow2(N)), **c.flags(), num_warps=c.plan.fused_warps,
     )
 
 

@@ -1,5 +1,5 @@
-"""How one call is tiled and launched: the strategy (fused or tiled) and, per step kind, the tile
-shape, programs per head and warps. Measurements behind each choice: docs/benchmarks.md (variant
+"""How one call is tiled and launched: the strategy (on-chip, fused or tiled) and, per step kind,
+the tile shape, programs per head and warps. Measurements behind each choice: docs/benchmarks.md (variant
 numbers in brackets)."""
 
 from __future__ import annotations
@@ -7,17 +7,22 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-MODES = ("fused", "tiles")
+MODES = ("fused", "tiles", "onchip")
+# The on-chip kernel holds a head as (blocks x offsets) tiles of at most this many of each, padded
+# (``onchip.py``), and head dims (q, k and v) of at most ONCHIP_WIDTH.
+ONCHIP_EXTENT = 16
+ONCHIP_WIDTH = 64
 
 
 @dataclass(frozen=True)
 class Knobs:
     """Overrides of the launcher's choices, for benchmarks and tests (``None``: the launcher's).
 
-    mode: ``"fused"`` or ``"tiles"``. max_tile: cap on tile rows and columns. group_rows: rows of a
-    tile of grouped blocks. max_rows: rows of a looped program. r_warps / l_warps / s_warps: warps
-    of the R-step, final L-step and non-final L-step programs; s_rows: query rows per chunk of a
-    non-final L-step. warps: warps of the fused program. stages: software-pipelining depth.
+    mode: ``"fused"``, ``"tiles"`` or ``"onchip"`` (where the on-chip kernel does not apply, the
+    default of the other two). max_tile: cap on tile rows and columns. group_rows: rows of a tile of
+    grouped blocks. max_rows: rows of a looped program. r_warps / l_warps / s_warps: warps of the
+    R-step, final L-step and non-final L-step programs; s_rows: query rows per chunk of a non-final
+    L-step. warps: warps of the fused or on-chip program. stages: software-pipelining depth.
     pdl: programmatic dependent launch between a call's grids. chunk_bytes: intermediates above which a
     call runs its heads in chunks (``heads_per_chunk``). layout_in_grid: a masked tiled call lays out
     its sequences in its first grid, not in a launch of its own (``layout_kernel.py``).
@@ -64,7 +69,7 @@ class LaunchPlan:
     r_step: StepTiles
     l_step: StepTiles
     s_step: StepTiles
-    fused_warps: int
+    fused_warps: int  # of the one program per head: fused or on-chip
     stages: Optional[int]
     pdl: bool
     layout_in_grid: bool
@@ -111,10 +116,35 @@ def _fused_pays(bh: int, n_pad: int, num_steps: int, sm_count: Optional[int]) ->
     return sm_count is not None and num_steps == 1 and n_pad <= 512 and bh >= 4 * sm_count
 
 
+def onchip_fits(b: int, m: int, width: int) -> bool:
+    """Whether the on-chip kernel holds a head: blocks and offsets padded to at most
+    ``ONCHIP_EXTENT`` each (N' <= 256), head dims up to ``ONCHIP_WIDTH``."""
+    return pow2(b) <= ONCHIP_EXTENT and pow2(m) <= ONCHIP_EXTENT and width <= ONCHIP_WIDTH
+
+
+def _onchip_warps(width: int) -> int:
+    """Warps of the on-chip program. Untimed: the whole head is live in registers ((16, 16, 64)
+    tiles of q, k, aL and their products), so 8 warps at head dim 64 keep each thread's share
+    small enough not to spill; 4 below."""
+    return 8 if width >= 64 else 4
+
+
+def _mode(knobs: Knobs, onchip: bool, bh: int, n_pad: int, num_steps: int, sm_count: Optional[int]) -> str:
+    """The strategy: ``knobs.mode`` where it applies, else the default. The on-chip kernel is the
+    default wherever it applies on a GPU. Provisional until GPU-timed (docs/benchmarks.md, "Short
+    sequences", predicts it from the bytes it moves: only q, k, v and the output)."""
+    fallback = "fused" if _fused_pays(bh, n_pad, num_steps, sm_count) else "tiles"
+    if knobs.mode == "onchip" or (knobs.mode is None and sm_count is not None):
+        return "onchip" if onchip else fallback
+    return knobs.mode or fallback
+
+
 def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Optional[int], pdl: bool,
-              knobs: Knobs = Knobs()) -> LaunchPlan:
+              knobs: Knobs = Knobs(), plain: bool = False) -> LaunchPlan:
     """The plan for ``bh`` heads of blocks of ``b`` slots, ``m`` blocks, head width ``width`` (the
-    padded head dim); ``sm_count`` is None off CUDA (the interpreter), where the tiled strategy runs."""
+    padded head dim); ``sm_count`` is None off CUDA (the interpreter), where the tiled strategy runs
+    unless ``knobs`` say otherwise. ``plain``: an inference call without the op's options, the only
+    calls the on-chip kernel runs (a training call keeps ``aL, cL, Y`` in memory for its backward)."""
     r = _step(b, m, width, knobs, knobs.r_warps)
     lo = _step(m, b, width, knobs, knobs.l_warps)
     # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
@@ -123,8 +153,11 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     s = replace(lo, rows=lo.rows if lo.grouped or knobs.s_rows is None else knobs.s_rows, cols=s_cols,
                 tiles=lo.tiles if lo.grouped else b * -(-m // s_cols),
                 warps=knobs.s_warps if knobs.s_warps is not None else lo.warps)
-    mode = knobs.mode or ("fused" if _fused_pays(bh, m * b, num_steps, sm_count) else "tiles")
-    fused_warps = knobs.warps if knobs.warps is not None else max(r.warps, lo.warps)
+    mode = _mode(knobs, plain and onchip_fits(b, m, width), bh, m * b, num_steps, sm_count)
+    if knobs.warps is not None:
+        fused_warps = knobs.warps
+    else:
+        fused_warps = _onchip_warps(width) if mode == "onchip" else max(r.warps, lo.warps)
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)

@@ -182,7 +182,10 @@ class Replay:
 def alloc(nbytes: int, stream: int, device: torch.device):
     """Scratch from PyTorch's caching allocator on ``stream`` (its graph pool under CUDA-graph
     capture, as for any tensor): a raw pointer, no tensor made for it, where the device is the
-    current one (the raw allocator's); else a tensor on ``device``."""
+    current one (the raw allocator's); else a tensor on ``device``. None asked (the on-chip
+    kernel's calls): the address 0, which no launch reads."""
+    if nbytes == 0:
+        return 0
     if torch._C._cuda_getDevice() == device.index:
         return torch._C._cuda_cudaCachingAllocator_raw_alloc(nbytes, stream)
     return torch.empty(nbytes, dtype=torch.uint8, device=device)
@@ -193,6 +196,6 @@ def address(scratch) -> int:
 
 
 def free(scratch) -> None:
-    if isinstance(scratch, int):
+    if isinstance(scratch, int) and scratch:
         torch._C._cuda_cudaCachingAllocator_raw_delete(scratch)
 

@@ -26,6 +26,10 @@ VARIANTS = {
     "default": Knobs(),
     "tiles": Knobs(mode="tiles"),
     "fused": Knobs(mode="fused"),
+    # The on-chip kernel (N' <= 256, head dims <= 64; elsewhere the default plan) and its warps.
+    "onchip": Knobs(mode="onchip"),
+    "onchip-w4": Knobs(mode="onchip", warps=4),
+    "onchip-w16": Knobs(mode="onchip", warps=16),
     "rows128": Knobs(max_rows=128),
     "w8": Knobs(mode="tiles", r_warps=8, l_warps=8),
     "g64w4": Knobs(group_rows=64, warps=4, r_warps=4, l_warps=4),  # small tiles before variant 19

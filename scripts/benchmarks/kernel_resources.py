@@ -3,6 +3,7 @@
 machine: no GPU needed.
 
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
+    python scripts/benchmarks/kernel_resources.py --onchip [--warps W] [--mask] 256 256:2   # N' <= 256
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
     python scripts/benchmarks/kernel_resources.py --backward [N[:T[:b]] ...]  # the backward's kernels
     python scripts/benchmarks/kernel_resources.py --backward --rows 32 --warps 16 --stages 1 4096
@@ -78,6 +79,20 @@ def resources(compiled) -> str:
     return f"{regs} registers, {stack} B stack (spills), {compiled.metadata.shared} B shared"
 
 
+def onchip_config(N: int, T: int, mask: bool):
+    """(name, kernel, constexprs, warps) of the on-chip kernel's launch at this N (at most 256)."""
+    from monarch_convert.kernels.triton.onchip import _onchip_kernel
+    from monarch_convert.kernels.triton.plan import make_plan, pow2
+
+    b = math.isqrt(N - 1) + 1
+    m = -(-N // b)
+    p = make_plan(12, b, m, 64, T, 132, False, plain=True)
+    assert p.mode == "onchip", f"N = {N}: no on-chip kernel"
+    yield "on-chip", _onchip_kernel, dict(D=64, DV=64, NUM_STEPS=T, HAS_MASK=mask, PRE=False, IEEE=False,
+                                          BM=max(16, pow2(m)), BB=max(16, pow2(b)), BD=64, BDV=64,
+                                          BN=max(16, pow2(N))), p.fused_warps
+
+
 def kernel_configs(N: int, T: int, mask: bool):
     """(name, kernel, constexprs, warps) of each launch of a tiled call at this N."""
     from monarch_convert.kernels.triton.plan import make_plan
@@ -148,10 +163,11 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None, ro
 
 def every_variant():
     """(kernel, constexprs) of every code path the launcher can compile: grouped, one column tile
-    and looped programs of each step kind, the first and a later R-step, and the fused kernel; then
-    the same with the op's options on."""
+    and looped programs of each step kind, the first and a later R-step, the fused and the on-chip
+    kernel; then the same with the op's options on (not the on-chip kernel's: it runs without)."""
     from monarch_convert.kernels.triton.fused import _fused_kernel
     from monarch_convert.kernels.triton.layout_kernel import _layout_kernel
+    from monarch_convert.kernels.triton.onchip import _onchip_kernel
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 
     common = dict(D=72, HAS_MASK=True, IEEE=False, BQ=64, BK=64, BD=128, PDL=True)
@@ -169,6 +185,9 @@ def every_variant():
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
     yield _layout_kernel, dict(PRE=True, CH=1024)
+    # The on-chip kernel: a head dim below its padding, a mask (its own layout, scattered tokens).
+    yield _onchip_kernel, dict(D=40, DV=64, NUM_STEPS=2, HAS_MASK=True, PRE=True, IEEE=False, BM=16, BB=16, BD=64,
+                               BDV=64, BN=256)
     yield from _option_variants(common, with_v, whole)
 
 
@@ -199,6 +218,7 @@ def main(argv=None) -> None:
     p.add_argument("--stages", type=int, default=3, help="software-pipelining stages (default 3, Triton's)")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
     p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
+    p.add_argument("--onchip", action="store_true", help="the on-chip kernel (N <= 256) instead of the tiled ones")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: this compiles the kernels")
@@ -215,7 +235,7 @@ def main(argv=None) -> None:
         parts = [int(x) for x in case.split(":")]
         N, T, b = parts[0], (parts[1:] or [1])[0], (parts[2:] or [0])[0]
         configs = (backward_configs(N, T, args.mask, b or None, args.rows) if args.backward
-                   else kernel_configs(N, T, args.mask))
+                   else onchip_config(N, T, args.mask) if args.onchip else kernel_configs(N, T, args.mask))
         for name, kernel, constexprs, warps in configs:
             warps = args.warps or warps
             compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=args.stages)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from monarch_convert.kernels.triton.plan import Knobs
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -202,9 +204,11 @@ def test_backward_from_the_kept_forward(name, dtype):
 
     B, H, N, d, b, T, pad, mask_kind, strided = SHAPES[name]
     q, k, v, grad, mask = _inputs(B, H, N, d, dtype, strided, mask_kind)
-    assert (launch.plan_for(q, v, b, T).mode == "fused") == (name == "n256-fused")
+    mode = launch.plan_for(q, v, b, T).mode  # a training call's (never the on-chip kernel's)
+    assert (mode == "fused") == (name == "n256-fused")
     out, saved = launch.monarch_attention_triton_saving(q, k, v, mask, b, T, pad, d**-0.5)
-    assert torch.equal(out, launch.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5))
+    # The launches of an inference call in that mode (by default one at N = 256 runs the on-chip kernel).
+    assert torch.equal(out, launch.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, knobs=Knobs(mode=mode)))
     assert saved.numel() == launch.saved_bytes(q, v, b, T, mask is not None)
     got = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, d**-0.5, saved=saved)
     recomputed = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, d**-0.5)
@@ -247,6 +251,36 @@ def test_training_forward_keeps_its_scratch_and_inference_nothing():
             assert (saved is None) == (T == 2) and (T == 2 or saved.numel() == kept * 2**20)
             assert kept <= held < kept + 2, (held, kept)
             del out, saved
+
+
+def test_training_after_inference_at_n256_keeps_its_own_launches():
+    """Inference at N = 256 runs the on-chip kernel (nothing in memory); training calls at the same
+    shapes after it, eager (recorded, then replayed) and compiled, run their own launches, keep aL,
+    cL, Y for the backward and get the reference's gradients."""
+    from monarch_convert.kernels.ops import monarch_attention
+    from monarch_convert.kernels.triton import launch
+
+    q, k, v, grad, mask = _inputs(64, 12, 256, 64, torch.float16, True, "right")
+    launch.REPLAYS.clear()
+    with torch.no_grad():
+        for _ in range(2):  # recorded, then replayed
+            inference = monarch_attention(q, k, v, mask, block_size=16)
+    xs = [x.detach().requires_grad_() for x in (q, k, v)]
+    want = _grads(q, k, v, grad, mask, 16, 1, "post", "torch")
+
+    def eager(q, k, v):
+        return monarch_attention(q, k, v, mask, block_size=16)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(eager, fullgraph=True)
+    for fn in (eager, eager, compiled):
+        out = fn(*xs)
+        if fn is eager:  # the autograd Function's saved tensors: q, k, v, the mask, the kept scratch
+            assert out.grad_fn.saved_tensors[4].numel() == launch.saved_bytes(q, v, 16, 1, True)
+        torch.testing.assert_close(out, inference, rtol=2e-3, atol=2e-3)
+        got = torch.autograd.grad(out, xs, grad)
+        for x, g, w in zip("qkv", got, want):
+            assert _rel(g, w) < TOL[torch.float16], (x, _rel(g, w))
 
 
 @pytest.mark.parametrize("T", [1, 2])

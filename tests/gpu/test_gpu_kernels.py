@@ -194,6 +194,38 @@ def test_both_paths_agree(kern, T):
     torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
 
 
+# The on-chip kernel (N' <= 256, head dims <= 64), at batch 64: (B, H, N, d, dv, b, T, pad, mask, strided).
+ONCHIP_SHAPES = {
+    "n256": (64, 12, 256, 64, 64, 16, 1, "post", None, True),
+    "n256-T2": (64, 12, 256, 64, 64, 16, 2, "pre", None, True),
+    "n256-right": (64, 12, 256, 64, 64, 16, 1, "pre", "right", True),
+    "n256-T2-random": (64, 12, 256, 64, 64, 16, 2, "post", "random", False),  # scattered real tokens
+    "vit-b-T3-left": (64, 12, 197, 64, 64, 14, 3, "pre", "left", True),  # b = 14, m = 15
+    "n200-d32-T2": (64, 12, 200, 32, 32, 16, 2, "post", "random", False),  # m = 13
+}
+ONCHIP_CASES = [(name, dtype) for name in ONCHIP_SHAPES for dtype in (torch.float16, torch.bfloat16)] + [
+    ("n256-T2-random", torch.float32)]
+
+
+@pytest.mark.parametrize("name,dtype", ONCHIP_CASES, ids=lambda x: str(x).replace("torch.", ""))
+def test_onchip_matches_reference(kern, name, dtype):
+    """The on-chip kernel, the default at these sizes (checked), against the reference."""
+    B, H, N, d, dv, b, T, pad, mask, strided = ONCHIP_SHAPES[name]
+    q, _, v = _qkv(B, H, N, d, dv, dtype, strided)
+    assert kern.plan_for(q, v, b, T, plain=True).mode == "onchip"
+    _check(kern, B, H, N, d, dv, b, T, pad, mask, dtype, strided, cfg={"mode": "onchip"})
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_onchip_agrees_with_the_fused_kernel(kern, T):
+    q, k, v = _qkv(64, 12, 197, 64, 64, torch.float16, strided=True)
+    mask = _mask("random", 64, 197)
+    a = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, knobs=Knobs(mode="onchip"), poison=True)
+    b = kern.monarch_attention_triton(q, k, v, mask, 14, T, "pre", 0.125, knobs=Knobs(mode="fused"), poison=True)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
+
+
 @pytest.mark.parametrize("rows", [32, 64, 128])
 def test_row_tiles(kern, rows):
     """Programs of fewer rows than a block holds (b = 128 > rows) loop over wider column tiles."""
@@ -315,8 +347,10 @@ REPLAY_CASES = [  # (B, H, N, d, dv, b, T, pad, mask kind, strided)
     (2, 12, 512, 64, 64, 23, 1, "pre", "random", True),
     (3, 4, 1000, 64, 32, 32, 2, "post", "right", False),
     (1, 12, 4096, 64, 64, 64, 2, "pre", "left", True),
-    (64, 12, 197, 64, 64, 14, 1, "pre", None, True),  # the fused kernel
-    (64, 12, 197, 64, 64, 14, 1, "post", "random", True),  # the fused kernel, after a layout launch
+    (64, 12, 480, 64, 64, 22, 1, "pre", None, True),  # the fused kernel
+    (64, 12, 480, 64, 64, 22, 1, "post", "random", True),  # the fused kernel, after a layout launch
+    (64, 12, 197, 64, 64, 14, 1, "pre", None, True),  # the on-chip kernel (no scratch)
+    (64, 12, 256, 64, 64, 16, 2, "post", "random", True),  # the on-chip kernel, its own layout of the mask
     (8, 12, 4096, 64, 64, 64, 1, "post", "right", True),  # tiles, after a layout launch
     (1, 12, 16384, 64, 64, 128, 2, "post", "right", True),  # heads in chunks (32 MiB below)
 ]
@@ -382,31 +416,35 @@ def test_peak_memory_of_heads_in_chunks(kern, T, mask_kind):
     assert torch.cuda.max_memory_allocated() - base + 3 * q.numel() * q.element_size() <= 1.25 * io
 
 
-def test_replays_are_cuda_graph_safe(kern):
-    q, k, v = _qkv(2, 12, 1024, 64, 64, torch.float16, True)
-    mask = _mask("right", 2, 1024)
+@pytest.mark.parametrize("B,N,b,mask_kind", [(2, 1024, 32, "right"), (64, 256, 16, "right"), (64, 256, 16, "random"),
+                                             (64, 256, 16, None)])
+def test_replays_are_cuda_graph_safe(kern, B, N, b, mask_kind):
+    """N = 256: the on-chip kernel's replay (no scratch) captured in a graph."""
+    q, k, v = _qkv(B, 12, N, 64, 64, torch.float16, True)
+    mask = _mask(mask_kind, B, N)
     kern.REPLAYS.clear()
-    kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)  # recorded
+    kern.monarch_attention_triton(q, k, v, mask, b, 2, "post", 0.125)  # recorded
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)
+        kern.monarch_attention_triton(q, k, v, mask, b, 2, "post", 0.125)
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        out = kern.monarch_attention_triton(q, k, v, mask, 32, 2, "post", 0.125)
-    q2, k2, v2 = _qkv(2, 12, 1024, 64, 64, torch.float16, True, seed=5)
+        out = kern.monarch_attention_triton(q, k, v, mask, b, 2, "post", 0.125)
+    q2, k2, v2 = _qkv(B, 12, N, 64, 64, torch.float16, True, seed=5)
     for dst, src in ((q, q2), (k, k2), (v, v2)):
         dst.copy_(src)
     g.replay()
     torch.cuda.synchronize()
-    assert torch.equal(out, kern.monarch_attention_triton(q2, k2, v2, mask, 32, 2, "post", 0.125, knobs=Knobs()))
+    assert torch.equal(out, kern.monarch_attention_triton(q2, k2, v2, mask, b, 2, "post", 0.125, knobs=Knobs()))
 
 
 # Extreme logits (tests/test_op.py: extreme_qkv): the output stays in the convex hull of v, at realistic
-# sizes, in both half precisions. (seq, b, knobs): BERT-base, ViT-B on the fused path, N = 4096 with
-# a grouped and a looped R-step (b = 512 > 128).
-EXTREME_GPU_CASES = ((512, 23, {}), (197, 14, {"mode": "fused"}), (4096, 64, {}), (4096, 512, {}))
+# sizes, in both half precisions. (seq, b, knobs): BERT-base, ViT-B on the fused and on-chip paths,
+# N = 4096 with a grouped and a looped R-step (b = 512 > 128).
+EXTREME_GPU_CASES = ((512, 23, {}), (197, 14, {"mode": "fused"}), (197, 14, {"mode": "onchip"}), (4096, 64, {}),
+                     (4096, 512, {}))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
