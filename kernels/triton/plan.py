@@ -124,8 +124,9 @@ def onchip_fits(b: int, m: int, width: int) -> bool:
 
 def _onchip_warps(width: int) -> int:
     """Warps of the on-chip program. Untimed: the whole head is live in registers ((16, 16, 64)
-    tiles of q, k, aL and their products), so 8 warps at head dim 64 keep each thread's share
-    small enough not to spill; 4 below."""
+    tiles of q, k, aL and their products). Compiled for sm_90, 4 warps spilled at head dim 64 and 8
+    did not (190-252 registers); at head dim 32, 4 warps took 199-207 registers and no spills
+    (docs/benchmarks.md, "The on-chip strategy")."""
     return 8 if width >= 64 else 4
 
 
