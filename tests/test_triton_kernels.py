@@ -298,7 +298,7 @@ def test_training_calls_never_run_onchip(kern, monkeypatch):
     make_plan = kern.make_plan
     monkeypatch.setattr(kern, "make_plan", lambda *a, **kw: make_plan(*a[:5], 132, *a[6:], **kw))
     gen = torch.Generator().manual_seed(23)
-    q, k, v = _inputs(2, 3, 64, 16, 16, torch.float32, gen=gen)
+    q, k, v = _inputs(2, 3, 64, 16, 16, torch.float16, gen=gen)
     launched = _launched(kern, monkeypatch)
     for T in (1, 2):
         kern.REPLAYS.clear()
@@ -309,15 +309,15 @@ def test_training_calls_never_run_onchip(kern, monkeypatch):
         kept, saved = kern.monarch_attention_triton_saving(q, k, v, None, 8, T, "post", 0.25)
         assert launched and kern._onchip_kernel not in launched
         assert (0 if saved is None else saved.numel()) == kern.saved_bytes(q, v, 8, T, False)
-        assert _rel(out, kept) < TOL[torch.float32]
+        assert _rel(out, kept) < TOL[torch.float16]
 
 
 def test_plan_picks_onchip_on_gpus_where_it_applies(kern):
     """The default on a GPU (an SM count) for inference calls at N' <= 256 and head dims <= 64, at
-    any T and batch; the other strategies elsewhere, for training calls and off CUDA; ``Knobs(mode=)``
-    overrides it."""
-    def plan(b, m, width=64, T=1, sm=132, plain=True, bh=768, **knobs):
-        return kern.plan_module.make_plan(bh, b, m, width, T, sm, True, Knobs(**knobs), plain=plain)
+    any T and batch, in half precision; the other strategies elsewhere, for training calls, float32
+    inputs and off CUDA; ``Knobs(mode=)`` overrides it."""
+    def plan(b, m, width=64, T=1, sm=132, plain=True, bh=768, ieee=False, **knobs):
+        return kern.plan_module.make_plan(bh, b, m, width, T, sm, True, Knobs(**knobs), plain=plain, ieee=ieee)
 
     for args in ((16, 16), (16, 16, 64, 2), (14, 15, 64, 3), (10, 10, 32, 1, 132, True, 8), (1, 16), (12, 1)):
         assert plan(*args).mode == "onchip", args
@@ -326,6 +326,7 @@ def test_plan_picks_onchip_on_gpus_where_it_applies(kern):
     for args in ((16, 17), (32, 8), (16, 16, 128)):  # 32 blocks, 32 offsets, head dims above 64
         assert plan(*args).mode == "fused", args
     assert plan(16, 16, sm=None).mode == "tiles" and plan(16, 16, sm=None, mode="onchip").mode == "onchip"
+    assert plan(16, 16, ieee=True).mode == "fused" and plan(16, 16, ieee=True, mode="onchip").mode == "onchip"
     assert plan(16, 16, mode="fused").mode == "fused" and plan(16, 16, mode="tiles").mode == "tiles"
     assert plan(22, 22, mode="onchip").mode == "fused"  # where it does not apply: the default
     assert (plan(16, 16).fused_warps, plan(16, 16, 32).fused_warps, plan(16, 16, warps=16).fused_warps) == (8, 4, 16)

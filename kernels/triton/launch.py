@@ -71,7 +71,8 @@ def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
     width = max(16, pow2(D), pow2(v.shape[-1]))
     sm_count, major = device_info(q) if q.is_cuda else (None, 0)
     return make_plan(B * H, b, max(1, -(-N // b)), width, num_steps, sm_count,
-                     pdl=q.is_cuda and not INTERPRETED and major >= 9, knobs=knobs, plain=plain)
+                     pdl=q.is_cuda and not INTERPRETED and major >= 9, knobs=knobs, plain=plain,
+                     ieee=q.dtype == torch.float32)
 
 
 @dataclass(frozen=True)

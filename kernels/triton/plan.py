@@ -124,28 +124,32 @@ def onchip_fits(b: int, m: int, width: int) -> bool:
 
 def _onchip_warps(width: int) -> int:
     """Warps of the on-chip program. Untimed: the whole head is live in registers ((16, 16, 64)
-    tiles of q, k, aL and their products). Compiled for sm_90, 4 warps spilled at head dim 64 and 8
-    did not (190-252 registers); at head dim 32, 4 warps took 199-207 registers and no spills
-    (docs/benchmarks.md, "The on-chip strategy")."""
+    tiles of q, k, aL and their products). Compiled for sm_90 (triton 3.6), 4 warps spilled at head
+    dim 64 and 8 did not (198-253 registers); at head dim 32, 4 warps took 250 registers and no
+    spills (docs/benchmarks.md, "The on-chip strategy")."""
     return 8 if width >= 64 else 4
 
 
-def _mode(knobs: Knobs, onchip: bool, bh: int, n_pad: int, num_steps: int, sm_count: Optional[int]) -> str:
+def _mode(knobs: Knobs, onchip: bool, bh: int, n_pad: int, num_steps: int, sm_count: Optional[int],
+          ieee: bool) -> str:
     """The strategy: ``knobs.mode`` where it applies, else the default. The on-chip kernel is the
-    default wherever it applies on a GPU. Provisional until GPU-timed (docs/benchmarks.md, "Short
-    sequences", predicts it from the bytes it moves: only q, k, v and the output)."""
+    default wherever it applies on a GPU, but for float32 inputs (``ieee``: its 3D dots then run
+    on the FMA units, and compiled for sm_90 it spilled 9.8 KB per thread). Provisional until
+    GPU-timed (docs/benchmarks.md, "Short sequences", predicts it from the bytes it moves: only q,
+    k, v and the output)."""
     fallback = "fused" if _fused_pays(bh, n_pad, num_steps, sm_count) else "tiles"
-    if knobs.mode == "onchip" or (knobs.mode is None and sm_count is not None):
+    if knobs.mode == "onchip" or (knobs.mode is None and sm_count is not None and not ieee):
         return "onchip" if onchip else fallback
     return knobs.mode or fallback
 
 
 def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Optional[int], pdl: bool,
-              knobs: Knobs = Knobs(), plain: bool = False) -> LaunchPlan:
+              knobs: Knobs = Knobs(), plain: bool = False, ieee: bool = False) -> LaunchPlan:
     """The plan for ``bh`` heads of blocks of ``b`` slots, ``m`` blocks, head width ``width`` (the
     padded head dim); ``sm_count`` is None off CUDA (the interpreter), where the tiled strategy runs
     unless ``knobs`` say otherwise. ``plain``: an inference call without the op's options, the only
-    calls the on-chip kernel runs (a training call keeps ``aL, cL, Y`` in memory for its backward)."""
+    calls the on-chip kernel runs (a training call keeps ``aL, cL, Y`` in memory for its backward);
+    ``ieee``: float32 inputs."""
     r = _step(b, m, width, knobs, knobs.r_warps)
     lo = _step(m, b, width, knobs, knobs.l_warps)
     # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
@@ -154,7 +158,7 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     s = replace(lo, rows=lo.rows if lo.grouped or knobs.s_rows is None else knobs.s_rows, cols=s_cols,
                 tiles=lo.tiles if lo.grouped else b * -(-m // s_cols),
                 warps=knobs.s_warps if knobs.s_warps is not None else lo.warps)
-    mode = _mode(knobs, plain and onchip_fits(b, m, width), bh, m * b, num_steps, sm_count)
+    mode = _mode(knobs, plain and onchip_fits(b, m, width), bh, m * b, num_steps, sm_count, ieee)
     if knobs.warps is not None:
         fused_warps = knobs.warps
     else:

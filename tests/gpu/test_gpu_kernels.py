@@ -209,10 +209,11 @@ ONCHIP_CASES = [(name, dtype) for name in ONCHIP_SHAPES for dtype in (torch.floa
 
 @pytest.mark.parametrize("name,dtype", ONCHIP_CASES, ids=lambda x: str(x).replace("torch.", ""))
 def test_onchip_matches_reference(kern, name, dtype):
-    """The on-chip kernel, the default at these sizes (checked), against the reference."""
+    """The on-chip kernel, the default at these sizes in half precision (checked), against the
+    reference."""
     B, H, N, d, dv, b, T, pad, mask, strided = ONCHIP_SHAPES[name]
     q, _, v = _qkv(B, H, N, d, dv, dtype, strided)
-    assert kern.plan_for(q, v, b, T, plain=True).mode == "onchip"
+    assert (kern.plan_for(q, v, b, T, plain=True).mode == "onchip") == (dtype != torch.float32)
     _check(kern, B, H, N, d, dv, b, T, pad, mask, dtype, strided, cfg={"mode": "onchip"})
 
 
