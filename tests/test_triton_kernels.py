@@ -293,8 +293,9 @@ def test_onchip_call_takes_only_its_own_tensors(kern):
 
 
 def test_training_calls_never_run_onchip(kern, monkeypatch):
-    """On a GPU (here: 132 SMs made up) inference calls at N' <= 256 run the on-chip kernel by
-    default; a training call, which keeps aL, cL, Y for its backward, runs the others."""
+    """On a GPU (here: 132 SMs made up) with the on-chip kernel on by default, inference calls at
+    N' <= 256 run it; a training call, which keeps aL, cL, Y for its backward, runs the others."""
+    monkeypatch.setattr(kern.plan_module, "ONCHIP_BY_DEFAULT", True)
     make_plan = kern.make_plan
     monkeypatch.setattr(kern, "make_plan", lambda *a, **kw: make_plan(*a[:5], 132, *a[6:], **kw))
     gen = torch.Generator().manual_seed(23)
@@ -312,13 +313,17 @@ def test_training_calls_never_run_onchip(kern, monkeypatch):
         assert _rel(out, kept) < TOL[torch.float16]
 
 
-def test_plan_picks_onchip_on_gpus_where_it_applies(kern):
-    """The default on a GPU (an SM count) for inference calls at N' <= 256 and head dims <= 64, at
-    any T and batch, in half precision; the other strategies elsewhere, for training calls, float32
+def test_plan_picks_onchip_on_gpus_where_it_applies(kern, monkeypatch):
+    """With ``ONCHIP_BY_DEFAULT`` (off until GPU-timed: then only ``Knobs(mode="onchip")`` runs it),
+    the default on a GPU (an SM count) for inference calls at N' <= 256 and head dims <= 64, at any
+    T and batch, in half precision; the other strategies elsewhere, for training calls, float32
     inputs and off CUDA; ``Knobs(mode=)`` overrides it."""
     def plan(b, m, width=64, T=1, sm=132, plain=True, bh=768, ieee=False, **knobs):
         return kern.plan_module.make_plan(bh, b, m, width, T, sm, True, Knobs(**knobs), plain=plain, ieee=ieee)
 
+    assert not kern.plan_module.ONCHIP_BY_DEFAULT
+    assert plan(16, 16).mode == "fused" and plan(16, 16, mode="onchip").mode == "onchip"
+    monkeypatch.setattr(kern.plan_module, "ONCHIP_BY_DEFAULT", True)
     for args in ((16, 16), (16, 16, 64, 2), (14, 15, 64, 3), (10, 10, 32, 1, 132, True, 8), (1, 16), (12, 1)):
         assert plan(*args).mode == "onchip", args
     assert plan(22, 22).mode == plan(16, 16, plain=False).mode == "fused"  # N' = 484; a training call

@@ -12,6 +12,11 @@ MODES = ("fused", "tiles", "onchip")
 # (``onchip.py``), and head dims (q, k and v) of at most ONCHIP_WIDTH.
 ONCHIP_EXTENT = 16
 ONCHIP_WIDTH = 64
+# Whether a GPU runs the on-chip kernel by default where it applies. Off until a GPU has run and
+# timed it: it compiles for sm_90 (triton 3.6) and matches the reference in the interpreter, but
+# no GPU was lent while it was written (docs/benchmarks.md, "The on-chip strategy").
+# ``Knobs(mode="onchip")`` runs it.
+ONCHIP_BY_DEFAULT = False
 
 
 @dataclass(frozen=True)
@@ -132,13 +137,14 @@ def _onchip_warps(width: int) -> int:
 
 def _mode(knobs: Knobs, onchip: bool, bh: int, n_pad: int, num_steps: int, sm_count: Optional[int],
           ieee: bool) -> str:
-    """The strategy: ``knobs.mode`` where it applies, else the default. The on-chip kernel is the
-    default wherever it applies on a GPU, but for float32 inputs (``ieee``: its 3D dots then run
-    on the FMA units, and compiled for sm_90 it spilled 9.8 KB per thread). Provisional until
-    GPU-timed (docs/benchmarks.md, "Short sequences", predicts it from the bytes it moves: only q,
-    k, v and the output)."""
+    """The strategy: ``knobs.mode`` where it applies, else the default. With ``ONCHIP_BY_DEFAULT``
+    the on-chip kernel is the default wherever it applies on a GPU, but for float32 inputs
+    (``ieee``: its 3D dots then run on the FMA units, and compiled for sm_90 it spilled 9.8 KB per
+    thread); docs/benchmarks.md, "Short sequences", predicts its speed from the bytes it moves
+    (only q, k, v and the output)."""
     fallback = "fused" if _fused_pays(bh, n_pad, num_steps, sm_count) else "tiles"
-    if knobs.mode == "onchip" or (knobs.mode is None and sm_count is not None and not ieee):
+    by_default = ONCHIP_BY_DEFAULT and knobs.mode is None and sm_count is not None and not ieee
+    if knobs.mode == "onchip" or by_default:
         return "onchip" if onchip else fallback
     return knobs.mode or fallback
 

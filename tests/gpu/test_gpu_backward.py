@@ -207,7 +207,7 @@ def test_backward_from_the_kept_forward(name, dtype):
     mode = launch.plan_for(q, v, b, T).mode  # a training call's (never the on-chip kernel's)
     assert (mode == "fused") == (name == "n256-fused")
     out, saved = launch.monarch_attention_triton_saving(q, k, v, mask, b, T, pad, d**-0.5)
-    # The launches of an inference call in that mode (by default one at N = 256 runs the on-chip kernel).
+    # The launches of an inference call in that mode (where the on-chip kernel is the default, one at N = 256 runs it).
     assert torch.equal(out, launch.monarch_attention_triton(q, k, v, mask, b, T, pad, d**-0.5, knobs=Knobs(mode=mode)))
     assert saved.numel() == launch.saved_bytes(q, v, b, T, mask is not None)
     got = bl.monarch_attention_backward(q, k, v, mask, grad, b, T, pad, d**-0.5, saved=saved)
@@ -253,13 +253,14 @@ def test_training_forward_keeps_its_scratch_and_inference_nothing():
             del out, saved
 
 
-def test_training_after_inference_at_n256_keeps_its_own_launches():
-    """Inference at N = 256 runs the on-chip kernel (nothing in memory); training calls at the same
-    shapes after it, eager (recorded, then replayed) and compiled, run their own launches, keep aL,
-    cL, Y for the backward and get the reference's gradients."""
+def test_training_after_inference_at_n256_keeps_its_own_launches(monkeypatch):
+    """Inference at N = 256 runs the on-chip kernel (nothing in memory) where it is the default;
+    training calls at the same shapes after it, eager (recorded, then replayed) and compiled, run
+    their own launches, keep aL, cL, Y for the backward and get the reference's gradients."""
     from monarch_convert.kernels.ops import monarch_attention
-    from monarch_convert.kernels.triton import launch
+    from monarch_convert.kernels.triton import launch, plan
 
+    monkeypatch.setattr(plan, "ONCHIP_BY_DEFAULT", True)
     q, k, v, grad, mask = _inputs(64, 12, 256, 64, torch.float16, True, "right")
     launch.REPLAYS.clear()
     with torch.no_grad():

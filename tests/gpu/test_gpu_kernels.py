@@ -208,9 +208,10 @@ ONCHIP_CASES = [(name, dtype) for name in ONCHIP_SHAPES for dtype in (torch.floa
 
 
 @pytest.mark.parametrize("name,dtype", ONCHIP_CASES, ids=lambda x: str(x).replace("torch.", ""))
-def test_onchip_matches_reference(kern, name, dtype):
-    """The on-chip kernel, the default at these sizes in half precision (checked), against the
-    reference."""
+def test_onchip_matches_reference(kern, name, dtype, monkeypatch):
+    """The on-chip kernel, with ``ONCHIP_BY_DEFAULT`` the default at these sizes in half precision
+    (checked), against the reference."""
+    monkeypatch.setattr(kern.plan_module, "ONCHIP_BY_DEFAULT", True)
     B, H, N, d, dv, b, T, pad, mask, strided = ONCHIP_SHAPES[name]
     q, _, v = _qkv(B, H, N, d, dv, dtype, strided)
     assert (kern.plan_for(q, v, b, T, plain=True).mode == "onchip") == (dtype != torch.float32)
@@ -362,6 +363,7 @@ def test_eager_replays_equal_launches_through_triton(kern, case, monkeypatch):
     """The second call of a signature relaunches the recorded kernels (kernels/triton/replay.py):
     on new inputs it gives bit for bit what a launch through Triton's launcher gives."""
     B, H, N, d, dv, b, T, pad, mask_kind, strided = case
+    monkeypatch.setattr(kern.plan_module, "ONCHIP_BY_DEFAULT", True)  # the N' <= 256 cases
     if N == 16384:
         monkeypatch.setattr(kern.plan_module, "CHUNK_BYTES", 32 << 20)
     kern.REPLAYS.clear()
@@ -419,8 +421,9 @@ def test_peak_memory_of_heads_in_chunks(kern, T, mask_kind):
 
 @pytest.mark.parametrize("B,N,b,mask_kind", [(2, 1024, 32, "right"), (64, 256, 16, "right"), (64, 256, 16, "random"),
                                              (64, 256, 16, None)])
-def test_replays_are_cuda_graph_safe(kern, B, N, b, mask_kind):
+def test_replays_are_cuda_graph_safe(kern, B, N, b, mask_kind, monkeypatch):
     """N = 256: the on-chip kernel's replay (no scratch) captured in a graph."""
+    monkeypatch.setattr(kern.plan_module, "ONCHIP_BY_DEFAULT", True)
     q, k, v = _qkv(B, 12, N, 64, 64, torch.float16, True)
     mask = _mask(mask_kind, B, N)
     kern.REPLAYS.clear()
