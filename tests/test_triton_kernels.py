@@ -143,12 +143,16 @@ def test_matches_reference(kern, case, mode):
     gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-{mode}".encode()))
     q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
     mask = key_padding_mask(mask_kind, B, N, gen)
-    out = _run(kern, q, k, v, mask, b, T, pad, knobs, mode)
-    ref = _reference(q, k, v, mask, b, T, pad)
+    _check_output(_run(kern, q, k, v, mask, b, T, pad, knobs, mode), q, k, v, mask, b, T, pad)
+
+
+def _check_output(out, q, k, v, mask, b, T, pad) -> None:
+    """``out`` is finite, in q's dtype, the reference's within tolerance and zero at padding tokens."""
     assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
-    assert out.dtype == dtype
-    assert _rel(out, ref) < TOL[dtype]
+    assert out.dtype == q.dtype
+    assert _rel(out, _reference(q, k, v, mask, b, T, pad)) < TOL[q.dtype]
     if mask is not None:
+        B, H, N = q.shape[:3]
         assert (out[~mask[:, None, :].expand(B, H, N)] == 0).all()
 
 
@@ -252,12 +256,7 @@ def test_onchip_matches_reference(kern, case, monkeypatch):
     launched = _launched(kern, monkeypatch)
     out = _run(kern, q, k, v, mask, b, T, pad, mode="onchip")
     assert launched == [kern._onchip_kernel]
-    ref = _reference(q, k, v, mask, b, T, pad)
-    assert torch.isfinite(out).all(), "NaN/Inf or unwritten output"
-    assert out.dtype == dtype
-    assert _rel(out, ref) < TOL[dtype]
-    if mask is not None:
-        assert (out[~mask[:, None, :].expand(B, H, N)] == 0).all()
+    _check_output(out, q, k, v, mask, b, T, pad)
 
 
 def test_onchip_only_where_it_applies(kern, monkeypatch):
