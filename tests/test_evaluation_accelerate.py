@@ -36,12 +36,14 @@ SCRIPT = textwrap.dedent(
 def test_two_cpu_processes_match_one(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    env_cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+    env_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
                str(tmp_path / "two")]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     subprocess.run([sys.executable, str(script), str(tmp_path / "one")], check=True, capture_output=True, timeout=120,
                    env=env)
-    subprocess.run(env_cmd, check=True, capture_output=True, timeout=180, env=env)
+    # --standalone above: a free port for the rendezvous (29500 may be held by another test's torchrun).
+    run = subprocess.run(env_cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
     one = json.loads((tmp_path / "one" / "evaluation.json").read_text())
     two = json.loads((tmp_path / "two" / "evaluation.json").read_text())
     assert one["num_processes"] == 1 and two["num_processes"] == 2

@@ -384,9 +384,13 @@ def test_two_processes_heal_as_one(tmp_path):
     script.write_text(DATA_PARALLEL)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     root = Path(__file__).resolve().parents[1]
-    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2"])):
-        subprocess.run([sys.executable, *launcher, str(script), str(tmp_path / name)], check=True, cwd=root,
-                       capture_output=True, timeout=300, env=env)
+    # --standalone: a free port for the rendezvous (the default, 29500, may be taken by another test's
+    # torchrun running at the same time on the other xdist worker).
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    for name, launcher in (("one", []), ("two", torchrun)):
+        run = subprocess.run([sys.executable, *launcher, str(script), str(tmp_path / name)], cwd=root,
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert run.returncode == 0, run.stderr[-4000:]
     one, two = (torch.load(tmp_path / n, weights_only=False) for n in ("one", "two"))
     assert one["report"]["num_processes"] == 1 and two["report"]["num_processes"] == 2
     # Key biases are left out: softmax (and nearly Monarch) is invariant to them, so their gradient is
