@@ -39,3 +39,14 @@ def test_backward_kernels_compile_for_sm90():
                             capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(" registers, ") == 8 + 10 + 8 + 5
+
+
+@pytest.mark.slow
+def test_onchip_kernel_resources_for_sm90():
+    """``kernel_resources.py --onchip`` compiles the on-chip kernel at its default warps (whatever the
+    launcher's default strategy) and reports its registers, spills and shared memory."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, RESOURCES, "--onchip", "--mask", "256", "200:2"], capture_output=True,
+                            text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(" on-chip ") == 2 and result.stdout.count(" registers, ") == 2

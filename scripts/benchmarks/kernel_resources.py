@@ -82,11 +82,11 @@ def resources(compiled) -> str:
 def onchip_config(N: int, T: int, mask: bool):
     """(name, kernel, constexprs, warps) of the on-chip kernel's launch at this N (at most 256)."""
     from monarch_convert.kernels.triton.onchip import _onchip_kernel
-    from monarch_convert.kernels.triton.plan import make_plan, pow2
+    from monarch_convert.kernels.triton.plan import Knobs, make_plan, pow2
 
     b = math.isqrt(N - 1) + 1
     m = -(-N // b)
-    p = make_plan(12, b, m, 64, T, 132, False, plain=True)
+    p = make_plan(12, b, m, 64, T, 132, False, Knobs(mode="onchip"), plain=True)
     assert p.mode == "onchip", f"N = {N}: no on-chip kernel"
     yield "on-chip", _onchip_kernel, dict(D=64, DV=64, NUM_STEPS=T, HAS_MASK=mask, PRE=False, IEEE=False,
                                           BM=max(16, pow2(m)), BB=max(16, pow2(b)), BD=64, BDV=64,
