@@ -5,9 +5,11 @@ three corpora before and after healing:
 - held-out full movie reviews (polarity-en-pang&lee1.csv; the 750 reviews that docs/results.md
   section 1b evaluates, or the first ``--reviews`` of them), never trained on;
 - the healing corpus, disjoint from both: sentences packed into passages of up to ``--max-length``
-  tokens, from uncertainty-conll2010.csv (Wikipedia and biomedical text; ``--corpus conll``) and/or
+  tokens, from uncertainty-conll2010.csv (Wikipedia and biomedical text; ``--corpus conll``),
   polarity-en-pang&lee2.csv (4,000 one-sentence film snippets from another source than the full
-  reviews; ``--corpus snippets``). The last ``--held-out`` passages are heal's held-out set; the
+  reviews; ``--corpus snippets``) and/or the other 750 full reviews of polarity-en-pang&lee1.csv
+  (section 1b's probe-training half, cut into sentences: the same collection as the evaluated
+  reviews, none of the same texts; ``--corpus reviews``). The last ``--held-out`` passages are heal's held-out set; the
   sentences of the others are packed ``--packings`` times (in their order, then shuffled), so that
   a long healing run sees new passages rather than the same few hundred again;
 - a third corpus, also never trained on: the e-mails of spam-apache.csv (``--third`` of them).
@@ -61,7 +63,34 @@ def passages(sentences: Counted, max_length: int) -> list[str]:
     return [" ".join(s for s, _ in group) for group in groups(sentences, max_length)]
 
 
-HEAL_CORPORA = {"conll": "uncertainty-conll2010.csv", "snippets": "polarity-en-pang&lee2.csv"}
+HEAL_CORPORA = {"conll": "uncertainty-conll2010.csv", "snippets": "polarity-en-pang&lee2.csv",
+                "reviews": "polarity-en-pang&lee1.csv (the half not evaluated)"}
+
+
+def review_halves(cache: Path) -> tuple[list[str], list[str]]:
+    """(section 1b's probe-training half, its evaluated half) of the full reviews."""
+    from monarch_convert.evaluation.data import split_indices
+
+    reviews = load_corpus("reviews", cache)["text"]
+    trained, evaluated = split_indices(list(range(len(reviews))), 0.5, 0)
+    return [reviews[i] for i in trained], [reviews[i] for i in evaluated]
+
+
+def healing_sentences(name: str, cache: Path) -> list[str]:
+    """The sentences of one healing corpus. The full reviews (most longer than 512 tokens) are cut
+    at sentence ends, so that packing them shuffled makes new passages rather than the same
+    truncated review again; a sentence that also occurs in an evaluated review is left out (the
+    collection holds reviews that share sentences: 1,958 of 26,796 here)."""
+    if name != "reviews":
+        return read_texts(HEAL_CORPORA[name], cache)
+    import re
+
+    def sentences(reviews: list[str]) -> list[str]:
+        return [s for review in reviews for s in re.split(r"(?<=[.!?])\s+", review) if s.strip()]
+
+    trained, evaluated = review_halves(cache)
+    seen = set(sentences(evaluated))
+    return [s for s in sentences(trained) if s not in seen]
 
 
 def healing_passages(a, tokenizer) -> tuple[list[str], list[str]]:
@@ -73,7 +102,7 @@ def healing_passages(a, tokenizer) -> tuple[list[str], list[str]]:
 
     train, held_out = [], []
     for name in a.corpus:
-        packed = groups(counted(read_texts(HEAL_CORPORA[name], a.cache), tokenizer), a.max_length)
+        packed = groups(counted(healing_sentences(name, a.cache), tokenizer), a.max_length)
         share = max(1, a.held_out // len(a.corpus))
         held_out += [" ".join(s for s, _ in g) for g in packed[-share:]]
         train += [item for g in packed[:-share] for item in g]
@@ -111,13 +140,9 @@ def cosines(reference, embeddings) -> dict:
 
 
 def corpora(a, tokenizer) -> dict[str, list[str]]:
-    from monarch_convert.evaluation.data import split_indices
-
-    reviews = load_corpus("reviews", a.cache)["text"]
-    _, evaluated = split_indices(list(range(len(reviews))), 0.5, 0)  # section 1b's evaluated half
     spam = read_texts("spam-apache.csv", a.cache)
     return {
-        "reviews": [reviews[i] for i in evaluated][: a.reviews],
+        "reviews": review_halves(a.cache)[1][: a.reviews],
         **dict(zip(("heal", "heal_held_out"), healing_passages(a, tokenizer))),
         "third": spam[: a.third],
     }
