@@ -52,14 +52,23 @@ TILE_OVERRIDES: dict = {}
 
 def tile(width: int, head_dim: int, kernel: str = "") -> tuple[int, int, int, int]:
     """(tile width, rows per chunk, warps, stages) of a program whose tile spans ``width`` keys
-    (R-programs: b) or blocks (L-programs: m) at head dim ``head_dim``. For sm_90 at head dim 64
-    (``kernel_resources.py --backward``), the R-backward spilled registers with 32-row chunks at
-    widths 64 and 128, and with 4 warps at widths 32 and 64; these choices spill nothing. (Compiled
-    resources only: no timing behind them.)"""
+    (R-programs: b) or blocks (L-programs: m) at head dim ``head_dim``; ``kernel`` is the program's
+    name (``_r_bwd``, ``_l_bwd``, ...; ``_wide`` appended for blocks longer than MAX_TILE)."""
     full = max(16, pow2(width))
-    if kernel in TILE_OVERRIDES:
-        rows, warps, stages = TILE_OVERRIDES[kernel]
+    if kernel.removesuffix("_wide") in TILE_OVERRIDES:
+        rows, warps, stages = TILE_OVERRIDES[kernel.removesuffix("_wide")]
         return full, min(rows, full), warps, stages
+    if head_dim <= 64 and kernel == "_r_bwd":
+        # H100, float16, d = 64, b = m = 32 / 64 / 128 (bench_backward_tiles.py, code b5ff63c): a
+        # whole block per chunk, 4 warps up to b = 64 (12.2 / 40.7 us against 16.7 / 107 at 16
+        # rows, 8 warps), 8 at 128 (232 us against 381); 3 stages were slower everywhere.
+        return full, min(full, 128), 4 if full <= 64 else 8, 1
+    if head_dim <= 64 and kernel == "_l_bwd":
+        # Same sweep: 4 warps, 3 stages; 64 rows up to m = 64 (30.2 us against 38.5 at N = 4096),
+        # 32 at m = 128 (176 us against 257; 64 rows 265).
+        return full, min(full, 64) if full <= 64 else 32, 4, 3
+    # Compiled resources only (``kernel_resources.py --backward``, sm_90, d = 64): the R-backward
+    # spilled with 32-row chunks at widths 64 and 128; these choices spill nothing.
     rows = 16 if full >= 64 else min(full, 32)
     return full, rows, 8 if full * max(16, pow2(head_dim)) >= 32 * 64 else 4, _STAGES
 
@@ -155,7 +164,7 @@ class _Bwd:
         """An R-program per (head, block): ``_r_fwd`` or ``_r_bwd``, over key tiles where a block is
         longer than ``MAX_TILE``."""
         kernel = getattr(_kernels(self.wide), name + ("_wide_kernel" if self.wide else "_kernel"))
-        BB, BQ, warps, stages = tile(min(self.b, MAX_TILE), self.q.shape[-1], name)
+        BB, BQ, warps, stages = tile(min(self.b, MAX_TILE), self.q.shape[-1], name + ("_wide" if self.wide else ""))
         DV = self.v.shape[-1]
         self.launch(kernel, self.bh * self.m, *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(),
                     *self.v.stride(), self.scale, DV=DV, BB=BB, BQ=BQ, BDV=max(16, pow2(DV)), **self.flags(),
