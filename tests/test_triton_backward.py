@@ -81,6 +81,8 @@ CASES = [
     (3, 1, 30, 16, 16, 4, 2, "post", "empty_row", torch.float32, "bhnd"),
     (2, 1, 40, 72, 48, 6, 3, "pre", "left", torch.float32, "bnhd"),
     (1, 1, 20, 16, 16, 1, 2, "post", None, torch.float32, "bhnd"),  # b = 1: softmax itself
+    # float16 with blocks of 40: the timed tiles (one chunk of a whole block per R-backward program)
+    (1, 1, 1200, 16, 16, 40, 1, "post", "right", torch.float16, "bhnd"),
 ]
 
 
@@ -224,6 +226,20 @@ def test_beyond_one_tile(kern, monkeypatch, N, b):
     for g, w in zip(got, want):
         assert _rel(g, w) < TOL[torch.float32]
         assert (g.transpose(1, 2)[~mask] == 0).all()
+
+
+def test_timed_tiles_only_where_timed(kern):
+    """The backward's timed row chunks, warps and stages apply to the R- and L-backward programs at
+    head dims up to 64 where they were timed (``timed``), and nowhere else."""
+    assert kern.tile(128, 64, "_r_bwd", True) == (128, 128, 8, 1)
+    assert kern.tile(40, 64, "_r_bwd", True) == (64, 64, 4, 1)
+    assert kern.tile(64, 64, "_l_bwd", True) == (64, 64, 4, 3)
+    assert kern.tile(128, 64, "_l_bwd", True) == (128, 32, 4, 3)
+    untimed = kern.tile(128, 64)
+    assert untimed[1:3] == (16, 8)
+    for name, width, head_dim, timed in [("_r_bwd", 128, 64, False), ("_r_bwd_wide", 128, 64, True),
+                                         ("_r_bwd", 128, 128, True), ("_r_fwd", 128, 64, True)]:
+        assert kern.tile(width, head_dim, name, timed) == kern.tile(width, head_dim), name
 
 
 def test_tile_overrides_change_chunks_not_gradients(kern, monkeypatch):

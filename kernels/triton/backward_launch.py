@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 
 from ..layout import capped_block_size
-from .launch import INTERPRETED, Scratch
+from .launch import INTERPRETED, Scratch, device_info
 from .layout_kernel import _layout_kernel
 from .plan import pow2
 from .replay import address, alloc, current_stream, free, knobs_allow_replay, record, relaunch, signature
@@ -50,23 +50,26 @@ _STAGES = 3
 TILE_OVERRIDES: dict = {}
 
 
-def tile(width: int, head_dim: int, kernel: str = "") -> tuple[int, int, int, int]:
+def tile(width: int, head_dim: int, kernel: str = "", timed: bool = False) -> tuple[int, int, int, int]:
     """(tile width, rows per chunk, warps, stages) of a program whose tile spans ``width`` keys
     (R-programs: b) or blocks (L-programs: m) at head dim ``head_dim``; ``kernel`` is the program's
-    name (``_r_bwd``, ``_l_bwd``, ...; ``_wide`` appended for blocks longer than MAX_TILE)."""
+    name (``_r_bwd``, ``_l_bwd``, ...; ``_wide`` appended for blocks longer than MAX_TILE). ``timed``:
+    16-bit inputs on Hopper or later (or the interpreter), where the choices below were timed; they
+    take up to 144 KiB of shared memory (``kernel_resources.py --backward``), more than older GPUs
+    give a program, and float32 tiles twice the registers."""
     full = max(16, pow2(width))
     if kernel.removesuffix("_wide") in TILE_OVERRIDES:
         rows, warps, stages = TILE_OVERRIDES[kernel.removesuffix("_wide")]
         return full, min(rows, full), warps, stages
-    if head_dim <= 64 and kernel == "_r_bwd":
+    if timed and head_dim <= 64 and kernel == "_r_bwd":
         # H100, float16, d = 64, b = m = 32 / 64 / 128 (bench_backward_tiles.py, code b5ff63c): a
-        # whole block per chunk, 4 warps up to b = 64 (12.2 / 40.7 us against 16.7 / 107 at 16
-        # rows, 8 warps), 8 at 128 (232 us against 381); 3 stages were slower everywhere.
-        return full, min(full, 128), 4 if full <= 64 else 8, 1
-    if head_dim <= 64 and kernel == "_l_bwd":
-        # Same sweep: 4 warps, 3 stages; 64 rows up to m = 64 (30.2 us against 38.5 at N = 4096),
-        # 32 at m = 128 (176 us against 257; 64 rows 265).
-        return full, min(full, 64) if full <= 64 else 32, 4, 3
+        # whole block per chunk, 4 warps up to b = 64 (12.2 / 40.7 µs against 16.7 / 107 at 16
+        # rows, 8 warps), 8 at 128 (232 µs against 381); 3 stages were slower everywhere.
+        return full, full, 4 if full <= 64 else 8, 1
+    if timed and head_dim <= 64 and kernel == "_l_bwd":
+        # Same sweep: 4 warps, 3 stages; 64 rows up to m = 64 (30.2 µs against 38.5 at N = 4096),
+        # 32 at m = 128 (176 µs against 257; 64 rows 265).
+        return full, full if full <= 64 else 32, 4, 3
     # Compiled resources only (``kernel_resources.py --backward``, sm_90, d = 64): the R-backward
     # spilled with 32-row chunks at widths 64 and 128; these choices spill nothing.
     rows = 16 if full >= 64 else min(full, 32)
@@ -147,6 +150,16 @@ class _Bwd:
         return pow2(self.b) > MAX_TILE
 
     @property
+    def width(self) -> int:
+        """The wider of the q/k and v head dims: what ``tile`` sizes a program's registers by."""
+        return max(self.q.shape[-1], self.v.shape[-1])
+
+    @property
+    def timed(self) -> bool:
+        """Whether ``tile``'s timed choices apply: 16-bit inputs on Hopper or later, or the interpreter."""
+        return self.q.element_size() == 2 and (INTERPRETED or device_info(self.q)[1] >= 9)
+
+    @property
     def l_tiles(self) -> int:
         """Tiles of blocks per offset: more than one where m is wider than ``MAX_TILE`` (STATS)."""
         return -(-self.m // MAX_TILE) if pow2(self.m) > MAX_TILE else 1
@@ -164,7 +177,8 @@ class _Bwd:
         """An R-program per (head, block): ``_r_fwd`` or ``_r_bwd``, over key tiles where a block is
         longer than ``MAX_TILE``."""
         kernel = getattr(_kernels(self.wide), name + ("_wide_kernel" if self.wide else "_kernel"))
-        BB, BQ, warps, stages = tile(min(self.b, MAX_TILE), self.q.shape[-1], name + ("_wide" if self.wide else ""))
+        BB, BQ, warps, stages = tile(min(self.b, MAX_TILE), self.width, name + ("_wide" if self.wide else ""),
+                                     self.timed)
         DV = self.v.shape[-1]
         self.launch(kernel, self.bh * self.m, *ptrs, *self.seq, *self.dims, *self.q.stride(), *self.k.stride(),
                     *self.v.stride(), self.scale, DV=DV, BB=BB, BQ=BQ, BDV=max(16, pow2(DV)), **self.flags(),
@@ -172,7 +186,7 @@ class _Bwd:
 
     def l_launch(self, kernel, *ptrs, strides=(), **consts) -> None:
         """An L-program per (head, offset, tile of blocks)."""
-        BM, BQ, warps, stages = tile(min(self.m, MAX_TILE), self.q.shape[-1], kernel.fn.__name__[:-7])
+        BM, BQ, warps, stages = tile(min(self.m, MAX_TILE), self.width, kernel.fn.__name__[:-7], self.timed)
         self.launch(kernel, self.bh * self.b * self.l_tiles, *ptrs, *self.seq, *self.dims, self.l_tiles,
                     *self.q.stride(), *strides, self.scale, BM=BM, BQ=BQ, STATS=self.l_tiles > 1, **self.flags(),
                     **consts, num_warps=warps, num_stages=stages)

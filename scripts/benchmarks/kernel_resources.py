@@ -115,7 +115,7 @@ def kernel_configs(N: int, T: int, mask: bool):
 
 
 def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None, rows: Optional[int] = None):
-    """(name, kernel, constexprs, warps) of each kind of launch of a backward call at this N and
+    """(name, kernel, constexprs, warps, stages or None) of each kind of launch of a backward call at this N and
     block size (default ceil(sqrt(N))), as ``kernels/triton/backward_launch.py`` makes them: the
     recomputation, then the walk back (at T = 1 also the output stage's reading the training
     forward's kept intermediates); with more than 128 blocks, the L-programs' STATS variants,
@@ -129,36 +129,42 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None, ro
     b = block or math.isqrt(N - 1) + 1
     m = -(-N // b)
     (BB, r_rows, r_warps, _), (BM, l_rows, l_warps, _) = tile(min(b, MAX_TILE), 64), tile(min(m, MAX_TILE), 64)
+    # The backward programs' own choices (float16 inputs), as the launcher makes them.
+    _, rb_rows, rb_warps, rb_stages = tile(min(b, MAX_TILE), 64, "_r_bwd" + ("_wide" if b > MAX_TILE else ""), True)
+    _, lb_rows, lb_warps, lb_stages = tile(min(m, MAX_TILE), 64, "_l_bwd", True)
     r_fwd, r_bwd = (backward_wide._r_fwd_wide_kernel, backward_wide._r_bwd_wide_kernel) if b > MAX_TILE else (
         bw._r_fwd_kernel, bw._r_bwd_kernel)
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64)
     stats = m > MAX_TILE
     if rows:
-        r_rows, l_rows = min(rows, BB), min(rows, BM)
+        r_rows, l_rows, rb_rows, lb_rows = min(rows, BB), min(rows, BM), min(rows, BB), min(rows, BM)
     r, lo = dict(base, DV=64, BDV=64, BB=BB, BQ=r_rows), dict(base, BM=BM, BQ=l_rows, STATS=stats)
+    lb = dict(lo, DV=64, BDV=64, BQ=lb_rows)
     wide = dict(base, DV=64, BDV=64, BM=BM, BQ=l_rows)
     for first in (True, False)[:T]:
         last = first == (T == 1)
         kind = dict(r, FROM_SUMMARY=not first, WANT_Y=last)
-        yield f"R-step {'first' if first else 'last'}", r_fwd, kind, r_warps
-        yield f"R backward {'first' if first else 'last'}", r_bwd, dict(kind, DK_FIRST=last, DK_LAST=first), r_warps
+        yield f"R-step {'first' if first else 'last'}", r_fwd, kind, r_warps, None
+        yield (f"R backward {'first' if first else 'last'}", r_bwd,
+               dict(kind, BQ=rb_rows, DK_FIRST=last, DK_LAST=first), rb_warps, rb_stages)
     if T > 1:
         if stats:
-            yield "L stats (summaries)", bw._l_stats_kernel, dict(wide, WANT_DELTA=False, FINAL=False), l_warps
-        yield "L-step (summaries)", bw._l_fwd_kernel, lo, l_warps
-        yield "L backward (summaries)", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=False, DQ_FIRST=False), l_warps
+            yield "L stats (summaries)", bw._l_stats_kernel, dict(wide, WANT_DELTA=False, FINAL=False), l_warps, None
+        yield "L-step (summaries)", bw._l_fwd_kernel, lo, l_warps, None
+        yield ("L backward (summaries)", bw._l_bwd_kernel, dict(lb, FINAL=False, DQ_FIRST=False), lb_warps,
+               lb_stages)
     # At T = 1 a training call reads the forward's kept aL, cL, Y (SAVED); a call without them recomputes.
     for saved in (False, True)[:2 if T == 1 else 1]:
         kept = ", kept forward" if saved else ""
         if stats:
             yield f"L stats (output{kept})", bw._l_stats_kernel, dict(wide, WANT_DELTA=True, FINAL=True,
-                                                                       SAVED=saved), l_warps
-        yield f"L backward (output{kept})", bw._l_bwd_kernel, dict(lo, DV=64, BDV=64, FINAL=True, DQ_FIRST=True,
-                                                                   SAVED=saved), l_warps
+                                                                       SAVED=saved), l_warps, None
+        yield (f"L backward (output{kept})", bw._l_bwd_kernel, dict(lb, FINAL=True, DQ_FIRST=True, SAVED=saved),
+               lb_warps, lb_stages)
     if mask or stats or b > MAX_TILE:
-        yield "zero", bw._zero_kernel, dict(BLOCK=4096), 4
+        yield "zero", bw._zero_kernel, dict(BLOCK=4096), 4, None
     if b > MAX_TILE:
-        yield "cast", bw._cast_kernel, dict(BLOCK=4096), 4
+        yield "cast", bw._cast_kernel, dict(BLOCK=4096), 4, None
 
 
 def every_variant():
@@ -215,7 +221,9 @@ def main(argv=None) -> None:
     p.add_argument("--warps", type=int, default=None, help="warps per program (default: the launcher's)")
     p.add_argument("--mask", action="store_true", help="with a key-padding mask")
     p.add_argument("--rows", type=int, default=None, help="--backward: rows per chunk (default: the launcher's)")
-    p.add_argument("--stages", type=int, default=3, help="software-pipelining stages (default 3, Triton's)")
+    p.add_argument("--stages", type=int, default=None,
+                   help="software-pipelining stages (default: the launcher's for the backward programs that choose "
+                        "them, else 3, Triton's)")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
     p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
     p.add_argument("--onchip", action="store_true", help="the on-chip kernel (N <= 256) instead of the tiled ones")
@@ -236,10 +244,11 @@ def main(argv=None) -> None:
         N, T, b = parts[0], (parts[1:] or [1])[0], (parts[2:] or [0])[0]
         configs = (backward_configs(N, T, args.mask, b or None, args.rows) if args.backward
                    else onchip_config(N, T, args.mask) if args.onchip else kernel_configs(N, T, args.mask))
-        for name, kernel, constexprs, warps in configs:
-            warps = args.warps or warps
-            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=args.stages)
-            print(f"N={N:6d} T={T} {name:19s} {warps} warps, {resources(compiled)}", flush=True)
+        for name, kernel, constexprs, warps, *chosen in configs:
+            warps, stages = args.warps or warps, args.stages or (chosen and chosen[0]) or 3
+            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=stages)
+            print(f"N={N:6d} T={T} {name:19s} {warps} warps, {stages} stages, BQ={constexprs.get('BQ', '-')}, "
+                  f"{resources(compiled)}", flush=True)
 
 
 if __name__ == "__main__":
