@@ -10,8 +10,8 @@
 #              in parallel first)
 #   heal-step  a healing step of a BERT-base shape at N = 4096 (batch 1 and 4), 8192 and 16384
 #   host       host time of one eager call (bench_host_time.py)
-#   short      N = 256 against SDPA: the default kernel, the fused one and the on-chip one at 8, 4
-#              and 16 warps; T = 1 at batch 8-4096, T = 2 at 256 and 1024, a 30%-padded batch
+#   short      N = 256 against SDPA: the default kernel (on-chip), the fused and tiled ones, and the
+#              on-chip one at 4, 8 and 16 warps; T = 1 at batch 8-4096, T = 2 at 256 and 1024, a 30%-padded batch
 #   models     BERT-base encoder, eager and compiled (bench_models.py)
 # Each job writes its log and CSV under $OUT and has its own time limit, so that one stuck job
 # cannot take the whole round; the last lines of each log are printed at the end. The GPU machine
@@ -46,7 +46,7 @@ for job in "${@:-tests backward heal-step host}"; do
             --max-tokens 16384 --steps 15 --warmup 4 --profile 2 --csv "$OUT/heal_step.csv" ;;
         host) run host 120 python $B/bench_host_time.py --seqs 512 4096 --csv "$OUT/host.csv" ;;
         short) run short 240 python $B/bench_op.py --cases paper-short T2-short padded-short --no-reference \
-            --variants fused onchip onchip-w4 onchip-w16 --csv "$OUT/short.csv" ;;
+            --variants fused tiles onchip-w4 onchip-w8 onchip-w16 --csv "$OUT/short.csv" ;;
         models) run models 300 python $B/bench_models.py --models bert-base --seqs 1024 4096 8192 \
             --csv "$OUT/models.csv" ;;
         *) echo "unknown job: $j" >&2; exit 2 ;;

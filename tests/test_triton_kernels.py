@@ -313,14 +313,15 @@ def test_training_calls_never_run_onchip(kern, monkeypatch):
 
 
 def test_plan_picks_onchip_on_gpus_where_it_applies(kern, monkeypatch):
-    """With ``ONCHIP_BY_DEFAULT`` (off until GPU-timed: then only ``Knobs(mode="onchip")`` runs it),
-    the default on a GPU (an SM count) for inference calls at N' <= 256 and head dims <= 64, at any
-    T and batch, in half precision; the other strategies elsewhere, for training calls, float32
-    inputs and off CUDA; ``Knobs(mode=)`` overrides it."""
+    """With ``ONCHIP_BY_DEFAULT`` (on; off, only ``Knobs(mode="onchip")`` runs it), the default on a
+    GPU (an SM count) for inference calls at N' <= 256 and head dims <= 64, at any T and batch, in
+    half precision; the other strategies elsewhere, for training calls, float32 inputs and off CUDA;
+    ``Knobs(mode=)`` overrides it. 16 warps with fewer heads than SMs, else 4."""
     def plan(b, m, width=64, T=1, sm=132, plain=True, bh=768, ieee=False, **knobs):
         return kern.plan_module.make_plan(bh, b, m, width, T, sm, True, Knobs(**knobs), plain=plain, ieee=ieee)
 
-    assert not kern.plan_module.ONCHIP_BY_DEFAULT
+    assert kern.plan_module.ONCHIP_BY_DEFAULT
+    monkeypatch.setattr(kern.plan_module, "ONCHIP_BY_DEFAULT", False)
     assert plan(16, 16).mode == "fused" and plan(16, 16, mode="onchip").mode == "onchip"
     monkeypatch.setattr(kern.plan_module, "ONCHIP_BY_DEFAULT", True)
     for args in ((16, 16), (16, 16, 64, 2), (14, 15, 64, 3), (10, 10, 32, 1, 132, True, 8), (1, 16), (12, 1)):
@@ -333,7 +334,9 @@ def test_plan_picks_onchip_on_gpus_where_it_applies(kern, monkeypatch):
     assert plan(16, 16, ieee=True).mode == "fused" and plan(16, 16, ieee=True, mode="onchip").mode == "onchip"
     assert plan(16, 16, mode="fused").mode == "fused" and plan(16, 16, mode="tiles").mode == "tiles"
     assert plan(22, 22, mode="onchip").mode == "fused"  # where it does not apply: the default
-    assert (plan(16, 16).fused_warps, plan(16, 16, 32).fused_warps, plan(16, 16, warps=16).fused_warps) == (8, 4, 16)
+    warps = (plan(16, 16).fused_warps, plan(16, 16, 32).fused_warps, plan(16, 16, bh=96).fused_warps,
+             plan(16, 16, bh=132).fused_warps, plan(16, 16, bh=133).fused_warps, plan(16, 16, warps=8).fused_warps)
+    assert warps == (4, 4, 16, 16, 4, 8)
     with pytest.raises(ValueError, match="mode must be one of"):
         Knobs(mode="on-chip")
 

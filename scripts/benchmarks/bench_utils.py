@@ -26,9 +26,11 @@ VARIANTS = {
     "default": Knobs(),
     "tiles": Knobs(mode="tiles"),
     "fused": Knobs(mode="fused"),
-    # The on-chip kernel (N' <= 256, head dims <= 64; elsewhere the default plan) and its warps.
+    # The on-chip kernel (N' <= 256, head dims <= 64; elsewhere the default plan) at its own warps
+    # (plan._onchip_warps) and at each count.
     "onchip": Knobs(mode="onchip"),
     "onchip-w4": Knobs(mode="onchip", warps=4),
+    "onchip-w8": Knobs(mode="onchip", warps=8),
     "onchip-w16": Knobs(mode="onchip", warps=16),
     "rows128": Knobs(max_rows=128),
     "w8": Knobs(mode="tiles", r_warps=8, l_warps=8),
