@@ -13,9 +13,9 @@ MODES = ("fused", "tiles", "onchip")
 ONCHIP_EXTENT = 16
 ONCHIP_WIDTH = 64
 # Whether a GPU runs the on-chip kernel by default where it applies. Measured on an H100 (code
-# 41f4a3e, float16, N = 256, graph replays): at 4 warps it beat the fused kernel by 1.23-1.31x at
-# batch 64-4096 (T = 1), 1.61x at T = 2, 1.40x on a 30%-padded batch (docs/benchmarks.md, "The
-# on-chip strategy"). ``Knobs(mode=...)`` picks another.
+# 41f4a3e, float16, N = 256, graph replays): at 4 warps it beat the fused kernel by 1.27-1.38x at
+# batch 64-4096 (T = 1), 1.49-1.61x at T = 2, 1.40x on a 30%-padded batch (docs/benchmarks.md,
+# "The on-chip strategy"). ``Knobs(mode=...)`` picks another.
 ONCHIP_BY_DEFAULT = True
 
 
@@ -127,11 +127,11 @@ def onchip_fits(b: int, m: int, width: int) -> bool:
     return pow2(b) <= ONCHIP_EXTENT and pow2(m) <= ONCHIP_EXTENT and width <= ONCHIP_WIDTH
 
 
-def _onchip_warps(width: int, bh: int, sm_count: Optional[int]) -> int:
+def _onchip_warps(bh: int, sm_count: Optional[int]) -> int:
     """Warps of the on-chip program (H100, float16, d = 64, N = 256, graph replays, code 41f4a3e):
     with fewer heads than SMs 16 warps were fastest (batch 8: 16.3 µs against 17.0 at 8 warps and
-    18.9 at 4); with more, 4 warps (two programs per SM, small spills) beat 8 by 1.21-1.29x (batch
-    64-4096) and 16 by 1.09-1.24x: overlap between programs pays more than the spills cost."""
+    18.9 at 4); with more, 4 warps (two programs per SM, small spills) beat 8 by 1.19-1.29x (batch
+    64-4096) and 16 by 1.14-1.24x: overlap between programs pays more than the spills cost."""
     if sm_count is not None and bh <= sm_count:
         return 16
     return 4
@@ -170,7 +170,7 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     if knobs.warps is not None:
         fused_warps = knobs.warps
     else:
-        fused_warps = _onchip_warps(width, bh, sm_count) if mode == "onchip" else max(r.warps, lo.warps)
+        fused_warps = _onchip_warps(bh, sm_count) if mode == "onchip" else max(r.warps, lo.warps)
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)
