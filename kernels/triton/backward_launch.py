@@ -58,8 +58,9 @@ def tile(width: int, head_dim: int, kernel: str = "", timed: bool = False) -> tu
     take up to 144 KiB of shared memory (``kernel_resources.py --backward``), more than older GPUs
     give a program, and float32 tiles twice the registers."""
     full = max(16, pow2(width))
-    if kernel.removesuffix("_wide") in TILE_OVERRIDES:
-        rows, warps, stages = TILE_OVERRIDES[kernel.removesuffix("_wide")]
+    override = TILE_OVERRIDES.get(kernel.removesuffix("_wide"))
+    if override is not None:
+        rows, warps, stages = override
         return full, min(rows, full), warps, stages
     if timed and head_dim <= 64 and kernel == "_r_bwd":
         # H100, float16, d = 64, b = m = 32 / 64 / 128 (bench_backward_tiles.py, code b5ff63c): a

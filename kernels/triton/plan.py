@@ -142,8 +142,7 @@ def _mode(knobs: Knobs, onchip: bool, bh: int, n_pad: int, num_steps: int, sm_co
     """The strategy: ``knobs.mode`` where it applies, else the default. With ``ONCHIP_BY_DEFAULT``
     the on-chip kernel is the default wherever it applies on a GPU, but for float32 inputs
     (``ieee``: its 3D dots then run on the FMA units, and compiled for sm_90 it spilled 9.8 KB per
-    thread); docs/benchmarks.md, "Short sequences", predicts its speed from the bytes it moves
-    (only q, k, v and the output)."""
+    thread); its timing: docs/benchmarks.md, "The on-chip strategy"."""
     fallback = "fused" if _fused_pays(bh, n_pad, num_steps, sm_count) else "tiles"
     by_default = ONCHIP_BY_DEFAULT and knobs.mode is None and sm_count is not None and not ieee
     if knobs.mode == "onchip" or by_default:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 import time
@@ -67,8 +68,10 @@ HEAL_CORPORA = {"conll": "uncertainty-conll2010.csv", "snippets": "polarity-en-p
                 "reviews": "polarity-en-pang&lee1.csv (the half not evaluated)"}
 
 
+@functools.lru_cache(maxsize=None)
 def review_halves(cache: Path) -> tuple[list[str], list[str]]:
-    """(section 1b's probe-training half, its evaluated half) of the full reviews."""
+    """(section 1b's probe-training half, its evaluated half) of the full reviews (read once: the
+    healing corpus and the evaluation both take a half)."""
     from monarch_convert.evaluation.data import split_indices
 
     reviews = load_corpus("reviews", cache)["text"]
