@@ -352,17 +352,34 @@ def _layout_case(kind: str, B: int, N: int) -> tuple[torch.Tensor, ...]:
     return mask, tok, lens, offs
 
 
+def _check_layout(mask, tok, lens, offs, b, pre, ranks):
+    """Each sequence's length and pre-padding offset; where its real tokens are contiguous, their
+    start + 1 in the offset's high 32 bits and no token index written; where scattered, high bits 0
+    and the token index of the ranks ``ranks(L, off)`` gives (a range), nothing else written."""
+    for i in range(mask.shape[0]):
+        pos = mask[i].nonzero().flatten()
+        L = len(pos)
+        off = -(-L // b) * b - L if pre else 0
+        assert [lens[i].item(), offs[i].item() & 0xFFFFFFFF] == [L, off]
+        contiguous = L == 0 or pos[-1].item() - pos[0].item() + 1 == L
+        start = (pos[0].item() if L else 0) if contiguous else -1
+        assert offs[i].item() >> 32 == start + 1, (i, start)
+        lo, hi = ranks(L, off)
+        if contiguous:
+            assert (tok[i] == -5).all()
+        else:
+            assert torch.equal(tok[i, lo:hi], pos[lo:hi])
+            assert (tok[i, :lo] == -5).all() and (tok[i, max(hi, lo):] == -5).all()
+
+
 @pytest.mark.parametrize("kind", ["right", "left", "random", "empty_row"])
 def test_layout_kernel(kern, kind):
-    """Token index, length and pre-padding offset of each sequence, over several chunks of the mask."""
+    """Length, pre-padding offset, contiguous start or token index of each sequence, over several
+    chunks of the mask: contiguous rows (right, left, in the middle, empty) and scattered ones."""
     B, N, b = 4, 45, 6
     mask, tok, lens, offs = _layout_case(kind, B, N)
     kern._layout_kernel[(B,)](mask.view(torch.uint8), tok, lens, offs, *mask.stride(), N, b, PRE=True, CH=16)
-    for i in range(B):
-        pos = mask[i].nonzero().flatten()
-        L = len(pos)
-        assert [lens[i].item(), offs[i].item()] == [L, -(-L // b) * b - L]
-        assert torch.equal(tok[i, :L], pos)
+    _check_layout(mask, tok, lens, offs, b, True, lambda L, off: (0, L))
 
 
 @triton.jit
@@ -377,19 +394,12 @@ def _layout_probe(mask_ptr, stride_mb, stride_mn, len_ptr, off_ptr, tok_ptr, N, 
 @pytest.mark.parametrize("pre", [False, True])
 @pytest.mark.parametrize("slots", [(0, 48), (12, 30)])
 def test_layout_prologue(kern, kind, pre, slots):
-    """Length, pre-padding offset and the token index of the ranks a program's slots hold, over
-    several chunks of the mask: contiguous rows (right, left, in the middle) and scattered ones."""
+    """As ``test_layout_kernel``, for the token index of the ranks that a program's slots hold."""
     B, N, b = 4, 45, 6
     mask, tok, lens, offs = _layout_case(kind, B, N)
     _layout_probe[(B,)](mask.view(torch.uint8), *mask.stride(), lens, offs, tok, N, b, *slots, PRE=pre, CH=16)
-    for i in range(B):
-        pos = mask[i].nonzero().flatten()
-        L = len(pos)
-        off = -(-L // b) * b - L if pre else 0
-        assert [lens[i].item(), offs[i].item()] == [L, off]
-        lo, hi = max(slots[0] - off, 0), min(slots[1] - off, L)
-        assert torch.equal(tok[i, lo:hi], pos[lo:hi])
-        assert (tok[i, :lo] == -5).all() and (tok[i, max(hi, lo):] == -5).all()
+    _check_layout(mask, tok, lens, offs, b, pre,
+                  lambda L, off: (max(slots[0] - off, 0), min(slots[1] - off, L)))
 
 
 @pytest.mark.parametrize("in_grid", [True, False])

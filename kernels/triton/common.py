@@ -3,8 +3,9 @@ tokens sit, which tile a program owns, which lanes of a tile are real. Notation 
 docs/algorithm.md: blocks of ``b`` slots, ``m`` blocks, slot ``p = k*b + j`` (block k, offset j).
 
 Tuples passed between helpers (built once in each kernel):
-    seq  = (len_ptr, off_ptr, tok_ptr): per sequence its length, pre-padding offset and token
-           index (``kernels/layout.py``), read only when the batch has a key-padding mask;
+    seq  = (len_ptr, off_ptr, tok_ptr): per sequence its length, pre-padding offset (in the low
+           32 bits; the high ones: where its real tokens start, if contiguous) and token index
+           (``kernels/layout.py``, ``layout_kernel.py``), read only when the batch has a key-padding mask;
     dims = (H, N, b, m, seq_len, pad_off): heads, input length, block size, blocks of the batch's
            grid, and the length / offset every sequence has when there is no mask.
 """
@@ -61,14 +62,20 @@ def _seq_blocks(seq, dims, bh, HAS_MASK: tl.constexpr):
 
 @triton.jit
 def _token(slot, inside, off, L, seq, bi, N, HAS_MASK: tl.constexpr):
-    """Input position of the token in ``slot`` and whether there is one."""
+    """Input position of the token in ``slot`` and whether there is one. With a mask: ``start +
+    rank`` where the sequence's real tokens are contiguous (``start + 1`` in the offset's high bits,
+    ``layout_kernel.py``), else the layout's token index."""
     rank = slot - off
     ok = inside & (rank >= 0) & (rank < L)
     if HAS_MASK:
-        tok = tl.load(seq[2] + bi.to(tl.int64) * N + rank, mask=ok, other=0)
+        start = (tl.load(seq[1] + bi) >> 32).to(tl.int32) - 1
+        if start >= 0:
+            tok = (start + rank).to(tl.int64)
+        else:
+            tok = tl.load(seq[2] + bi.to(tl.int64) * N + rank, mask=ok, other=0).to(tl.int64)
     else:
-        tok = rank
-    return tok.to(tl.int64), ok
+        tok = rank.to(tl.int64)
+    return tok, ok
 
 
 @triton.jit

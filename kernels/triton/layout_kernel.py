@@ -6,12 +6,15 @@
   sequence. That saves a launch (host time of small calls) but costs every program of the grid a
   pass over its mask row, so it is chosen only for grids of about one wave.
 
-The in-grid version reads the mask row once for the length and the first and last real positions,
-writes the length and pre-padding offset for the later grids (every program of the sequence writes
-the same values), and the token index of the ranks its own slots hold: ``first + rank`` where the
-real tokens are contiguous (right or left padding), else from a prefix sum over the row. It reads
-them back after a barrier (a CTA sees its own global writes), so the tile code is the same in every
-grid.
+Both read the mask row once for the length and the first and last real positions, and write the
+length and the pre-padding offset. Where the real tokens are contiguous (right or left padding, the
+common case) the offset's high 32 bits hold ``first + 1`` and no token index is written: the
+kernels compute rank r's position as ``first + r`` (``common._token``) instead of loading it, which
+takes one dependent load off every masked program before its first q, k, v load. Otherwise the
+high bits are 0 and the token index of the ranks comes from a prefix sum over the row. (The
+kernels read the offset as ``int32``: the truncation drops the high bits.) The in-grid version
+writes only the ranks its own slots hold and reads them back after a barrier (a CTA sees its own
+global writes), so the tile code is the same in every grid.
 """
 
 from __future__ import annotations
@@ -36,25 +39,26 @@ def _scatter_ranks(row, stride_mn, tok, N, r_lo, r_hi, CH: tl.constexpr):
 
 
 @triton.jit
-def _store_length(seq, bi64, L, b, PRE: tl.constexpr):
-    """Store sequence ``bi64``'s length and pre-padding offset; returns the offset."""
+def _store_length(seq, bi64, L, b, start, PRE: tl.constexpr):
+    """Store sequence ``bi64``'s length, and its pre-padding offset with ``start + 1`` in the high
+    32 bits (``start``: the first real position where the real tokens are contiguous, else -1);
+    returns the offset."""
     if PRE:
         off = ((L + b - 1) // b) * b - L
     else:
         off = L * 0
     tl.store(seq[0] + bi64, L.to(tl.int64))
-    tl.store(seq[1] + bi64, off.to(tl.int64))
+    tl.store(seq[1] + bi64, off.to(tl.int64) + ((start + 1).to(tl.int64) << 32))
     return off
 
 
 @triton.jit
 def _layout_kernel(mask_ptr, tok_ptr, len_ptr, off_ptr, stride_mb, stride_mn, N, b, PRE: tl.constexpr,
                    CH: tl.constexpr):
-    """One program per sequence: its token index (real positions in order), length, and
-    pre-padding offset, in chunks of CH positions. (Pointers first: what ``replay.py`` replays.)"""
-    bi = tl.program_id(0).to(tl.int64)
-    L = _scatter_ranks(mask_ptr + bi * stride_mb, stride_mn, tok_ptr + bi * N, N, 0, N, CH)
-    _store_length((len_ptr, off_ptr), bi, L, b, PRE)
+    """One program per sequence: ``_sequence_layout`` for all its ranks, in chunks of CH positions.
+    (Pointers first: what ``replay.py`` replays.)"""
+    _sequence_layout(mask_ptr, stride_mb, stride_mn, (len_ptr, off_ptr, tok_ptr), tl.program_id(0), N, b, 0, N + b,
+                     PRE, CH)
 
 
 @triton.jit
@@ -84,20 +88,17 @@ def _mask_extent(row, stride_mn, N, CH: tl.constexpr):
 @triton.jit
 def _sequence_layout(mask_ptr, stride_mb, stride_mn, seq, bi, N, b, slot_lo, slot_hi, PRE: tl.constexpr,
                      CH: tl.constexpr):
-    """Length and pre-padding offset of sequence ``bi`` (written to ``seq[0]``, ``seq[1]``), and its
-    token index (``seq[2]``, row ``bi``) for the ranks that slots ``[slot_lo, slot_hi)`` hold."""
+    """Length and pre-padding offset of sequence ``bi`` (written to ``seq[0]``, ``seq[1]``, the
+    offset with the contiguous tokens' start, see the module's docstring) and, where its real tokens
+    are scattered, its token index (``seq[2]``, row ``bi``) for the ranks that slots
+    ``[slot_lo, slot_hi)`` hold."""
     bi64 = bi.to(tl.int64)
     row = mask_ptr + bi64 * stride_mb
     L, first, last = _mask_extent(row, stride_mn, N, CH)
-    off = _store_length(seq, bi64, L, b, PRE)
-    tok = seq[2] + bi64 * N
-    r_lo = tl.maximum(slot_lo - off, 0)
-    r_hi = tl.minimum(slot_hi - off, L)
-    if last - first + 1 == L:  # contiguous (or empty): rank r is at first + r
-        x = tl.arange(0, CH)
-        for r0 in range(r_lo, r_hi, CH):
-            r = r0 + x
-            tl.store(tok + r, (first + r).to(tl.int64), mask=r < r_hi)
-    else:
-        _scatter_ranks(row, stride_mn, tok, N, r_lo, r_hi, CH)
+    scattered = (last - first + 1 != L) & (L > 0)  # an empty row counts as contiguous from 0
+    off = _store_length(seq, bi64, L, b, tl.where(scattered, -1, tl.where(L > 0, first, 0)), PRE)
+    if scattered:
+        r_lo = tl.maximum(slot_lo - off, 0)
+        r_hi = tl.minimum(slot_hi - off, L)
+        _scatter_ranks(row, stride_mn, seq[2] + bi64 * N, N, r_lo, r_hi, CH)
     tl.debug_barrier()
