@@ -195,23 +195,26 @@ def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask,
 
 
 @triton.jit
-def _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, sm, DV: tl.constexpr, GROUPED: tl.constexpr,
-                   BQ: tl.constexpr, BDV: tl.constexpr):
-    """Zero the output rows of padding tokens: input positions n = l*b + j of tile ``t`` on the
-    batch's grid of m blocks (the L-step's ``_tile_origin``), where each n < N is in one tile."""
+def _pad_rows(bh, t, mask_ptr, dims, sm, GROUPED: tl.constexpr, BQ: tl.constexpr):
+    """(input position, is padding) of the rows of tile ``t`` on the batch's grid of m blocks (the
+    L-step's ``_tile_origin``; every n < N is in one tile), for ``_zero_rows``."""
     H, N, b, m = dims[0], dims[1], dims[2], dims[3]
-    bi = bh // H
-    hi = bh % H
     r = tl.arange(0, BQ)
-    ddv = tl.arange(0, BDV)
     jz, lz, RZ, GZ = _tile_origin(t, m, BQ, GROUPED)
     j_z = jz + r // RZ
     l_z = lz + r % RZ
     n = l_z.to(tl.int64) * b + j_z
     inb = (r < GZ * RZ) & (j_z < b) & (l_z < m) & (n < N)
-    real = tl.load(mask_ptr + bi.to(tl.int64) * sm[0] + n * sm[1], mask=inb, other=1)
-    pad = inb & (real == 0)
-    obase = _head_base(o_ptr, so, bi, hi)
+    real = tl.load(mask_ptr + (bh // H).to(tl.int64) * sm[0] + n * sm[1], mask=inb, other=1)
+    return n, inb & (real == 0)
+
+
+@triton.jit
+def _zero_rows(bh, rows, o_ptr, dims, so, DV: tl.constexpr, BQ: tl.constexpr, BDV: tl.constexpr):
+    """Zero the output rows ``_pad_rows`` found (the padding tokens' outputs)."""
+    n, pad = rows
+    ddv = tl.arange(0, BDV)
+    obase = _head_base(o_ptr, so, bh // dims[0], bh % dims[0])
     zeros = tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty)
     tl.store(obase + n[:, None] * so[2] + ddv[None, :] * so[3], zeros, mask=pad[:, None] & (ddv < DV)[None, :])
 

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks, _tile_origin
 from .layout_kernel import _sequence_layout
-from .stages import _l_out_tile, _l_sum_tile, _r_tile, _zero_pad_rows
+from .stages import _l_out_tile, _l_sum_tile, _pad_rows, _r_tile, _zero_rows
 
 
 @triton.jit
@@ -64,17 +64,21 @@ def _l_out_kernel(
     ex_l_ptr, ex_y_ptr, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
 ):
     """With a mask, each program also zeroes the output rows of the padding tokens in its tile of
-    the batch's grid. ``ex_l_ptr`` ... ``EXACT_DIAG``: the options' (``stages._l_out_tile``)."""
+    the batch's grid: their mask is loaded first and the zeros stored last, so that the load's
+    latency hides behind the tile's work instead of delaying it. ``ex_l_ptr`` ... ``EXACT_DIAG``:
+    the options' (``stages._l_out_tile``)."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     so = (stride_ob, stride_oh, stride_on, stride_od)
     bh, t = _head_and_tile(TILES)
     if HAS_MASK:
-        _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, (stride_mb, stride_mn), DV, GROUPED, BQ, BDV)
+        pad = _pad_rows(bh, t, mask_ptr, dims, (stride_mb, stride_mn), GROUPED, BQ)
     if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
         _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims,
                     (stride_qb, stride_qh, stride_qn, stride_qd), so, scale,
                     D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV, (ex_l_ptr, ex_y_ptr), EXTRA, EXACT_DIAG)
+    if HAS_MASK:
+        _zero_rows(bh, pad, o_ptr, dims, so, DV, BQ, BDV)
 
 
 @triton.jit
