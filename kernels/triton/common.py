@@ -69,10 +69,8 @@ def _token(slot, inside, off, L, seq, bi, N, HAS_MASK: tl.constexpr):
     ok = inside & (rank >= 0) & (rank < L)
     if HAS_MASK:
         start = (tl.load(seq[1] + bi) >> 32).to(tl.int32) - 1
-        if start >= 0:
-            tok = (start + rank).to(tl.int64)
-        else:
-            tok = tl.load(seq[2] + bi.to(tl.int64) * N + rank, mask=ok, other=0).to(tl.int64)
+        scattered = tl.load(seq[2] + bi.to(tl.int64) * N + rank, mask=ok & (rank * 0 + start < 0), other=0)
+        tok = tl.where(start >= 0, start + rank, scattered).to(tl.int64)
     else:
         tok = rank.to(tl.int64)
     return tok, ok
