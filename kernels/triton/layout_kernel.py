@@ -26,7 +26,7 @@ import triton.language as tl
 @triton.jit
 def _scatter_ranks(row, stride_mn, tok, N, r_lo, r_hi, CH: tl.constexpr):
     """Write the position of the real tokens of ranks [r_lo, r_hi) of one mask row to ``tok``, by a
-    prefix sum over the row in chunks of CH; returns the number of real tokens."""
+    prefix sum over the row in chunks of CH."""
     x = tl.arange(0, CH)
     total = tl.sum(x * 0, 0)
     for n0 in range(0, N, CH):
@@ -35,7 +35,6 @@ def _scatter_ranks(row, stride_mn, tok, N, r_lo, r_hi, CH: tl.constexpr):
         rank = tl.cumsum(real, 0) - 1 + total
         tl.store(tok + rank, n.to(tl.int64), mask=(real != 0) & (n < N) & (rank >= r_lo) & (rank < r_hi))
         total += tl.sum(real, 0)
-    return total
 
 
 @triton.jit
