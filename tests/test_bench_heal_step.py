@@ -43,9 +43,11 @@ def test_smoke_run_times_every_provider(bench_heal_step, tmp_path, capsys):
 
 def test_one_run_measures_each_configuration_and_profiles(bench_heal_step, tmp_path, capsys):
     """--seqs x --batches up to --max-tokens, each with its own SDPA baseline; --profile adds the
-    kernel time of more steps, run after the timed ones."""
+    kernel time of more steps, run after the timed ones, and --host-profile a Python profile of more
+    steps still, one file per provider and configuration beside the CSV."""
     bench_heal_step.main(["--smoke", "--seqs", "32", "64", "--batches", "1", "2", "--max-tokens", "64",
-                          "--providers", "sdpa", "monarch", "--profile", "1", "--csv", str(tmp_path / "rows.csv")])
+                          "--providers", "sdpa", "monarch", "--profile", "1", "--host-profile", "2",
+                          "--csv", str(tmp_path / "rows.csv")])
     with open(tmp_path / "rows.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["provider"], r["seq"], r["batch"]) for r in rows] == [
@@ -54,6 +56,14 @@ def test_one_run_measures_each_configuration_and_profiles(bench_heal_step, tmp_p
     assert all(re.search(r"; kernels \S+ ms per step \(\d+% of the wall time\)", r["note"]) for r in rows)
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(":")[0] for line in lines[-3:]] == ["N=32 batch=1", "N=32 batch=2", "N=64 batch=1"]
+    profiles = sorted(p.name for p in tmp_path.glob("heal_host_*.txt"))
+    assert profiles == sorted(f"heal_host_{p}_N{n}_b{b}.txt" for n, b in (("32", "1"), ("32", "2"), ("64", "1"))
+                              for p in ("sdpa", "monarch-torch"))
+    text = (tmp_path / "heal_host_monarch-torch_N64_b1.txt").read_text()
+    assert text.startswith("monarch-torch, N=64, batch=1: 2 step calls under cProfile")
+    # The step's own functions are in it: the student's attention on the reference, AdamW.
+    assert "== by tottime" in text and "== by cumulative" in text and "monarch_attention_torch" in text
+    assert any(line.startswith("N=64 batch=1 monarch-torch: host profile -> ") for line in lines)
     assert float(lines[-9].split()[-1]) > 0  # the first row's kernel ms
 
 

@@ -3,7 +3,7 @@
 same distillation step on SDPA (issue 17's third target: >= 2x at N = 4096 on the H200).
 
     BENCH_COMMIT=<commit> python scripts/benchmarks/bench_heal_step.py [--seqs 4096 ...] [--batches 1 ...]
-        [--max-tokens T] [--steps 50] [--warmup 5] [--profile STEPS] [--dtype bfloat16]
+        [--max-tokens T] [--steps 50] [--warmup 5] [--profile STEPS] [--host-profile STEPS] [--dtype bfloat16]
         [--trainable attention] [--setting b=64,T=1] [--providers sdpa attention-free monarch]
         [--csv FILE] [--smoke]
 
@@ -53,6 +53,11 @@ host's own work plus any wait for the device inside the step; near ms/step, the 
 ``--profile STEPS``: after the timed steps, STEPS more run under ``torch.profiler`` (CUDA
 activity; its tracing slows the host, so they are not timed), and the device time of their kernels
 per step is reported ("kernel ms"): well below ms/step, the device idles, waiting for the host.
+``--host-profile STEPS``: then STEPS more under Python's ``cProfile`` (the main thread: the step's
+own host work, not the tokenising worker), whose functions by their own time and by their
+cumulative time go to ``heal_host_<provider>_N<N>_b<batch>.txt`` beside the CSV, the first few
+printed: where a host-bound step's time goes. (cProfile slows Python: compare the providers'
+shares, not the milliseconds with ms/step.)
 Heal's set-up and held-out measurements are outside the wrapped function, so the monarch provider
 is timed on the same code as the others.
 Peak memory: ``torch.cuda.max_memory_allocated`` over the provider's run (weights included).
@@ -98,7 +103,11 @@ batch and ``--trainable`` (a LoRA adapter's weight gradients counted as nothing)
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import io
+import os
+import pstats
 import random
 import statistics
 import time
@@ -138,6 +147,7 @@ class Measured:
     num_steps: int
     note: str
     kernel_ms: float | None = None  # --profile: the kernels' device time per step
+    host_profile: pstats.Stats | None = None  # --host-profile: the step calls' Python profile
 
 
 @dataclass
@@ -148,18 +158,22 @@ class StepTimer:
     divided by their number is the time per step. Each call's own duration (host time, plus any
     wait for the device inside it) is kept. With ``profiled`` > 0, that many more steps run under
     ``torch.profiler`` (after the timed ones: its tracing slows the host) and the device time of
-    their kernels is summed (``bench_utils.kernel_ms``)."""
+    their kernels is summed (``bench_utils.kernel_ms``). Then ``host_profiled`` more run under
+    ``cProfile`` (``host_profile``)."""
 
     warmup: int
     timed: int
     profiled: int = 0
+    host_profiled: int = 0
     calls: int = 0
     host_ms: list[float] = field(default_factory=list)
     losses: list[Any] = field(default_factory=list)  # device tensors until read_losses()
     ms: float = 0.0
     kernel_ms: float | None = None
+    host_profile: pstats.Stats | None = None
     _start: float = 0.0
     _profiler: Any = None
+    _host_profiler: cProfile.Profile | None = None
 
     @contextmanager
     def around_heal_steps(self):
@@ -184,6 +198,8 @@ class StepTimer:
             loop._one_step = step
             if self._profiler is not None:
                 self._profiler.__exit__(None, None, None)
+            if self._host_profiler is not None:
+                self._host_profiler.disable()
 
     def _before(self, call: int) -> None:
         if call == self.warmup:
@@ -192,6 +208,10 @@ class StepTimer:
         elif call == self.warmup + self.timed and self.profiled:
             self._profiler = torch.profiler.profile(activities=[_activity()])
             self._profiler.__enter__()
+        if call == self.warmup + self.timed + self.profiled and self.host_profiled:
+            _sync()
+            self._host_profiler = cProfile.Profile()
+            self._host_profiler.enable()
 
     def _after(self, done: int) -> None:
         if done == self.warmup + self.timed:
@@ -202,6 +222,11 @@ class StepTimer:
             self._profiler.__exit__(None, None, None)
             self.kernel_ms = kernel_ms(self._profiler) / self.profiled
             self._profiler = None
+        if self._host_profiler is not None and done == self.warmup + self.timed + self.profiled + self.host_profiled:
+            self._host_profiler.disable()
+            _sync()
+            self.host_profile = pstats.Stats(self._host_profiler)
+            self._host_profiler = None
 
     def read_losses(self) -> list[float]:
         return [float(loss) for loss in self.losses]
@@ -353,7 +378,7 @@ def heal_unconverted(model: Any, a: argparse.Namespace, tokenizer: Any, texts: l
 
 
 def total_steps(a: argparse.Namespace) -> int:
-    return a.warmup + a.steps + a.profile_steps
+    return a.warmup + a.steps + a.profile_steps + a.host_profile_steps
 
 
 def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> Measured:
@@ -362,7 +387,7 @@ def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[st
     cuda = a.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    with StepTimer(a.warmup, a.steps, a.profile_steps).around_heal_steps() as timer:
+    with StepTimer(a.warmup, a.steps, a.profile_steps, a.host_profile_steps).around_heal_steps() as timer:
         if provider == "monarch":
             settings, note = heal_converted(model, a, tokenizer, texts)
         else:
@@ -377,7 +402,7 @@ def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[st
         raise SystemExit(f"{provider}: {timer.calls} steps timed, expected {total_steps(a)}")
     name = provider if provider != "monarch" else "monarch-torch" if a.smoke else "monarch-triton"
     return Measured(name, a.seq, a.batch, timer.ms, timer.host_ms[a.warmup:a.warmup + a.steps], losses, peak,
-                    settings.block_size, settings.num_steps, note, timer.kernel_ms)
+                    settings.block_size, settings.num_steps, note, timer.kernel_ms, timer.host_profile)
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -386,6 +411,26 @@ def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[st
 def _sdpa_ms(results: list[Measured], m: Measured) -> float | None:
     """SDPA's ms/step at ``m``'s N and batch, if it ran."""
     return next((r.ms for r in results if r.provider == "sdpa" and (r.seq, r.batch) == (m.seq, m.batch)), None)
+
+
+def write_host_profile(m: Measured, a: argparse.Namespace, folder: str, shown: int = 8) -> str:
+    """``m``'s host profile per step, by own and by cumulative time, to a text file in ``folder``;
+    returns its path, after printing the ``shown`` functions of most own time."""
+    path = os.path.join(folder, f"heal_host_{m.provider}_N{m.seq}_b{m.batch}.txt")
+    steps = a.host_profile_steps
+    with open(path, "w") as f:
+        f.write(f"{m.provider}, N={m.seq}, batch={m.batch}: {steps} step calls under cProfile "
+                f"({m.host_profile.total_tt * 1e3 / steps:.2f} ms of profiled Python per step)\n")
+        for order in ("tottime", "cumulative"):
+            text = io.StringIO()
+            m.host_profile.stream = text
+            m.host_profile.sort_stats(order).print_stats(40)
+            f.write(f"\n== by {order} (whole run of {steps} steps)\n{text.getvalue()}")
+    top = sorted(m.host_profile.stats.items(), key=lambda kv: -kv[1][2])[:shown]
+    print(f"N={m.seq} batch={m.batch} {m.provider}: host profile -> {path}; own time per step: " +
+          ", ".join(f"{func[2]} ({os.path.basename(func[0])}:{func[1]}) {tt * 1e3 / steps:.2f} ms"
+                    for func, (_, _, tt, _, _) in top), flush=True)
+    return path
 
 
 def _profile_text(m: Measured) -> str:
@@ -449,6 +494,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5, help="steps run first and not timed (default 5)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS", dest="profile_steps",
                    help="after the timed steps, this many more under torch.profiler: kernel time per step")
+    p.add_argument("--host-profile", type=int, default=0, metavar="STEPS", dest="host_profile_steps",
+                   help="then this many more under cProfile: where each provider's host time goes (a text "
+                        "file per provider and configuration beside the CSV)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--trainable", default="attention", choices=["attention", "all", "lora"])
     p.add_argument("--setting", type=parse_setting, default={"block_size": "auto"},
@@ -462,8 +510,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if a.smoke:
         a.steps, a.warmup, a.dtype = 2, 1, "float32"
     a.configs = [(n, b) for n in a.seqs for b in a.batches if a.max_tokens is None or n * b <= a.max_tokens]
-    if min(*a.seqs, *a.batches, a.steps) < 1 or min(a.warmup, a.profile_steps) < 0 or not a.configs:
-        p.error("--seqs, --batches and --steps must be >= 1, --warmup and --profile >= 0, "
+    if (min(*a.seqs, *a.batches, a.steps) < 1 or min(a.warmup, a.profile_steps, a.host_profile_steps) < 0
+            or not a.configs):
+        p.error("--seqs, --batches and --steps must be >= 1, --warmup, --profile and --host-profile >= 0, "
                 "and --max-tokens must leave a configuration")
     a.device = "cpu" if a.smoke else "cuda"
     return a
@@ -482,6 +531,9 @@ def main(argv: list[str] | None = None) -> None:
             results.append(measure(provider, c, tokenizer, texts))
             print(f"N={seq} batch={batch} {provider}: {results[-1].ms:.3f} ms/step{_profile_text(results[-1])}",
                   flush=True)
+            if results[-1].host_profile is not None:
+                write_host_profile(results[-1], a, os.path.dirname(os.path.abspath(
+                    a.csv or os.path.join(os.environ.get("OUT", "."), "bench_heal_step.csv"))))
         # Written after each configuration: a run stopped by a time limit keeps the rows it measured.
         path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
     print(f"{len(results)} rows -> {path}")
