@@ -38,7 +38,7 @@ def _seq_info(seq, dims, bi, HAS_MASK: tl.constexpr):
     """(length, pre-padding offset) of sequence ``bi``."""
     if HAS_MASK:
         L = tl.load(seq[0] + bi).to(tl.int32)
-        off = tl.load(seq[1] + bi).to(tl.int32)
+        off = tl.load(seq[1] + bi).to(tl.int32)  # the low 32 bits: the high ones hold a start (``_token``)
     else:
         L = dims[4]
         off = dims[5]

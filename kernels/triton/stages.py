@@ -223,9 +223,8 @@ def _zero_rows(bh, rows, o_ptr, dims, so, DV: tl.constexpr, BQ: tl.constexpr, BD
 def _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, sm, DV: tl.constexpr, GROUPED: tl.constexpr,
                    BQ: tl.constexpr, BDV: tl.constexpr):
     """``_zero_rows(_pad_rows(...))`` in one function, for the fused kernel: the same work, but there
-    this form ran 5% faster than the split one (padded-30%, B = 256, N = 512 on an H100, 0.608
-    against 0.641 ms; docs/benchmarks.md, "Masked calls"): the fused kernel's code generation
-    follows the order of its source."""
+    this form ran 5% faster than the split one (padded-30%, B = 256, N = 512 on an H100: 0.608
+    against 0.641 ms; docs/benchmarks.md, "Round of 2026-12-07")."""
     H, N, b, m = dims[0], dims[1], dims[2], dims[3]
     bi = bh // H
     hi = bh % H
