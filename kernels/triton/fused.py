@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks
-from .stages import _l_out_tile, _l_sum_tile, _r_tile, _zero_pad_rows
+from .stages import _l_out_tile, _l_sum_tile, _pad_rows, _r_tile, _zero_rows
 from .variants import _exact_tile, _select_globals
 
 
@@ -63,7 +63,8 @@ def _fused_kernel(
             tl.debug_barrier()
     if HAS_MASK:
         for t in range(L_TILES):
-            _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, (stride_mb, stride_mn), DV, L_GROUPED, L_TILE, BDV)
+            _zero_rows(bh, _pad_rows(bh, t, mask_ptr, dims, (stride_mb, stride_mn), L_GROUPED, L_TILE), o_ptr, dims, so,
+                       DV, L_TILE, BDV)
     for t in range(_l_count(mb, b, L_TILE, L_GROUPED)):
         _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale,
                     D, DV, HAS_MASK, L_GROUPED, L_ONE_COL, IEEE, L_TILE, L_COLS, BD, BDV, var, EXACT_DIAG or GLOBAL,

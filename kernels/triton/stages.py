@@ -220,29 +220,6 @@ def _zero_rows(bh, rows, o_ptr, dims, so, DV: tl.constexpr, BQ: tl.constexpr, BD
 
 
 @triton.jit
-def _zero_pad_rows(bh, t, o_ptr, mask_ptr, dims, so, sm, DV: tl.constexpr, GROUPED: tl.constexpr,
-                   BQ: tl.constexpr, BDV: tl.constexpr):
-    """``_zero_rows(_pad_rows(...))`` in one function, for the fused kernel: the same work, but there
-    this form ran 5% faster than the split one (padded-30%, B = 256, N = 512 on an H100: 0.608
-    against 0.641 ms; docs/benchmarks.md, "Round of 2026-12-07")."""
-    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
-    bi = bh // H
-    hi = bh % H
-    r = tl.arange(0, BQ)
-    ddv = tl.arange(0, BDV)
-    jz, lz, RZ, GZ = _tile_origin(t, m, BQ, GROUPED)
-    j_z = jz + r // RZ
-    l_z = lz + r % RZ
-    n = l_z.to(tl.int64) * b + j_z
-    inb = (r < GZ * RZ) & (j_z < b) & (l_z < m) & (n < N)
-    real = tl.load(mask_ptr + bi.to(tl.int64) * sm[0] + n * sm[1], mask=inb, other=1)
-    pad = inb & (real == 0)
-    obase = _head_base(o_ptr, so, bi, hi)
-    zeros = tl.zeros([BQ, BDV], tl.float32).to(o_ptr.dtype.element_ty)
-    tl.store(obase + n[:, None] * so[2] + ddv[None, :] * so[3], zeros, mask=pad[:, None] & (ddv < DV)[None, :])
-
-
-@triton.jit
 def _l_out_tile(
     bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale,
     D: tl.constexpr, DV: tl.constexpr,
