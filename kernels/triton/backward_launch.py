@@ -62,15 +62,16 @@ def tile(width: int, head_dim: int, kernel: str = "", timed: bool = False) -> tu
     if override is not None:
         rows, warps, stages = override
         return full, min(rows, full), warps, stages
-    if timed and head_dim <= 64 and kernel == "_r_bwd":
-        # H100, float16, d = 64, b = m = 32 / 64 / 128 (bench_backward_tiles.py, code b5ff63c): a
-        # whole block per chunk, 4 warps up to b = 64 (12.2 / 40.7 µs against 16.7 / 107 at 16
-        # rows, 8 warps), 8 at 128 (232 µs against 381); 3 stages were slower everywhere.
-        return full, full, 4 if full <= 64 else 8, 1
-    if timed and head_dim <= 64 and kernel == "_l_bwd":
-        # Same sweep: 4 warps, 3 stages; 64 rows up to m = 64 (30.2 µs against 38.5 at N = 4096),
-        # 32 at m = 128 (176 µs against 257; 64 rows 265).
-        return full, full if full <= 64 else 32, 4, 3
+    if timed and head_dim <= 64:
+        if kernel == "_r_bwd":
+            # H100, float16, d = 64, b = m = 32 / 64 / 128 (bench_backward_tiles.py, code b5ff63c): a
+            # whole block per chunk, 4 warps up to b = 64 (12.2 / 40.7 µs against 16.7 / 107 at 16
+            # rows, 8 warps), 8 at 128 (232 µs against 381); 3 stages were slower everywhere.
+            return full, full, 4 if full <= 64 else 8, 1
+        if kernel == "_l_bwd":
+            # Same sweep: 4 warps, 3 stages; 64 rows up to m = 64 (30.2 µs against 38.5 at N = 4096),
+            # 32 at m = 128 (176 µs against 257; 64 rows 265).
+            return full, full if full <= 64 else 32, 4, 3
     # Compiled resources only (``kernel_resources.py --backward``, sm_90, d = 64): the R-backward
     # spilled with 32-row chunks at widths 64 and 128; these choices spill nothing.
     rows = 16 if full >= 64 else min(full, 32)

@@ -531,11 +531,11 @@ def main(argv: list[str] | None = None) -> None:
             results.append(measure(provider, c, tokenizer, texts))
             print(f"N={seq} batch={batch} {provider}: {results[-1].ms:.3f} ms/step{_profile_text(results[-1])}",
                   flush=True)
-            if results[-1].host_profile is not None:
-                write_host_profile(results[-1], a, os.path.dirname(os.path.abspath(
-                    a.csv or os.path.join(os.environ.get("OUT", "."), "bench_heal_step.csv"))))
         # Written after each configuration: a run stopped by a time limit keeps the rows it measured.
         path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
+        for m in results[-len(a.providers):]:
+            if m.host_profile is not None:
+                write_host_profile(m, a, os.path.dirname(os.path.abspath(path)))
     print(f"{len(results)} rows -> {path}")
     print(table(results, a, env, host))
 

@@ -27,6 +27,7 @@ import argparse
 import csv
 import functools
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -86,7 +87,6 @@ def healing_sentences(name: str, cache: Path) -> list[str]:
     collection holds reviews that share sentences: 1,958 of 26,796 here)."""
     if name != "reviews":
         return read_texts(HEAL_CORPORA[name], cache)
-    import re
 
     def sentences(reviews: list[str]) -> list[str]:
         return [s for review in reviews for s in re.split(r"(?<=[.!?])\s+", review) if s.strip()]
