@@ -89,3 +89,18 @@ def test_tokenizer_gives_seq_tokens_of_the_vocabulary(bench_heal_step):
     ids = tokenizer(bench_heal_step.make_texts(1, 64, 0), truncation=True, max_length=64)["input_ids"][0]
     assert len(ids) == 64 and ids[0] == 2 and ids[-1] == 3
     assert min(ids[1:-1]) >= len(bench_heal_step.SPECIAL)  # words, not [UNK]
+
+
+def test_replays_recorded_counts_new_and_replaced_keys(bench_heal_step, monkeypatch):
+    """A timed step whose attention calls went through Triton's launcher again shows up as a key
+    that holds another replay (or a new key) after the timed steps than before them."""
+    import types
+
+    launch = types.SimpleNamespace(REPLAYS={"a": object(), "b": object()})
+    monkeypatch.setitem(bench_heal_step.sys.modules, "monarch_convert.kernels.triton.launch", launch)
+    monkeypatch.delitem(bench_heal_step.sys.modules, "monarch_convert.kernels.triton.backward_launch", raising=False)
+    before = bench_heal_step.replay_snapshot()
+    assert before["backward"] == {}  # a launcher not imported: no Triton call ran
+    assert bench_heal_step.replays_recorded(before, bench_heal_step.replay_snapshot()) == {"forward": 0, "backward": 0}
+    launch.REPLAYS["b"], launch.REPLAYS["c"] = object(), object()  # recorded again, and recorded anew
+    assert bench_heal_step.replays_recorded(before, bench_heal_step.replay_snapshot()) == {"forward": 2, "backward": 0}

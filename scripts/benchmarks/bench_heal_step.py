@@ -110,6 +110,7 @@ import os
 import pstats
 import random
 import statistics
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -148,6 +149,7 @@ class Measured:
     note: str
     kernel_ms: float | None = None  # --profile: the kernels' device time per step
     host_profile: pstats.Stats | None = None  # --host-profile: the step calls' Python profile
+    recorded: dict[str, int] = field(default_factory=dict)  # Triton launches recorded during the timed steps
 
 
 @dataclass
@@ -159,7 +161,9 @@ class StepTimer:
     wait for the device inside it) is kept. With ``profiled`` > 0, that many more steps run under
     ``torch.profiler`` (after the timed ones: its tracing slows the host) and the device time of
     their kernels is summed (``bench_utils.kernel_ms``). Then ``host_profiled`` more run under
-    ``cProfile`` (``host_profile``)."""
+    ``cProfile`` (``host_profile``). ``recorded``: the Triton replays (forward, backward) recorded
+    or recorded again during the timed steps (``replays_recorded``): 0 when every attention call
+    of a timed step replays launches recorded in the warm-up, as it should."""
 
     warmup: int
     timed: int
@@ -171,6 +175,8 @@ class StepTimer:
     ms: float = 0.0
     kernel_ms: float | None = None
     host_profile: pstats.Stats | None = None
+    recorded: dict[str, int] = field(default_factory=dict)
+    _replays: dict[str, dict] = field(default_factory=dict)
     _start: float = 0.0
     _profiler: Any = None
     _host_profiler: cProfile.Profile | None = None
@@ -203,6 +209,7 @@ class StepTimer:
 
     def _before(self, call: int) -> None:
         if call == self.warmup:
+            self._replays = replay_snapshot()
             _sync()
             self._start = time.perf_counter()
         elif call == self.warmup + self.timed and self.profiled:
@@ -217,6 +224,7 @@ class StepTimer:
         if done == self.warmup + self.timed:
             _sync()
             self.ms = (time.perf_counter() - self._start) * 1e3 / self.timed
+            self.recorded = replays_recorded(self._replays, replay_snapshot())
         elif self._profiler is not None and done == self.warmup + self.timed + self.profiled:
             _sync()
             self._profiler.__exit__(None, None, None)
@@ -230,6 +238,27 @@ class StepTimer:
 
     def read_losses(self) -> list[float]:
         return [float(loss) for loss in self.losses]
+
+
+_REPLAY_MODULES = {"forward": "monarch_convert.kernels.triton.launch",
+                   "backward": "monarch_convert.kernels.triton.backward_launch"}
+
+
+def replay_snapshot() -> dict[str, dict]:
+    """Which replay each key of the Triton launchers' ``REPLAYS`` holds, by identity (an empty
+    dict for a launcher not imported: no Triton call ran)."""
+    snapshot = {}
+    for name, module in _REPLAY_MODULES.items():
+        replays = getattr(sys.modules.get(module), "REPLAYS", {})
+        snapshot[name] = {key: id(replay) for key, replay in replays.items()}
+    return snapshot
+
+
+def replays_recorded(before: dict[str, dict], after: dict[str, dict]) -> dict[str, int]:
+    """Keys holding a replay in ``after`` that they did not hold in ``before``: calls that went
+    through Triton's launcher (about 50 µs a launch) instead of replaying."""
+    return {name: sum(before.get(name, {}).get(key) != ident for key, ident in keys.items())
+            for name, keys in after.items()}
 
 
 def _sync() -> None:
@@ -402,7 +431,7 @@ def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[st
         raise SystemExit(f"{provider}: {timer.calls} steps timed, expected {total_steps(a)}")
     name = provider if provider != "monarch" else "monarch-torch" if a.smoke else "monarch-triton"
     return Measured(name, a.seq, a.batch, timer.ms, timer.host_ms[a.warmup:a.warmup + a.steps], losses, peak,
-                    settings.block_size, settings.num_steps, note, timer.kernel_ms, timer.host_profile)
+                    settings.block_size, settings.num_steps, note, timer.kernel_ms, timer.host_profile, timer.recorded)
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -439,6 +468,13 @@ def _profile_text(m: Measured) -> str:
     return f"; kernels {m.kernel_ms:.2f} ms per step ({100 * m.kernel_ms / m.ms:.0f}% of the wall time)"
 
 
+def _recorded_text(m: Measured) -> str:
+    if m.provider != "monarch-triton":
+        return ""
+    return "; Triton launches recorded during the timed steps (not replayed): " + ", ".join(
+        f"{name} {count}" for name, count in m.recorded.items())
+
+
 def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict) -> list[Row]:
     """CSV rows; ``host``: ``host_costs`` by (N, batch)."""
     s = SMOKE if a.smoke else BASE
@@ -447,7 +483,8 @@ def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict
         sdpa, costs = _sdpa_ms(results, m), host[(m.seq, m.batch)]
         note = (f"{1e3 / m.ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; mean of {len(m.host_ms)} steps after "
                 f"{a.warmup} warm-up, synchronised before the first and after the last; host ms per step call "
-                f"{statistics.median(m.host_ms):.2f} (median){_profile_text(m)}; loss {m.losses[0]:.4g} -> "
+                f"{statistics.median(m.host_ms):.2f} (median){_profile_text(m)}{_recorded_text(m)}; "
+                f"loss {m.losses[0]:.4g} -> "
                 f"{m.losses[-1]:.4g}; {m.note}; FLOPs bound on the rate over SDPA "
                 f"{flops_bound(s, m.seq, m.batch, a.trainable):.2f}x; host ms of a step: " +
                 ", ".join(f"{k} {v:.2f}" for k, v in costs.items() if k != SWITCH or m.provider.startswith("monarch")))
@@ -479,7 +516,8 @@ def table(results: list[Measured], a: argparse.Namespace, env: Env, host: dict) 
         lines.append(f"N={seq} batch={batch}: SDPA {by.get('sdpa', float('nan')):.2f} ms/step, monarch "
                      f"{by.get('monarch', float('nan')):.2f} ms/step, ratio {ratio}, FLOPs bound "
                      f"{flops_bound(s, seq, batch, a.trainable):.2f}x; host work of a step: " +
-                     ", ".join(f"{k} {v:.2f} ms" for k, v in costs.items()))
+                     ", ".join(f"{k} {v:.2f} ms" for k, v in costs.items()) +
+                     "".join(_recorded_text(m) for m in results if (m.seq, m.batch) == (seq, batch)))
     return "\n".join(lines)
 
 
