@@ -50,14 +50,17 @@ is their wall time over their number. (Until code `df29827` each step was synchr
 after and the median reported: that hid the overlap of one step's host work with the device work
 of the step before.) "host ms" is the median duration of a timed step's call on the host: the
 host's own work plus any wait for the device inside the step; near ms/step, the step is host-bound.
-``--profile STEPS``: after the timed steps, STEPS more run under ``torch.profiler`` (CUDA
-activity; its tracing slows the host, so they are not timed), and the device time of their kernels
-per step is reported ("kernel ms"): well below ms/step, the device idles, waiting for the host.
-``--host-profile STEPS``: then STEPS more under Python's ``cProfile`` (the main thread: the step's
-own host work, not the tokenising worker), whose functions by their own time and by their
-cumulative time go to ``heal_host_<provider>_N<N>_b<batch>.txt`` beside the CSV, the first few
-printed: where a host-bound step's time goes. (cProfile slows Python: compare the providers'
-shares, not the milliseconds with ms/step.)
+``--profile STEPS``: once every configuration and provider is timed, each provider runs again
+(warm-up, one step, then STEPS steps under ``torch.profiler``, CUDA activity) and the device time of
+those steps' kernels per step is reported ("kernel ms"): well below ms/step, the device idles,
+waiting for the host. (A profiler session leaves every later launch of the process slower on the
+host; until code 18346f6 the profiled steps followed each provider's timed ones, and slowed the
+steps timed after them.) ``--host-profile STEPS``: after the timed steps, STEPS more under Python's
+``cProfile`` (the tokenising worker's functions showed in it too on the GPU machine's Python 3.12),
+whose functions by their own time and by their cumulative time go to
+``heal_host_<provider>_N<N>_b<batch>.txt`` beside the CSV, the first few printed: where a host-bound
+step's time goes. (cProfile slows Python: compare the providers' shares, not the milliseconds with
+ms/step.)
 Heal's set-up and held-out measurements are outside the wrapped function, so the monarch provider
 is timed on the same code as the others.
 Peak memory: ``torch.cuda.max_memory_allocated`` over the provider's run (weights included).
@@ -560,22 +563,42 @@ def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
     env = whole_model_environment("bench_heal_step.py", a.smoke)
     register_free()
-    results, host = [], {}
+    results, host, configs = [], {}, []
     for seq, batch in a.configs:
-        c = argparse.Namespace(**{**vars(a), "seq": seq, "batch": batch})
+        # The timed pass: no torch.profiler session in it (``profiled_again``).
+        c = argparse.Namespace(**{**vars(a), "seq": seq, "batch": batch, "profile_steps": 0})
         tokenizer, texts = make_tokenizer(seq), make_texts(TRAIN_TEXTS + 1, seq, a.seed)
+        configs.append((c, tokenizer, texts))
         host[(seq, batch)] = host_costs(c, tokenizer, texts)
         for provider in a.providers:
             results.append(measure(provider, c, tokenizer, texts))
-            print(f"N={seq} batch={batch} {provider}: {results[-1].ms:.3f} ms/step{_profile_text(results[-1])}",
-                  flush=True)
+            print(f"N={seq} batch={batch} {provider}: {results[-1].ms:.3f} ms/step", flush=True)
         # Written after each configuration: a run stopped by a time limit keeps the rows it measured.
         path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
         for m in results[-len(a.providers):]:
             if m.host_profile is not None:
                 write_host_profile(m, a, os.path.dirname(os.path.abspath(path)))
+    if a.profile_steps:
+        profiled_again(results, configs, a)
+        path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
     print(f"{len(results)} rows -> {path}")
     print(table(results, a, env, host))
+
+
+def profiled_again(results: list[Measured], configs: list, a: argparse.Namespace) -> None:
+    """``--profile``: each provider's run again, after every timed one, with ``a.profile_steps``
+    steps under torch.profiler after its warm-up and one step more: each result's ``kernel_ms``.
+    Apart, because after a profiler session every launch of the process costs more host time
+    (CUPTI; on an H100 one eager MonarchAttention call at T = 2 took 35-52 µs after one against 30
+    µs without), which until code 18346f6 slowed every step timed after the first provider's."""
+    by_case = iter(results)
+    for c, tokenizer, texts in configs:
+        again = argparse.Namespace(**{**vars(c), "steps": 1, "profile_steps": a.profile_steps,
+                                      "host_profile_steps": 0})
+        for provider in a.providers:
+            m = next(by_case)
+            m.kernel_ms = measure(provider, again, tokenizer, texts).kernel_ms
+            print(f"N={m.seq} batch={m.batch} {provider}: kernels {m.kernel_ms:.3f} ms per step", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ attention kernel can beat. Each is timed eager (wall time, host launch overhead 
 time (the sum of the forward's kernel times, torch.profiler: what the GPU is kept busy) and, with
 ``--compile``, under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs). CSV rows: kernel
 ``model:<name>``, provider ``sdpa`` / ``monarch-triton`` / ``attention-free`` with ``+gpu`` /
-``+compile``, ``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's.
+``+compile``, ``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's. The wall
+times of every model and N are measured first, the GPU times after them all, on models built again
+(the same seed): after a torch.profiler session every launch of the process costs more host time,
+which until code 18346f6 slowed the eager times of every variant measured after SDPA's.
 
 A model whose ``model_type`` is not in monarch_convert's registry is measured on SDPA and free
 attention only, with a line saying why. ``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in
@@ -33,7 +36,7 @@ float32, eager wall time only, N = 64, to check the script itself (tests/test_be
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -179,8 +182,9 @@ def gpu_ms(fwd, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def timings(model, inputs: dict, compile_too: bool, smoke: bool) -> dict[str, float]:
-    """{"": eager wall ms, "+gpu": GPU ms, "+compile": compiled wall ms} of one forward (smoke: eager only)."""
+def timings(model, inputs: dict, kind: str, compile_too: bool, smoke: bool) -> dict[str, float]:
+    """One forward's times of ``kind``: "wall" gives {"": eager wall ms, "+compile": compiled wall ms}
+    (smoke: eager only), "gpu" gives {"+gpu": GPU ms}."""
 
     def fwd(m=model):
         with torch.no_grad():
@@ -190,9 +194,11 @@ def timings(model, inputs: dict, compile_too: bool, smoke: bool) -> dict[str, fl
         return out
 
     fwd()
+    if kind == "gpu":
+        return {"+gpu": gpu_ms(fwd)}
     if smoke:
         return {"": wall_ms(fwd)}
-    out = {"": bench(fwd, rep=200), "+gpu": gpu_ms(fwd)}
+    out = {"": bench(fwd, rep=200)}
     if compile_too:
         torch._dynamo.reset()
         compiled = torch.compile(model, mode="reduce-overhead")
@@ -219,36 +225,52 @@ def build(name: str, N: int, batch: int, smoke: bool) -> tuple[Any, Any, dict]:
     return config, model, inputs
 
 
-def run(name: str, N: int, batch: int, env: Env, compile_too: bool, smoke: bool) -> list[Row]:
+@dataclass
+class Measured:
+    """Every variant's times of one model at one N (``times[provider][suffix]``), and what ran."""
+
+    config: Any
+    times: dict[str, dict[str, float]]
+    block: int = 0
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def measure(name: str, N: int, batch: int, kind: str, compile_too: bool, smoke: bool) -> Measured:
+    """``timings`` of ``kind`` of each variant of ``name`` at N, on one model built for them."""
     import monarch_convert
     from monarch_convert.patches.registry import get_patch
 
     config, model, inputs = build(name, N, batch, smoke)
-    times = {"sdpa": timings(model, inputs, compile_too, smoke)}
+    m = Measured(config, {"sdpa": timings(model, inputs, kind, compile_too, smoke)})
     set_implementation(model, FREE)
-    times["attention-free"] = timings(model, inputs, compile_too, smoke)
+    m.times["attention-free"] = timings(model, inputs, kind, compile_too, smoke)
     set_implementation(model, "sdpa")
-    block, notes = 0, {"attention-free": "attention replaced by a no-op: what the rest of the model costs"}
+    m.notes["attention-free"] = "attention replaced by a no-op: what the rest of the model costs"
     model_type = SHAPES[name].model_type
     if get_patch(model_type) is None:
-        print(f"{name}: monarch skipped: model_type {model_type!r} is not in monarch_convert's registry "
-              "(measured on SDPA and free attention only)", flush=True)
+        if kind == "wall":
+            print(f"{name}: monarch skipped: model_type {model_type!r} is not in monarch_convert's registry "
+                  "(measured on SDPA and free attention only)", flush=True)
     else:
         monarch_convert.convert(model, block_size="auto")
         report = monarch_convert.conversion_report(model)
         provider = "monarch-torch" if smoke else "monarch-triton"
-        times[provider] = timings(model, inputs, compile_too, smoke)
-        block = report.settings.block_size
-        notes[provider] = f"{len(report.converted)} of {len(report.modules)} attention modules converted"
-    sdpa = times["sdpa"]
-    heads = config.num_attention_heads
-    rows = [env.stamp(Row(kernel=f"model:{name}", provider=provider + suffix, dtype="float32" if smoke else "float16",
-                          batch=batch, heads=heads, seq=N, head_dim=config.hidden_size // heads, block=block, steps=1,
-                          pad_frac=0.0, median_ms=f"{ms:.4f}", speedup_vs_best_sdpa=f"{sdpa[suffix] / ms:.3f}",
-                          best_sdpa="sdpa" + suffix, note=notes.get(provider, "")))
-            for provider, by_kind in times.items() for suffix, ms in by_kind.items()]
-    print(summary(name, batch, N, times), flush=True)
-    return rows
+        m.times[provider] = timings(model, inputs, kind, compile_too, smoke)
+        m.block = report.settings.block_size
+        m.notes[provider] = f"{len(report.converted)} of {len(report.modules)} attention modules converted"
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return m
+
+
+def rows_of(name: str, N: int, batch: int, env: Env, m: Measured, smoke: bool) -> list[Row]:
+    sdpa, heads = m.times["sdpa"], m.config.num_attention_heads
+    return [env.stamp(Row(kernel=f"model:{name}", provider=provider + suffix, dtype="float32" if smoke else "float16",
+                          batch=batch, heads=heads, seq=N, head_dim=m.config.hidden_size // heads, block=m.block,
+                          steps=1, pad_frac=0.0, median_ms=f"{ms:.4f}", speedup_vs_best_sdpa=f"{sdpa[suffix] / ms:.3f}",
+                          best_sdpa="sdpa" + suffix, note=m.notes.get(provider, "")))
+            for provider, by_kind in m.times.items() for suffix, ms in by_kind.items()]
 
 
 def summary(name: str, batch: int, N: int, times: dict[str, dict[str, float]]) -> str:
@@ -274,13 +296,21 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     env = whole_model_environment("bench_models.py", args.smoke)
     register_free()
+    cases = [(name, N) for name in args.models for N in lengths(name, args.seqs, args.smoke)]
+    # Wall times of every case first, GPU times (torch.profiler) after them all: a profiler session
+    # leaves each later launch of the process slower on the host (CUPTI; on an H100, torch 2.11,
+    # one eager call at T = 2 took 35-52 µs after one against 30 µs without: docs/benchmarks.md),
+    # so no wall time is measured after one.
+    measured = {case: measure(*case, args.batch, "wall", args.compile and not args.smoke, args.smoke)
+                for case in cases}
     rows: list[Row] = []
     try:
-        for name in args.models:
-            for N in lengths(name, args.seqs, args.smoke):
-                rows += run(name, N, args.batch, env, args.compile and not args.smoke, args.smoke)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+        for (name, N), m in measured.items():
+            if not args.smoke:
+                for provider, gpu in measure(name, N, args.batch, "gpu", False, False).times.items():
+                    m.times[provider].update(gpu)
+            rows += rows_of(name, N, args.batch, env, m, args.smoke)
+            print(summary(name, args.batch, N, m.times), flush=True)
     finally:
         print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'bench_models.csv')}")
 
