@@ -54,7 +54,7 @@ host's own work plus any wait for the device inside the step; near ms/step, the 
 (warm-up, one step, then STEPS steps under ``torch.profiler``, CUDA activity) and the device time of
 those steps' kernels per step is reported ("kernel ms"): well below ms/step, the device idles,
 waiting for the host. (A profiler session leaves every later launch of the process slower on the
-host; until code 18346f6 the profiled steps followed each provider's timed ones, and slowed the
+host; until code ea9d9d1 the profiled steps followed each provider's timed ones, and slowed the
 steps timed after them.) ``--host-profile STEPS``: after the timed steps, STEPS more under Python's
 ``cProfile`` (the tokenising worker's functions showed in it too on the GPU machine's Python 3.12),
 whose functions by their own time and by their cumulative time go to
@@ -590,7 +590,7 @@ def profiled_again(results: list[Measured], configs: list, a: argparse.Namespace
     steps under torch.profiler after its warm-up and one step more: each result's ``kernel_ms``.
     Apart, because after a profiler session every launch of the process costs more host time
     (CUPTI; on an H100 one eager MonarchAttention call at T = 2 took 35-52 µs after one against 30
-    µs without), which until code 18346f6 slowed every step timed after the first provider's."""
+    µs without), which until code ea9d9d1 slowed every step timed after the first provider's."""
     by_case = iter(results)
     for c, tokenizer, texts in configs:
         again = argparse.Namespace(**{**vars(c), "steps": 1, "profile_steps": a.profile_steps,

@@ -7,8 +7,11 @@ of a signature compiles and records; its cost is reported separately):
   so no call ever waits for the device: the pure cost of issuing them (the round is repeated with a
   longer sleep if the device ran dry before its last call);
 - back to back: calls with no synchronisation in between on an idle GPU, the way this script
-  measured until code 18346f6: the larger of the host time and the device time of a call (at
-  T = 2, B = 1, N = 512 on an H100 it read 41 µs, against 27 µs at N = 4096).
+  measured until code 18346f6: where a call's device time is longer than its host time, the
+  device time.
+
+Run it in a process that has not run ``torch.profiler``: after a profiler session every launch
+costs more host time (docs/benchmarks.md, "Diagnostic round of 2026-12-07").
 
     python scripts/benchmarks/bench_host_time.py [--batches 1 8] [--seqs 512 4096] [--old FOLDER] [--csv FILE]
 

@@ -26,7 +26,7 @@ time (the sum of the forward's kernel times, torch.profiler: what the GPU is kep
 ``+compile``, ``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's. The wall
 times of every model and N are measured first, the GPU times after them all, on models built again
 (the same seed): after a torch.profiler session every launch of the process costs more host time,
-which until code 18346f6 slowed the eager times of every variant measured after SDPA's.
+which until code ea9d9d1 slowed the eager times of every variant measured after SDPA's.
 
 A model whose ``model_type`` is not in monarch_convert's registry is measured on SDPA and free
 attention only, with a line saying why. ``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in
