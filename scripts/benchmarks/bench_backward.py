@@ -7,15 +7,15 @@ efficient backends, and each one's peak memory.
     python scripts/benchmarks/bench_backward.py --smoke [--out FILE]    # CPU, Triton's interpreter
 
 One call is ``torch.autograd.grad`` of the op's output (float16, 12 heads, head dim 64, batch 1,
-``b = ceil(sqrt(N))``) for a fixed random output gradient, with respect to q, k and v: the forward
-and the backward. Its median time comes from ``triton.testing.do_bench`` (L2 flushed before each
-run), eager and as the replay of a CUDA graph that captured the call (the GPU time plus launch
-gaps); the speed-ups compare with the fastest SDPA backend of the same run, eager with eager and
-graphed with graphed. Where the time goes: ``host_us``, the median host time to issue one eager
-call (no synchronisation inside it), and ``kernel_us``, the sum of the call's kernel times
-(``torch.profiler``, no L2 flush). Peak memory is the most allocated during one call beyond the
-inputs (``torch.cuda.max_memory_allocated``). Writes one CSV row per (case, provider) and prints a
-table.
+``b = ceil(sqrt(N))``) for a fixed random output gradient, with respect to q, k and v: the forward and
+the backward. Its median time comes from ``triton.testing.do_bench`` (L2 flushed before each run),
+eager and as the replay of a CUDA graph that captured the call (the GPU time plus launch gaps); the
+speed-ups compare with the fastest SDPA backend of the same run, eager with eager and graphed with
+graphed. Where the time goes: ``host_us``, the median host time to issue one eager call (no
+synchronisation inside it), and ``kernel_us``, the sum of the call's kernel times
+(``torch.profiler``, no L2 flush; measured once every case is timed, ``add_kernel_times``). Peak
+memory is the most allocated during one call beyond the inputs
+(``torch.cuda.max_memory_allocated``). Writes one CSV row per (case, provider) and prints a table.
 
 ``--smoke`` runs tiny float32 cases on the CPU in Triton's interpreter, with the reference's
 autograd in place of SDPA, and checks that the kernels' gradients equal the reference's: it shows
@@ -147,22 +147,41 @@ def kernels_per_call(fn, calls: int = 20) -> dict:
     return out
 
 
-def measure(name: str, fn, s: Setup, reps: int, profile: bool) -> dict:
-    """The provider's numbers on one case: eager and graphed ms, host and kernel µs, peak MiB."""
+def measure(name: str, fn, s: Setup, reps: int) -> dict:
+    """The provider's numbers on one case: eager and graphed ms, host µs, peak MiB."""
     got = dict(eager=median_ms(fn, s.device, reps), peak=peak_mib(fn, s.device))
     if s.device == "cpu":
         return got
     got["host"] = host_us(fn)
-    per_kernel = kernels_per_call(fn)
-    got["kernel"] = sum(us for _, us in per_kernel.values())
-    if profile:
-        for kname, (n, us) in sorted(per_kernel.items(), key=lambda x: -x[1][1]):
-            print(f"    {name}: {us:8.1f} µs  x{n:.0f}  {kname[:90]}")
     try:
         got["graphed"] = bench(graphed(fn))
     except Exception as e:  # a provider that cannot be captured: say so, keep the eager numbers
         print(f"    {name}: no CUDA graph: {type(e).__name__}: {str(e).splitlines()[0][:100]}", file=sys.stderr)
     return got
+
+
+@dataclass
+class Timed:
+    """One case's providers (``fns``) and their numbers (``results``, by provider)."""
+
+    N: int
+    steps: int
+    block: int
+    fns: dict
+    results: dict
+
+
+def add_kernel_times(t: Timed, profile: bool) -> None:
+    """Each provider's ``kernel`` µs per call, from torch.profiler; ``profile``: print each kernel's.
+    Run once every case is timed: after a profiler session every launch of the process costs more
+    host time (docs/benchmarks.md, "Diagnostic round of 2026-12-07"), which until code a4d7fe0
+    inflated the eager and host columns of every provider timed after the first."""
+    for name, fn in t.fns.items():
+        per_kernel = kernels_per_call(fn)
+        t.results[name]["kernel"] = sum(us for _, us in per_kernel.values())
+        if profile:
+            for kname, (n, us) in sorted(per_kernel.items(), key=lambda x: -x[1][1]):
+                print(f"    N={t.N} T={t.steps} {name}: {us:8.1f} µs  x{n:.0f}  {kname[:90]}")
 
 
 def _ratio(times: dict, kind: str, name: str) -> tuple[str, str]:
@@ -173,8 +192,7 @@ def _ratio(times: dict, kind: str, name: str) -> tuple[str, str]:
     return f"{sdpa[best] / times[name][kind]:.3f}", best
 
 
-def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict, profile: bool = False,
-              only: list | None = None) -> list[BackwardRow]:
+def time_case(s: Setup, N: int, steps: int, reps: int, only: list | None = None) -> Timed:
     block = math.isqrt(N - 1) + 1
     xs, grad = inputs(s, N)
     fns = {p: fn for p, fn in providers(s, xs, grad, block, steps).items() if not only or p in only}
@@ -190,13 +208,17 @@ def time_case(s: Setup, N: int, steps: int, reps: int, stamp: dict, profile: boo
         elif s.device == "cpu":  # --smoke: the kernels' gradients are the reference's
             for a, b in zip(reference, got):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        results[name] = measure(name, fn, s, reps, profile)
+        results[name] = measure(name, fn, s, reps)
+    return Timed(N, steps, block, {name: fns[name] for name in results}, results)
+
+
+def rows_of(s: Setup, t: Timed, stamp: dict) -> list[BackwardRow]:
     rows = []
-    for name, t in results.items():
-        (x, best), (xg, best_g) = _ratio(results, "eager", name), _ratio(results, "graphed", name)
-        fmt = lambda key, f: format(t[key], f) if key in t else ""  # noqa: E731
-        rows.append(BackwardRow(name, str(s.dtype)[6:], s.batch, s.heads, N, s.head_dim, block, steps,
-                                f"{t['eager']:.5f}", x, best, t["peak"], fmt("graphed", ".5f"), xg, best_g,
+    for name, r in t.results.items():
+        (x, best), (xg, best_g) = _ratio(t.results, "eager", name), _ratio(t.results, "graphed", name)
+        fmt = lambda key, f: format(r[key], f) if key in r else ""  # noqa: E731
+        rows.append(BackwardRow(name, str(s.dtype)[6:], s.batch, s.heads, t.N, s.head_dim, t.block, t.steps,
+                                f"{r['eager']:.5f}", x, best, r["peak"], fmt("graphed", ".5f"), xg, best_g,
                                 fmt("host", ".1f"), fmt("kernel", ".1f"), **stamp))
     return rows
 
@@ -246,14 +268,16 @@ def main(argv=None) -> None:
     # A busy host (e.g. test workers left running) inflates the eager and host columns: say how busy.
     print(f"{device}; {stamp['versions']}; commit {stamp['commit']}; host load {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs", flush=True)
-    rows = []
+    timed: list[Timed] = []
     try:
         for N in seqs:
             for steps in args.steps:
-                rows += time_case(s, N, steps, reps, stamp, args.profile, args.only)
-                if s.device == "cuda":
-                    torch.cuda.empty_cache()
+                timed.append(time_case(s, N, steps, reps, args.only))
+        if s.device == "cuda":
+            for t in timed:
+                add_kernel_times(t, args.profile)
     finally:
+        rows = [row for t in timed for row in rows_of(s, t, stamp)]
         path = args.out or os.path.join(os.environ.get("OUT", "."), "bench_backward.csv")
         write_csv(rows, path)
         print(f"{len(rows)} rows -> {path}")
