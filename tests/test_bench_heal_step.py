@@ -104,3 +104,19 @@ def test_replays_recorded_counts_new_and_replaced_keys(bench_heal_step, monkeypa
     assert bench_heal_step.replays_recorded(before, bench_heal_step.replay_snapshot()) == {"forward": 0, "backward": 0}
     launch.REPLAYS["b"], launch.REPLAYS["c"] = object(), object()  # recorded again, and recorded anew
     assert bench_heal_step.replays_recorded(before, bench_heal_step.replay_snapshot()) == {"forward": 2, "backward": 0}
+
+
+def test_one_batch_tokenises_once_per_run(bench_heal_step, tmp_path, monkeypatch):
+    """--one-batch: heal's prefetcher prepares one batch per provider run and hands it to every
+    step (nothing is tokenised beside the timed steps); the rows say so."""
+    from monarch_convert.healing import loop
+
+    prepared = []
+    prepare = loop.Prefetcher._inputs
+    monkeypatch.setattr(loop.Prefetcher, "_inputs", lambda self, step: prepared.append(step) or prepare(self, step))
+    bench_heal_step.main(["--smoke", "--one-batch", "--providers", "sdpa", "monarch",
+                          "--csv", str(tmp_path / "rows.csv")])
+    assert prepared == [0, 0]  # one batch for each of the two providers' runs of 3 steps
+    assert loop.Prefetcher._inputs.__name__ == "<lambda>"  # the wrapper removed again
+    with open(tmp_path / "rows.csv", newline="") as f:
+        assert all("every step on the first batch (--one-batch)" in row["note"] for row in csv.DictReader(f))

@@ -5,7 +5,7 @@ same distillation step on SDPA (issue 17's third target: >= 2x at N = 4096 on th
     BENCH_COMMIT=<commit> python scripts/benchmarks/bench_heal_step.py [--seqs 4096 ...] [--batches 1 ...]
         [--max-tokens T] [--steps 50] [--warmup 5] [--profile STEPS] [--host-profile STEPS] [--dtype bfloat16]
         [--trainable attention] [--setting b=64,T=1] [--providers sdpa attention-free monarch]
-        [--csv FILE] [--smoke]
+        [--one-batch] [--csv FILE] [--smoke]
 
 One run measures every configuration (N, batch) of ``--seqs`` x ``--batches`` (``--seq`` and
 ``--batch`` are the same options) with at most ``--max-tokens`` tokens per step, each provider on
@@ -67,7 +67,9 @@ Peak memory: ``torch.cuda.max_memory_allocated`` over the provider's run (weight
 Host work is timed apart: heal tokenising a batch (on the worker thread, beside the step before)
 and, for the monarch provider, inside each step, the teacher's switch to softmax and back
 (``conversion.base_attention``: the configs name the base implementation, then ``monarch_sdpa``
-again; until code `df29827` a revert and conversion again, 0.7 ms).
+again; until code `df29827` a revert and conversion again, 0.7 ms). ``--one-batch``: every step
+trains on the first batch, tokenised once (``first_batch_only``), so that nothing is tokenised
+beside the timed steps: the difference from a run without it is what heal's worker costs the step.
 Printed last: a table of ms/step, steps/s, peak MiB, the step rate over SDPA's at the same N and
 batch, host ms and kernel ms; then per configuration SDPA's and monarch's ms/step, their ratio and
 the FLOPs bound on it (``flops_bound``: the ratio if the student's attention cost nothing, at equal
@@ -264,6 +266,31 @@ def replays_recorded(before: dict[str, dict], after: dict[str, dict]) -> dict[st
             for name, keys in after.items()}
 
 
+@contextmanager
+def first_batch_only(enabled: bool):
+    """``--one-batch``: heal's prefetcher (``healing.loop.Prefetcher``) hands every step the inputs
+    it prepared first, so nothing is tokenised beside the timed steps: what the tokenising worker
+    costs the step's host shows as the difference from a run without it."""
+    if not enabled:
+        yield
+        return
+    from monarch_convert.healing import loop
+
+    prepare = loop.Prefetcher._inputs
+    first: list[dict] = []
+
+    def inputs(self, step: int) -> dict:
+        if not first:
+            first.append(prepare(self, step))
+        return first[0]
+
+    loop.Prefetcher._inputs = inputs
+    try:
+        yield
+    finally:
+        loop.Prefetcher._inputs = prepare
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -419,7 +446,8 @@ def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[st
     cuda = a.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    with StepTimer(a.warmup, a.steps, a.profile_steps, a.host_profile_steps).around_heal_steps() as timer:
+    timer = StepTimer(a.warmup, a.steps, a.profile_steps, a.host_profile_steps)
+    with timer.around_heal_steps(), first_batch_only(a.one_batch):
         if provider == "monarch":
             settings, note = heal_converted(model, a, tokenizer, texts)
         else:
@@ -484,11 +512,11 @@ def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict
     rows = []
     for m in results:
         sdpa, costs = _sdpa_ms(results, m), host[(m.seq, m.batch)]
+        one_batch = "; every step on the first batch (--one-batch)" if a.one_batch else ""
         note = (f"{1e3 / m.ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; mean of {len(m.host_ms)} steps after "
                 f"{a.warmup} warm-up, synchronised before the first and after the last; host ms per step call "
                 f"{statistics.median(m.host_ms):.2f} (median){_profile_text(m)}{_recorded_text(m)}; "
-                f"loss {m.losses[0]:.4g} -> "
-                f"{m.losses[-1]:.4g}; {m.note}; FLOPs bound on the rate over SDPA "
+                f"loss {m.losses[0]:.4g} -> {m.losses[-1]:.4g}; {m.note}{one_batch}; FLOPs bound on the rate over SDPA "
                 f"{flops_bound(s, m.seq, m.batch, a.trainable):.2f}x; host ms of a step: " +
                 ", ".join(f"{k} {v:.2f}" for k, v in costs.items() if k != SWITCH or m.provider.startswith("monarch")))
         rows.append(env.stamp(Row(
@@ -504,7 +532,8 @@ def table(results: list[Measured], a: argparse.Namespace, env: Env, host: dict) 
     the FLOPs bound on it, and the host work of a step."""
     s = SMOKE if a.smoke else BASE
     lines = [f"heal step, {'smoke' if a.smoke else 'BERT-base'} shape, {a.dtype}, trainable={a.trainable}, "
-             f"target=hidden, {env.gpu}, commit {env.commit or '?'}",
+             f"target=hidden{', one batch for every step' if a.one_batch else ''}, {env.gpu}, "
+             f"commit {env.commit or '?'}",
              f"{'provider':<16}{'N':>6}{'batch':>6}{'ms/step':>10}{'steps/s':>9}{'peak MiB':>10}{'rate/sdpa':>11}"
              f"{'host ms':>9}{'kernel ms':>11}"]
     for m in results:
@@ -534,7 +563,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="timed steps per provider (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="steps run first and not timed (default 5)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS", dest="profile_steps",
-                   help="after the timed steps, this many more under torch.profiler: kernel time per step")
+                   help="once every provider is timed, each runs again with this many steps under "
+                        "torch.profiler: kernel time per step")
+    p.add_argument("--one-batch", action="store_true",
+                   help="every step trains on the first batch, tokenised once: no tokenising on heal's "
+                        "worker thread beside the steps")
     p.add_argument("--host-profile", type=int, default=0, metavar="STEPS", dest="host_profile_steps",
                    help="then this many more under cProfile: where each provider's host time goes (a text "
                         "file per provider and configuration beside the CSV)")
