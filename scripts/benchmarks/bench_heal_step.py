@@ -510,9 +510,9 @@ def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict
     """CSV rows; ``host``: ``host_costs`` by (N, batch)."""
     s = SMOKE if a.smoke else BASE
     rows = []
+    one_batch = "; every step on the first batch (--one-batch)" if a.one_batch else ""
     for m in results:
         sdpa, costs = _sdpa_ms(results, m), host[(m.seq, m.batch)]
-        one_batch = "; every step on the first batch (--one-batch)" if a.one_batch else ""
         note = (f"{1e3 / m.ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; mean of {len(m.host_ms)} steps after "
                 f"{a.warmup} warm-up, synchronised before the first and after the last; host ms per step call "
                 f"{statistics.median(m.host_ms):.2f} (median){_profile_text(m)}{_recorded_text(m)}; "
@@ -565,12 +565,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="STEPS", dest="profile_steps",
                    help="once every provider is timed, each runs again with this many steps under "
                         "torch.profiler: kernel time per step")
+    p.add_argument("--host-profile", type=int, default=0, metavar="STEPS", dest="host_profile_steps",
+                   help="after the timed steps, this many more under cProfile: where each provider's host time "
+                        "goes (a text file per provider and configuration beside the CSV)")
     p.add_argument("--one-batch", action="store_true",
                    help="every step trains on the first batch, tokenised once: no tokenising on heal's "
                         "worker thread beside the steps")
-    p.add_argument("--host-profile", type=int, default=0, metavar="STEPS", dest="host_profile_steps",
-                   help="then this many more under cProfile: where each provider's host time goes (a text "
-                        "file per provider and configuration beside the CSV)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--trainable", default="attention", choices=["attention", "all", "lora"])
     p.add_argument("--setting", type=parse_setting, default={"block_size": "auto"},
@@ -622,8 +622,8 @@ def profiled_again(results: list[Measured], configs: list, a: argparse.Namespace
     """``--profile``: each provider's run again, after every timed one, with ``a.profile_steps``
     steps under torch.profiler after its warm-up and one step more: each result's ``kernel_ms``.
     Apart, because after a profiler session every launch of the process costs more host time
-    (CUPTI; on an H100 one eager MonarchAttention call at T = 2 took 35-52 µs after one against 30
-    µs without), which until code ea9d9d1 slowed every step timed after the first provider's."""
+    (docs/benchmarks.md, "Diagnostic round of 2026-12-07"), which until code ea9d9d1 slowed every
+    step timed after the first provider's."""
     by_case = iter(results)
     for c, tokenizer, texts in configs:
         again = argparse.Namespace(**{**vars(c), "steps": 1, "profile_steps": a.profile_steps,

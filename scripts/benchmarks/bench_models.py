@@ -298,9 +298,8 @@ def main(argv=None) -> None:
     register_free()
     cases = [(name, N) for name in args.models for N in lengths(name, args.seqs, args.smoke)]
     # Wall times of every case first, GPU times (torch.profiler) after them all: a profiler session
-    # leaves each later launch of the process slower on the host (CUPTI; on an H100, torch 2.11,
-    # one eager call at T = 2 took 35-52 µs after one against 30 µs without: docs/benchmarks.md),
-    # so no wall time is measured after one.
+    # leaves each later launch of the process slower on the host (CUPTI; docs/benchmarks.md,
+    # "Diagnostic round of 2026-12-07"), so no wall time is measured after one.
     measured = {case: measure(*case, args.batch, "wall", args.compile and not args.smoke, args.smoke)
                 for case in cases}
     rows: list[Row] = []
