@@ -156,6 +156,65 @@ def _check_output(out, q, k, v, mask, b, T, pad) -> None:
         assert (out[~mask[:, None, :].expand(B, H, N)] == 0).all()
 
 
+# aL in the output tensor (``LaunchPlan.al_home``): T = 1 inference calls whose output the launcher
+# allocates. (B, H, N, d, dv, b, pad, mask, dtype, layout, knobs).
+AL_HOME_CASES = [
+    # grouped L-step tiles: several offsets per program
+    (2, 2, 37, 16, 16, 5, "post", None, torch.float32, "bhnd", {}),
+    (2, 2, 37, 16, 16, 5, "pre", None, torch.float16, "bnhd", {}),
+    (3, 2, 50, 16, 16, 6, "pre", "left", torch.float32, "bhnd", {}),
+    (3, 1, 30, 16, 16, 4, "post", "empty_row", torch.float32, "bhnd", {}),
+    (2, 2, 45, 24, 40, 7, "post", "random", torch.float32, "gapped", {}),
+    # one program per offset, its rows in chunks (m = 24 > 16 rows), incl. slots without a token
+    (2, 2, 70, 16, 16, 3, "post", "right", torch.float16, "bhnd", {"max_rows": 16}),
+    (2, 1, 70, 16, 24, 3, "pre", "random", torch.float32, "bnhd", {"max_rows": 16}),
+    (2, 2, 70, 16, 16, 3, "pre", None, torch.float32, "bhnd", {"max_rows": 16}),
+]
+
+
+@pytest.mark.parametrize("case", AL_HOME_CASES, ids=_case_id)
+def test_al_in_output_matches_reference(kern, case):
+    """The R-step writes aL at its tokens' output rows (and spare rows for slots without a token),
+    the L-step reads every aL of its offsets before it overwrites them with outputs: the reference's
+    outputs, zeros at padding tokens, and the same as with aL in the scratch (all intermediates
+    poisoned)."""
+    B, H, N, d, dv, b, pad, mask_kind, dtype, lay, knobs = case
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-home".encode()))
+    q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
+    mask = key_padding_mask(mask_kind, B, N, gen)
+    call = kern._launch_call(q, k, v, mask, b, -(-N // b), 1, pad, d ** -0.5, None, Knobs(mode="tiles", **knobs),
+                             True, (False, 0), False, False)
+    assert call.plan.al_home and "al" not in call.buffers
+    out = call.out
+    _check_output(out, q, k, v, mask, b, 1, pad)
+    assert _rel(out, _run(kern, q, k, v, mask, b, 1, pad, {**knobs, "al_home": False})) < TOL[dtype]
+
+
+def test_al_in_output_only_where_it_applies(kern):
+    """aL stays in the scratch for training calls, from T = 2 (the summary steps read it), with the
+    options, in the fused strategy, where an offset's blocks span several column tiles, with a
+    caller's output (it may alias q, k or v) and when ``Knobs(al_home=False)`` says so. Where it
+    applies, the scratch is Y and cL (and spare rows): about half of what it was."""
+    gen = torch.Generator().manual_seed(24)
+    q, k, v = _inputs(2, 2, 64, 16, 16, torch.float32, gen=gen)
+
+    def call(T=1, out=None, keep=False, variant=(False, 0), **knobs):
+        return kern._launch_call(q, k, v, None, 8, 8, T, "post", 0.25, out, Knobs(**{"mode": "tiles", **knobs}), True,
+                                 variant, False, keep)
+
+    home = call()
+    assert home.plan.al_home and home.scratch_bytes <= 0.55 * call(al_home=False).scratch_bytes
+    for off in (call(T=2), call(keep=True), call(variant=(False, 2)), call(mode="fused"), call(max_tile=4),
+                call(out=torch.empty_like(q)), call(al_home=False)):
+        assert not off.plan.al_home and "al" in off.buffers
+
+
+def test_spare_rows_hold_every_slot_without_a_token(kern):
+    """A sequence's blocks hold fewer than b slots without a token: exactly m * b - N without a mask."""
+    assert [kern.spare_rows(N, 8, -(-N // 8), False) for N in (64, 65, 71)] == [0, 7, 1]
+    assert kern.spare_rows(65, 8, 9, True) == 8
+
+
 # The op's options (docs/algorithm.md, section 7): (B, H, N, d, dv, b, T, pad, mask, dtype, layout, knobs).
 VARIANT_CASES = [
     (2, 2, 37, 16, 16, 5, 1, "post", None, torch.float32, "bhnd", {}),

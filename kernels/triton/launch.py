@@ -9,8 +9,10 @@ sequence uses ``m_s = ceil(L[s] / b)`` blocks, and programs past ``m_s`` exit at
 key-padding mask, each sequence's token index, length and offset are built first: by a launch of
 their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` chooses).
 
-A tiled call whose intermediates are large runs its heads in chunks that reuse one scratch
-(``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
+A tiled T = 1 inference call keeps aL in its output tensor, not in the scratch (``LaunchPlan.al_home``,
+``stages._al_rows``): its intermediates are then Y and cL, 0.26x the bytes of q, k, v and the output
+instead of 0.51x. A tiled call whose intermediates are large runs its heads in chunks that reuse one
+scratch (``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
 A training call (``monarch_attention_triton_saving``) makes the same launches (but never the
 on-chip kernel's, which keeps nothing in memory) and, at T = 1 where its heads run at once, keeps
 its scratch (``aL, cL, Y``, the layout) for the backward instead of freeing it (``saved_bytes``);
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -77,7 +79,8 @@ def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
 
 @dataclass(frozen=True)
 class Scratch:
-    """Byte offsets of the intermediates in the call's one scratch allocation: aL (BH, b, m, D),
+    """Byte offsets of the intermediates in the call's one scratch allocation: aL (BH, b, m, D) or,
+    where it lies in the output (``LaunchPlan.al_home``), its spare rows (BH, ``spare_rows``, D);
     Y (BH, b, m, DV) and, from T = 2, the summaries (BH, m, b, D) in the input dtype; cL (BH, b, m)
     in float32, for the ``BH`` heads of one chunk; with a mask, the token index (B, N), lengths and
     offsets (B) in int64; with the options (``variants.py``, which run all heads at once), the exact
@@ -91,10 +94,14 @@ class Scratch:
 
     @classmethod
     def plan(cls, q: torch.Tensor, dv: int, b: int, m: int, num_steps: int, has_mask: bool,
-             heads: int, exact: bool = False, globals_width: int = 0) -> "Scratch":
+             heads: int, exact: bool = False, globals_width: int = 0, al_home: bool = False) -> "Scratch":
         B, _, N, D = q.shape
         BH = B * heads
-        shapes = {"al": (q.dtype, (BH, b, m, D)), "y": (q.dtype, (BH, b, m, dv)), "cl": (torch.float32, (BH, b, m))}
+        if al_home:  # aL in the output tensor; rows for the slots without a token (``spare_rows``)
+            shapes = {"spare": (q.dtype, (BH, spare_rows(N, b, m, has_mask), D))}
+        else:
+            shapes = {"al": (q.dtype, (BH, b, m, D))}
+        shapes.update(y=(q.dtype, (BH, b, m, dv)), cl=(torch.float32, (BH, b, m)))
         if num_steps > 1:
             shapes["summ"] = (q.dtype, (BH, m, b, D))
         if has_mask:
@@ -123,12 +130,19 @@ class Scratch:
         return out
 
 
-def _chunk_heads(q, dv: int, b: int, m: int, num_steps: int, has_mask: bool, mode: str, knobs: Knobs) -> int:
+def spare_rows(N: int, b: int, m: int, has_mask: bool) -> int:
+    """Rows per head for the aL of slots that hold no token, where aL lies in the output
+    (``stages._al_rows``): a sequence's blocks have ``m_s * b - L`` such slots, fewer than b; without a
+    mask every sequence has ``m * b - N`` (0 where b divides N)."""
+    return b if has_mask else m * b - N
+
+
+def _chunk_heads(q, dv: int, b: int, m: int, num_steps: int, plan: LaunchPlan, knobs: Knobs) -> int:
     """Heads of each sequence per chunk (all of them in fused and on-chip modes: one program per head)."""
     H = q.shape[1]
-    if mode in ("fused", "onchip"):
+    if plan.mode in ("fused", "onchip"):
         return H
-    whole = Scratch.plan(q, dv, b, m, num_steps, False, H).nbytes
+    whole = Scratch.plan(q, dv, b, m, num_steps, False, H, al_home=plan.al_home).nbytes
     io = q.shape[0] * H * q.shape[2] * (2 * q.shape[3] + 2 * dv) * q.dtype.itemsize
     return heads_per_chunk(H, whole, io, knobs)
 
@@ -327,21 +341,23 @@ def _launch_call(q, k, v, key_padding_mask, b: int, m: int, num_steps: int, pad_
     """A call's scratch, and every launch of it through Triton's launcher (``recording``: kept in
     the call, for its replay). ``keep``: a training call (never the on-chip kernel)."""
     H, N, DV = q.shape[1], q.shape[2], v.shape[-1]
-    out = output_like(q, DV) if out is None else out
     diag, num_globals = options[0] and num_steps > 1, min(options[1], N)
     exact = diag or num_globals > 0
     plan = plan_for(q, v, b, num_steps, knobs, plain=not (keep or exact))
+    if out is not None and plan.al_home:  # a caller's output may alias q, k or v, which the R-step reads
+        plan = replace(plan, al_home=False)
+    out = output_like(q, DV) if out is None else out
     has_mask = key_padding_mask is not None
-    heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, has_mask, plan.mode, knobs)
+    heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, plan, knobs)
     if plan.mode == "onchip":  # no intermediates in memory, the layout made in the kernel
         scratch = Scratch.of_shapes({})
     else:
         scratch = Scratch.plan(q, DV, b, m, num_steps, has_mask, heads, exact,
-                               num_globals and max(16, pow2(num_globals)))
+                               num_globals and max(16, pow2(num_globals)), al_home=plan.al_home)
     buf = torch.empty(scratch.nbytes, dtype=torch.uint8, device=q.device)
     buffers = scratch.views(buf)
-    if "al" in buffers:
-        buffers.setdefault("summ", buffers["al"])  # T = 1: never read
+    if "y" in buffers:
+        buffers.setdefault("summ", buffers.get("al", buffers["y"]))  # T = 1: never read
     if poison:
         _poison(buffers)
     mask = key_padding_mask.to(device=q.device).view(torch.uint8) if has_mask else None
@@ -370,7 +386,7 @@ def _refuse_beyond_limits(N: int, global_keys: int) -> None:
 def _poison(buffers: dict) -> None:
     """Tests: reading an intermediate nobody wrote shows up as NaN (a flag or an index: as junk)."""
     for name, x in buffers.items():
-        if name in ("al", "y", "summ", "cl", "exl", "exy", "gscore"):
+        if name in ("al", "spare", "y", "summ", "cl", "exl", "exy", "gscore"):
             x.fill_(float("nan"))
         elif name in ("gflag", "gsel"):
             x.fill_(-3)
@@ -480,6 +496,10 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
     mask, *mask_strides = c.mask_args()
     var = c.variant_args()
+    # aL in the output (``LaunchPlan.al_home``): the R-step writes it there, the L-step reads it back.
+    home = c.plan.al_home
+    al = buf["spare" if home else "al"]
+    spare = dict(spare_ptr=al, SPARE=al.shape[1] if home else 0, AL_HOME=home)
     if c.num_globals:
         _launch_select(c)
     for step in range(c.num_steps):
@@ -488,12 +508,13 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
         diag_now = c.diag and step == 0  # the first R-step's Y and log-sum-exp: the exact diagonal blocks
         c.launch(
             _r_step_kernel, BH * rt.tiles,
-            q, k, v, buf["summ"], buf["al"], buf["cl"], buf["exy" if diag_now else "y"], *seq_args[:3], mask,
+            q, k, v, buf["summ"], al, buf["cl"], buf["exy" if diag_now else "y"], *seq_args[:3], mask,
             *seq_args[3:], rt.tiles, *q.stride(), *k.stride(), *v.stride(), *mask_strides, c.scale,
             DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last or diag_now, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows,
             BK=rt.cols, BDV=max(16, pow2(DV)), **flags,
             **c.chained(not first or (c.has_mask and not c.layout_in_grid) or c.num_globals > 0),
-            num_warps=rt.warps, **var, GLOBAL=c.num_globals > 0, LSE_OUT=diag_now,
+            num_warps=rt.warps, **var, GLOBAL=c.num_globals > 0, LSE_OUT=diag_now, o_ptr=out, **spare,
+            stride_ob=out.stride(0), stride_oh=out.stride(1), stride_on=out.stride(2), stride_od=out.stride(3),
             **c.layout_flags(first and c.layout_in_grid, rt.warps),
         )
         if step == 0 and c.num_globals:
@@ -505,11 +526,12 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
                 GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
                 num_warps=st.warps, ex_l_ptr=var["ex_l_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
             )
+    l_tiles = c.plan.l_tiles(c.b)
     c.launch(
-        _l_out_kernel, BH * lt.tiles,
-        q, buf["al"], buf["cl"], buf["y"], out, mask, *seq_args, lt.tiles,
+        _l_out_kernel, BH * l_tiles,
+        q, al, buf["cl"], buf["y"], out, mask, *seq_args, l_tiles,
         *q.stride(), *out.stride(), *mask_strides, c.scale,
         DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
         **flags, **c.chained(True), num_warps=lt.warps,
-        ex_l_ptr=var["ex_l_ptr"], ex_y_ptr=var["ex_y_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
+        ex_l_ptr=var["ex_l_ptr"], ex_y_ptr=var["ex_y_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag, **spare,
     )

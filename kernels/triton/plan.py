@@ -30,7 +30,8 @@ class Knobs:
     L-step. warps: warps of the fused or on-chip program. stages: software-pipelining depth.
     pdl: programmatic dependent launch between a call's grids. chunk_bytes: intermediates above which a
     call runs its heads in chunks (``heads_per_chunk``). layout_in_grid: a masked tiled call lays out
-    its sequences in its first grid, not in a launch of its own (``layout_kernel.py``).
+    its sequences in its first grid, not in a launch of its own (``layout_kernel.py``). al_home: a
+    T = 1 inference call keeps aL in its output tensor where it can (``LaunchPlan.al_home``).
     """
 
     mode: Optional[str] = None
@@ -46,6 +47,7 @@ class Knobs:
     pdl: Optional[bool] = None
     chunk_bytes: Optional[int] = None
     layout_in_grid: Optional[bool] = None
+    al_home: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in MODES:
@@ -68,7 +70,14 @@ class StepTiles:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """r_step: R-steps; l_step: the final L-step (output); s_step: non-final L-steps (summaries)."""
+    """r_step: R-steps; l_step: the final L-step (output); s_step: non-final L-steps (summaries).
+    al_home: the R-step writes aL into the output tensor, each row at its token's position, and the
+    L-step overwrites it with that token's output (``stages._al_rows``): no aL in the scratch, whose
+    peak then is Y and cL (0.26x the bytes of q, k, v and the output instead of 0.51x). It needs the
+    tiled strategy at T = 1 (no summary step reads aL) without the options, an inference call (a
+    training call keeps aL for its backward) and an L-step program that owns whole offsets with all
+    their blocks in one column tile (grouped, or ``l_step.one_col``: then one program per offset,
+    ``l_tiles``); the launcher also needs an output of its own (``launch._launch_call``)."""
 
     mode: str
     r_step: StepTiles
@@ -78,6 +87,12 @@ class LaunchPlan:
     stages: Optional[int]
     pdl: bool
     layout_in_grid: bool
+    al_home: bool = False
+
+    def l_tiles(self, b: int) -> int:
+        """Final L-step programs per head: one per offset where aL is in the output and an offset
+        spans several tiles."""
+        return b if self.al_home and not self.l_step.grouped else self.l_step.tiles
 
 
 def pow2(x: int) -> int:
@@ -173,7 +188,10 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)
-    return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid)
+    al_home = (knobs.al_home is not False and plain and mode == "tiles" and num_steps == 1
+               and (lo.grouped or lo.one_col))
+    return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid,
+                      al_home)
 
 
 def _one_wave(programs: int, sm_count: Optional[int]) -> bool:
@@ -192,7 +210,7 @@ CHUNK_BYTES = 1 << 30
 def heads_per_chunk(heads: int, scratch_bytes: int, io_bytes: int, knobs: Knobs = Knobs()) -> int:
     """Heads of every sequence that one chunk of a tiled call runs. ``scratch_bytes``: the call's
     intermediates with all heads at once (aL and Y alone are half the bytes of q, k, v and the output:
-    peak memory 1.5x of those); ``io_bytes``: the bytes of q, k, v and the output. Above
+    peak memory 1.5x of those; Y alone where aL lies in the output, ``LaunchPlan.al_home``); ``io_bytes``: the bytes of q, k, v and the output. Above
     ``chunk_bytes`` the heads run in chunks whose intermediates fit a fifth of ``io_bytes`` (peak 1.2x),
     each chunk reusing the same scratch."""
     limit = knobs.chunk_bytes if knobs.chunk_bytes is not None else CHUNK_BYTES

@@ -64,7 +64,7 @@ def _r_tile(
     D: tl.constexpr, DV: tl.constexpr,
     FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
     ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
-    BDV: tl.constexpr, var, GLOBAL: tl.constexpr, LSE_OUT: tl.constexpr,
+    BDV: tl.constexpr, var, GLOBAL: tl.constexpr, LSE_OUT: tl.constexpr, home=None, AL_HOME: tl.constexpr = False,
 ):
     """R-step tile ``t`` (below ``_r_count``) of head ``bh``. WANT_Y: the final R-step, the only one
     whose ``Y = R @ v`` is read (earlier steps neither load v nor write Y). ONE_COL: the block's keys
@@ -72,7 +72,9 @@ def _r_tile(
     tiles live across it: more registers per thread). Longer than a screen: the online softmax keeps
     its five accumulators in this one function, whose generated code is the one measured.
     ``var`` = (ex_l, ex_y, gflag) pointers of the options (``variants.py``): GLOBAL, global keys are
-    padding here; LSE_OUT, the first R-step of exact diagonal blocks writes each row's log-sum-exp."""
+    padding here; LSE_OUT, the first R-step of exact diagonal blocks writes each row's log-sum-exp.
+    AL_HOME: aL goes to the output tensor (``_al_rows``; ``home`` = (output, spare rows, their rows per
+    head, output strides))."""
     N, b, m = dims[1], dims[2], dims[3]
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     k0, q0, RB, G = _tile_origin(t, b, BQ, GROUPED)
@@ -133,16 +135,40 @@ def _r_tile(
         if WANT_Y:
             acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
         m_i = m_new
-    _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
+    al_to = _al_rows(al_ptr, home, bh64, bi, hi, blk_r, i_r, row_in, off, L, seq, dims, dd, D, HAS_MASK, AL_HOME)
+    _r_store(bh64, al_to, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
              dvmask, D, DV, WANT_Y, m_i, var, GLOBAL, LSE_OUT)
 
 
 @triton.jit
-def _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
+def _al_rows(al_ptr, home, bh64, bi, hi, blk, i, inside, off, L, seq, dims, dd, D: tl.constexpr,
+             HAS_MASK: tl.constexpr, AL_HOME: tl.constexpr):
+    """(rows, BD) pointers to aL of slots (blk, i): in the scratch "by offset", row (i, blk) of
+    (BH, b, m, D); or (AL_HOME, ``launch._al_home``) in the output tensor ``home[0]``, at the input
+    position of the slot's token, the row that the final L-step of offset i overwrites with that
+    token's output once it has read every aL of the offset (``_l_out_home_tile``). A slot with no
+    token (padding inside the sequence's blocks: fewer than b, all before ``off`` or from
+    ``off + L`` on) has a spare row in ``home[1]``, ``home[2]`` rows per head."""
+    b = dims[2]
+    if AL_HOME:
+        slot = blk * b + i
+        tok, real = _token(slot, inside, off, L, seq, bi, dims[1], HAS_MASK)
+        rank = slot - off
+        spare = tl.where(rank < 0, slot, rank - L).to(tl.int64)
+        so = home[3]
+        at_home = _head_base(home[0], so, bi, hi) + tok[:, None] * so[2] + dd[None, :] * so[3]
+        spared = home[1] + (bh64 * home[2] + spare)[:, None] * D + dd[None, :]
+        return tl.where(real[:, None], at_home, spared)
+    else:
+        return al_ptr + ((bh64 * b + i) * dims[3] + blk)[:, None] * D + dd[None, :]
+
+
+@triton.jit
+def _r_store(bh64, al_to, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
              dvmask, D: tl.constexpr, DV: tl.constexpr, WANT_Y: tl.constexpr, m_i, var, GLOBAL: tl.constexpr,
              LSE_OUT: tl.constexpr):
     """Normalise an R-step tile's accumulators and write them "by offset": row (i, blk) of
-    (BH, b, m, .)."""
+    (BH, b, m, .); aL where ``al_to`` points (``_al_rows``)."""
     if GLOBAL:  # a row whose keys are all global has none (its max stayed NEG): no weights
         keep = m_i > NEG
         l_i = tl.where(keep, l_i, 0.0)
@@ -158,12 +184,12 @@ def _r_store(bh64, al_ptr, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, ac
     # of keys, so it always fits, while s * R @ k overflowed float16 for a scale above 1 (keys of 3e4,
     # s = 2: inf, then NaN outputs). ``_l_scores`` applies max(s, 1) to its float32 dot. For s <= 1
     # (the default, d**-0.5) aL is stored exactly as s * R @ k.
-    a_l = (acc_k * (tl.minimum(scale, 1.0) / l_safe)[:, None]).to(al_ptr.dtype.element_ty)
+    a_l = (acc_k * (tl.minimum(scale, 1.0) / l_safe)[:, None]).to(al_to.dtype.element_ty)
     orow = (bh64 * b + i_r) * m + blk_r
     tl.store(cl_ptr + orow, c_l, mask=row_in)
     if LSE_OUT:  # the row's exact log-sum-exp, base 2: the L-logit of the query's own block
         tl.store(var[0] + orow, m_i + tl.log2(l_safe), mask=row_in)
-    tl.store(al_ptr + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
+    tl.store(al_to, a_l, mask=row_in[:, None] & dmask[None, :])
     if WANT_Y:
         y = acc_v / l_safe[:, None]
         tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty),
@@ -178,6 +204,13 @@ def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask,
     crow = (bh64 * b + j_c) * m + k_c
     a_l = tl.load(al_ptr + crow[:, None] * D + dd[None, :], mask=col_in[:, None] & dmask[None, :], other=0.0)
     c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0) * LOG2E
+    return _l_logits(q_t, a_l, c_l, j_r, j_c, col_in, scale, GROUPED, TRANS, IEEE), crow
+
+
+@triton.jit
+def _l_logits(q_t, a_l, c_l, j_r, j_c, col_in, scale, GROUPED: tl.constexpr, TRANS: tl.constexpr,
+              IEEE: tl.constexpr):
+    """``_l_scores`` on loaded columns: aL (blocks, BD) and base-2 cL (blocks)."""
     # The part of the scale above 1 that ``_r_store`` left out of aL (so that aL cannot overflow),
     # applied to the float32 dot; folded with the base-2 factor into one multiply-add per logit.
     dot_scale = tl.maximum(scale, 1.0) * LOG2E
@@ -191,20 +224,27 @@ def _l_scores(q_t, al_ptr, cl_ptr, bh64, j_r, j_c, k_c, col_in, b, m, dd, dmask,
         ok = col_in[None, :]
         if GROUPED:
             ok = ok & (j_c[None, :] == j_r[:, None])
-    return tl.where(ok, s, NEG), crow
+    return tl.where(ok, s, NEG)
 
 
 @triton.jit
 def _pad_rows(bh, t, mask_ptr, dims, sm, GROUPED: tl.constexpr, BQ: tl.constexpr):
     """(input position, is padding) of the rows of tile ``t`` on the batch's grid of m blocks (the
     L-step's ``_tile_origin``; every n < N is in one tile), for ``_zero_rows``."""
-    H, N, b, m = dims[0], dims[1], dims[2], dims[3]
+    m = dims[3]
     r = tl.arange(0, BQ)
     jz, lz, RZ, GZ = _tile_origin(t, m, BQ, GROUPED)
     j_z = jz + r // RZ
     l_z = lz + r % RZ
+    return _pad_at(bh, mask_ptr, dims, sm, j_z, l_z, (r < GZ * RZ) & (l_z < m))
+
+
+@triton.jit
+def _pad_at(bh, mask_ptr, dims, sm, j_z, l_z, inside):
+    """(input position, is padding) of the grid rows (offset j_z, block l_z)."""
+    H, N, b = dims[0], dims[1], dims[2]
     n = l_z.to(tl.int64) * b + j_z
-    inb = (r < GZ * RZ) & (j_z < b) & (l_z < m) & (n < N)
+    inb = inside & (j_z < b) & (n < N)
     real = tl.load(mask_ptr + (bh // H).to(tl.int64) * sm[0] + n * sm[1], mask=inb, other=1)
     return n, inb & (real == 0)
 
@@ -276,6 +316,65 @@ def _l_out_tile(
     tl.store(obase + tok_r[:, None] * so[2] + ddv[None, :] * so[3], z.to(o_ptr.dtype.element_ty),
              mask=qv[:, None] & dvmask[None, :])
 
+
+
+@triton.jit
+def _l_out_home_tile(
+    bh, t, q_ptr, home, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale,
+    D: tl.constexpr, DV: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
+    BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
+):
+    """Final L-step with aL in the output tensor (``_al_rows``, AL_HOME): tile ``t`` owns whole
+    offsets (GROUPED: ``BQ // m_s`` of them; else offset ``t``, its rows in chunks of BQ), with all
+    their blocks in one column tile. Every aL of its offsets is loaded before the first output row is
+    computed, and the rows it writes are the homes of exactly those aL: no other program reads them.
+    The published steps only (no options): the softmax of a row sees every block at once."""
+    N, b, m = dims[1], dims[2], dims[3]
+    bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
+    bh64 = bh.to(tl.int64)
+    dd = tl.arange(0, BD)
+    dmask = dd < D
+    ddv = tl.arange(0, BDV)
+    dvmask = ddv < DV
+    if GROUPED:
+        j0, _, RM, G = _l_rows(t, mb, BQ, True)
+        l_end = BQ  # one pass: the tile's rows are its offsets' every query
+    else:
+        j0, RM, G = t, mb, 1
+        l_end = mb
+    c = tl.arange(0, BK)
+    j_c, k_c, col_in = _lanes(c, 0, j0, RM, G, b, m, GROUPED)
+    col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
+    a_l = tl.load(_al_rows(o_ptr, home, bh64, bi, hi, k_c, j_c, col_in, off, L, seq, dims, dd, D, HAS_MASK, True),
+                  mask=col_in[:, None] & dmask[None, :], other=0.0)
+    crow = (bh64 * b + j_c) * m + k_c
+    c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0) * LOG2E
+    qbase = _head_base(q_ptr, sq, bi, hi)
+    obase = _head_base(o_ptr, so, bi, hi)
+    r = tl.arange(0, BQ)
+    for l0 in range(0, l_end, BQ):
+        j_r, l_r, row_in = _lanes(r, l0, j0, RM, G, b, mb, GROUPED)
+        tok_r, qv = _token(l_r * b + j_r, row_in, off, L, seq, bi, N, HAS_MASK)
+        q_t = tl.load(qbase + tok_r[:, None] * sq[2] + dd[None, :] * sq[3], mask=qv[:, None] & dmask[None, :],
+                      other=0.0)
+        s = _l_logits(q_t, a_l, c_l, j_r, j_c, col_in, scale, GROUPED, False, IEEE)
+        yt = tl.load(y_ptr + crow[:, None] * DV + ddv[None, :], mask=col_in[:, None] & dvmask[None, :], other=0.0)
+        p = tl.exp2(s - tl.max(s, 1)[:, None])
+        l_i = tl.sum(p, 1)
+        z = _dot(p.to(yt.dtype), yt, IEEE) / tl.where(l_i > 0, l_i, 1.0)[:, None]
+        tl.store(obase + tok_r[:, None] * so[2] + ddv[None, :] * so[3], z.to(o_ptr.dtype.element_ty),
+                 mask=qv[:, None] & dvmask[None, :])
+
+
+@triton.jit
+def _zero_offset_rows(bh, j, mask_ptr, o_ptr, dims, sm, so, DV: tl.constexpr, BQ: tl.constexpr,
+                      BDV: tl.constexpr):
+    """Zero the output rows of the padding tokens at offset ``j`` of the batch's grid of m blocks
+    (a looped ``_l_out_home_tile``'s share of ``_zero_rows``)."""
+    r = tl.arange(0, BQ)
+    for l0 in range(0, dims[3], BQ):
+        _zero_rows(bh, _pad_at(bh, mask_ptr, dims, sm, j + r * 0, l0 + r, l0 + r < dims[3]), o_ptr, dims, so, DV, BQ,
+                   BDV)
 
 @triton.jit
 def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, scale, D: tl.constexpr,

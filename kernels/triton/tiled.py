@@ -13,7 +13,15 @@ import triton.language as tl
 
 from .common import _after_previous_grid, _l_count, _r_count, _seq_blocks, _tile_origin
 from .layout_kernel import _sequence_layout
-from .stages import _l_out_tile, _l_sum_tile, _pad_rows, _r_tile, _zero_rows
+from .stages import (
+    _l_out_home_tile,
+    _l_out_tile,
+    _l_sum_tile,
+    _pad_rows,
+    _r_tile,
+    _zero_offset_rows,
+    _zero_rows,
+)
 
 
 @triton.jit
@@ -33,11 +41,13 @@ def _r_step_kernel(
     FROM_SUMMARY: tl.constexpr, WANT_Y: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr,
     ONE_COL: tl.constexpr, IEEE: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr,
     BDV: tl.constexpr, PDL: tl.constexpr, ex_l_ptr, ex_y_ptr, gflag_ptr, GLOBAL: tl.constexpr, LSE_OUT: tl.constexpr,
+    o_ptr, spare_ptr, SPARE, stride_ob, stride_oh, stride_on, stride_od, AL_HOME: tl.constexpr = False,
     LAYOUT: tl.constexpr = False, PRE: tl.constexpr = False, LCH: tl.constexpr = 16,
 ):
-    """``ex_l_ptr`` ... ``LSE_OUT``: the options' (``stages._r_tile``). LAYOUT (the first grid of a
-    masked call): each program first lays out its sequence from the mask (``layout_kernel.py``), for
-    the slots of its tile's blocks."""
+    """``ex_l_ptr`` ... ``LSE_OUT``: the options' (``stages._r_tile``). ``o_ptr`` ... ``AL_HOME``: aL
+    in the output tensor (``stages._al_rows``; SPARE rows per head at ``spare_ptr``). LAYOUT (the
+    first grid of a masked call): each program first lays out its sequence from the mask
+    (``layout_kernel.py``), for the slots of its tile's blocks."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     bh, t = _head_and_tile(TILES)
@@ -49,7 +59,8 @@ def _r_step_kernel(
                 (stride_qb, stride_qh, stride_qn, stride_qd), (stride_kb, stride_kh, stride_kn, stride_kd),
                 (stride_vb, stride_vh, stride_vn, stride_vd), scale,
                 D, DV, FROM_SUMMARY, WANT_Y, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV,
-                (ex_l_ptr, ex_y_ptr, gflag_ptr), GLOBAL, LSE_OUT)
+                (ex_l_ptr, ex_y_ptr, gflag_ptr), GLOBAL, LSE_OUT,
+                (o_ptr, spare_ptr, SPARE, (stride_ob, stride_oh, stride_on, stride_od)), AL_HOME)
 
 
 @triton.jit
@@ -62,23 +73,38 @@ def _l_out_kernel(
     HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, ONE_COL: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PDL: tl.constexpr,
     ex_l_ptr, ex_y_ptr, EXTRA: tl.constexpr, EXACT_DIAG: tl.constexpr,
+    spare_ptr, SPARE, AL_HOME: tl.constexpr = False,
 ):
     """With a mask, each program also zeroes the output rows of the padding tokens in its tile of
     the batch's grid: their mask is loaded first and the zeros stored last, so that the load's
     latency hides behind the tile's work instead of delaying it. ``ex_l_ptr`` ... ``EXACT_DIAG``:
-    the options' (``stages._l_out_tile``)."""
+    the options' (``stages._l_out_tile``). AL_HOME: aL is in the output tensor
+    (``stages._l_out_home_tile``; SPARE rows per head at ``spare_ptr``); not GROUPED, program ``t``
+    owns offset ``t`` (TILES = b)."""
     _after_previous_grid(PDL)
     seq, dims = (len_ptr, off_ptr, tok_ptr), (H, N, b, m, seq_len, pad_off)
     so = (stride_ob, stride_oh, stride_on, stride_od)
     bh, t = _head_and_tile(TILES)
-    if HAS_MASK:
-        pad = _pad_rows(bh, t, mask_ptr, dims, (stride_mb, stride_mn), GROUPED, BQ)
-    if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
-        _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims,
-                    (stride_qb, stride_qh, stride_qn, stride_qd), so, scale,
-                    D, DV, HAS_MASK, GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV, (ex_l_ptr, ex_y_ptr), EXTRA, EXACT_DIAG)
-    if HAS_MASK:
-        _zero_rows(bh, pad, o_ptr, dims, so, DV, BQ, BDV)
+    sq = (stride_qb, stride_qh, stride_qn, stride_qd)
+    mb = _seq_blocks(seq, dims, bh, HAS_MASK)
+    if AL_HOME and not GROUPED:  # a program per offset (TILES = b): it also zeroes that offset's padding rows
+        if mb > 0:
+            _l_out_home_tile(bh, t, q_ptr, (o_ptr, spare_ptr, SPARE, so), cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
+                             scale, D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
+        if HAS_MASK:
+            _zero_offset_rows(bh, t, mask_ptr, o_ptr, dims, (stride_mb, stride_mn), so, DV, BQ, BDV)
+    else:
+        if HAS_MASK:
+            pad = _pad_rows(bh, t, mask_ptr, dims, (stride_mb, stride_mn), GROUPED, BQ)
+        if t < _l_count(mb, b, BQ, GROUPED):
+            if AL_HOME:
+                _l_out_home_tile(bh, t, q_ptr, (o_ptr, spare_ptr, SPARE, so), cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
+                                 scale, D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
+            else:
+                _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale, D, DV, HAS_MASK,
+                            GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV, (ex_l_ptr, ex_y_ptr), EXTRA, EXACT_DIAG)
+        if HAS_MASK:
+            _zero_rows(bh, pad, o_ptr, dims, so, DV, BQ, BDV)
 
 
 @triton.jit

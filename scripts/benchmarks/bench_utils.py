@@ -41,6 +41,10 @@ VARIANTS = {
     "ingrid": Knobs(layout_in_grid=True),  # the mask's layout in the first grid, whatever its size
     "layoutlaunch": Knobs(layout_in_grid=False),  # the mask's layout in a launch of its own
     "g16w1": Knobs(group_rows=16, warps=1, r_warps=1, l_warps=1),  # 16-row tiles of one warp (variant 21)
+    "alscratch": Knobs(al_home=False),  # aL in the scratch, as before LaunchPlan.al_home
+    "lw8": Knobs(l_warps=8),  # 8 warps for the output L-step (one program per offset where aL is in the output)
+    "st1": Knobs(stages=1),  # no software pipelining (the per-offset L-step's loop keeps 90 KB of shared memory at 3)
+    "chunk16m": Knobs(chunk_bytes=16 << 20),  # heads in chunks above 16 MiB of intermediates
 }
 
 

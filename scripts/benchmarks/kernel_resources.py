@@ -99,8 +99,9 @@ def kernel_configs(N: int, T: int, mask: bool):
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 
     b = math.isqrt(N - 1) + 1
-    p = make_plan(12, b, -(-N // b), 64, T, None, True)
+    p = make_plan(12, b, -(-N // b), 64, T, None, True, plain=True)
     rs, ls, ss = p.r_step, p.l_step, p.s_step
+    home = dict(AL_HOME=p.al_home)  # T = 1: aL in the output tensor
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
     r = dict(base, DV=64, BDV=64, GROUPED=rs.grouped, ONE_COL=rs.one_col, BQ=rs.rows, BK=rs.cols)
     if T > 1:
@@ -109,9 +110,9 @@ def kernel_configs(N: int, T: int, mask: bool):
         yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=ls.grouped, ONE_COL=ls.one_col, BQ=ss.rows,
                                                         BK=ss.cols), ss.warps
     yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=T > 1, LAYOUT=mask and T == 1,
-                                                 LCH=min(2048, N)), rs.warps
+                                                 LCH=min(2048, N), **home), rs.warps
     yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=ls.grouped, ONE_COL=ls.one_col,
-                                                BQ=ls.rows, BK=ls.cols), ls.warps
+                                                BQ=ls.rows, BK=ls.cols, **home), ls.warps
 
 
 def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None, rows: Optional[int] = None):
@@ -169,8 +170,8 @@ def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None, ro
 
 def every_variant():
     """(kernel, constexprs) of every code path the launcher can compile: grouped, one column tile
-    and looped programs of each step kind, the first and a later R-step, the fused and the on-chip
-    kernel; then the same with the op's options on (not the on-chip kernel's: it runs without)."""
+    and looped programs of each step kind, the first and a later R-step, aL in the output tensor, the
+    fused and the on-chip kernel; then the same with the op's options on (not the on-chip kernel's: it runs without)."""
     from monarch_convert.kernels.triton.fused import _fused_kernel
     from monarch_convert.kernels.triton.layout_kernel import _layout_kernel
     from monarch_convert.kernels.triton.onchip import _onchip_kernel
@@ -187,6 +188,11 @@ def every_variant():
     # The first grid of a masked call: it lays out the sequences first.
     yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=False, GROUPED=False, ONE_COL=True, BK=128,
                                PDL=False, LAYOUT=True, PRE=True, LCH=1024)
+    # aL in the output tensor (T = 1 inference): the R-step's store, the L-step grouped and per offset.
+    yield _r_step_kernel, dict(with_v, FROM_SUMMARY=False, WANT_Y=True, GROUPED=False, ONE_COL=True, BK=128,
+                               AL_HOME=True)
+    for grouped in (True, False):
+        yield _l_out_kernel, dict(with_v, GROUPED=grouped, ONE_COL=True, BK=64 if grouped else 128, AL_HOME=True)
     whole = dict(D=72, DV=64, HAS_MASK=False, R_GROUPED=True, R_ONE_COL=True, L_GROUPED=False, L_ONE_COL=False,
                  IEEE=False, R_TILE=64, R_COLS=64, L_TILE=32, L_COLS=64, S_COLS=32, BD=128, BDV=64, PDL=False)
     yield _fused_kernel, dict(whole, NUM_STEPS=2)
