@@ -210,7 +210,8 @@ CHUNK_BYTES = 1 << 30
 def heads_per_chunk(heads: int, scratch_bytes: int, io_bytes: int, knobs: Knobs = Knobs()) -> int:
     """Heads of every sequence that one chunk of a tiled call runs. ``scratch_bytes``: the call's
     intermediates with all heads at once (aL and Y alone are half the bytes of q, k, v and the output:
-    peak memory 1.5x of those; Y alone where aL lies in the output, ``LaunchPlan.al_home``); ``io_bytes``: the bytes of q, k, v and the output. Above
+    peak memory 1.5x of those; Y alone where aL lies in the output, ``LaunchPlan.al_home``);
+    ``io_bytes``: the bytes of q, k, v and the output. Above
     ``chunk_bytes`` the heads run in chunks whose intermediates fit a fifth of ``io_bytes`` (peak 1.2x),
     each chunk reusing the same scratch."""
     limit = knobs.chunk_bytes if knobs.chunk_bytes is not None else CHUNK_BYTES

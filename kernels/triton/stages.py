@@ -144,7 +144,7 @@ def _r_tile(
 def _al_rows(al_ptr, home, bh64, bi, hi, blk, i, inside, off, L, seq, dims, dd, D: tl.constexpr,
              HAS_MASK: tl.constexpr, AL_HOME: tl.constexpr):
     """(rows, BD) pointers to aL of slots (blk, i): in the scratch "by offset", row (i, blk) of
-    (BH, b, m, D); or (AL_HOME, ``launch._al_home``) in the output tensor ``home[0]``, at the input
+    (BH, b, m, D); or (AL_HOME, ``LaunchPlan.al_home``) in the output tensor ``home[0]``, at the input
     position of the slot's token, the row that the final L-step of offset i overwrites with that
     token's output once it has read every aL of the offset (``_l_out_home_tile``). A slot with no
     token (padding inside the sequence's blocks: fewer than b, all before ``off`` or from
@@ -315,7 +315,6 @@ def _l_out_tile(
     obase = _head_base(o_ptr, so, bi, hi)
     tl.store(obase + tok_r[:, None] * so[2] + ddv[None, :] * so[3], z.to(o_ptr.dtype.element_ty),
              mask=qv[:, None] & dvmask[None, :])
-
 
 
 @triton.jit
