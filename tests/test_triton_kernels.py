@@ -177,14 +177,16 @@ def test_al_in_output_matches_reference(kern, case):
     """The R-step writes aL at its tokens' output rows (and spare rows for slots without a token),
     the L-step reads every aL of its offsets before it overwrites them with outputs: the reference's
     outputs, zeros at padding tokens, and the same as with aL in the scratch (all intermediates
-    poisoned)."""
+    poisoned); its launches can be replayed."""
     B, H, N, d, dv, b, pad, mask_kind, dtype, lay, knobs = case
     gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-home".encode()))
     q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
     mask = key_padding_mask(mask_kind, B, N, gen)
     call = kern._launch_call(q, k, v, mask, b, -(-N // b), 1, pad, d ** -0.5, None, Knobs(mode="tiles", **knobs),
-                             True, (False, 0), False, False)
+                             True, (False, 0), True, False)
     assert call.plan.al_home and "al" not in call.buffers
+    # Every pointer a launch takes is one of the call's tensors (the output) or in its scratch: replays apply.
+    assert all(call.pointer_of(a) for _, _, args in call.recording for a in args if isinstance(a, torch.Tensor))
     out = call.out
     _check_output(out, q, k, v, mask, b, 1, pad)
     assert _rel(out, _run(kern, q, k, v, mask, b, 1, pad, {**knobs, "al_home": False})) < TOL[dtype]
