@@ -41,9 +41,13 @@ VARIANTS = {
     "ingrid": Knobs(layout_in_grid=True),  # the mask's layout in the first grid, whatever its size
     "layoutlaunch": Knobs(layout_in_grid=False),  # the mask's layout in a launch of its own
     "g16w1": Knobs(group_rows=16, warps=1, r_warps=1, l_warps=1),  # 16-row tiles of one warp (variant 21)
-    "alscratch": Knobs(al_home=False),  # aL in the scratch, as before LaunchPlan.al_home
-    "lw8": Knobs(l_warps=8),  # 8 warps for the output L-step (one program per offset where aL is in the output)
-    "st1": Knobs(stages=1),  # no software pipelining (the per-offset L-step's loop keeps 90 KB of shared memory at 3)
+    # aL in the scratch everywhere (as before LaunchPlan.al_home); in the output wherever it can be
+    # (at N' > 4096 one output L-step program per offset, looping over its rows), there with 8 warps
+    # or without software pipelining (3 stages keep 90 KB of shared memory: kernel_resources.py).
+    "alscratch": Knobs(al_home=False),
+    "alhome": Knobs(al_home=True),
+    "alhome-w8": Knobs(al_home=True, l_warps=8),
+    "alhome-st1": Knobs(al_home=True, stages=1),
     "chunk16m": Knobs(chunk_bytes=16 << 20),  # heads in chunks above 16 MiB of intermediates
 }
 
