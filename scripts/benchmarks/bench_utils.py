@@ -49,6 +49,7 @@ VARIANTS = {
     "alhome-w8": Knobs(al_home=True, l_warps=8),
     "alhome-st1": Knobs(al_home=True, stages=1),
     "chunk16m": Knobs(chunk_bytes=16 << 20),  # heads in chunks above 16 MiB of intermediates
+    "alhome-c16m": Knobs(al_home=True, chunk_bytes=16 << 20),  # both: two chunks at N = 16384, batch 1
 }
 
 
