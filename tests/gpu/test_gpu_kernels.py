@@ -411,6 +411,47 @@ def test_peak_memory_of_heads_in_chunks(kern, T, mask_kind):
     assert torch.cuda.max_memory_allocated() - base + 3 * q.numel() * q.element_size() <= 1.25 * io
 
 
+# aL in the output tensor (``LaunchPlan.al_home``; ``Knobs(al_home=True)`` also where an offset's rows
+# span several L-step tiles): the launcher's own output, so ``_check``'s poisoned one does not apply.
+AL_HOME_CASES = [("bert-base", torch.float16), ("bert-base", torch.bfloat16), ("vit-b", torch.float16),
+                 ("n16384", torch.float16), ("n16384", torch.bfloat16), ("d80-dv48", torch.float16),
+                 ("b1", torch.float16)]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("name,dtype", AL_HOME_CASES, ids=lambda x: str(x).replace("torch.", ""))
+def test_al_in_output_matches_reference(kern, name, dtype, masked):
+    from monarch_convert.kernels.layout import sequence_layout
+    from monarch_convert.kernels.reference import monarch_attention_torch
+
+    B, H, N, d, dv, b, _, pad, mask_kind, strided = SHAPES[name]
+    q, k, v = _qkv(B, H, N, d, dv, dtype, strided)
+    mask = _mask("random" if masked else None, B, N)
+    out = kern.monarch_attention_triton(q, k, v, mask, b, 1, pad, d**-0.5, knobs=Knobs(al_home=True), poison=True)
+    lay = sequence_layout(mask, B, N, b, pad, q.device)
+    assert _rel(out, monarch_attention_torch(q.float(), k.float(), v.float(), lay, b, 1, d**-0.5)) < TOL[dtype]
+    if mask is not None:
+        assert (out.transpose(1, 2)[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("chunk_bytes,most", [(None, 1.26), (16 << 20, 1.25)])
+def test_peak_memory_with_al_in_output(kern, chunk_bytes, most):
+    """N = 16384, batch 1, aL in the output: the scratch is Y and cL (peak 1.258x), and with the
+    heads in two chunks at most 1.25x the bytes of q, k, v and the output."""
+    q, k, v = _qkv(1, 12, 16384, 64, 64, torch.float16)
+    run = lambda: kern.monarch_attention_triton(q, k, v, None, 128, 1, "post", 0.125,  # noqa: E731
+                                               knobs=Knobs(al_home=True, chunk_bytes=chunk_bytes))
+    run()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    io = 4 * q.numel() * q.element_size()
+    assert torch.cuda.max_memory_allocated() - base + 3 * q.numel() * q.element_size() <= most * io
+
+
 @pytest.mark.parametrize("B,N,b,mask_kind", [(2, 1024, 32, "right"), (64, 256, 16, "right"), (64, 256, 16, "random"),
                                              (64, 256, 16, None)])
 def test_replays_are_cuda_graph_safe(kern, B, N, b, mask_kind, monkeypatch):
