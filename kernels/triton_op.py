@@ -40,8 +40,9 @@ def monarch_attention_fwd(
     # Looked up at call time, so that a test may reload the kernel module (e.g. to switch the
     # Triton interpreter on) without re-registering this op.
     impl = import_module(__package__ + ".triton.launch")
-    out = output_like(q, v.shape[-1])
-    return impl.monarch_attention_triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale, out=out,
+    # A new output (``output_like``), made by the launcher: one it allocates may hold aL first
+    # (``LaunchPlan.al_home``), which a caller's output never does.
+    return impl.monarch_attention_triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, scale,
                                          exact_diagonal=exact_diagonal, global_keys=global_keys)
 
 

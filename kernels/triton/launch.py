@@ -9,10 +9,11 @@ sequence uses ``m_s = ceil(L[s] / b)`` blocks, and programs past ``m_s`` exit at
 key-padding mask, each sequence's token index, length and offset are built first: by a launch of
 their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` chooses).
 
-A tiled T = 1 inference call keeps aL in its output tensor, not in the scratch (``LaunchPlan.al_home``,
-``stages._al_rows``): its intermediates are then Y and cL, 0.26x the bytes of q, k, v and the output
-instead of 0.51x. A tiled call whose intermediates are large runs its heads in chunks that reuse one
-scratch (``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
+A tiled T = 1 inference call may keep aL in its output tensor, not in the scratch
+(``LaunchPlan.al_home``, ``stages._al_rows``; by default where its output L-step is grouped): its
+intermediates are then Y and cL, 0.26x the bytes of q, k, v and the output instead of 0.51x. A tiled
+call whose intermediates are large runs its heads in chunks that reuse one scratch
+(``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
 A training call (``monarch_attention_triton_saving``) makes the same launches (but never the
 on-chip kernel's, which keeps nothing in memory) and, at T = 1 where its heads run at once, keeps
 its scratch (``aL, cL, Y``, the layout) for the backward instead of freeing it (``saved_bytes``);
