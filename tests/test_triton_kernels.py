@@ -166,9 +166,9 @@ AL_HOME_CASES = [
     (3, 1, 30, 16, 16, 4, "post", "empty_row", torch.float32, "bhnd", {}),
     (2, 2, 45, 24, 40, 7, "post", "random", torch.float32, "gapped", {}),
     # one program per offset, its rows in chunks (m = 24 > 16 rows), incl. slots without a token
-    (2, 2, 70, 16, 16, 3, "post", "right", torch.float16, "bhnd", {"max_rows": 16, "al_home": True}),
-    (2, 1, 70, 16, 24, 3, "pre", "random", torch.float32, "bnhd", {"max_rows": 16, "al_home": True}),
-    (2, 2, 70, 16, 16, 3, "pre", None, torch.float32, "bhnd", {"max_rows": 16, "al_home": True}),
+    (2, 2, 70, 16, 16, 3, "post", "right", torch.float16, "bhnd", {"max_rows": 16}),
+    (2, 1, 70, 16, 24, 3, "pre", "random", torch.float32, "bnhd", {"max_rows": 16}),
+    (2, 2, 70, 16, 16, 3, "pre", None, torch.float32, "bhnd", {"max_rows": 16}),
 ]
 
 
@@ -182,35 +182,35 @@ def test_al_in_output_matches_reference(kern, case):
     gen = torch.Generator().manual_seed(zlib.crc32(f"{_case_id(case)}-home".encode()))
     q, k, v = _inputs(B, H, N, d, dv, dtype, lay, gen)
     mask = key_padding_mask(mask_kind, B, N, gen)
-    call = kern._launch_call(q, k, v, mask, b, -(-N // b), 1, pad, d ** -0.5, None, Knobs(mode="tiles", **knobs),
-                             True, (False, 0), True, False)
+    call = kern._launch_call(q, k, v, mask, b, -(-N // b), 1, pad, d ** -0.5, None,
+                             Knobs(mode="tiles", al_home=True, **knobs), True, (False, 0), True, False)
     assert call.plan.al_home and "al" not in call.buffers
     # Every pointer a launch takes is one of the call's tensors (the output) or in its scratch: replays apply.
     assert all(call.pointer_of(a) for _, _, args in call.recording for a in args if isinstance(a, torch.Tensor))
     out = call.out
     _check_output(out, q, k, v, mask, b, 1, pad)
-    assert _rel(out, _run(kern, q, k, v, mask, b, 1, pad, {**knobs, "al_home": False})) < TOL[dtype]
+    assert _rel(out, _run(kern, q, k, v, mask, b, 1, pad, knobs)) < TOL[dtype]
 
 
 def test_al_in_output_only_where_it_applies(kern):
-    """aL stays in the scratch for training calls, from T = 2 (the summary steps read it), with the
-    options, in the fused strategy, where an offset's blocks span several column tiles, with a
-    caller's output (it may alias q, k or v) and when ``Knobs(al_home=False)`` says so; by default
-    also where an offset's rows span several L-step tiles (``Knobs(al_home=True)``: one program per
-    offset). Where it applies, the scratch is Y and cL (and spare rows): about half of what it was."""
+    """With ``Knobs(al_home=True)`` (off by default), aL still stays in the scratch for training
+    calls, from T = 2 (the summary steps read it), with the options, in the fused strategy, where an
+    offset's blocks span several column tiles and with a caller's output (it may alias q, k or v).
+    Where an offset's rows span several L-step tiles, one program per offset runs them. Where it
+    applies, the scratch is Y and cL (and spare rows): about half of what it was."""
     gen = torch.Generator().manual_seed(24)
     q, k, v = _inputs(2, 2, 64, 16, 16, torch.float32, gen=gen)
 
     def call(T=1, out=None, keep=False, variant=(False, 0), **knobs):
-        return kern._launch_call(q, k, v, None, 8, 8, T, "post", 0.25, out, Knobs(**{"mode": "tiles", **knobs}), True,
-                                 variant, False, keep)
+        knobs = {"mode": "tiles", "al_home": True, **knobs}
+        return kern._launch_call(q, k, v, None, 8, 8, T, "post", 0.25, out, Knobs(**knobs), True, variant, False, keep)
 
     home = call()
-    assert home.plan.al_home and home.scratch_bytes <= 0.55 * call(al_home=False).scratch_bytes
-    looped = call(max_rows=4, al_home=True)
+    assert home.plan.al_home and home.scratch_bytes <= 0.55 * call(al_home=None).scratch_bytes
+    looped = call(max_rows=4)
     assert looped.plan.al_home and looped.plan.l_tiles(8) == 8 and not looped.plan.l_step.grouped
     for off in (call(T=2), call(keep=True), call(variant=(False, 2)), call(mode="fused"), call(max_tile=4),
-                call(out=torch.empty_like(q)), call(al_home=False), call(max_rows=4)):
+                call(out=torch.empty_like(q)), call(al_home=None), call(al_home=False)):
         assert not off.plan.al_home and "al" in off.buffers
 
 

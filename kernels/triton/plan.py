@@ -31,8 +31,8 @@ class Knobs:
     pdl: programmatic dependent launch between a call's grids. chunk_bytes: intermediates above which a
     call runs its heads in chunks (``heads_per_chunk``). layout_in_grid: a masked tiled call lays out
     its sequences in its first grid, not in a launch of its own (``layout_kernel.py``). al_home: a
-    T = 1 inference call keeps aL in its output tensor (``LaunchPlan.al_home``): True wherever it
-    can, False never; by default where the output L-step is grouped.
+    T = 1 inference call keeps aL in its output tensor wherever it can (``LaunchPlan.al_home``; off
+    by default until timed on a GPU).
     """
 
     mode: Optional[str] = None
@@ -189,11 +189,10 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)
-    # By default only where an L-step program already owns whole offsets (grouped: N' <= 4096 at
-    # b = ceil(sqrt N)); one program per offset with its rows in chunks (``Knobs(al_home=True)``) is
-    # not yet timed on a GPU (docs/benchmarks.md, variant 23).
-    wanted = lo.grouped if knobs.al_home is None else knobs.al_home
-    al_home = wanted and plain and mode == "tiles" and num_steps == 1 and (lo.grouped or lo.one_col)
+    # Off by default until a GPU has timed it (docs/benchmarks.md, variant 23: compiled for sm_90 it
+    # takes up to 15 more registers in the R-step, and one program per offset where an offset's
+    # rows span several L-step tiles); ``Knobs(al_home=True)`` turns it on.
+    al_home = bool(knobs.al_home) and plain and mode == "tiles" and num_steps == 1 and (lo.grouped or lo.one_col)
     return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid,
                       al_home)
 

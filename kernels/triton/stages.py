@@ -156,9 +156,9 @@ def _al_rows(al_ptr, home, bh64, bi, hi, blk, i, inside, off, L, seq, dims, dd, 
         rank = slot - off
         spare = tl.where(rank < 0, slot, rank - L).to(tl.int64)
         so = home[3]
-        at_home = _head_base(home[0], so, bi, hi) + tok[:, None] * so[2] + dd[None, :] * so[3]
-        spared = home[1] + (bh64 * home[2] + spare)[:, None] * D + dd[None, :]
-        return tl.where(real[:, None], at_home, spared)
+        # Chosen per row, then spread over the row's features: one (rows, BD) pointer tile, not two.
+        row = tl.where(real, _head_base(home[0], so, bi, hi) + tok * so[2], home[1] + (bh64 * home[2] + spare) * D)
+        return row[:, None] + dd[None, :] * tl.where(real, so[3], 1)[:, None]
     else:
         return al_ptr + ((bh64 * b + i) * dims[3] + blk)[:, None] * D + dd[None, :]
 

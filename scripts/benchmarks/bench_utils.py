@@ -41,10 +41,9 @@ VARIANTS = {
     "ingrid": Knobs(layout_in_grid=True),  # the mask's layout in the first grid, whatever its size
     "layoutlaunch": Knobs(layout_in_grid=False),  # the mask's layout in a launch of its own
     "g16w1": Knobs(group_rows=16, warps=1, r_warps=1, l_warps=1),  # 16-row tiles of one warp (variant 21)
-    # aL in the scratch everywhere (as before LaunchPlan.al_home); in the output wherever it can be
-    # (at N' > 4096 one output L-step program per offset, looping over its rows), there with 8 warps
+    # aL in the output wherever it can be (LaunchPlan.al_home, off by default; at
+    # N' > 4096 one output L-step program per offset, looping over its rows), with 8 warps there
     # or without software pipelining (3 stages keep 57 KB of shared memory, 1 stage 41 KB: kernel_resources.py).
-    "alscratch": Knobs(al_home=False),
     "alhome": Knobs(al_home=True),
     "alhome-w8": Knobs(al_home=True, l_warps=8),
     "alhome-st1": Knobs(al_home=True, stages=1),

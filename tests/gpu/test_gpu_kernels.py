@@ -411,8 +411,8 @@ def test_peak_memory_of_heads_in_chunks(kern, T, mask_kind):
     assert torch.cuda.max_memory_allocated() - base + 3 * q.numel() * q.element_size() <= 1.25 * io
 
 
-# aL in the output tensor (``LaunchPlan.al_home``; ``Knobs(al_home=True)`` also where an offset's rows
-# span several L-step tiles): the launcher's own output, so ``_check``'s poisoned one does not apply.
+# aL in the output tensor (``LaunchPlan.al_home``, ``Knobs(al_home=True)``; off by default): in the
+# launcher's own output only, so ``_check``'s poisoned one does not apply.
 AL_HOME_CASES = [("bert-base", torch.float16), ("bert-base", torch.bfloat16), ("vit-b", torch.float16),
                  ("n16384", torch.float16), ("n16384", torch.bfloat16), ("d80-dv48", torch.float16),
                  ("b1", torch.float16)]
