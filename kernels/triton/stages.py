@@ -135,40 +135,38 @@ def _r_tile(
         if WANT_Y:
             acc_v = acc_v * alpha[:, None] + _dot(pd, vt, IEEE)
         m_i = m_new
-    al_to = _al_rows(al_ptr, home, bh64, bi, hi, blk_r, i_r, row_in, off, L, seq, dims, dd, D, HAS_MASK, AL_HOME)
+    if AL_HOME:
+        al_to = _al_rows(home, bh64, bi, hi, blk_r, i_r, row_in, off, L, seq, dims, dd, D, HAS_MASK)
+    else:  # the rows "by offset", addressed in ``_r_store`` (a pointer tile made here stays live: more registers)
+        al_to = al_ptr
     _r_store(bh64, al_to, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
-             dvmask, D, DV, WANT_Y, m_i, var, GLOBAL, LSE_OUT)
+             dvmask, D, DV, WANT_Y, m_i, var, GLOBAL, LSE_OUT, AL_HOME)
 
 
 @triton.jit
-def _al_rows(al_ptr, home, bh64, bi, hi, blk, i, inside, off, L, seq, dims, dd, D: tl.constexpr,
-             HAS_MASK: tl.constexpr, AL_HOME: tl.constexpr):
-    """(rows, BD) pointers to aL of slots (blk, i): in the scratch "by offset", row (i, blk) of
-    (BH, b, m, D); or (AL_HOME, ``LaunchPlan.al_home``) in the output tensor ``home[0]``, at the input
-    position of the slot's token, the row that the final L-step of offset i overwrites with that
-    token's output once it has read every aL of the offset (``_l_out_home_tile``). A slot with no
-    token (padding inside the sequence's blocks: fewer than b, all before ``off`` or from
-    ``off + L`` on) has a spare row in ``home[1]``, ``home[2]`` rows per head."""
-    b = dims[2]
-    if AL_HOME:
-        slot = blk * b + i
-        tok, real = _token(slot, inside, off, L, seq, bi, dims[1], HAS_MASK)
-        rank = slot - off
-        spare = tl.where(rank < 0, slot, rank - L).to(tl.int64)
-        so = home[3]
-        # Chosen per row, then spread over the row's features: one (rows, BD) pointer tile, not two.
-        row = tl.where(real, _head_base(home[0], so, bi, hi) + tok * so[2], home[1] + (bh64 * home[2] + spare) * D)
-        return row[:, None] + dd[None, :] * tl.where(real, so[3], 1)[:, None]
-    else:
-        return al_ptr + ((bh64 * b + i) * dims[3] + blk)[:, None] * D + dd[None, :]
+def _al_rows(home, bh64, bi, hi, blk, i, inside, off, L, seq, dims, dd, D: tl.constexpr, HAS_MASK: tl.constexpr):
+    """(rows, BD) pointers to aL of slots (blk, i) where it lies in the output tensor ``home[0]``
+    (``LaunchPlan.al_home``): at the input position of the slot's token, the row that the final
+    L-step of offset i overwrites with that token's output once it has read every aL of the offset
+    (``_l_out_home_tile``). A slot with no token (padding inside the sequence's blocks: fewer than b,
+    all before ``off`` or from ``off + L`` on) has a spare row in ``home[1]``, ``home[2]`` rows per
+    head. (In the scratch, aL is "by offset": ``_r_store`` and ``_l_scores`` address it.)"""
+    slot = blk * dims[2] + i
+    tok, real = _token(slot, inside, off, L, seq, bi, dims[1], HAS_MASK)
+    rank = slot - off
+    spare = tl.where(rank < 0, slot, rank - L).to(tl.int64)
+    so = home[3]
+    # Chosen per row, then spread over the row's features: one (rows, BD) pointer tile, not two.
+    row = tl.where(real, _head_base(home[0], so, bi, hi) + tok * so[2], home[1] + (bh64 * home[2] + spare) * D)
+    return row[:, None] + dd[None, :] * tl.where(real, so[3], 1)[:, None]
 
 
 @triton.jit
 def _r_store(bh64, al_to, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc_k, acc_v, scale, dd, dmask, ddv,
              dvmask, D: tl.constexpr, DV: tl.constexpr, WANT_Y: tl.constexpr, m_i, var, GLOBAL: tl.constexpr,
-             LSE_OUT: tl.constexpr):
+             LSE_OUT: tl.constexpr, AL_HOME: tl.constexpr = False):
     """Normalise an R-step tile's accumulators and write them "by offset": row (i, blk) of
-    (BH, b, m, .); aL where ``al_to`` points (``_al_rows``)."""
+    (BH, b, m, .); with AL_HOME, aL where the pointer tile ``al_to`` points (``_al_rows``)."""
     if GLOBAL:  # a row whose keys are all global has none (its max stayed NEG): no weights
         keep = m_i > NEG
         l_i = tl.where(keep, l_i, 0.0)
@@ -189,7 +187,10 @@ def _r_store(bh64, al_to, cl_ptr, y_ptr, b, m, i_r, blk_r, row_in, l_i, w_i, acc
     tl.store(cl_ptr + orow, c_l, mask=row_in)
     if LSE_OUT:  # the row's exact log-sum-exp, base 2: the L-logit of the query's own block
         tl.store(var[0] + orow, m_i + tl.log2(l_safe), mask=row_in)
-    tl.store(al_to, a_l, mask=row_in[:, None] & dmask[None, :])
+    if AL_HOME:
+        tl.store(al_to, a_l, mask=row_in[:, None] & dmask[None, :])
+    else:
+        tl.store(al_to + orow[:, None] * D + dd[None, :], a_l, mask=row_in[:, None] & dmask[None, :])
     if WANT_Y:
         y = acc_v / l_safe[:, None]
         tl.store(y_ptr + orow[:, None] * DV + ddv[None, :], y.to(y_ptr.dtype.element_ty),
@@ -344,7 +345,7 @@ def _l_out_home_tile(
     c = tl.arange(0, BK)
     j_c, k_c, col_in = _lanes(c, 0, j0, RM, G, b, m, GROUPED)
     col_in = _block_ok(j_c, k_c, col_in, mb, off, L)
-    a_l = tl.load(_al_rows(o_ptr, home, bh64, bi, hi, k_c, j_c, col_in, off, L, seq, dims, dd, D, HAS_MASK, True),
+    a_l = tl.load(_al_rows(home, bh64, bi, hi, k_c, j_c, col_in, off, L, seq, dims, dd, D, HAS_MASK),
                   mask=col_in[:, None] & dmask[None, :], other=0.0)
     crow = (bh64 * b + j_c) * m + k_c
     c_l = tl.load(cl_ptr + crow, mask=col_in, other=0.0) * LOG2E

@@ -86,9 +86,8 @@ def _l_out_kernel(
     so = (stride_ob, stride_oh, stride_on, stride_od)
     bh, t = _head_and_tile(TILES)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
-    mb = _seq_blocks(seq, dims, bh, HAS_MASK)
     if AL_HOME and not GROUPED:  # a program per offset (TILES = b): it also zeroes that offset's padding rows
-        if mb > 0:
+        if _seq_blocks(seq, dims, bh, HAS_MASK) > 0:
             _l_out_home_tile(bh, t, q_ptr, (o_ptr, spare_ptr, SPARE, so), cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
                              scale, D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
         if HAS_MASK:
@@ -96,7 +95,7 @@ def _l_out_kernel(
     else:
         if HAS_MASK:
             pad = _pad_rows(bh, t, mask_ptr, dims, (stride_mb, stride_mn), GROUPED, BQ)
-        if t < _l_count(mb, b, BQ, GROUPED):
+        if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
             if AL_HOME:
                 _l_out_home_tile(bh, t, q_ptr, (o_ptr, spare_ptr, SPARE, so), cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
                                  scale, D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
