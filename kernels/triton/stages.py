@@ -320,7 +320,7 @@ def _l_out_tile(
 
 @triton.jit
 def _l_out_home_tile(
-    bh, t, q_ptr, home, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale,
+    bh, t, q_ptr, home, cl_ptr, y_ptr, seq, dims, sq, scale,
     D: tl.constexpr, DV: tl.constexpr, HAS_MASK: tl.constexpr, GROUPED: tl.constexpr, IEEE: tl.constexpr,
     BQ: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr,
 ):
@@ -328,7 +328,9 @@ def _l_out_home_tile(
     offsets (GROUPED: ``BQ // m_s`` of them; else offset ``t``, its rows in chunks of BQ), with all
     their blocks in one column tile. Every aL of its offsets is loaded before the first output row is
     computed, and the rows it writes are the homes of exactly those aL: no other program reads them.
-    The published steps only (no options): the softmax of a row sees every block at once."""
+    The published steps only (no options): the softmax of a row sees every block at once. ``home``:
+    (output, spare rows, their rows per head, output strides), as ``_al_rows`` reads it."""
+    o_ptr, so = home[0], home[3]
     N, b, m = dims[1], dims[2], dims[3]
     bi, hi, L, off, mb = _head_sequence(bh, seq, dims, HAS_MASK)
     bh64 = bh.to(tl.int64)
@@ -380,6 +382,7 @@ def _zero_offset_rows(bh, j, mask_ptr, o_ptr, dims, sm, so, DV: tl.constexpr, BQ
     for l0 in range(0, dims[3], BQ):
         _zero_rows(bh, _pad_at(bh, mask_ptr, dims, sm, j + r * 0, l0 + r, l0 + r < dims[3]), o_ptr, dims, so, DV, BQ,
                    BDV)
+
 
 @triton.jit
 def _l_sum_stats(q_t, s, al_ptr, cl_ptr, bh64, j_r, j_c, c, mb, off, L, b, m, dd, dmask, scale, D: tl.constexpr,

@@ -87,22 +87,22 @@ def _l_out_kernel(
     bh, t = _head_and_tile(TILES)
     sq = (stride_qb, stride_qh, stride_qn, stride_qd)
     if AL_HOME and not GROUPED:  # a program per offset (TILES = b): it also zeroes that offset's padding rows
-        if _seq_blocks(seq, dims, bh, HAS_MASK) > 0:
-            _l_out_home_tile(bh, t, q_ptr, (o_ptr, spare_ptr, SPARE, so), cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
-                             scale, D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
-        if HAS_MASK:
-            _zero_offset_rows(bh, t, mask_ptr, o_ptr, dims, (stride_mb, stride_mn), so, DV, BQ, BDV)
+        tiles = tl.where(_seq_blocks(seq, dims, bh, HAS_MASK) > 0, b, 0)
     else:
         if HAS_MASK:
             pad = _pad_rows(bh, t, mask_ptr, dims, (stride_mb, stride_mn), GROUPED, BQ)
-        if t < _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED):
-            if AL_HOME:
-                _l_out_home_tile(bh, t, q_ptr, (o_ptr, spare_ptr, SPARE, so), cl_ptr, y_ptr, o_ptr, seq, dims, sq, so,
-                                 scale, D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
-            else:
-                _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale, D, DV, HAS_MASK,
-                            GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV, (ex_l_ptr, ex_y_ptr), EXTRA, EXACT_DIAG)
-        if HAS_MASK:
+        tiles = _l_count(_seq_blocks(seq, dims, bh, HAS_MASK), b, BQ, GROUPED)
+    if t < tiles:
+        if AL_HOME:
+            _l_out_home_tile(bh, t, q_ptr, (o_ptr, spare_ptr, SPARE, so), cl_ptr, y_ptr, seq, dims, sq, scale,
+                             D, DV, HAS_MASK, GROUPED, IEEE, BQ, BK, BD, BDV)
+        else:
+            _l_out_tile(bh, t, q_ptr, al_ptr, cl_ptr, y_ptr, o_ptr, seq, dims, sq, so, scale, D, DV, HAS_MASK,
+                        GROUPED, ONE_COL, IEEE, BQ, BK, BD, BDV, (ex_l_ptr, ex_y_ptr), EXTRA, EXACT_DIAG)
+    if HAS_MASK:
+        if AL_HOME and not GROUPED:
+            _zero_offset_rows(bh, t, mask_ptr, o_ptr, dims, (stride_mb, stride_mn), so, DV, BQ, BDV)
+        else:
             _zero_rows(bh, pad, o_ptr, dims, so, DV, BQ, BDV)
 
 
