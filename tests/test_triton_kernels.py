@@ -193,11 +193,12 @@ def test_al_in_output_matches_reference(kern, case):
 
 
 def test_al_in_output_only_where_it_applies(kern):
-    """With ``Knobs(al_home=True)`` (off by default), aL still stays in the scratch for training
-    calls, from T = 2 (the summary steps read it), with the options, in the fused strategy, where an
-    offset's blocks span several column tiles and with a caller's output (it may alias q, k or v).
-    Where an offset's rows span several L-step tiles, one program per offset runs them. Where it
-    applies, the scratch is Y and cL (and spare rows): about half of what it was."""
+    """aL stays in the scratch for training calls, from T = 2 (the summary steps read it), with the
+    options, in the fused strategy, where an offset's blocks span several column tiles, with a
+    caller's output (it may alias q, k or v) and where aL is wider than an output row. Where an
+    offset's rows span several L-step tiles, one program per offset runs them, only with
+    ``Knobs(al_home=True)``. Where it applies, the scratch is Y and cL (and spare rows): about half
+    of what it was."""
     gen = torch.Generator().manual_seed(24)
     q, k, v = _inputs(2, 2, 64, 16, 16, torch.float32, gen=gen)
 
@@ -206,12 +207,18 @@ def test_al_in_output_only_where_it_applies(kern):
         return kern._launch_call(q, k, v, None, 8, 8, T, "post", 0.25, out, Knobs(**knobs), True, variant, False, keep)
 
     home = call()
-    assert home.plan.al_home and home.scratch_bytes <= 0.55 * call(al_home=None).scratch_bytes
+    assert home.plan.al_home and home.scratch_bytes <= 0.55 * call(al_home=False).scratch_bytes
+    assert call(al_home=None).plan.al_home  # the default where the L-step's tiles hold whole offsets
     looped = call(max_rows=4)
     assert looped.plan.al_home and looped.plan.l_tiles(8) == 8 and not looped.plan.l_step.grouped
     for off in (call(T=2), call(keep=True), call(variant=(False, 2)), call(mode="fused"), call(max_tile=4),
-                call(out=torch.empty_like(q)), call(al_home=None), call(al_home=False)):
+                call(out=torch.empty_like(q)), call(al_home=None, max_rows=4), call(al_home=False)):
         assert not off.plan.al_home and "al" in off.buffers
+    # aL wider than an output row (d > dv) stays in the scratch, and the outputs stay right.
+    v = v[..., :8].contiguous()
+    narrow = call()
+    assert not narrow.plan.al_home and "al" in narrow.buffers
+    _check_output(narrow.out, q, k, v, None, 8, 1, "post")
 
 
 def test_spare_rows_hold_every_slot_without_a_token(kern):

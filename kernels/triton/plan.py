@@ -31,8 +31,9 @@ class Knobs:
     pdl: programmatic dependent launch between a call's grids. chunk_bytes: intermediates above which a
     call runs its heads in chunks (``heads_per_chunk``). layout_in_grid: a masked tiled call lays out
     its sequences in its first grid, not in a launch of its own (``layout_kernel.py``). al_home: a
-    T = 1 inference call keeps aL in its output tensor wherever it can (``LaunchPlan.al_home``; off
-    by default until timed on a GPU).
+    T = 1 inference call keeps aL in its output tensor (``LaunchPlan.al_home``): by default where the
+    L-step's tiles hold whole offsets (grouped), True also where one program per offset loops over
+    its rows, False never.
     """
 
     mode: Optional[str] = None
@@ -189,10 +190,11 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)
-    # Off by default until a GPU has timed it (docs/benchmarks.md, variant 23: compiled for sm_90 it
-    # takes up to 15 more registers in the R-step, and one program per offset where an offset's
-    # rows span several L-step tiles); ``Knobs(al_home=True)`` turns it on.
-    al_home = bool(knobs.al_home) and plain and mode == "tiles" and num_steps == 1 and (lo.grouped or lo.one_col)
+    # aL in the output (docs/benchmarks.md, variant 23; H100): -2% to +2% on grouped L-steps (N' <=
+    # 4096), so on by default there. Where an offset's rows span several L-step tiles, one program
+    # per offset loops over them: +3.5% at N = 16384 and +8.5% at 8192, batch 1, so only on request.
+    home_fits = lo.grouped or (knobs.al_home is True and lo.one_col)
+    al_home = knobs.al_home is not False and plain and mode == "tiles" and num_steps == 1 and home_fits
     return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid,
                       al_home)
 
