@@ -189,7 +189,8 @@ class _Call:
     def __post_init__(self) -> None:
         self._where = {id(t): (i, 0) for i, t in enumerate((self.q, self.k, self.v, self.out, self.mask))}
         base = self.scratch.data_ptr()
-        self._where.update((id(t), (5, t.data_ptr() - base)) for t in self.buffers.values())
+        # An empty buffer (no spare rows) has data_ptr 0, which is never dereferenced: offset 0, not -base.
+        self._where.update((id(t), (5, t.data_ptr() - base if t.numel() else 0)) for t in self.buffers.values())
         self._alive = []  # views registered below, kept so that their ids stay theirs
 
     @property
