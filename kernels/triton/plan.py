@@ -79,7 +79,8 @@ class LaunchPlan:
     tiled strategy at T = 1 (no summary step reads aL) without the options, an inference call (a
     training call keeps aL for its backward) and an L-step program that owns whole offsets with all
     their blocks in one column tile (grouped, or ``l_step.one_col``: then one program per offset,
-    ``l_tiles``); the launcher also needs an output of its own (``launch._launch_call``)."""
+    ``l_tiles``, only with ``Knobs(al_home=True)``); the launcher also needs an output of its own and
+    aL no wider than an output row (``launch._launch_call``, ``launch.plan_for``)."""
 
     mode: str
     r_step: StepTiles

@@ -41,8 +41,8 @@ VARIANTS = {
     "ingrid": Knobs(layout_in_grid=True),  # the mask's layout in the first grid, whatever its size
     "layoutlaunch": Knobs(layout_in_grid=False),  # the mask's layout in a launch of its own
     "g16w1": Knobs(group_rows=16, warps=1, r_warps=1, l_warps=1),  # 16-row tiles of one warp (variant 21)
-    # aL in the output wherever it can be (LaunchPlan.al_home, off by default; at
-    # N' > 4096 one output L-step program per offset, looping over its rows), with 8 warps there
+    # aL in the output wherever it can be (LaunchPlan.al_home; the default only where the L-step is
+    # grouped, N' <= 4096; above, one output L-step program per offset, looping over its rows), with 8 warps there
     # or without software pipelining (3 stages keep 57 KB of shared memory, 1 stage 41 KB: kernel_resources.py).
     "alhome": Knobs(al_home=True),
     "alhome-w8": Knobs(al_home=True, l_warps=8),
