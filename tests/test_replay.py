@@ -129,6 +129,15 @@ def test_no_scratch_asked_allocates_none():
     FREE(0)
 
 
+def test_buffers_are_placed_at_their_offsets_and_an_empty_one_at_zero():
+    """An empty view's data_ptr is 0: placed at offset 0 of its source, never at -base (a replay
+    turned that into a negative address: OverflowError on an H100)."""
+    buf = torch.empty(256, dtype=torch.uint8)
+    views = [buf[0:0].view(torch.float16), buf[128:192].view(torch.float32), buf[0:64]]
+    assert views[0].data_ptr() == 0
+    assert list(replay.placed_in(views, buf, 5).values()) == [(5, 0), (5, 128), (5, 0)]
+
+
 def test_unknown_tensor_argument_means_no_replay():
     call, _ = _recorded_call(False)
     call.recording[0][2].insert(0, torch.zeros(1))

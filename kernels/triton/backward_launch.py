@@ -29,7 +29,7 @@ from ..layout import capped_block_size
 from .launch import INTERPRETED, Scratch, device_info
 from .layout_kernel import _layout_kernel
 from .plan import pow2
-from .replay import address, alloc, current_stream, free, knobs_allow_replay, record, relaunch, signature
+from .replay import address, alloc, current_stream, free, knobs_allow_replay, placed_in, record, relaunch, signature
 
 # A whole block (b keys) is one tile of an R-program up to 128 (N up to 16384 at b = sqrt(N)), and
 # tiles of 128 beyond; an L-program's m blocks likewise.
@@ -343,11 +343,11 @@ def _launch(q, k, v, mask, grad_out, b: int, m: int, num_steps: int, pad_type: s
     mask = mask.to(device=q.device).view(torch.uint8) if has_mask else None
     sources = (q, k, v, mask, grad_out, *grads)
     c.where = {id(t): (i, 0) for i, t in enumerate(sources) if t is not None}
-    c.where.update((id(t), (8, t.data_ptr() - scratch.data_ptr())) for t in c.buf.values())
+    c.where.update(placed_in(c.buf.values(), scratch, 8))
     if saved is not None:
         kept = _forward_buffers(q, v, b, m, has_mask, saved)
         c.buf.update(kept)
-        c.where.update((id(t), (9, t.data_ptr() - saved.data_ptr())) for t in kept.values())
+        c.where.update(placed_in(kept.values(), saved, 9))
     _sequences(c, mask, pad_type)
     _zeros(c)
     if saved is None:

@@ -40,7 +40,7 @@ from .fused import _fused_kernel
 from .layout_kernel import _layout_kernel
 from .onchip import _onchip_kernel
 from .plan import Knobs, LaunchPlan, heads_per_chunk, make_plan, pow2
-from .replay import Replay, knobs_allow_replay, signature
+from .replay import Replay, knobs_allow_replay, placed_in, signature
 from .tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 from .variants import _exact_kernel, _select_kernel
 
@@ -189,9 +189,7 @@ class _Call:
 
     def __post_init__(self) -> None:
         self._where = {id(t): (i, 0) for i, t in enumerate((self.q, self.k, self.v, self.out, self.mask))}
-        base = self.scratch.data_ptr()
-        # An empty buffer (no spare rows) has data_ptr 0, which is never dereferenced: offset 0, not -base.
-        self._where.update((id(t), (5, t.data_ptr() - base if t.numel() else 0)) for t in self.buffers.values())
+        self._where.update(placed_in(self.buffers.values(), self.scratch, 5))
         self._alive = []  # views registered below, kept so that their ids stay theirs
 
     @property

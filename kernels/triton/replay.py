@@ -54,6 +54,14 @@ def signature(q, k, v, mask, out, b: int, num_steps: int, pad_type: str, scale: 
             mask is None or _aligned(mask), out is None or _aligned(out), exact_diagonal, global_keys)
 
 
+def placed_in(buffers, base: torch.Tensor, source: int) -> dict[int, tuple[int, int]]:
+    """``pointer_of``'s entries for views of ``base`` (source index ``source``): tensor id ->
+    (source, byte offset). An empty view (e.g. no spare rows) has data_ptr 0 and is never read:
+    offset 0, not ``-base.data_ptr()``, which a replay turned into a negative address."""
+    start = base.data_ptr()
+    return {id(t): (source, t.data_ptr() - start if t.numel() else 0) for t in buffers}
+
+
 def current_stream(device_index: int) -> int:
     """The raw CUDA stream the caller's work goes to (what Triton's launcher would use)."""
     return torch._C._cuda_getCurrentRawStream(device_index)
