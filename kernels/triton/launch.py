@@ -12,9 +12,9 @@ their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` ch
 A tiled T = 1 inference call may keep aL in its output tensor, not in the scratch
 (``LaunchPlan.al_home``, ``stages._al_rows``; by default where the L-step's tiles hold whole offsets,
 N' <= 4096; ``Knobs(al_home=True)`` also above): its intermediates are then Y and cL, 0.26x the bytes
-of q, k, v and the output instead of 0.51x. A tiled
-call whose intermediates are large runs its heads in chunks that reuse one scratch
-(``plan.heads_per_chunk``): its peak memory stays near the bytes of q, k, v and the output.
+of q, k, v and the output instead of 0.51x. A tiled call whose intermediates are large runs its
+heads in chunks that reuse one scratch (``plan.heads_per_chunk``): its peak memory stays near the
+bytes of q, k, v and the output.
 A training call (``monarch_attention_triton_saving``) makes the same launches (but never the
 on-chip kernel's, which keeps nothing in memory) and, at T = 1 where its heads run at once, keeps
 its scratch (``aL, cL, Y``, the layout) for the backward instead of freeing it (``saved_bytes``);

@@ -191,9 +191,10 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)
-    # aL in the output (docs/benchmarks.md, variant 23; H100): -2% to +2% on grouped L-steps (N' <=
-    # 4096), so on by default there. Where an offset's rows span several L-step tiles, one program
-    # per offset loops over them: +3.5% at N = 16384 and +8.5% at 8192, batch 1, so only on request.
+    # aL in the output (docs/benchmarks.md, variant 23; H100): -2.2% to +2.7% on grouped L-steps
+    # (N' <= 4096), so on by default there. Where an offset's rows span several L-step tiles, one
+    # program per offset loops over them: +3.5-3.8% at N = 16384 and +7.0-8.5% at 8192, batch 1 (two
+    # runs), so only on request.
     home_fits = lo.grouped or (knobs.al_home is True and lo.one_col)
     al_home = knobs.al_home is not False and plain and mode == "tiles" and num_steps == 1 and home_fits
     return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid,
