@@ -120,3 +120,28 @@ def test_one_batch_tokenises_once_per_run(bench_heal_step, tmp_path, monkeypatch
     assert loop.Prefetcher._inputs.__name__ == "<lambda>"  # the wrapper removed again
     with open(tmp_path / "rows.csv", newline="") as f:
         assert all("every step on the first batch (--one-batch)" in row["note"] for row in csv.DictReader(f))
+
+
+@pytest.mark.parametrize("kind", ["no-pin", "tokenise-only", "process"])
+def test_prefetch_replacements_train_on_heals_batches(bench_heal_step, tmp_path, kind):
+    """--prefetch: each replacement of heal's worker runs the steps (``process``: tokenised in a
+    spawned process, on the same batches as heal's own worker, so with the same losses) and puts
+    heal's worker back; the rows say which one ran."""
+    from monarch_convert.healing import loop
+
+    own = dict(loop.Prefetcher.__dict__)
+
+    def run(*extra):
+        bench_heal_step.main(["--smoke", "--providers", "monarch", "--steps", "3", *extra,
+                              "--csv", str(tmp_path / f"rows{len(extra)}.csv")])
+        with open(tmp_path / f"rows{len(extra)}.csv", newline="") as f:
+            return next(csv.DictReader(f))["note"]
+
+    heal, replaced = run(), run("--prefetch", kind)
+    assert f"(--prefetch {kind})" in replaced and "--prefetch" not in heal
+    assert all(loop.Prefetcher.__dict__[n] is own[n] for n in ("_inputs", "__enter__", "__exit__"))
+    losses = [re.search(r"loss (\S+) -> (\S+);", note).groups() for note in (heal, replaced)]
+    if kind != "tokenise-only":  # the same batches in the same order
+        assert losses[0] == losses[1]
+    else:
+        assert losses[0][0] == losses[1][0]  # the first batch only

@@ -5,7 +5,7 @@ same distillation step on SDPA (issue 17's third target: >= 2x at N = 4096 on th
     BENCH_COMMIT=<commit> python scripts/benchmarks/bench_heal_step.py [--seqs 4096 ...] [--batches 1 ...]
         [--max-tokens T] [--steps 50] [--warmup 5] [--profile STEPS] [--host-profile STEPS] [--dtype bfloat16]
         [--trainable attention] [--setting b=64,T=1] [--providers sdpa attention-free monarch]
-        [--one-batch] [--csv FILE] [--smoke]
+        [--prefetch heal|one-batch|no-pin|tokenise-only|process] [--one-batch] [--csv FILE] [--smoke]
 
 One run measures every configuration (N, batch) of ``--seqs`` x ``--batches`` (``--seq`` and
 ``--batch`` are the same options) with at most ``--max-tokens`` tokens per step, each provider on
@@ -68,8 +68,10 @@ Host work is timed apart: heal tokenising a batch (on the worker thread, beside 
 and, for the monarch provider, inside each step, the teacher's switch to softmax and back
 (``conversion.base_attention``: the configs name the base implementation, then ``monarch_sdpa``
 again; until code `df29827` a revert and conversion again, 0.7 ms). ``--one-batch``: every step
-trains on the first batch, tokenised once (``first_batch_only``), so that nothing is tokenised
-beside the timed steps: the difference from a run without it is what heal's worker costs the step.
+trains on the first batch, tokenised once, so that nothing is tokenised beside the timed steps: the
+difference from a run without it is what heal's worker costs the step (27% of the converted
+model's step at N = 4096 on an H100, docs/benchmarks.md). ``--prefetch`` (``prefetching``) splits
+that cost: ``no-pin``, ``tokenise-only`` and ``process`` (tokenising in a spawned process).
 Printed last: a table of ms/step, steps/s, peak MiB, the step rate over SDPA's at the same N and
 batch, host ms and kernel ms; then per configuration SDPA's and monarch's ms/step, their ratio and
 the FLOPs bound on it (``flops_bound``: the ratio if the student's attention cost nothing, at equal
@@ -114,6 +116,7 @@ import io
 import os
 import pstats
 import random
+import signal
 import statistics
 import sys
 import time
@@ -266,29 +269,88 @@ def replays_recorded(before: dict[str, dict], after: dict[str, dict]) -> dict[st
             for name, keys in after.items()}
 
 
+# What prepares each step's inputs (``--prefetch``), as the rows' notes say it.
+PREFETCH = {
+    "heal": "",
+    "one-batch": "every step on the first batch (--one-batch)",
+    "no-pin": "each batch tokenised on heal's worker thread, not pinned (--prefetch no-pin)",
+    "tokenise-only": "each batch tokenised on heal's worker thread, every step on the first, pinned "
+                     "(--prefetch tokenise-only)",
+    "process": "each batch tokenised in a spawned process, pinned on heal's worker thread (--prefetch process)",
+}
+_DATA: Any = None  # ``--prefetch process``: the worker process's copy of heal's training data
+
+
+def _start_worker(data: Any) -> None:
+    global _DATA
+    _DATA = data
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent reports an interruption, once
+
+
+def _worker_inputs(ids: list[int]) -> dict:
+    return _DATA.inputs(ids)
+
+
 @contextmanager
-def first_batch_only(enabled: bool):
-    """``--one-batch``: heal's prefetcher (``healing.loop.Prefetcher``) hands every step the inputs
-    it prepared first, so nothing is tokenised beside the timed steps: what the tokenising worker
-    costs the step's host shows as the difference from a run without it."""
-    if not enabled:
+def prefetching(kind: str):
+    """``--prefetch``: how heal's prefetcher (``healing.loop.Prefetcher``, a worker thread that
+    tokenises and pins each next batch beside the step) is replaced, so that the difference from
+    heal's own shows what each part of its work costs a host-bound step: ``one-batch`` (alias
+    ``--one-batch``) hands every step the first batch, tokenised once (nothing prepared beside the
+    timed steps); ``no-pin`` tokenises without pinning; ``tokenise-only`` tokenises each batch
+    but hands out the first one, pinned; ``process`` tokenises in a spawned process (no interpreter
+    lock shared with the step) and pins on the thread."""
+    if kind == "heal":
         yield
         return
     from monarch_convert.healing import loop
 
-    prepare = loop.Prefetcher._inputs
+    saved = {name: loop.Prefetcher.__dict__[name] for name in ("_inputs", "__enter__", "__exit__")}
     first: list[dict] = []
 
-    def inputs(self, step: int) -> dict:
+    def tokenised(self, step: int) -> dict:
+        return self.run.train_data.inputs(loop.batch_ids(self.run, step))
+
+    def pinned(self, inputs: dict) -> dict:
+        return {k: v.pin_memory() for k, v in inputs.items()} if self.run.device.type == "cuda" else inputs
+
+    def once(self, step: int) -> dict:
         if not first:
-            first.append(prepare(self, step))
+            first.append(saved["_inputs"](self, step))
         return first[0]
 
-    loop.Prefetcher._inputs = inputs
+    def tokenised_first(self, step: int) -> dict:
+        inputs = tokenised(self, step)
+        if not first:
+            first.append(pinned(self, inputs))
+        return first[0]
+
+    def enter(self):
+        saved["__enter__"](self)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.process = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_start_worker, initargs=(self.run.train_data,))
+        return self
+
+    def exit_(self, *exc: Any) -> None:
+        self.process.shutdown(wait=True, cancel_futures=True)
+        saved["__exit__"](self, *exc)
+
+    def in_process(self, step: int) -> dict:
+        return pinned(self, self.process.submit(_worker_inputs, loop.batch_ids(self.run, step)).result())
+
+    replaced = {"one-batch": {"_inputs": once}, "no-pin": {"_inputs": tokenised},
+                "tokenise-only": {"_inputs": tokenised_first},
+                "process": {"_inputs": in_process, "__enter__": enter, "__exit__": exit_}}[kind]
+    for name, fn in replaced.items():
+        setattr(loop.Prefetcher, name, fn)
     try:
         yield
     finally:
-        loop.Prefetcher._inputs = prepare
+        for name, fn in saved.items():
+            setattr(loop.Prefetcher, name, fn)
 
 
 def _sync() -> None:
@@ -447,7 +509,7 @@ def measure(provider: str, a: argparse.Namespace, tokenizer: Any, texts: list[st
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     timer = StepTimer(a.warmup, a.steps, a.profile_steps, a.host_profile_steps)
-    with timer.around_heal_steps(), first_batch_only(a.one_batch):
+    with timer.around_heal_steps(), prefetching(a.prefetch):
         if provider == "monarch":
             settings, note = heal_converted(model, a, tokenizer, texts)
         else:
@@ -510,13 +572,13 @@ def rows_of(results: list[Measured], a: argparse.Namespace, env: Env, host: dict
     """CSV rows; ``host``: ``host_costs`` by (N, batch)."""
     s = SMOKE if a.smoke else BASE
     rows = []
-    one_batch = "; every step on the first batch (--one-batch)" if a.one_batch else ""
+    prefetch = f"; {PREFETCH[a.prefetch]}" if PREFETCH[a.prefetch] else ""
     for m in results:
         sdpa, costs = _sdpa_ms(results, m), host[(m.seq, m.batch)]
         note = (f"{1e3 / m.ms:.3f} steps/s; peak {m.peak_mib:.0f} MiB; mean of {len(m.host_ms)} steps after "
                 f"{a.warmup} warm-up, synchronised before the first and after the last; host ms per step call "
                 f"{statistics.median(m.host_ms):.2f} (median){_profile_text(m)}{_recorded_text(m)}; "
-                f"loss {m.losses[0]:.4g} -> {m.losses[-1]:.4g}; {m.note}{one_batch}; FLOPs bound on the rate over SDPA "
+                f"loss {m.losses[0]:.4g} -> {m.losses[-1]:.4g}; {m.note}{prefetch}; FLOPs bound on the rate over SDPA "
                 f"{flops_bound(s, m.seq, m.batch, a.trainable):.2f}x; host ms of a step: " +
                 ", ".join(f"{k} {v:.2f}" for k, v in costs.items() if k != SWITCH or m.provider.startswith("monarch")))
         rows.append(env.stamp(Row(
@@ -532,7 +594,7 @@ def table(results: list[Measured], a: argparse.Namespace, env: Env, host: dict) 
     the FLOPs bound on it, and the host work of a step."""
     s = SMOKE if a.smoke else BASE
     lines = [f"heal step, {'smoke' if a.smoke else 'BERT-base'} shape, {a.dtype}, trainable={a.trainable}, "
-             f"target=hidden{', one batch for every step' if a.one_batch else ''}, {env.gpu}, "
+             f"target=hidden{', ' + PREFETCH[a.prefetch] if PREFETCH[a.prefetch] else ''}, {env.gpu}, "
              f"commit {env.commit or '?'}",
              f"{'provider':<16}{'N':>6}{'batch':>6}{'ms/step':>10}{'steps/s':>9}{'peak MiB':>10}{'rate/sdpa':>11}"
              f"{'host ms':>9}{'kernel ms':>11}"]
@@ -568,9 +630,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host-profile", type=int, default=0, metavar="STEPS", dest="host_profile_steps",
                    help="after the timed steps, this many more under cProfile: where each provider's host time "
                         "goes (a text file per provider and configuration beside the CSV)")
-    p.add_argument("--one-batch", action="store_true",
-                   help="every step trains on the first batch, tokenised once: no tokenising on heal's "
-                        "worker thread beside the steps")
+    p.add_argument("--prefetch", default="heal", choices=list(PREFETCH),
+                   help="what prepares each step's inputs: heal's worker thread (default), or a replacement "
+                        "that shows what part of its work costs the step (see the module docstring)")
+    p.add_argument("--one-batch", dest="prefetch", action="store_const", const="one-batch",
+                   help="the same as --prefetch one-batch: every step trains on the first batch, tokenised once")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--trainable", default="attention", choices=["attention", "all", "lora"])
     p.add_argument("--setting", type=parse_setting, default={"block_size": "auto"},
