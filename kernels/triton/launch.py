@@ -67,9 +67,10 @@ def device_info(q: torch.Tensor) -> tuple[int, int]:
 
 
 def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
-             knobs: Knobs = Knobs(), plain: bool = False) -> LaunchPlan:
+             knobs: Knobs = Knobs(), plain: bool = False, own_output: bool = True) -> LaunchPlan:
     """The launch plan of a call on ``q, v`` (only shapes and the device are read); ``plain``: an
-    inference call without the op's options (``make_plan``)."""
+    inference call without the op's options (``make_plan``); ``own_output``: the launcher allocates
+    the output (no caller's)."""
     B, H, N, D = q.shape
     b = capped_block_size(block_size, N)
     width = max(16, pow2(D), pow2(v.shape[-1]))
@@ -77,9 +78,11 @@ def plan_for(q: torch.Tensor, v: torch.Tensor, block_size: int, num_steps: int,
     plan = make_plan(B * H, b, max(1, -(-N // b)), width, num_steps, sm_count,
                      pdl=q.is_cuda and not INTERPRETED and major >= 9, knobs=knobs, plain=plain,
                      ieee=q.dtype == torch.float32)
-    # aL (D features a slot) fits its token's output row (dv) only where D <= dv: wider, it ran into
-    # the next token's row (d = 80, dv = 48 on an H100: relative error 0.29).
-    return replace(plan, al_home=False) if plan.al_home and D > v.shape[-1] else plan
+    # aL goes to the output only where the launcher allocates it (a caller's may alias q, k or v,
+    # which the R-step reads) and D <= dv: aL (D features a slot) wider than its token's output row
+    # ran into the next token's row (d = 80, dv = 48 on an H100: relative error 0.29).
+    fits = own_output and D <= v.shape[-1]
+    return plan if fits or not plan.al_home else replace(plan, al_home=False)
 
 
 @dataclass(frozen=True)
@@ -347,9 +350,7 @@ def _launch_call(q, k, v, key_padding_mask, b: int, m: int, num_steps: int, pad_
     H, N, DV = q.shape[1], q.shape[2], v.shape[-1]
     diag, num_globals = options[0] and num_steps > 1, min(options[1], N)
     exact = diag or num_globals > 0
-    plan = plan_for(q, v, b, num_steps, knobs, plain=not (keep or exact))
-    if out is not None and plan.al_home:  # a caller's output may alias q, k or v, which the R-step reads
-        plan = replace(plan, al_home=False)
+    plan = plan_for(q, v, b, num_steps, knobs, plain=not (keep or exact), own_output=out is None)
     out = output_like(q, DV) if out is None else out
     has_mask = key_padding_mask is not None
     heads = H if exact else _chunk_heads(q, DV, b, m, num_steps, plan, knobs)

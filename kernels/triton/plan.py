@@ -80,7 +80,7 @@ class LaunchPlan:
     training call keeps aL for its backward) and an L-step program that owns whole offsets with all
     their blocks in one column tile (grouped, or ``l_step.one_col``: then one program per offset,
     ``l_tiles``, only with ``Knobs(al_home=True)``); the launcher also needs an output of its own and
-    aL no wider than an output row (``launch._launch_call``, ``launch.plan_for``)."""
+    aL no wider than an output row (``launch.plan_for``)."""
 
     mode: str
     r_step: StepTiles

@@ -262,8 +262,15 @@ class Prefetcher:
         return inputs
 
     def _inputs(self, step: int) -> dict:
-        inputs = self.run.train_data.inputs(batch_ids(self.run, step))
-        if self.run.device.type == "cuda":  # pinned, so that the copy to the device does not wait (``Run.to_device``)
+        return self._pinned(self._batch(step))
+
+    def _batch(self, step: int) -> dict:
+        """Step ``step``'s inputs as the data's processor makes them (tokenised text, images)."""
+        return self.run.train_data.inputs(batch_ids(self.run, step))
+
+    def _pinned(self, inputs: dict) -> dict:
+        """On a GPU pinned, so that the copy to the device does not wait (``Run.to_device``)."""
+        if self.run.device.type == "cuda":
             inputs = {k: v.pin_memory() for k, v in inputs.items()}
         return inputs
 

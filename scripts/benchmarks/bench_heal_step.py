@@ -308,21 +308,15 @@ def prefetching(kind: str):
     saved = {name: loop.Prefetcher.__dict__[name] for name in ("_inputs", "__enter__", "__exit__")}
     first: list[dict] = []
 
-    def tokenised(self, step: int) -> dict:
-        return self.run.train_data.inputs(loop.batch_ids(self.run, step))
-
-    def pinned(self, inputs: dict) -> dict:
-        return {k: v.pin_memory() for k, v in inputs.items()} if self.run.device.type == "cuda" else inputs
-
     def once(self, step: int) -> dict:
         if not first:
             first.append(saved["_inputs"](self, step))
         return first[0]
 
     def tokenised_first(self, step: int) -> dict:
-        inputs = tokenised(self, step)
+        inputs = self._batch(step)
         if not first:
-            first.append(pinned(self, inputs))
+            first.append(self._pinned(inputs))
         return first[0]
 
     def enter(self):
@@ -339,9 +333,9 @@ def prefetching(kind: str):
         saved["__exit__"](self, *exc)
 
     def in_process(self, step: int) -> dict:
-        return pinned(self, self.process.submit(_worker_inputs, loop.batch_ids(self.run, step)).result())
+        return self._pinned(self.process.submit(_worker_inputs, loop.batch_ids(self.run, step)).result())
 
-    replaced = {"one-batch": {"_inputs": once}, "no-pin": {"_inputs": tokenised},
+    replaced = {"one-batch": {"_inputs": once}, "no-pin": {"_inputs": loop.Prefetcher._batch},
                 "tokenise-only": {"_inputs": tokenised_first},
                 "process": {"_inputs": in_process, "__enter__": enter, "__exit__": exit_}}[kind]
     for name, fn in replaced.items():
