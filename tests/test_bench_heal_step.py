@@ -122,7 +122,7 @@ def test_one_batch_tokenises_once_per_run(bench_heal_step, tmp_path, monkeypatch
         assert all("every step on the first batch (--one-batch)" in row["note"] for row in csv.DictReader(f))
 
 
-@pytest.mark.parametrize("kind", ["no-pin", "tokenise-only", "process"])
+@pytest.mark.parametrize("kind", ["no-pin", "tokenise-only", "process", "pt-tensors"])
 def test_prefetch_replacements_train_on_heals_batches(bench_heal_step, tmp_path, kind):
     """--prefetch: each replacement of heal's worker runs the steps (``process``: tokenised in a
     spawned process, on the same batches as heal's own worker, so with the same losses) and puts
@@ -145,3 +145,49 @@ def test_prefetch_replacements_train_on_heals_batches(bench_heal_step, tmp_path,
         assert losses[0] == losses[1]
     else:
         assert losses[0][0] == losses[1][0]  # the first batch only
+
+
+def test_repeat_runs_providers_in_turn_and_keeps_the_median_run(bench_heal_step, tmp_path, monkeypatch, capsys):
+    """--repeat 3: each provider runs three times, alternating with the other; its row is the
+    run of median ms/step, whose note lists all three."""
+    order = []
+    measure = bench_heal_step.measure
+    monkeypatch.setattr(bench_heal_step, "measure", lambda p, *a: order.append(p) or measure(p, *a))
+    bench_heal_step.main(["--smoke", "--providers", "sdpa", "monarch", "--repeat", "3",
+                          "--csv", str(tmp_path / "rows.csv")])
+    assert order == ["sdpa", "monarch"] * 3
+    with open(tmp_path / "rows.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["provider"] for r in rows] == ["sdpa", "monarch-torch"]
+    for row in rows:
+        runs = [float(x) for x in re.search(r"median of 3 runs in turn with the other providers, ms/step "
+                                            r"([\d.]+), ([\d.]+), ([\d.]+);", row["note"]).groups()]
+        assert float(row["median_ms"]) == pytest.approx(sorted(runs)[1], abs=1e-3)
+
+
+def test_lock_wait_tells_work_holding_the_interpreter_lock_from_work_releasing_it(bench_heal_step):
+    """A busy Python loop holds the lock for its whole time and delays a host-bound thread by
+    about that; a sleep of the same length releases it and costs next to nothing."""
+    import time
+
+    def busy(ms=4.0):
+        end = time.perf_counter() + ms / 1e3
+        while time.perf_counter() < end:
+            pass
+
+    # 4 ms each: the other test worker's load on a 2-core machine reads as up to ~1 ms of wait
+    held, released = (bench_heal_step.lock_wait_ms(work) for work in (busy, lambda: time.sleep(4e-3)))
+    assert held > 1.5 and released < held / 3, (held, released)
+
+
+def test_tokenised_pt_is_heals_batch(bench_heal_step):
+    """The old way heal tokenised (the tokenizer's torch tensors) gives the same inputs as heal's."""
+    import torch
+
+    from monarch_convert.healing.data import HealData
+
+    seq = 32
+    texts = bench_heal_step.make_texts(3, seq, 0)
+    data = HealData("text", texts, None, bench_heal_step.make_tokenizer(seq), seq)
+    old, new = bench_heal_step.tokenised_pt(data, [0, 2]), data.inputs([0, 2])
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) and old[k].dtype == new[k].dtype for k in old)

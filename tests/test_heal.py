@@ -237,6 +237,21 @@ def test_a_batch_without_padding_is_measured_as_its_mask_would_select_it(target)
         assert (float(quick[name][0]), quick[name][1]) == (total, count), name
 
 
+def test_a_text_batch_is_what_the_tokenizer_returns_as_tensors(source_bert, tokenizer):
+    """Heal's batches are made through NumPy (the tokenizer's torch tensors hold the interpreter
+    lock longer): the same keys, values and dtypes as the tokenizer's own "pt" output, padded."""
+    from monarch_convert.healing.data import TOKEN_INPUTS, heal_data
+
+    ids = [0, 7, 13]  # texts of different lengths: padding
+    inputs = heal_data(TEXTS, tokenizer, source_bert, max_length=16).inputs(ids)
+    expected = tokenizer([TEXTS[i] for i in ids], truncation=True, max_length=16, padding=True, return_tensors="pt")
+    assert inputs.keys() == {k for k in expected if k in TOKEN_INPUTS}
+    assert not inputs["attention_mask"].all()
+    for key, tensor in inputs.items():
+        assert isinstance(tensor, torch.Tensor) and tensor.dtype == expected[key].dtype, key
+        assert torch.equal(tensor, expected[key]), key
+
+
 def test_adamw_is_fused_only_for_cuda_weights_and_a_resumed_run_keeps_its_own_choice(source_bert):
     params = list(source_bert.parameters())
     optimizer = loop.adamw(params, lr=1e-3, weight_decay=0.0)

@@ -43,9 +43,15 @@ class HealData:
     def inputs(self, ids: Sequence[int]) -> dict:
         """The model inputs of examples ``ids`` (CPU tensors; text padded to the longest)."""
         if self.kind == "text":
+            import torch
+
+            # NumPy arrays, then shared as tensors: the tokenizer's torch.tensor() of Python lists holds
+            # the interpreter lock, and heal tokenises on a worker beside a host-bound step that waits
+            # for it at every op. At 4,096 tokens the step's thread lost 1.9 ms a batch to "pt", 0.67 ms
+            # to "np" (docs/benchmarks.md, "Tokenising beside the step").
             enc = self.processor([str(t) for t in self.values(ids)], truncation=True, max_length=self.max_length,
-                                 padding=True, return_tensors="pt")
-            return {k: v for k, v in enc.items() if k in TOKEN_INPUTS}
+                                 padding=True, return_tensors="np")
+            return {k: torch.from_numpy(v) for k, v in enc.items() if k in TOKEN_INPUTS}
         from ..evaluation.tasks.image_classification import _as_image
 
         images = [_as_image(item).convert(self.image_mode) for item in self.values(ids)]

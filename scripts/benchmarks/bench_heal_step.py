@@ -5,7 +5,8 @@ same distillation step on SDPA (issue 17's third target: >= 2x at N = 4096 on th
     BENCH_COMMIT=<commit> python scripts/benchmarks/bench_heal_step.py [--seqs 4096 ...] [--batches 1 ...]
         [--max-tokens T] [--steps 50] [--warmup 5] [--profile STEPS] [--host-profile STEPS] [--dtype bfloat16]
         [--trainable attention] [--setting b=64,T=1] [--providers sdpa attention-free monarch]
-        [--prefetch heal|one-batch|no-pin|tokenise-only|process] [--one-batch] [--csv FILE] [--smoke]
+        [--prefetch heal|one-batch|no-pin|tokenise-only|process|pt-tensors] [--one-batch] [--repeat R]
+        [--csv FILE] [--smoke]
 
 One run measures every configuration (N, batch) of ``--seqs`` x ``--batches`` (``--seq`` and
 ``--batch`` are the same options) with at most ``--max-tokens`` tokens per step, each provider on
@@ -71,7 +72,14 @@ again; until code `df29827` a revert and conversion again, 0.7 ms). ``--one-batc
 trains on the first batch, tokenised once, so that nothing is tokenised beside the timed steps: the
 difference from a run without it is what heal's worker costs the step (27% of the converted
 model's step at N = 4096 on an H100, docs/benchmarks.md). ``--prefetch`` (``prefetching``) splits
-that cost: ``no-pin``, ``tokenise-only`` and ``process`` (tokenising in a spawned process).
+that cost: ``no-pin``, ``tokenise-only`` and ``process`` (tokenising in a spawned process);
+``pt-tensors`` tokenises as heal did until code 14e4c4f (the tokenizer's own torch tensors, whose
+``torch.tensor`` of Python lists holds the interpreter lock). Host work timed apart also includes
+the lock: how long a host-bound loop of tiny torch ops (each one releases the interpreter lock and
+takes it back, as the step's launches do) waits per batch tokenised beside it, with heal's
+tokenising and the tokenizer's "pt" tensors (``lock_wait_ms``). ``--repeat R``: every provider
+runs R times per configuration, in turn (sdpa, monarch, sdpa, ...: a host's drift hits each
+alike); each row is the provider's run of median ms/step, its note lists every run's.
 Printed last: a table of ms/step, steps/s, peak MiB, the step rate over SDPA's at the same N and
 batch, host ms and kernel ms; then per configuration SDPA's and monarch's ms/step, their ratio and
 the FLOPs bound on it (``flops_bound``: the ratio if the student's attention cost nothing, at equal
@@ -138,6 +146,7 @@ LR = 1e-4  # heal's default, given to every provider
 PROVIDERS = ("sdpa", "attention-free", "monarch")
 TRAIN_TEXTS = 8  # distinct training examples (heal cycles through them); one more is held out
 TOKENISE, SWITCH = "tokenising a batch (worker thread)", "monarch teacher's softmax switch"  # host work of a step
+LOCK, LOCK_PT = ("step thread's wait per batch tokenised beside it", "the same with the tokenizer's \"pt\" tensors")
 
 
 @dataclass
@@ -277,6 +286,8 @@ PREFETCH = {
     "tokenise-only": "each batch tokenised on heal's worker thread, every step on the first, pinned "
                      "(--prefetch tokenise-only)",
     "process": "each batch tokenised in a spawned process, pinned on heal's worker thread (--prefetch process)",
+    "pt-tensors": "each batch tokenised to the tokenizer's torch tensors, as heal did until 14e4c4f "
+                  "(--prefetch pt-tensors)",
 }
 _DATA: Any = None  # ``--prefetch process``: the worker process's copy of heal's training data
 
@@ -299,7 +310,8 @@ def prefetching(kind: str):
     ``--one-batch``) hands every step the first batch, tokenised once (nothing prepared beside the
     timed steps); ``no-pin`` tokenises without pinning; ``tokenise-only`` tokenises each batch
     but hands out the first one, pinned; ``process`` tokenises in a spawned process (no interpreter
-    lock shared with the step) and pins on the thread."""
+    lock shared with the step) and pins on the thread; ``pt-tensors`` tokenises to the tokenizer's
+    torch tensors (``tokenised_pt``), as heal did until code 14e4c4f."""
     if kind == "heal":
         yield
         return
@@ -335,9 +347,13 @@ def prefetching(kind: str):
     def in_process(self, step: int) -> dict:
         return self._pinned(self.process.submit(_worker_inputs, loop.batch_ids(self.run, step)).result())
 
+    def pt_tensors(self, step: int) -> dict:
+        return self._pinned(tokenised_pt(self.run.train_data, loop.batch_ids(self.run, step)))
+
     replaced = {"one-batch": {"_inputs": once}, "no-pin": {"_inputs": loop.Prefetcher._batch},
                 "tokenise-only": {"_inputs": tokenised_first},
-                "process": {"_inputs": in_process, "__enter__": enter, "__exit__": exit_}}[kind]
+                "process": {"_inputs": in_process, "__enter__": enter, "__exit__": exit_},
+                "pt-tensors": {"_inputs": pt_tensors}}[kind]
     for name, fn in replaced.items():
         setattr(loop.Prefetcher, name, fn)
     try:
@@ -345,6 +361,53 @@ def prefetching(kind: str):
     finally:
         for name, fn in saved.items():
             setattr(loop.Prefetcher, name, fn)
+
+
+def tokenised_pt(data: Any, ids: list[int]) -> dict:
+    """Text examples ``ids`` of heal's data (``healing.data.HealData``) as heal tokenised them until
+    code 14e4c4f: the tokenizer's own torch tensors (now NumPy arrays, then shared as tensors)."""
+    from monarch_convert.healing.data import TOKEN_INPUTS
+
+    enc = data.processor([str(t) for t in data.values(ids)], truncation=True, max_length=data.max_length,
+                         padding=True, return_tensors="pt")
+    return {k: v for k, v in enc.items() if k in TOKEN_INPUTS}
+
+
+def lock_wait_ms(work: Any, ops: int = 4000, rounds: int = 3) -> float:
+    """How long a host-bound thread waits for ``work`` run beside it on another thread, per call
+    of ``work``: a loop of ``ops`` in-place adds on a tiny CPU tensor (each releases the interpreter
+    lock and takes it back, as the step's launches and ops do) timed alone and beside a thread
+    calling ``work`` without pause; (beside - alone) / calls of ``work`` during the loops. Work
+    that releases the lock (a tokenizer's Rust encoding) costs the loop next to nothing; Python or
+    torch calls that hold it (``torch.tensor`` of a list) cost the loop about their own time."""
+    import threading
+
+    x = torch.zeros(8)
+
+    def loop_ms() -> float:
+        start = time.perf_counter()
+        for _ in range(ops):
+            x.add_(1.0)
+        return (time.perf_counter() - start) * 1e3
+
+    alone = min(loop_ms() for _ in range(rounds))
+    stop, calls = threading.Event(), [0]
+
+    def beside() -> None:
+        while not stop.is_set():
+            work()
+            calls[0] += 1
+
+    thread = threading.Thread(target=beside, daemon=True)
+    thread.start()
+    try:
+        work_before = calls[0]
+        loops = [loop_ms() for _ in range(rounds)]
+        during = calls[0] - work_before
+    finally:
+        stop.set()
+        thread.join()
+    return max(0.0, sum(loops) - alone * rounds) / max(during, 1)
 
 
 def _sync() -> None:
@@ -411,9 +474,10 @@ def make_texts(count: int, seq: int, seed: int) -> list[str]:
 
 def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[str, float]:
     """Host work of a step: heal tokenising a batch (every provider; on heal's worker thread,
-    beside the step before), and, inside the step, the monarch teacher's switch of the converted
-    model to softmax and back (``conversion.base_attention``; monarch only), timed on a model
-    without storage (neither touches the weights)."""
+    beside the step before), what that costs a host-bound thread beside it (``lock_wait_ms``, also
+    for the tokenizer's own tensors, ``tokenised_pt``) and, inside the step, the monarch teacher's
+    switch of the converted model to softmax and back (``conversion.base_attention``; monarch only),
+    timed on a model without storage (neither touches the weights)."""
     import monarch_convert as mc
     from monarch_convert.conversion import base_attention
     from monarch_convert.healing.data import HealData
@@ -425,8 +489,11 @@ def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[
         with base_attention(meta):
             pass
 
-    return {TOKENISE: wall_ms(lambda: data.inputs([i % len(data) for i in range(a.batch)]), reps=10, warmup=1),
-            SWITCH: wall_ms(switch, reps=10, warmup=1)}
+    batch = [i % len(data) for i in range(a.batch)]
+    return {TOKENISE: wall_ms(lambda: data.inputs(batch), reps=10, warmup=1),
+            SWITCH: wall_ms(switch, reps=10, warmup=1),
+            LOCK: lock_wait_ms(lambda: data.inputs(batch)),
+            LOCK_PT: lock_wait_ms(lambda: tokenised_pt(data, batch))}
 
 
 # -------------------------------------------------------------------------------------- providers
@@ -629,6 +696,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "that shows what part of its work costs the step (see the module docstring)")
     p.add_argument("--one-batch", dest="prefetch", action="store_const", const="one-batch",
                    help="the same as --prefetch one-batch: every step trains on the first batch, tokenised once")
+    p.add_argument("--repeat", type=int, default=1, metavar="R",
+                   help="runs per provider and configuration, in turn with the other providers; each row is "
+                        "the provider's run of median ms/step (default 1)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--trainable", default="attention", choices=["attention", "all", "lora"])
     p.add_argument("--setting", type=parse_setting, default={"block_size": "auto"},
@@ -642,9 +712,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if a.smoke:
         a.steps, a.warmup, a.dtype = 2, 1, "float32"
     a.configs = [(n, b) for n in a.seqs for b in a.batches if a.max_tokens is None or n * b <= a.max_tokens]
-    if (min(*a.seqs, *a.batches, a.steps) < 1 or min(a.warmup, a.profile_steps, a.host_profile_steps) < 0
+    if (min(*a.seqs, *a.batches, a.steps, a.repeat) < 1 or min(a.warmup, a.profile_steps, a.host_profile_steps) < 0
             or not a.configs):
-        p.error("--seqs, --batches and --steps must be >= 1, --warmup, --profile and --host-profile >= 0, "
+        p.error("--seqs, --batches, --steps and --repeat must be >= 1, --warmup, --profile and --host-profile >= 0, "
                 "and --max-tokens must leave a configuration")
     a.device = "cpu" if a.smoke else "cuda"
     return a
@@ -661,9 +731,12 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer, texts = make_tokenizer(seq), make_texts(TRAIN_TEXTS + 1, seq, a.seed)
         configs.append((c, tokenizer, texts))
         host[(seq, batch)] = host_costs(c, tokenizer, texts)
-        for provider in a.providers:
-            results.append(measure(provider, c, tokenizer, texts))
-            print(f"N={seq} batch={batch} {provider}: {results[-1].ms:.3f} ms/step", flush=True)
+        runs: dict[str, list[Measured]] = {provider: [] for provider in a.providers}
+        for _ in range(a.repeat):  # in turn: a host's drift hits every provider alike
+            for provider in a.providers:
+                runs[provider].append(measure(provider, c, tokenizer, texts))
+                print(f"N={seq} batch={batch} {provider}: {runs[provider][-1].ms:.3f} ms/step", flush=True)
+        results.extend(median_run(r) for r in runs.values())
         # Written after each configuration: a run stopped by a time limit keeps the rows it measured.
         path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
         for m in results[-len(a.providers):]:
@@ -674,6 +747,16 @@ def main(argv: list[str] | None = None) -> None:
         path = write_csv(rows_of(results, a, env, host), a.csv, "bench_heal_step.csv")
     print(f"{len(results)} rows -> {path}")
     print(table(results, a, env, host))
+
+
+def median_run(runs: list[Measured]) -> Measured:
+    """The run of median ms/step (the lower of the middle two for an even count), its note
+    listing every run's ms/step when there are several (``--repeat``)."""
+    chosen = sorted(runs, key=lambda m: m.ms)[(len(runs) - 1) // 2]
+    if len(runs) > 1:
+        chosen.note += f"; median of {len(runs)} runs in turn with the other providers, ms/step " + ", ".join(
+            f"{m.ms:.3f}" for m in runs)
+    return chosen
 
 
 def profiled_again(results: list[Measured], configs: list, a: argparse.Namespace) -> None:
