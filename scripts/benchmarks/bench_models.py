@@ -23,10 +23,12 @@ attention kernel can beat. Each is timed eager (wall time, host launch overhead 
 time (the sum of the forward's kernel times, torch.profiler: what the GPU is kept busy) and, with
 ``--compile``, under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs). CSV rows: kernel
 ``model:<name>``, provider ``sdpa`` / ``monarch-triton`` / ``attention-free`` with ``+gpu`` /
-``+compile``, ``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's. The wall
-times of every model and N are measured first, the GPU times after them all, on models built again
-(the same seed): after a torch.profiler session every launch of the process costs more host time,
-which until code ea9d9d1 slowed the eager times of every variant measured after SDPA's.
+``+compile``, ``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's. The eager
+times of every model and N are measured first, then the compiled ones, then the GPU times, each
+kind on models built again (the same seed): after a torch.profiler session every launch of the
+process costs more host time, which until code ea9d9d1 slowed the eager times of every variant
+measured after SDPA's, and a compiled run slows later eager calls too (until code fde3ac3 each
+variant's compiled run came before the next variant's eager one).
 
 A model whose ``model_type`` is not in monarch_convert's registry is measured on SDPA and free
 attention only, with a line saying why. ``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in
@@ -182,9 +184,9 @@ def gpu_ms(fwd, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def timings(model, inputs: dict, kind: str, compile_too: bool, smoke: bool) -> dict[str, float]:
-    """One forward's times of ``kind``: "wall" gives {"": eager wall ms, "+compile": compiled wall ms}
-    (smoke: eager only), "gpu" gives {"+gpu": GPU ms}."""
+def timings(model, inputs: dict, kind: str, smoke: bool) -> dict[str, float]:
+    """One forward's times of ``kind``: "wall" gives {"": eager wall ms}, "compile" {"+compile":
+    wall ms of ``torch.compile(mode="reduce-overhead")``}, "gpu" {"+gpu": GPU ms}."""
 
     def fwd(m=model):
         with torch.no_grad():
@@ -198,14 +200,13 @@ def timings(model, inputs: dict, kind: str, compile_too: bool, smoke: bool) -> d
         return {"+gpu": gpu_ms(fwd)}
     if smoke:
         return {"": wall_ms(fwd)}
-    out = {"": bench(fwd, rep=200)}
-    if compile_too:
-        torch._dynamo.reset()
-        compiled = torch.compile(model, mode="reduce-overhead")
-        for _ in range(3):
-            fwd(compiled)
-        out["+compile"] = bench(lambda: fwd(compiled), rep=200)
-    return out
+    if kind == "wall":
+        return {"": bench(fwd, rep=200)}
+    torch._dynamo.reset()
+    compiled = torch.compile(model, mode="reduce-overhead")
+    for _ in range(3):
+        fwd(compiled)
+    return {"+compile": bench(lambda: fwd(compiled), rep=200)}
 
 
 # ---------------------------------------------------------------------------------- one model
@@ -234,16 +235,21 @@ class Measured:
     block: int = 0
     notes: dict[str, str] = field(default_factory=dict)
 
+    def update(self, other: Measured) -> None:
+        """Add ``other``'s times (another kind, measured on a model built again) to each variant's."""
+        for provider, times in other.times.items():
+            self.times[provider].update(times)
 
-def measure(name: str, N: int, batch: int, kind: str, compile_too: bool, smoke: bool) -> Measured:
+
+def measure(name: str, N: int, batch: int, kind: str, smoke: bool) -> Measured:
     """``timings`` of ``kind`` of each variant of ``name`` at N, on one model built for them."""
     import monarch_convert
     from monarch_convert.patches.registry import get_patch
 
     config, model, inputs = build(name, N, batch, smoke)
-    m = Measured(config, {"sdpa": timings(model, inputs, kind, compile_too, smoke)})
+    m = Measured(config, {"sdpa": timings(model, inputs, kind, smoke)})
     set_implementation(model, FREE)
-    m.times["attention-free"] = timings(model, inputs, kind, compile_too, smoke)
+    m.times["attention-free"] = timings(model, inputs, kind, smoke)
     set_implementation(model, "sdpa")
     m.notes["attention-free"] = "attention replaced by a no-op: what the rest of the model costs"
     model_type = SHAPES[name].model_type
@@ -255,7 +261,7 @@ def measure(name: str, N: int, batch: int, kind: str, compile_too: bool, smoke: 
         monarch_convert.convert(model, block_size="auto")
         report = monarch_convert.conversion_report(model)
         provider = "monarch-torch" if smoke else "monarch-triton"
-        m.times[provider] = timings(model, inputs, kind, compile_too, smoke)
+        m.times[provider] = timings(model, inputs, kind, smoke)
         m.block = report.settings.block_size
         m.notes[provider] = f"{len(report.converted)} of {len(report.modules)} attention modules converted"
     del model
@@ -297,17 +303,20 @@ def main(argv=None) -> None:
     env = whole_model_environment("bench_models.py", args.smoke)
     register_free()
     cases = [(name, N) for name in args.models for N in lengths(name, args.seqs, args.smoke)]
-    # Wall times of every case first, GPU times (torch.profiler) after them all: a profiler session
-    # leaves each later launch of the process slower on the host (CUPTI; docs/benchmarks.md,
-    # "Diagnostic round of 2026-12-07"), so no wall time is measured after one.
-    measured = {case: measure(*case, args.batch, "wall", args.compile and not args.smoke, args.smoke)
-                for case in cases}
+    # Eager wall times of every case first, then compiled ones, then GPU times (torch.profiler): a
+    # profiler session leaves each later launch of the process slower on the host (CUPTI;
+    # docs/benchmarks.md, "Diagnostic round of 2026-12-07"), and so does a compiled model's run for
+    # eager calls after it (until code fde3ac3 each provider's compiled run came before the next
+    # one's eager run: the attention-free model read slower than SDPA's at batch 8, N = 512).
+    measured = {case: measure(*case, args.batch, "wall", args.smoke) for case in cases}
+    if args.compile and not args.smoke:
+        for case, m in measured.items():
+            m.update(measure(*case, args.batch, "compile", False))
     rows: list[Row] = []
     try:
         for (name, N), m in measured.items():
             if not args.smoke:
-                for provider, gpu in measure(name, N, args.batch, "gpu", False, False).times.items():
-                    m.times[provider].update(gpu)
+                m.update(measure(name, N, args.batch, "gpu", False))
             rows += rows_of(name, N, args.batch, env, m, args.smoke)
             print(summary(name, args.batch, N, m.times), flush=True)
     finally:
