@@ -8,7 +8,7 @@
 
 Each case is MODE:BATCH:SEQ[:STEPS[:PAD]] (12 heads, head dim 64, float16, b = ceil(sqrt(N));
 MODE is "tiles", "fused" or a knob set of ``bench_utils.VARIANTS``; PAD is the fraction of right
-padding of every sequence, with a key-padding mask). Each case runs twice: the first launch
+padding of every sequence, with a key-padding mask, or "ones": a mask without padding). Each case runs twice: the first launch
 compiles, profile the second. ``--times`` prints each kernel's device time (median of 20 calls,
 L2 flushed before each) and the gaps between kernels. ``model:KIND:SEQ`` prints where the host
 time of one eager forward of a converted encoder goes (CPU time per op).
@@ -46,9 +46,10 @@ def run_case(spec: str, times: bool) -> None:
     from monarch_convert.kernels.triton.launch import monarch_attention_triton
 
     mode, batch, seq, *rest = spec.split(":")
-    pad = float(rest[1]) if len(rest) > 1 else 0.0
+    ones = len(rest) > 1 and rest[1] == "ones"
+    pad = float(rest[1]) if len(rest) > 1 and not ones else 0.0
     case = Case(spec, int(batch), int(seq), steps=int(rest[0]) if rest else 1, pad_frac=pad,
-                mask="pad" if pad else "none")
+                mask="ones" if ones else "pad" if pad else "none")
     q, k, v, mask, _ = case.inputs()
     knobs = VARIANTS.get(mode, Knobs(mode=mode))
     fn = lambda: monarch_attention_triton(q, k, v, mask, case.block, case.steps, "post", 0.125,  # noqa: E731
