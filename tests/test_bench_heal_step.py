@@ -175,9 +175,16 @@ def test_lock_wait_tells_work_holding_the_interpreter_lock_from_work_releasing_i
         while time.perf_counter() < end:
             pass
 
-    # 4 ms each: the other test worker's load on a 2-core machine reads as up to ~1 ms of wait
-    held, released = (bench_heal_step.lock_wait_ms(work) for work in (busy, lambda: time.sleep(4e-3)))
-    assert held > 1.5 and released < held / 3, (held, released)
+    # 4 ms each, and the best of three tries: other load on a 2-core machine (the other test
+    # worker) reads as up to ~1-2 ms of wait in a try
+    tries = []
+    for _ in range(3):
+        held, released = (bench_heal_step.lock_wait_ms(work) for work in (busy, lambda: time.sleep(4e-3)))
+        tries.append((held, released))
+        if held > 1.5 and released < held / 3:
+            break
+    else:
+        raise AssertionError(f"no try told them apart: (held, released) ms {tries}")
 
 
 def test_tokenised_pt_is_heals_batch(bench_heal_step):

@@ -47,8 +47,8 @@ class HealData:
 
             # NumPy arrays, then shared as tensors: the tokenizer's torch.tensor() of Python lists holds
             # the interpreter lock, and heal tokenises on a worker beside a host-bound step that waits
-            # for it at every op. At 4,096 tokens the step's thread lost 1.9 ms a batch to "pt", 0.67 ms
-            # to "np" (docs/benchmarks.md, "Tokenising beside the step").
+            # for it at every op. At 4,096 tokens a host-bound thread beside it waited 2.1 ms a batch with
+            # "pt", 0.85 ms with "np" (docs/benchmarks.md, fourth H100 round of 2026-12-07).
             enc = self.processor([str(t) for t in self.values(ids)], truncation=True, max_length=self.max_length,
                                  padding=True, return_tensors="np")
             return {k: torch.from_numpy(v) for k, v in enc.items() if k in TOKEN_INPUTS}

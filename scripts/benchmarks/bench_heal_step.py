@@ -373,11 +373,12 @@ def tokenised_pt(data: Any, ids: list[int]) -> dict:
     return {k: v for k, v in enc.items() if k in TOKEN_INPUTS}
 
 
-def lock_wait_ms(work: Any, ops: int = 4000, rounds: int = 3) -> float:
+def lock_wait_ms(work: Any, ops: int = 4000, rounds: int = 5) -> float:
     """How long a host-bound thread waits for ``work`` run beside it on another thread, per call
     of ``work``: a loop of ``ops`` in-place adds on a tiny CPU tensor (each releases the interpreter
-    lock and takes it back, as the step's launches and ops do) timed alone and beside a thread
-    calling ``work`` without pause; (beside - alone) / calls of ``work`` during the loops. Work
+    lock and takes it back, as the step's launches and ops do) timed ``rounds`` times alone and
+    ``rounds`` times beside a thread calling ``work`` without pause; the difference of the medians
+    over the calls of ``work`` per loop (medians: other load on the machine slows both alike). Work
     that releases the lock (a tokenizer's Rust encoding) costs the loop next to nothing; Python or
     torch calls that hold it (``torch.tensor`` of a list) cost the loop about their own time."""
     import threading
@@ -390,7 +391,7 @@ def lock_wait_ms(work: Any, ops: int = 4000, rounds: int = 3) -> float:
             x.add_(1.0)
         return (time.perf_counter() - start) * 1e3
 
-    alone = min(loop_ms() for _ in range(rounds))
+    alone = statistics.median(loop_ms() for _ in range(rounds))
     stop, calls = threading.Event(), [0]
 
     def beside() -> None:
@@ -407,7 +408,7 @@ def lock_wait_ms(work: Any, ops: int = 4000, rounds: int = 3) -> float:
     finally:
         stop.set()
         thread.join()
-    return max(0.0, sum(loops) - alone * rounds) / max(during, 1)
+    return max(0.0, statistics.median(loops) - alone) * rounds / max(during, 1)
 
 
 def _sync() -> None:

@@ -8,10 +8,10 @@
 
 Each case is MODE:BATCH:SEQ[:STEPS[:PAD]] (12 heads, head dim 64, float16, b = ceil(sqrt(N));
 MODE is "tiles", "fused" or a knob set of ``bench_utils.VARIANTS``; PAD is the fraction of right
-padding of every sequence, with a key-padding mask, or "ones": a mask without padding). Each case runs twice: the first launch
-compiles, profile the second. ``--times`` prints each kernel's device time (median of 20 calls,
-L2 flushed before each) and the gaps between kernels. ``model:KIND:SEQ`` prints where the host
-time of one eager forward of a converted encoder goes (CPU time per op).
+padding of every sequence, with a key-padding mask, or "ones": a mask without padding). Each case
+runs twice: the first launch compiles, profile the second. ``--times`` prints each kernel's device
+time (median of 20 calls, L2 flushed before each) and the gaps between kernels. ``model:KIND:SEQ``
+prints where the host time of one eager forward of a converted encoder goes (CPU time per op).
 """
 
 from __future__ import annotations
