@@ -9,8 +9,9 @@
 #   tiles      the backward kernels' row chunks, warps and stages (bench_backward_tiles.py; compiles
 #              in parallel first)
 #   heal-step  a healing step of a BERT-base shape at N = 4096 (batch 1 and 4), 8192 and 16384, with
-#              where its host time goes (--host-profile); then N = 4096 with every step on one batch
-#              (--one-batch: no tokenising beside the steps)
+#              where its host time goes (--host-profile); then N = 4096, batch 1, as heal runs and with
+#              every step on one batch (--one-batch: no tokenising beside the steps), SDPA and monarch
+#              in turn three times each (--repeat 3: one host's drift hits both alike)
 #   host       host time of one eager call (bench_host_time.py)
 #   short      N = 256 against SDPA: the default kernel (on-chip), the fused and tiled ones, and the
 #              on-chip one at 4, 8 and 16 warps; T = 1 at batch 8-4096, T = 2 at 256 and 1024, a 30%-padded batch
@@ -46,8 +47,10 @@ for job in "${@:-tests backward heal-step host}"; do
             run tiles 240 python $B/bench_backward_tiles.py --out "$OUT/tiles.csv" ;;
         heal-step) run heal-step 300 python $B/bench_heal_step.py --seqs 4096 8192 16384 --batches 1 4 \
             --max-tokens 16384 --steps 15 --warmup 4 --profile 2 --host-profile 3 --csv "$OUT/heal_step.csv"
-            run heal-one-batch 90 python $B/bench_heal_step.py --seqs 4096 --steps 15 --warmup 4 --one-batch \
-                --csv "$OUT/heal_step_one_batch.csv" ;;
+            for k in heal one-batch; do
+                run heal-$k 120 python $B/bench_heal_step.py --seqs 4096 --steps 30 --warmup 5 --providers sdpa \
+                    monarch --repeat 3 --prefetch $k --csv "$OUT/heal_step_$k.csv"
+            done ;;
         host) run host 120 python $B/bench_host_time.py --seqs 512 4096 --csv "$OUT/host.csv" ;;
         short) run short 240 python $B/bench_op.py --cases paper-short T2-short padded-short --no-reference \
             --variants fused tiles onchip-w4 onchip-w8 onchip-w16 --csv "$OUT/short.csv" ;;
