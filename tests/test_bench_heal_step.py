@@ -188,7 +188,8 @@ def test_lock_wait_tells_work_holding_the_interpreter_lock_from_work_releasing_i
 
 
 def test_tokenised_pt_is_heals_batch(bench_heal_step):
-    """The old way heal tokenised (the tokenizer's torch tensors) gives the same inputs as heal's."""
+    """The old way heal tokenised (the tokenizer's torch tensors, ``--prefetch pt-tensors``) gives
+    the same inputs as heal's."""
     import torch
 
     from monarch_convert.healing.data import HealData
@@ -196,5 +197,5 @@ def test_tokenised_pt_is_heals_batch(bench_heal_step):
     seq = 32
     texts = bench_heal_step.make_texts(3, seq, 0)
     data = HealData("text", texts, None, bench_heal_step.make_tokenizer(seq), seq)
-    old, new = bench_heal_step.tokenised_pt(data, [0, 2]), data.inputs([0, 2])
+    old, new = data.tokenised([0, 2], "pt"), data.inputs([0, 2])
     assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) and old[k].dtype == new[k].dtype for k in old)

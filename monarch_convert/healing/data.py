@@ -49,13 +49,18 @@ class HealData:
             # the interpreter lock, and heal tokenises on a worker beside a host-bound step that waits
             # for it at every op. At 4,096 tokens a host-bound thread beside it waited 2.1 ms a batch with
             # "pt", 0.85 ms with "np" (docs/benchmarks.md, fourth H100 round of 2026-12-07).
-            enc = self.processor([str(t) for t in self.values(ids)], truncation=True, max_length=self.max_length,
-                                 padding=True, return_tensors="np")
-            return {k: torch.from_numpy(v) for k, v in enc.items() if k in TOKEN_INPUTS}
+            return {k: torch.from_numpy(v) for k, v in self.tokenised(ids, "np").items()}
         from ..evaluation.tasks.image_classification import _as_image
 
         images = [_as_image(item).convert(self.image_mode) for item in self.values(ids)]
         return {"pixel_values": self.processor(images=images, return_tensors="pt")["pixel_values"]}
+
+    def tokenised(self, ids: Sequence[int], tensors: str) -> dict:
+        """The token inputs of text examples ``ids`` as the tokenizer returns them in ``tensors``
+        ("np" or "pt"), padded to the longest."""
+        enc = self.processor([str(t) for t in self.values(ids)], truncation=True, max_length=self.max_length,
+                             padding=True, return_tensors=tensors)
+        return {k: v for k, v in enc.items() if k in TOKEN_INPUTS}
 
     def subset(self, ids: Sequence[int]) -> HealData:
         if self.column is None:

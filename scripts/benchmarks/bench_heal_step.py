@@ -311,7 +311,7 @@ def prefetching(kind: str):
     timed steps); ``no-pin`` tokenises without pinning; ``tokenise-only`` tokenises each batch
     but hands out the first one, pinned; ``process`` tokenises in a spawned process (no interpreter
     lock shared with the step) and pins on the thread; ``pt-tensors`` tokenises to the tokenizer's
-    torch tensors (``tokenised_pt``), as heal did until code 14e4c4f."""
+    torch tensors (``HealData.tokenised(ids, "pt")``), as heal did until code 14e4c4f."""
     if kind == "heal":
         yield
         return
@@ -348,7 +348,7 @@ def prefetching(kind: str):
         return self._pinned(self.process.submit(_worker_inputs, loop.batch_ids(self.run, step)).result())
 
     def pt_tensors(self, step: int) -> dict:
-        return self._pinned(tokenised_pt(self.run.train_data, loop.batch_ids(self.run, step)))
+        return self._pinned(self.run.train_data.tokenised(loop.batch_ids(self.run, step), "pt"))
 
     replaced = {"one-batch": {"_inputs": once}, "no-pin": {"_inputs": loop.Prefetcher._batch},
                 "tokenise-only": {"_inputs": tokenised_first},
@@ -361,16 +361,6 @@ def prefetching(kind: str):
     finally:
         for name, fn in saved.items():
             setattr(loop.Prefetcher, name, fn)
-
-
-def tokenised_pt(data: Any, ids: list[int]) -> dict:
-    """Text examples ``ids`` of heal's data (``healing.data.HealData``) as heal tokenised them until
-    code 14e4c4f: the tokenizer's own torch tensors (now NumPy arrays, then shared as tensors)."""
-    from monarch_convert.healing.data import TOKEN_INPUTS
-
-    enc = data.processor([str(t) for t in data.values(ids)], truncation=True, max_length=data.max_length,
-                         padding=True, return_tensors="pt")
-    return {k: v for k, v in enc.items() if k in TOKEN_INPUTS}
 
 
 def lock_wait_ms(work: Any, ops: int = 4000, rounds: int = 5) -> float:
@@ -476,7 +466,7 @@ def make_texts(count: int, seq: int, seed: int) -> list[str]:
 def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[str, float]:
     """Host work of a step: heal tokenising a batch (every provider; on heal's worker thread,
     beside the step before), what that costs a host-bound thread beside it (``lock_wait_ms``, also
-    for the tokenizer's own tensors, ``tokenised_pt``) and, inside the step, the monarch teacher's
+    for the tokenizer's own tensors, ``HealData.tokenised(ids, "pt")``) and, inside the step, the monarch teacher's
     switch of the converted model to softmax and back (``conversion.base_attention``; monarch only),
     timed on a model without storage (neither touches the weights)."""
     import monarch_convert as mc
@@ -494,7 +484,7 @@ def host_costs(a: argparse.Namespace, tokenizer: Any, texts: list[str]) -> dict[
     return {TOKENISE: wall_ms(lambda: data.inputs(batch), reps=10, warmup=1),
             SWITCH: wall_ms(switch, reps=10, warmup=1),
             LOCK: lock_wait_ms(lambda: data.inputs(batch)),
-            LOCK_PT: lock_wait_ms(lambda: tokenised_pt(data, batch))}
+            LOCK_PT: lock_wait_ms(lambda: data.tokenised(batch, "pt"))}
 
 
 # -------------------------------------------------------------------------------------- providers
