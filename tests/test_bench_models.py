@@ -55,3 +55,11 @@ def test_type_missing_from_the_registry_is_measured_without_conversion(bench_mod
     bench_models.main(["--smoke", "--models", "whisper-large", "--csv", str(tmp_path / "rows.csv")])
     assert [row["provider"] for row in rows_of(tmp_path / "rows.csv")] == ["sdpa", "attention-free"]
     assert "monarch skipped: model_type 'whisper' is not in monarch_convert's registry" in capsys.readouterr().out
+
+
+def test_profile_cases_profiles_a_converted_model_forward(bench_models, capsys):
+    # profile_cases.py's ``model:NAME:SEQ`` builds its model with bench_models (on the path here).
+    for profile_cases in imported("profile_cases"):
+        profile_cases.profile_model("bert-base", 64, smoke=True)
+    table = capsys.readouterr().out
+    assert "Self CPU" in table and "aten::linear" in table

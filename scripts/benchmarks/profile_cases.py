@@ -10,8 +10,9 @@ Each case is MODE:BATCH:SEQ[:STEPS[:PAD]] (12 heads, head dim 64, float16, b = c
 MODE is "tiles", "fused" or a knob set of ``bench_utils.VARIANTS``; PAD is the fraction of right
 padding of every sequence, with a key-padding mask, or "ones": a mask without padding). Each case
 runs twice: the first launch compiles, profile the second. ``--times`` prints each kernel's device
-time (median of 20 calls, L2 flushed before each) and the gaps between kernels. ``model:KIND:SEQ``
-prints where the host time of one eager forward of a converted encoder goes (CPU time per op).
+time (median of 20 calls, L2 flushed before each) and the gaps between kernels. ``model:NAME:SEQ``
+(NAME one of ``bench_models.py``'s models) prints where the host time of one eager forward of a
+converted encoder goes (CPU time per op).
 """
 
 from __future__ import annotations
@@ -24,22 +25,28 @@ from bench_utils import VARIANTS, Case, kernel_times
 from monarch_convert.kernels.triton.plan import Knobs
 
 
-def profile_model(kind: str, seq: int) -> None:
-    from bench_models import build_encoder
+def profile_model(name: str, seq: int, smoke: bool = False) -> None:
+    """Where the host time of one eager forward of ``name`` (a ``bench_models.SHAPES`` name),
+    converted, goes: CPU time per op. ``smoke``: its tiny CPU shape (tests)."""
+    from bench_models import build
 
     import monarch_convert
 
-    model, vocab = build_encoder(kind, seq)
-    ids = torch.randint(4, vocab, (1, seq), device="cuda")
+    _, model, inputs = build(name, seq, 1, smoke)
     monarch_convert.convert(model, block_size="auto")
     with torch.no_grad():
         for _ in range(3):
-            model(input_ids=ids, attention_mask=torch.ones_like(ids))
-        torch.cuda.synchronize()
+            model(**inputs)
+        _sync()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            model(input_ids=ids, attention_mask=torch.ones_like(ids))
-            torch.cuda.synchronize()
+            model(**inputs)
+            _sync()
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def run_case(spec: str, times: bool) -> None:
