@@ -48,6 +48,44 @@ def test_free_attention_changes_the_outputs(bench_models):
     assert not torch.allclose(sdpa, free, atol=1e-3)
 
 
+def _forward_matmuls(model, inputs) -> int:
+    """Matrix products in the forward graph that AOT autograd compiles for ``model`` (after its dead
+    code is dropped, as Inductor's is)."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    graphs = []
+
+    def backend(gm, example):
+        return aot_module_simplified(gm, example, fw_compiler=lambda g, _: graphs.append(g) or g)
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model, backend=backend)(**inputs)
+    torch._dynamo.reset()
+    return sum("mm" in str(node.target) for g in graphs for node in g.graph.nodes)
+
+
+def test_compiled_free_attention_keeps_every_projection(bench_models):
+    # A compiled free attention that returned a view of v let the compiler drop the q and k
+    # projections (nothing read them): a bound that skipped 2 of 4 projections a layer.
+    bench_models.register_free()
+    _, model, inputs = bench_models.build("bert-base", 64, 1, smoke=True)
+    sdpa = _forward_matmuls(model, inputs)
+    bench_models.set_implementation(model, bench_models.FREE)
+    assert _forward_matmuls(model, inputs) == sdpa == 13  # 2 layers of 6, and the pooler
+
+
+def test_free_attention_with_grad_trains_every_projection(bench_models):
+    bench_models.register_free()
+    _, model, inputs = bench_models.build("bert-base", 64, 1, smoke=True)
+    bench_models.set_implementation(model, bench_models.FREE)
+    model.train()
+    model(**inputs).last_hidden_state.float().square().mean().backward()
+    attention = model.encoder.layer[0].attention.self
+    for projection in (attention.query, attention.key, attention.value):
+        assert projection.weight.grad is not None and projection.weight.grad.abs().sum() > 0
+
+
 def test_type_missing_from_the_registry_is_measured_without_conversion(bench_models, tmp_path, capsys, monkeypatch):
     from monarch_convert.patches import registry
 

@@ -37,8 +37,9 @@ each peak memory is its own):
   Student and teacher are then the same function: the loss is 0 and the updates are 0, but every
   step does the full work (the backward and AdamW run on zero gradients).
 - ``attention-free``: as ``sdpa``, but every student attention call is a no-op
-  (``bench_models.free_attention``; the teacher still runs SDPA): what the step costs when the
-  student's attention costs nothing, the most any attention kernel can gain here.
+  (``bench_models.free_attention``, which still hands q and k gradients, so that their projections'
+  backward and updates run; the teacher still runs SDPA): what the step costs when the student's
+  attention costs nothing, the most any attention kernel can gain here.
 
 Timing: ``healing.loop._one_step`` (the function heal's loop calls once per step: teacher forward,
 student forward and backward, clipping, AdamW and the fidelity of the batch; the batch's inputs

@@ -17,18 +17,19 @@ Models (``--models``; shapes as published, vocabularies included):
 
 Per model and N, three variants of the same weights: ``sdpa`` (the original), ``monarch-triton``
 (converted; ModernBERT's sliding-window layers stay on SDPA), and ``attention-free``: every
-attention module calls an identity function (its values, transposed: no work) registered as an
-attention implementation, so its time is what everything but attention costs: the bound no
-attention kernel can beat. Each is timed eager (wall time, host launch overhead included), in GPU
-time (the sum of the forward's kernel times, torch.profiler: what the GPU is kept busy) and, with
-``--compile``, under ``torch.compile(mode="reduce-overhead")`` (CUDA graphs). CSV rows: kernel
-``model:<name>``, provider ``sdpa`` / ``monarch-triton`` / ``attention-free`` with ``+gpu`` /
-``+compile``, ``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's. The eager
-times of every model and N are measured first, then the compiled ones, then the GPU times, each
-kind on models built again (the same seed): after a torch.profiler session every launch of the
-process costs more host time, which until code ea9d9d1 slowed the eager times of every variant
-measured after SDPA's, and a compiled run slows later eager calls too (until code fde3ac3 each
-variant's compiled run came before the next variant's eager one).
+attention module calls a function that does no work (``free_attention``; compiled, an opaque op, so
+that the q and k projections still run) registered as an attention implementation, so its time is
+what everything but attention costs: the bound no attention kernel can beat. Each is timed eager
+(wall time, host launch overhead included), in GPU time (the sum of the forward's kernel times,
+torch.profiler: what the GPU is kept busy) and, with ``--compile``, under
+``torch.compile(mode="reduce-overhead")`` (CUDA graphs). CSV rows: kernel ``model:<name>``, provider
+``sdpa`` / ``monarch-triton`` / ``attention-free`` with ``+gpu`` / ``+compile``,
+``speedup_vs_best_sdpa`` = the SDPA time of the same kind over the row's. The eager times of every
+model and N are measured first, then the compiled ones, then the GPU times, each kind on models
+built again (the same seed): after a torch.profiler session every launch of the process costs more
+host time, which until code ea9d9d1 slowed the eager times of every variant measured after SDPA's,
+and a compiled run slows later eager calls too (until code fde3ac3 each variant's compiled run came
+before the next variant's eager one).
 
 A model whose ``model_type`` is not in monarch_convert's registry is measured on SDPA and free
 attention only, with a line saying why. ``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in
@@ -145,16 +146,50 @@ SHAPES = {
 
 
 def free_attention(module, query, key, value, attention_mask, **kwargs):
-    """The attention function of the ``attention-free`` variant: the values, in the layout attention
-    functions return (batch, seq, heads, head_dim), as a view: no kernel runs."""
+    """The attention function of the ``attention-free`` variant: no work, but q and k stay inputs
+    of what follows, so that their projections still run (their cost is not attention's). Eager
+    without grad: the values, in the layout attention functions return (batch, seq, heads,
+    head_dim), as a view; with grad, the same through ``_FreeAttention``, whose backward hands q and
+    k gradients (a step then runs their projections' backward and optimiser updates too); compiled,
+    ``bench_free::attention``, opaque to the compiler. (Until the fifth round of 2026-12-07 in
+    docs/benchmarks.md it was the view alone: the compiler dropped the q and k projections, whose
+    outputs nothing read, 2 of a layer's 4 GEMMs, and a step trained neither.)"""
+    if torch.compiler.is_compiling():
+        return torch.ops.bench_free.attention(query, key, value), None
+    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
+        return _FreeAttention.apply(query, key, value), None
     return value.transpose(1, 2), None
 
 
+class _FreeAttention(torch.autograd.Function):
+    """The values as a view; every input's gradient a view of the output's (D = DV here)."""
+
+    @staticmethod
+    def forward(ctx, query, key, value):
+        return value.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.transpose(1, 2)
+        return grad, grad, grad
+
+
+def _free_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``bench_free::attention``: an uninitialised output (no kernel), as a compiled graph needs a
+    new tensor from an opaque op. Its values are junk: compiled attention-free runs are timed only."""
+    B, H, N, DV = value.shape
+    return value.new_empty((B, N, H, DV))
+
+
 def register_free() -> None:
-    """``FREE`` as an attention implementation; masks are built as for SDPA (their cost stays)."""
+    """``FREE`` as an attention implementation, and its compiled form as a custom op (once); masks
+    are built as for SDPA (their cost stays)."""
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
     from transformers.modeling_utils import AttentionInterface
 
+    if not hasattr(torch.ops.bench_free, "attention"):
+        op = torch.library.custom_op("bench_free::attention", mutates_args=())(_free_attention_op)
+        op.register_fake(_free_attention_op)
     AttentionInterface.register(FREE, free_attention)
     AttentionMaskInterface.register(FREE, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
