@@ -679,3 +679,28 @@ def test_entry_point_key_only_where_a_replay_may_apply(kern):
         assert ops._replayed(q, q, q, *args)[0] == key
     shifted = torch.randn(q.numel() + 1)[1:].view(q.shape)
     assert ops._replayed(shifted, q, q, *args) == (None, None)
+
+
+def test_register_cap_goes_to_the_tiled_steps_only(kern, monkeypatch):
+    """``Knobs(maxnreg=...)`` (Triton's cap on registers per thread) is a launch option of the tiled
+    steps' grids (R-steps, L-steps), not of the mask's layout launch; the outputs stay the same."""
+    launched = []
+    real = kern._Call.launch
+
+    def spy(self, kernel, grid, *args, **kwargs):
+        launched.append((kernel.fn.__name__, kwargs.get("maxnreg")))
+        return real(self, kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(kern._Call, "launch", spy)
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = _inputs(2, 2, 40, 16, 16, torch.float32, gen=gen)
+    mask = key_padding_mask("right", 2, 40, gen)
+    capped = kern.monarch_attention_triton(q, k, v, mask, 6, 2, "post", 0.25,
+                                           knobs=Knobs(mode="tiles", maxnreg=128, layout_in_grid=False))
+    assert dict(launched) == {"_layout_kernel": None, "_r_step_kernel": 128, "_l_sum_kernel": 128,
+                              "_l_out_kernel": 128}
+    launched.clear()
+    plain = kern.monarch_attention_triton(q, k, v, mask, 6, 2, "post", 0.25,
+                                          knobs=Knobs(mode="tiles", layout_in_grid=False))
+    assert {cap for _, cap in launched} == {None}
+    assert torch.equal(capped, plain)

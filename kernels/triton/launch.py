@@ -241,6 +241,13 @@ class _Call:
             flags["num_stages"] = self.plan.stages
         return flags
 
+    def step_flags(self) -> dict:
+        """``flags`` of a tiled step's grid: with its register cap, where the plan has one."""
+        flags = self.flags()
+        if self.plan.maxnreg is not None:
+            flags["maxnreg"] = self.plan.maxnreg
+        return flags
+
     def layout_flags(self, on: bool, warps: int) -> dict:
         """Flags of a grid that lays out the sequences (``on``): padding side and mask chunk (16
         positions per thread); the kernel's defaults otherwise, so that one compiled kernel serves
@@ -497,7 +504,7 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
     q, k, v, out = c.heads(h0, h1) if (h0, h1) != (0, c.q.shape[1]) else (c.q, c.k, c.v, c.out)
     DV, buf = v.shape[-1], c.buffers
     BH = q.shape[0] * q.shape[1]
-    seq_args, flags = c.seq_args(q.shape[1]), c.flags()
+    seq_args, flags = c.seq_args(q.shape[1]), c.step_flags()
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
     mask, *mask_strides = c.mask_args()
     var = c.variant_args()

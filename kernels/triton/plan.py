@@ -46,6 +46,7 @@ class Knobs:
     s_warps: Optional[int] = None
     warps: Optional[int] = None
     stages: Optional[int] = None
+    maxnreg: Optional[int] = None
     pdl: Optional[bool] = None
     chunk_bytes: Optional[int] = None
     layout_in_grid: Optional[bool] = None
@@ -91,6 +92,7 @@ class LaunchPlan:
     pdl: bool
     layout_in_grid: bool
     al_home: bool = False
+    maxnreg: Optional[int] = None  # of the tiled steps' programs (``Knobs.maxnreg``)
 
     def l_tiles(self, b: int) -> int:
         """Final L-step programs per head: one per offset where aL is in the output and an offset
@@ -198,7 +200,7 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     home_fits = lo.grouped or (knobs.al_home is True and lo.one_col)
     al_home = knobs.al_home is not False and plain and mode == "tiles" and num_steps == 1 and home_fits
     return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid,
-                      al_home)
+                      al_home, knobs.maxnreg)
 
 
 def _one_wave(programs: int, sm_count: Optional[int]) -> bool:

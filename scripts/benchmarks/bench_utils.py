@@ -49,6 +49,9 @@ VARIANTS = {
     "alhome-st1": Knobs(al_home=True, stages=1),
     "chunk16m": Knobs(chunk_bytes=16 << 20),  # heads in chunks above 16 MiB of intermediates
     "alhome-c16m": Knobs(al_home=True, chunk_bytes=16 << 20),  # both: two chunks at N = 16384, batch 1
+    # At most 128 registers per thread in the tiled steps (Triton's maxnreg): 4 programs of 4 warps per SM
+    # where the R-step (140-160 registers) and the masked L-step (162-186) fit 3 or 2 (kernel_resources.py).
+    "cap128": Knobs(maxnreg=128),
 }
 
 

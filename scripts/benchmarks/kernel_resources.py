@@ -4,6 +4,7 @@ machine: no GPU needed.
 
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
     python scripts/benchmarks/kernel_resources.py --onchip [--warps W] [--mask] 256 256:2   # N' <= 256
+    python scripts/benchmarks/kernel_resources.py --mask --maxnreg 128 4096   # registers capped (Knobs(maxnreg=))
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
     python scripts/benchmarks/kernel_resources.py --backward [N[:T[:b]] ...]  # the backward's kernels
     python scripts/benchmarks/kernel_resources.py --backward --rows 32 --warps 16 --stages 1 4096
@@ -230,6 +231,8 @@ def main(argv=None) -> None:
     p.add_argument("--stages", type=int, default=None,
                    help="software-pipelining stages (default: the launcher's for the backward programs that choose "
                         "them, else 3, Triton's)")
+    p.add_argument("--maxnreg", type=int, default=None,
+                   help="cap on registers per thread (Triton's maxnreg launch option: ptxas spills above it)")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
     p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
     p.add_argument("--onchip", action="store_true", help="the on-chip kernel (N <= 256) instead of the tiled ones")
@@ -252,7 +255,8 @@ def main(argv=None) -> None:
                    else onchip_config(N, T, args.mask) if args.onchip else kernel_configs(N, T, args.mask))
         for name, kernel, constexprs, warps, *chosen in configs:
             warps, stages = args.warps or warps, args.stages or (chosen and chosen[0]) or 3
-            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=stages)
+            cap = {} if args.maxnreg is None else {"maxnreg": args.maxnreg}
+            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=stages, **cap)
             print(f"N={N:6d} T={T} {name:19s} {warps} warps, {stages} stages, BQ={constexprs.get('BQ', '-')}, "
                   f"{resources(compiled)}", flush=True)
 
