@@ -11,6 +11,7 @@ shows up as NaN, and numpy's "invalid value" warnings (NaN made inside a dot) fa
 from __future__ import annotations
 
 import importlib
+import math
 import zlib
 
 import pytest
@@ -683,7 +684,8 @@ def test_entry_point_key_only_where_a_replay_may_apply(kern):
 
 def test_register_cap_goes_to_the_tiled_steps_only(kern, monkeypatch):
     """``Knobs(maxnreg=...)`` (Triton's cap on registers per thread) is a launch option of the tiled
-    steps' grids (R-steps, L-steps), not of the mask's layout launch; the outputs stay the same."""
+    steps' grids (R-steps, L-steps), not of the mask's layout launch; ``maxnreg=0``: none anywhere.
+    The outputs stay the same."""
     launched = []
     real = kern._Call.launch
 
@@ -695,12 +697,27 @@ def test_register_cap_goes_to_the_tiled_steps_only(kern, monkeypatch):
     gen = torch.Generator().manual_seed(5)
     q, k, v = _inputs(2, 2, 40, 16, 16, torch.float32, gen=gen)
     mask = key_padding_mask("right", 2, 40, gen)
-    capped = kern.monarch_attention_triton(q, k, v, mask, 6, 2, "post", 0.25,
-                                           knobs=Knobs(mode="tiles", maxnreg=128, layout_in_grid=False))
-    assert dict(launched) == {"_layout_kernel": None, "_r_step_kernel": 128, "_l_sum_kernel": 128,
-                              "_l_out_kernel": 128}
-    launched.clear()
-    plain = kern.monarch_attention_triton(q, k, v, mask, 6, 2, "post", 0.25,
-                                          knobs=Knobs(mode="tiles", layout_in_grid=False))
-    assert {cap for _, cap in launched} == {None}
-    assert torch.equal(capped, plain)
+    outs = []
+    for cap in (128, 0):
+        launched.clear()
+        outs.append(kern.monarch_attention_triton(q, k, v, mask, 6, 2, "post", 0.25,
+                                                  knobs=Knobs(mode="tiles", maxnreg=cap, layout_in_grid=False)))
+        assert dict(launched) == {"_layout_kernel": None, "_r_step_kernel": cap or None,
+                                  "_l_sum_kernel": cap or None, "_l_out_kernel": cap or None}
+    assert torch.equal(*outs)
+
+
+def test_register_cap_by_default_on_grouped_64_row_tiles_of_4_warps_only(kern):
+    """``plan._register_cap``: 128 registers where they were measured to pay (grouped 64-row tiles of
+    4 warps, head dims up to 64, half precision), on every step of such a plan; none elsewhere."""
+    def caps(N, width=64, T=1, ieee=False, **knobs):
+        b = math.isqrt(N - 1) + 1  # ceil(sqrt(N))
+        p = kern.plan_module.make_plan(12, b, -(-N // b), width, T, 132, True, Knobs(mode="tiles", **knobs),
+                                       plain=True, ieee=ieee)
+        return p.r_step.maxnreg, p.l_step.maxnreg, p.s_step.maxnreg
+
+    assert caps(4096) == caps(2048) == caps(4096, T=2) == (128, 128, 128)
+    for uncapped in (caps(16384), caps(8192), caps(1024), caps(512), caps(4096, width=128), caps(4096, ieee=True),
+                     caps(4096, maxnreg=0)):
+        assert uncapped == (None, None, None)
+    assert caps(16384, maxnreg=96) == (96, 96, 96)

@@ -241,13 +241,6 @@ class _Call:
             flags["num_stages"] = self.plan.stages
         return flags
 
-    def step_flags(self) -> dict:
-        """``flags`` of a tiled step's grid: with its register cap, where the plan has one."""
-        flags = self.flags()
-        if self.plan.maxnreg is not None:
-            flags["maxnreg"] = self.plan.maxnreg
-        return flags
-
     def layout_flags(self, on: bool, warps: int) -> dict:
         """Flags of a grid that lays out the sequences (``on``): padding side and mask chunk (16
         positions per thread); the kernel's defaults otherwise, so that one compiled kernel serves
@@ -497,6 +490,11 @@ def _launch_exact(c: _Call) -> None:
              **c.flags(), **c.chained(True), num_warps=rt.warps)
 
 
+def _capped(step) -> dict:
+    """The launch option of a step's register cap (``plan._register_cap``), where it has one."""
+    return {} if step.maxnreg is None else {"maxnreg": step.maxnreg}
+
+
 def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
     """Heads [h0, h1) of every sequence (all of them with the options): per step an R-step grid,
     then a summary L-step grid; the output L-step grid last. The first grid of a masked call may lay
@@ -504,7 +502,7 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
     q, k, v, out = c.heads(h0, h1) if (h0, h1) != (0, c.q.shape[1]) else (c.q, c.k, c.v, c.out)
     DV, buf = v.shape[-1], c.buffers
     BH = q.shape[0] * q.shape[1]
-    seq_args, flags = c.seq_args(q.shape[1]), c.step_flags()
+    seq_args, flags = c.seq_args(q.shape[1]), c.flags()
     rt, lt, st = c.plan.r_step, c.plan.l_step, c.plan.s_step  # R-steps, output L-step, summary L-steps
     mask, *mask_strides = c.mask_args()
     var = c.variant_args()
@@ -523,7 +521,7 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
             q, k, v, buf["summ"], al, buf["cl"], buf["exy" if diag_now else "y"], *seq_args[:3], mask,
             *seq_args[3:], rt.tiles, *q.stride(), *k.stride(), *v.stride(), *mask_strides, c.scale,
             DV=DV, FROM_SUMMARY=step > 0, WANT_Y=last or diag_now, GROUPED=rt.grouped, ONE_COL=rt.one_col, BQ=rt.rows,
-            BK=rt.cols, BDV=max(16, pow2(DV)), **flags,
+            BK=rt.cols, BDV=max(16, pow2(DV)), **flags, **_capped(rt),
             **c.chained(not first or (c.has_mask and not c.layout_in_grid) or c.num_globals > 0),
             num_warps=rt.warps, **var, GLOBAL=c.num_globals > 0, LSE_OUT=diag_now, o_ptr=out, **spare,
             stride_ob=out.stride(0), stride_oh=out.stride(1), stride_on=out.stride(2), stride_od=out.stride(3),
@@ -535,8 +533,8 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
             c.launch(
                 _l_sum_kernel, BH * st.tiles,
                 q, buf["al"], buf["cl"], buf["summ"], *seq_args, st.tiles, *q.stride(), c.scale,
-                GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **c.chained(True),
-                num_warps=st.warps, ex_l_ptr=var["ex_l_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
+                GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=st.rows, BK=st.cols, **flags, **_capped(st),
+                **c.chained(True), num_warps=st.warps, ex_l_ptr=var["ex_l_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag,
             )
     l_tiles = c.plan.l_tiles(c.b)
     c.launch(
@@ -544,6 +542,6 @@ def _launch_tiled(c: _Call, h0: int, h1: int) -> None:
         q, al, buf["cl"], buf["y"], out, mask, *seq_args, l_tiles,
         *q.stride(), *out.stride(), *mask_strides, c.scale,
         DV=DV, GROUPED=lt.grouped, ONE_COL=lt.one_col, BQ=lt.rows, BK=lt.cols, BDV=max(16, pow2(DV)),
-        **flags, **c.chained(True), num_warps=lt.warps,
+        **flags, **_capped(lt), **c.chained(True), num_warps=lt.warps,
         ex_l_ptr=var["ex_l_ptr"], ex_y_ptr=var["ex_y_ptr"], EXTRA=c.exact, EXACT_DIAG=c.diag, **spare,
     )

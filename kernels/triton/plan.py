@@ -61,7 +61,8 @@ class Knobs:
 class StepTiles:
     """Programs of one step kind. grouped: ``rows // extent`` whole blocks (offsets) packed into one
     tile, with a block-diagonal mask; otherwise a block spans several programs of ``rows`` rows.
-    one_col: a program's columns fit one tile (no loop in its body)."""
+    one_col: a program's columns fit one tile (no loop in its body). maxnreg: the programs' cap on
+    registers per thread (None: ptxas chooses)."""
 
     grouped: bool
     rows: int
@@ -69,6 +70,7 @@ class StepTiles:
     tiles: int  # programs per head
     one_col: bool
     warps: int
+    maxnreg: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,6 @@ class LaunchPlan:
     pdl: bool
     layout_in_grid: bool
     al_home: bool = False
-    maxnreg: Optional[int] = None  # of the tiled steps' programs (``Knobs.maxnreg``)
 
     def l_tiles(self, b: int) -> int:
         """Final L-step programs per head: one per offset where aL is in the output and an offset
@@ -125,14 +126,25 @@ def _warps(tile: int, width: int) -> int:
     return 8 if tile * width >= 128 * 128 else 4
 
 
-def _step(extent: int, other: int, width: int, knobs: Knobs, warps: Optional[int]) -> StepTiles:
+def _register_cap(grouped: bool, rows: int, warps: int, width: int, ieee: bool) -> Optional[int]:
+    """Registers per thread of a step's programs (None: as ptxas chooses). Grouped 64-row tiles of
+    4 warps (extents 33-64: N' from about 1100 to 4096 at b = ceil(sqrt N)) ran at 140-168 registers,
+    3 programs per SM; capped at 128, 4 fit, for a few spilled bytes: -3% to -8% at N = 4096 (H100,
+    batch 1 and 8, with and without a mask; docs/benchmarks.md, variant 26). Where a block spans
+    several 64-row programs (N = 16384) the cap spilled 56-256 bytes: +15% at T = 1, +41% at T = 2;
+    on 2-warp tiles (N = 512) +6%."""
+    return 128 if grouped and rows == 64 and warps == 4 and width <= 64 and not ieee else None
+
+
+def _step(extent: int, other: int, width: int, knobs: Knobs, warps: Optional[int], ieee: bool = False) -> StepTiles:
     """Tiles over ``other`` groups of ``extent`` rows (R-step: m blocks of b; L-step: b offsets of m)."""
     # 64-row programs: 128-row ones were 33-37% slower at T = 1, N = 8192 / 16384 (H100).
     rows_cap = knobs.max_rows if knobs.max_rows is not None else 64
     grouped, rows, cols = _tiling(extent, width, knobs.max_tile, knobs.group_rows, rows_cap)
     tiles = -(-other // (rows // extent)) if grouped else other * -(-extent // rows)
-    return StepTiles(grouped, rows, cols, tiles, grouped or cols >= extent,
-                     warps if warps is not None else _warps(rows, width))
+    warps = warps if warps is not None else _warps(rows, width)
+    cap = _register_cap(grouped, rows, warps, width, ieee) if knobs.maxnreg is None else knobs.maxnreg or None
+    return StepTiles(grouped, rows, cols, tiles, grouped or cols >= extent, warps, cap)
 
 
 def _fused_pays(bh: int, n_pad: int, num_steps: int, sm_count: Optional[int]) -> bool:
@@ -177,8 +189,8 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     unless ``knobs`` say otherwise. ``plain``: an inference call without the op's options, the only
     calls the on-chip kernel runs (a training call keeps ``aL, cL, Y`` in memory for its backward);
     ``ieee``: float32 inputs."""
-    r = _step(b, m, width, knobs, knobs.r_warps)
-    lo = _step(m, b, width, knobs, knobs.l_warps)
+    r = _step(b, m, width, knobs, knobs.r_warps, ieee)
+    lo = _step(m, b, width, knobs, knobs.l_warps, ieee)
     # Non-final L-steps: a program sums over all the queries of its columns, so where a sequence's
     # blocks fit one column tile, its columns are all of them (one pass, no recomputed statistics).
     s_cols = lo.cols if lo.one_col else lo.rows
@@ -200,7 +212,7 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     home_fits = lo.grouped or (knobs.al_home is True and lo.one_col)
     al_home = knobs.al_home is not False and plain and mode == "tiles" and num_steps == 1 and home_fits
     return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid,
-                      al_home, knobs.maxnreg)
+                      al_home)
 
 
 def _one_wave(programs: int, sm_count: Optional[int]) -> bool:

@@ -49,9 +49,10 @@ VARIANTS = {
     "alhome-st1": Knobs(al_home=True, stages=1),
     "chunk16m": Knobs(chunk_bytes=16 << 20),  # heads in chunks above 16 MiB of intermediates
     "alhome-c16m": Knobs(al_home=True, chunk_bytes=16 << 20),  # both: two chunks at N = 16384, batch 1
-    # At most 128 registers per thread in the tiled steps (Triton's maxnreg): 4 programs of 4 warps per SM
-    # where the R-step (140-160 registers) and the masked L-step (162-186) fit 3 or 2 (kernel_resources.py).
+    # Registers per thread of the tiled steps (Triton's maxnreg): at most 128 in every step, or no cap
+    # anywhere (the default caps grouped 64-row, 4-warp tiles only: plan._register_cap, variant 26).
     "cap128": Knobs(maxnreg=128),
+    "nocap": Knobs(maxnreg=0),
 }
 
 

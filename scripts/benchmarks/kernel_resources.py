@@ -4,7 +4,7 @@ machine: no GPU needed.
 
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
     python scripts/benchmarks/kernel_resources.py --onchip [--warps W] [--mask] 256 256:2   # N' <= 256
-    python scripts/benchmarks/kernel_resources.py --mask --maxnreg 128 4096   # registers capped (Knobs(maxnreg=))
+    python scripts/benchmarks/kernel_resources.py --mask --maxnreg 0 4096   # no register cap (Knobs(maxnreg=0))
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
     python scripts/benchmarks/kernel_resources.py --backward [N[:T[:b]] ...]  # the backward's kernels
     python scripts/benchmarks/kernel_resources.py --backward --rows 32 --warps 16 --stages 1 4096
@@ -95,7 +95,8 @@ def onchip_config(N: int, T: int, mask: bool):
 
 
 def kernel_configs(N: int, T: int, mask: bool):
-    """(name, kernel, constexprs, warps) of each launch of a tiled call at this N."""
+    """(name, kernel, constexprs, warps, None, register cap or None) of each launch of a tiled call at
+    this N."""
     from monarch_convert.kernels.triton.plan import make_plan
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 
@@ -107,13 +108,13 @@ def kernel_configs(N: int, T: int, mask: bool):
     r = dict(base, DV=64, BDV=64, GROUPED=rs.grouped, ONE_COL=rs.one_col, BQ=rs.rows, BK=rs.cols)
     if T > 1:
         yield "R-step (first)", _r_step_kernel, dict(r, FROM_SUMMARY=False, WANT_Y=False, PDL=False, LAYOUT=mask,
-                                                     LCH=min(2048, N)), rs.warps
+                                                     LCH=min(2048, N)), rs.warps, None, rs.maxnreg
         yield "L-step (summaries)", _l_sum_kernel, dict(base, GROUPED=ls.grouped, ONE_COL=ls.one_col, BQ=ss.rows,
-                                                        BK=ss.cols), ss.warps
+                                                        BK=ss.cols), ss.warps, None, ss.maxnreg
     yield "R-step (final)", _r_step_kernel, dict(r, FROM_SUMMARY=T > 1, WANT_Y=True, PDL=T > 1, LAYOUT=mask and T == 1,
-                                                 LCH=min(2048, N), **home), rs.warps
+                                                 LCH=min(2048, N), **home), rs.warps, None, rs.maxnreg
     yield "L-step (output)", _l_out_kernel, dict(base, DV=64, BDV=64, GROUPED=ls.grouped, ONE_COL=ls.one_col,
-                                                BQ=ls.rows, BK=ls.cols, **home), ls.warps
+                                                BQ=ls.rows, BK=ls.cols, **home), ls.warps, None, ls.maxnreg
 
 
 def backward_configs(N: int, T: int, mask: bool, block: Optional[int] = None, rows: Optional[int] = None):
@@ -232,7 +233,8 @@ def main(argv=None) -> None:
                    help="software-pipelining stages (default: the launcher's for the backward programs that choose "
                         "them, else 3, Triton's)")
     p.add_argument("--maxnreg", type=int, default=None,
-                   help="cap on registers per thread (Triton's maxnreg launch option: ptxas spills above it)")
+                   help="cap on registers per thread (Triton's maxnreg launch option: ptxas spills above it; "
+                        "default: the launcher's, plan._register_cap; 0: none)")
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
     p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
     p.add_argument("--onchip", action="store_true", help="the on-chip kernel (N <= 256) instead of the tiled ones")
@@ -255,10 +257,11 @@ def main(argv=None) -> None:
                    else onchip_config(N, T, args.mask) if args.onchip else kernel_configs(N, T, args.mask))
         for name, kernel, constexprs, warps, *chosen in configs:
             warps, stages = args.warps or warps, args.stages or (chosen and chosen[0]) or 3
-            cap = {} if args.maxnreg is None else {"maxnreg": args.maxnreg}
-            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=stages, **cap)
+            cap = args.maxnreg if args.maxnreg is not None else (chosen[1:] or [None])[0]
+            capped = {"maxnreg": cap} if cap else {}
+            compiled = compile_sm90(kernel, constexprs, specialize=True, num_warps=warps, num_stages=stages, **capped)
             print(f"N={N:6d} T={T} {name:19s} {warps} warps, {stages} stages, BQ={constexprs.get('BQ', '-')}, "
-                  f"{resources(compiled)}", flush=True)
+                  f"cap {cap or '-'}, {resources(compiled)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def run_case(spec: str, times: bool) -> None:
     case = Case(spec, int(batch), int(seq), steps=int(rest[0]) if rest else 1, pad_frac=pad,
                 mask="ones" if ones else "pad" if pad else "none")
     q, k, v, mask, _ = case.inputs()
-    knobs = VARIANTS.get(mode, Knobs(mode=mode))
+    knobs = VARIANTS[mode] if mode in VARIANTS else Knobs(mode=mode)  # (not .get: Knobs checks its mode)
     fn = lambda: monarch_attention_triton(q, k, v, mask, case.block, case.steps, "post", 0.125,  # noqa: E731
                                           knobs=knobs)
     for _ in range(2):  # compile + warm, then the launch to profile
