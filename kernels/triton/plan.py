@@ -129,7 +129,7 @@ def _warps(tile: int, width: int) -> int:
 def _register_cap(grouped: bool, rows: int, warps: int, width: int, ieee: bool) -> Optional[int]:
     """Registers per thread of a step's programs (None: as ptxas chooses). Grouped 64-row tiles of
     4 warps (extents 33-64: N' from about 1100 to 4096 at b = ceil(sqrt N)) ran at 140-168 registers,
-    3 programs per SM; capped at 128, 4 fit, for a few spilled bytes: -3% to -8% at N = 4096 (H100,
+    3 programs per SM; capped at 128, 4 fit, for a few spilled bytes: -2% to -8% at N = 4096 (H100,
     batch 1 and 8, with and without a mask; docs/benchmarks.md, variant 26). Where a block spans
     several 64-row programs (N = 16384) the cap spilled 56-256 bytes: +15% at T = 1, +41% at T = 2;
     on 2-warp tiles (N = 512) +6%."""
