@@ -15,7 +15,12 @@
 #   host       host time of one eager call (bench_host_time.py)
 #   short      N = 256 against SDPA: the default kernel (on-chip), the fused and tiled ones, and the
 #              on-chip one at 4, 8 and 16 warps; T = 1 at batch 8-4096, T = 2 at 256 and 1024, a 30%-padded batch
-#   models     BERT-base encoder, eager and compiled (bench_models.py)
+#   models     BERT-base encoder, eager (bench_models.py)
+#   compiled   BERT-base encoder, eager and compiled, at batch 1, N = 4096 and batch 8, N = 512
+#              (issue 16's compiled cases)
+#   ab         another version's kernels (the folder in $OLD, holding its kernels/) against this tree's
+#              default and its register caps off and everywhere, every bench_variants.py case
+#              (compare_versions.py)
 # Each job writes its log and CSV under $OUT and has its own time limit, so that one stuck job
 # cannot take the whole round; the last lines of each log are printed at the end. The GPU machine
 # has no network: the package is installed from this tree without dependencies.
@@ -56,6 +61,12 @@ for job in "${@:-tests backward heal-step host}"; do
             --variants fused tiles onchip-w4 onchip-w8 onchip-w16 --csv "$OUT/short.csv" ;;
         models) run models 300 python $B/bench_models.py --models bert-base --seqs 1024 4096 8192 \
             --csv "$OUT/models.csv" ;;
+        compiled) run compiled-b1 150 python $B/bench_models.py --models bert-base --seqs 4096 --compile \
+            --csv "$OUT/compiled_b1.csv"
+            run compiled-b8 150 python $B/bench_models.py --models bert-base --seqs 512 --batch 8 --compile \
+                --csv "$OUT/compiled_b8.csv" ;;
+        ab) run ab 240 python $B/compare_versions.py "${OLD:?set OLD to a folder holding the other kernels/}" \
+            --variants default nocap cap128 --csv "$OUT/ab.csv" ;;
         *) echo "unknown job: $j" >&2; exit 2 ;;
         esac
     done
