@@ -541,3 +541,22 @@ def test_empty_inputs_give_an_empty_output_as_sdpa(kern, backend):
         for mask in (None, torch.ones(shape[0], shape[2], dtype=torch.bool, device="cuda")):
             out = monarch_attention(q, q, q, mask, block_size=16, num_steps=2, backend=backend)
             assert out.shape == shape and out.dtype == q.dtype and out.is_cuda
+
+
+@pytest.mark.parametrize("T", [1, 2])
+@pytest.mark.parametrize("mask_kind", [None, "right", "random"])
+def test_register_cap_changes_no_output(kern, T, mask_kind):
+    """The default's register cap (``plan._register_cap``: grouped 64-row tiles of 4 warps, as at
+    b = 48, N = 2000) only moves what ptxas keeps in registers and what it spills: the outputs are
+    those of the same kernels uncapped (``Knobs(maxnreg=0)``), bit for bit, and replays keep it."""
+    plan = kern.plan_for(torch.empty(2, 12, 2000, 64, device="cuda", dtype=torch.float16),
+                         torch.empty(2, 12, 2000, 64, device="cuda", dtype=torch.float16), 48, T, plain=True)
+    assert plan.mode == "tiles" and plan.r_step.maxnreg == plan.l_step.maxnreg == 128
+    kern.REPLAYS.clear()
+    for seed in (0, 1):
+        q, k, v = _qkv(2, 12, 2000, 64, 64, torch.float16, True, seed=seed)
+        mask = _mask(mask_kind, 2, 2000, seed=seed)
+        capped = kern.monarch_attention_triton(q, k, v, mask, 48, T, "post", 0.125)
+        uncapped = kern.monarch_attention_triton(q, k, v, mask, 48, T, "post", 0.125, knobs=Knobs(maxnreg=0))
+        assert torch.equal(capped, uncapped)
+    _check(kern, 2, 12, 2000, 64, 64, 48, T, "post", mask_kind, torch.float16, strided=True)
