@@ -135,7 +135,7 @@ from typing import Any
 
 import torch
 from bench_models import FREE, register_free, set_implementation
-from bench_utils import Env, Row, kernel_ms, wall_ms, whole_model_environment, write_csv
+from bench_utils import Env, Row, kernel_ms, sync, wall_ms, whole_model_environment, write_csv
 
 from monarch_convert.config import parse_setting
 
@@ -228,29 +228,29 @@ class StepTimer:
     def _before(self, call: int) -> None:
         if call == self.warmup:
             self._replays = replay_snapshot()
-            _sync()
+            sync()
             self._start = time.perf_counter()
         elif call == self.warmup + self.timed and self.profiled:
             self._profiler = torch.profiler.profile(activities=[_activity()])
             self._profiler.__enter__()
         if call == self.warmup + self.timed + self.profiled and self.host_profiled:
-            _sync()
+            sync()
             self._host_profiler = cProfile.Profile()
             self._host_profiler.enable()
 
     def _after(self, done: int) -> None:
         if done == self.warmup + self.timed:
-            _sync()
+            sync()
             self.ms = (time.perf_counter() - self._start) * 1e3 / self.timed
             self.recorded = replays_recorded(self._replays, replay_snapshot())
         elif self._profiler is not None and done == self.warmup + self.timed + self.profiled:
-            _sync()
+            sync()
             self._profiler.__exit__(None, None, None)
             self.kernel_ms = kernel_ms(self._profiler) / self.profiled
             self._profiler = None
         if self._host_profiler is not None and done == self.warmup + self.timed + self.profiled + self.host_profiled:
             self._host_profiler.disable()
-            _sync()
+            sync()
             self.host_profile = pstats.Stats(self._host_profiler)
             self._host_profiler = None
 
@@ -400,11 +400,6 @@ def lock_wait_ms(work: Any, ops: int = 4000, rounds: int = 5) -> float:
         stop.set()
         thread.join()
     return max(0.0, statistics.median(loops) - alone) * rounds / max(during, 1)
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def _activity() -> Any:

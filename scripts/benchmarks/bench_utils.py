@@ -144,6 +144,12 @@ def whole_model_environment(script: str, smoke: bool) -> Env:
     return environment(measure_copy=False)
 
 
+def sync() -> None:
+    """Wait for the GPU's queued work, where there is a GPU (scripts with a CPU ``--smoke`` mode)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def wall_ms(fn: Callable, reps: int = 3, warmup: int = 0) -> float:
     """Median wall-clock ms of ``reps`` calls of ``fn()`` after ``warmup`` untimed ones (host work,
     or a whole call on the CPU, where nothing runs asynchronously)."""

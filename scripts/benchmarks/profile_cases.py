@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 
 import torch
-from bench_utils import VARIANTS, Case, kernel_times
+from bench_utils import VARIANTS, Case, kernel_times, sync
 
 from monarch_convert.kernels.triton.plan import Knobs
 
@@ -37,16 +37,11 @@ def profile_model(name: str, seq: int, smoke: bool = False) -> None:
     with torch.no_grad():
         for _ in range(3):
             model(**inputs)
-        _sync()
+        sync()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             model(**inputs)
-            _sync()
+            sync()
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def run_case(spec: str, times: bool) -> None:
