@@ -13,6 +13,8 @@
 #              every step on one batch (--one-batch: no tokenising beside the steps), SDPA and monarch
 #              in turn three times each (--repeat 3: one host's drift hits both alike)
 #   host       host time of one eager call (bench_host_time.py)
+#   memory     peak memory of one call over the bytes of q, k, v and the output (bench_memory.py)
+#   op         the kernel table: every bench_op.py case against SDPA, eager and graph replays
 #   short      N = 256 against SDPA: the default kernel (on-chip), the fused and tiled ones, and the
 #              on-chip one at 4, 8 and 16 warps; T = 1 at batch 8-4096, T = 2 at 256 and 1024, a 30%-padded batch
 #   models     BERT-base encoder, eager (bench_models.py)
@@ -56,6 +58,8 @@ for job in "${@:-tests backward heal-step host}"; do
                 run heal-$k 120 python $B/bench_heal_step.py --seqs 4096 --steps 30 --warmup 5 --providers sdpa \
                     monarch --repeat 3 --prefetch $k --csv "$OUT/heal_step_$k.csv"
             done ;;
+        memory) run memory 120 python $B/bench_memory.py --csv "$OUT/memory.csv" ;;
+        op) run op 240 python $B/bench_op.py --no-reference --csv "$OUT/op.csv" ;;
         host) run host 120 python $B/bench_host_time.py --seqs 512 4096 --csv "$OUT/host.csv" ;;
         short) run short 240 python $B/bench_op.py --cases paper-short T2-short padded-short --no-reference \
             --variants fused tiles onchip-w4 onchip-w8 onchip-w16 --csv "$OUT/short.csv" ;;

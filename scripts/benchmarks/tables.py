@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""docs/benchmarks.md's tables from the benchmarks' CSV rows (``bench_utils.Row``), so that a
+round's tables are made from what it wrote, never copied by hand.
+
+    python scripts/benchmarks/tables.py op.csv [more.csv ...] [--kind op] [--commit 1a2b3c4] [--gpu H200]
+
+Kinds (default: every kind that has rows):
+  op       bench_op.py's cases: ours and the best SDPA backend (graph replays), speed-ups graph and
+           eager, the floor fraction
+  compare  compare_versions.py: each case's old time, each variant's and its change
+  host     bench_host_time.py: host time of one eager call, ours and SDPA's
+  memory   bench_memory.py: peak memory of one call over the bytes of q, k, v and the output
+  model    bench_models.py: whole encoders, eager, GPU time and compiled, with the attention-free bound
+One table per kind and code commit (rows of one run never mix with another's), each after a line
+giving the commit, GPU, versions and date of its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from typing import Callable, Iterable
+
+KINDS = ("op", "compare", "host", "memory", "model")
+
+
+def kind_of(row: dict) -> str:
+    """Which table a row belongs to ("" for rows no table shows: variants, healing steps)."""
+    kernel = row["kernel"]
+    if kernel == "host-time":
+        return "host"
+    prefix = kernel.split(":", 1)[0]
+    if prefix in ("compare", "memory", "model"):
+        return prefix
+    return "op" if ":" not in kernel else ""
+
+
+def read_rows(paths: Iterable[str]) -> list[dict]:
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def provenance(rows: list[dict]) -> str:
+    """One line: the code, GPU, versions, date and copy bandwidth of ``rows``."""
+    def values(field: str) -> str:
+        seen = dict.fromkeys(r[field] for r in rows if r.get(field))
+        return ", ".join(seen) or "unknown"
+
+    copy = sorted({r["copy_gbps"] for r in rows if r.get("copy_gbps")})
+    bandwidth = f"; copy bandwidth {', '.join(copy)} GB/s (read + write)" if copy else ""
+    return (f"Code `{values('commit')}` on an {values('gpu')} ({values('versions')}), "
+            f"{values('date')}{bandwidth}.")
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+
+
+def _ratio(x: str) -> str:
+    return f"{float(x):.2f}x" if x else "-"
+
+
+def _shape(r: dict) -> tuple:
+    return (r["dtype"], int(r["batch"]), int(r["seq"]), int(r["block"]), int(r["steps"]), float(r["pad_frac"]))
+
+
+def op_table(rows: list[dict]) -> str:
+    cases: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        cases[(r["kernel"], *_shape(r))][r["provider"]] = r
+    body = []
+    for (name, dtype, B, N, b, T, pad), by in cases.items():
+        graph, eager = by.get("triton+graph"), by.get("triton")
+        if graph is None:
+            continue
+        best = by.get(graph["best_sdpa"], {})
+        best_name = graph["best_sdpa"].removesuffix("+graph")
+        body.append([name, dtype, str(B), str(N), str(b), str(T), f"{pad:.0%}", f"{float(graph['median_ms']):.4f}",
+                     f"{float(best['median_ms']):.4f} ({best_name})" if best else "-",
+                     _ratio(graph["speedup_vs_best_sdpa"]), _ratio(eager["speedup_vs_best_sdpa"]) if eager else "-",
+                     graph["floor_fraction"] or "-"])
+    return markdown(["case", "dtype", "B", "N", "b", "T", "padding", "ours ms (graph)", "best SDPA ms (graph)",
+                     "x best SDPA (graph)", "x best SDPA (eager)", "floor fraction (graph)"], body)
+
+
+def compare_table(rows: list[dict]) -> str:
+    cases: dict[tuple, dict[str, float]] = defaultdict(dict)
+    variants: dict[str, None] = {}
+    for r in rows:
+        _, variant, case = r["kernel"].split(":", 2)
+        cases[(case, *_shape(r))][variant] = float(r["median_ms"])
+        if variant != "old":
+            variants[variant] = None
+    header = ["case", "B", "N", "T", "padding", "old ms"]
+    for v in variants:
+        header += [f"{v} ms", "change"]
+    body = []
+    for (case, _, B, N, _, T, pad), by in cases.items():
+        old = by.get("old")
+        cells = [case, str(B), str(N), str(T), f"{pad:.0%}", f"{old:.4f}" if old else "-"]
+        for v in variants:
+            ms = by.get(v)
+            cells += [f"{ms:.4f}" if ms else "-", f"{ms / old - 1:+.1%}" if ms and old else "-"]
+        body.append(cells)
+    return markdown(header, body)
+
+
+def host_table(rows: list[dict]) -> str:
+    cases: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        cases[(int(r["batch"]), int(r["seq"]), int(r["steps"]), float(r["pad_frac"]) > 0)][r["provider"]] = (
+            float(r["median_ms"]) * 1e3)
+    providers = list(dict.fromkeys(r["provider"] for r in rows))
+    body = [[str(B), str(N), str(T), "yes" if masked else "no",
+             *(f"{by[p]:.1f}" if p in by else "-" for p in providers)]
+            for (B, N, T, masked), by in sorted(cases.items())]
+    return markdown(["B", "N", "T", "mask", *(f"{p} µs" for p in providers)], body)
+
+
+def memory_table(rows: list[dict]) -> str:
+    body = []
+    for r in rows:
+        peak = r["note"].split(";")[0].removeprefix("peak/(q,k,v,out) ")
+        body.append([r["kernel"].removeprefix("memory:"), r["batch"], r["seq"], r["steps"],
+                     f"{float(r['pad_frac']):.0%}", peak])
+    return markdown(["case", "B", "N", "T", "padding", "peak / bytes of q, k, v, out"], body)
+
+
+def model_table(rows: list[dict]) -> str:
+    cases: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        cases[(r["kernel"].removeprefix("model:"), int(r["batch"]), int(r["seq"]))][r["provider"]] = r
+    header = ["model", "B", "N"]
+    kinds = (("", "eager"), ("+gpu", "GPU"), ("+compile", "compiled"))
+    for _, label in kinds:
+        header += [f"SDPA {label} ms", f"converted {label} ms", "x", "bound x"]
+    body = []
+    for (name, B, N), by in cases.items():
+        cells = [name, str(B), str(N)]
+        for suffix, _ in kinds:
+            sdpa, ours, free = (by.get(p + suffix) for p in ("sdpa", "monarch-triton", "attention-free"))
+            cells += [f"{float(sdpa['median_ms']):.3f}" if sdpa else "-",
+                      f"{float(ours['median_ms']):.3f}" if ours else "-",
+                      _ratio(ours["speedup_vs_best_sdpa"]) if ours else "-",
+                      _ratio(free["speedup_vs_best_sdpa"]) if free else "-"]
+        body.append(cells)
+    return markdown(header, body)
+
+
+TABLES: dict[str, Callable[[list[dict]], str]] = {
+    "op": op_table, "compare": compare_table, "host": host_table, "memory": memory_table, "model": model_table}
+
+
+def tables(rows: list[dict], kinds: Iterable[str] = KINDS) -> str:
+    """Each kind's table of ``rows`` per code commit, after its provenance line."""
+    out = []
+    for kind in kinds:
+        by_commit: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            if kind_of(r) == kind:
+                by_commit[r.get("commit", "")].append(r)
+        out += [f"{provenance(mine)}\n\n{TABLES[kind](mine)}" for mine in by_commit.values()]
+    return "\n\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("csv", nargs="+", help="CSV files of bench_utils.Row rows")
+    p.add_argument("--kind", nargs="+", choices=KINDS, default=list(KINDS), help="tables to make (default: all)")
+    p.add_argument("--commit", nargs="+", help="only rows of these code commits")
+    p.add_argument("--gpu", help="only rows whose GPU name contains this")
+    args = p.parse_args(argv)
+    try:
+        rows = read_rows(args.csv)
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        print(f"tables.py: cannot read the CSV: {e}", file=sys.stderr)
+        return 2
+    rows = [r for r in rows if (not args.commit or r.get("commit") in args.commit)
+            and (not args.gpu or args.gpu in r.get("gpu", ""))]
+    text = tables(rows, args.kind)
+    if not text:
+        print("tables.py: no rows of the kinds asked match", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
