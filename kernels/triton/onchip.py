@@ -3,7 +3,7 @@ registers, as 3D tensors of its ``BM`` blocks by ``BB`` offsets (the padded ``m`
 16 x 16: ``plan.onchip_fits``), and runs every step with batched 3D dots. It reads q, k and v, writes
 the output and nothing else: no intermediates in memory (``aL, cL, Y`` and the summaries stay on
 chip) and one launch at any T, where the fused kernel writes and reads back its intermediates
-(docs/benchmarks.md, "Short sequences"). With a key-padding mask each program lays out its own
+(docs/benchmarks-log.md, "Short sequences"). With a key-padding mask each program lays out its own
 sequence from its mask row: no layout launch either.
 
 The arithmetic is that of ``stages.py`` (the same float32 statistics in base 2, the same roundings

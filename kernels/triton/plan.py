@@ -1,5 +1,5 @@
 """How one call is tiled and launched: the strategy (on-chip, fused or tiled) and, per step kind,
-the tile shape, programs per head and warps. Measurements behind each choice: docs/benchmarks.md (variant
+the tile shape, programs per head and warps. Measurements behind each choice: docs/benchmarks-log.md (variant
 numbers in brackets)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ ONCHIP_EXTENT = 16
 ONCHIP_WIDTH = 64
 # Whether a GPU runs the on-chip kernel by default where it applies. Measured on an H100 (code
 # 41f4a3e, float16, N = 256, graph replays): at 4 warps it beat the fused kernel by 1.27-1.38x at
-# batch 64-4096 (T = 1), 1.49-1.61x at T = 2, 1.40x on a 30%-padded batch (docs/benchmarks.md,
+# batch 64-4096 (T = 1), 1.49-1.61x at T = 2, 1.40x on a 30%-padded batch (docs/benchmarks-log.md,
 # "The on-chip strategy"). ``Knobs(mode=...)`` picks another.
 ONCHIP_BY_DEFAULT = True
 
@@ -130,7 +130,7 @@ def _register_cap(grouped: bool, rows: int, warps: int, width: int, ieee: bool) 
     """Registers per thread of a step's programs (None: as ptxas chooses). Grouped 64-row tiles of
     4 warps (extents 33-64: N' from about 1100 to 4096 at b = ceil(sqrt N)) ran at 140-168 registers,
     3 programs per SM; capped at 128, 4 fit, for a few spilled bytes: -2% to -8% at N = 4096 (H100,
-    batch 1 and 8, with and without a mask; docs/benchmarks.md, variant 26). Where a block spans
+    batch 1 and 8, with and without a mask; docs/benchmarks-log.md, variant 26). Where a block spans
     several 64-row programs (N = 16384) the cap spilled 56-256 bytes: +15% at T = 1, +41% at T = 2;
     on 2-warp tiles (N = 512) +6%."""
     return 128 if grouped and rows == 64 and warps == 4 and width <= 64 and not ieee else None
@@ -174,7 +174,7 @@ def _mode(knobs: Knobs, onchip: bool, bh: int, n_pad: int, num_steps: int, sm_co
     """The strategy: ``knobs.mode`` where it applies, else the default. With ``ONCHIP_BY_DEFAULT``
     the on-chip kernel is the default wherever it applies on a GPU, but for float32 inputs
     (``ieee``: its 3D dots then run on the FMA units, and compiled for sm_90 it spilled 9.8 KB per
-    thread); its timing: docs/benchmarks.md, "The on-chip strategy"."""
+    thread); its timing: docs/benchmarks-log.md, "The on-chip strategy"."""
     fallback = "fused" if _fused_pays(bh, n_pad, num_steps, sm_count) else "tiles"
     by_default = ONCHIP_BY_DEFAULT and knobs.mode is None and sm_count is not None and not ieee
     if knobs.mode == "onchip" or by_default:
@@ -205,7 +205,7 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)
-    # aL in the output (docs/benchmarks.md, variant 23; H100): -2.2% to +2.7% on grouped L-steps
+    # aL in the output (docs/benchmarks-log.md, variant 23; H100): -2.2% to +2.7% on grouped L-steps
     # (N' <= 4096), so on by default there. Where an offset's rows span several L-step tiles, one
     # program per offset loops over them: +3.5-3.8% at N = 16384 and +7.0-8.5% at 8192, batch 1 (two
     # runs), so only on request.

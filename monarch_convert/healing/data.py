@@ -48,7 +48,7 @@ class HealData:
             # NumPy arrays, then shared as tensors: the tokenizer's torch.tensor() of Python lists holds
             # the interpreter lock, and heal tokenises on a worker beside a host-bound step that waits
             # for it at every op. At 4,096 tokens a host-bound thread beside it waited 2.1 ms a batch with
-            # "pt", 0.85 ms with "np" (docs/benchmarks.md, fourth H100 round of 2026-12-07).
+            # "pt", 0.85 ms with "np" (docs/benchmarks-log.md, fourth H100 round of 2026-12-07).
             return {k: torch.from_numpy(v) for k, v in self.tokenised(ids, "np").items()}
         from ..evaluation.tasks.image_classification import _as_image
 

@@ -174,7 +174,7 @@ class Timed:
 def add_kernel_times(t: Timed, profile: bool) -> None:
     """Each provider's ``kernel`` µs per call, from torch.profiler; ``profile``: print each kernel's.
     Run once every case is timed: after a profiler session every launch of the process costs more
-    host time (docs/benchmarks.md, "Diagnostic round of 2026-12-07"), which until code a4d7fe0
+    host time (docs/benchmarks-log.md, "Diagnostic round of 2026-12-07"), which until code a4d7fe0
     inflated the eager and host columns of every provider timed after the first."""
     for name, fn in t.fns.items():
         per_kernel = kernels_per_call(fn)

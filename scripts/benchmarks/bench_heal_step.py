@@ -72,7 +72,7 @@ and, for the monarch provider, inside each step, the teacher's switch to softmax
 again; until code `df29827` a revert and conversion again, 0.7 ms). ``--one-batch``: every step
 trains on the first batch, tokenised once, so that nothing is tokenised beside the timed steps: the
 difference from a run without it is what heal's worker costs the step (27% of the converted
-model's step at N = 4096 on an H100, docs/benchmarks.md). ``--prefetch`` (``prefetching``) splits
+model's step at N = 4096 on an H100, docs/benchmarks-log.md). ``--prefetch`` (``prefetching``) splits
 that cost: ``no-pin``, ``tokenise-only`` and ``process`` (tokenising in a spawned process);
 ``pt-tensors`` tokenises as heal did until code 14e4c4f (the tokenizer's own torch tensors, whose
 ``torch.tensor`` of Python lists holds the interpreter lock). Host work timed apart also includes
@@ -750,7 +750,7 @@ def profiled_again(results: list[Measured], configs: list, a: argparse.Namespace
     """``--profile``: each provider's run again, after every timed one, with ``a.profile_steps``
     steps under torch.profiler after its warm-up and one step more: each result's ``kernel_ms``.
     Apart, because after a profiler session every launch of the process costs more host time
-    (docs/benchmarks.md, "Diagnostic round of 2026-12-07"), which until code ea9d9d1 slowed every
+    (docs/benchmarks-log.md, "Diagnostic round of 2026-12-07"), which until code ea9d9d1 slowed every
     step timed after the first provider's."""
     by_case = iter(results)
     for c, tokenizer, texts in configs:

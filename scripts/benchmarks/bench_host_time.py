@@ -11,7 +11,7 @@ of a signature compiles and records; its cost is reported separately):
   device time.
 
 Run it in a process that has not run ``torch.profiler``: after a profiler session every launch
-costs more host time (docs/benchmarks.md, "Diagnostic round of 2026-12-07").
+costs more host time (docs/benchmarks-log.md, "Diagnostic round of 2026-12-07").
 
     python scripts/benchmarks/bench_host_time.py [--batches 1 8] [--seqs 512 4096] [--old FOLDER] [--csv FILE]
 

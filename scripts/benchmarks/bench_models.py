@@ -152,7 +152,7 @@ def free_attention(module, query, key, value, attention_mask, **kwargs):
     head_dim), as a view; with grad, the same through ``_FreeAttention``, whose backward hands q and
     k gradients (a step then runs their projections' backward and optimiser updates too); compiled,
     ``bench_free::attention``, opaque to the compiler. (Until the fifth round of 2026-12-07 in
-    docs/benchmarks.md it was the view alone: the compiler dropped the q and k projections, whose
+    docs/benchmarks-log.md it was the view alone: the compiler dropped the q and k projections, whose
     outputs nothing read, 2 of a layer's 4 GEMMs, and a step trained neither.)"""
     if torch.compiler.is_compiling():
         return torch.ops.bench_free.attention(query, key, value), None
@@ -340,7 +340,7 @@ def main(argv=None) -> None:
     cases = [(name, N) for name in args.models for N in lengths(name, args.seqs, args.smoke)]
     # Eager wall times of every case first, then compiled ones, then GPU times (torch.profiler): a
     # profiler session leaves each later launch of the process slower on the host (CUPTI;
-    # docs/benchmarks.md, "Diagnostic round of 2026-12-07"), and so does a compiled model's run for
+    # docs/benchmarks-log.md, "Diagnostic round of 2026-12-07"), and so does a compiled model's run for
     # eager calls after it (until code fde3ac3 each provider's compiled run came before the next
     # one's eager run: the attention-free model read slower than SDPA's at batch 8, N = 512).
     measured = {case: measure(*case, args.batch, "wall", args.smoke) for case in cases}

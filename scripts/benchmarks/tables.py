@@ -58,6 +58,9 @@ def provenance(rows: list[dict]) -> str:
 
 
 def markdown(header: list[str], body: list[list[str]]) -> str:
+    """A markdown table, without the columns that hold nothing ("-") in every row."""
+    keep = [i for i in range(len(header)) if not body or any(cells[i] != "-" for cells in body)]
+    header, body = [header[i] for i in keep], [[cells[i] for i in keep] for cells in body]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
 
