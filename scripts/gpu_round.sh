@@ -25,7 +25,8 @@
 #              default and its register caps off, every bench_variants.py case
 #              (compare_versions.py)
 # Each job writes its log and CSV under $OUT and has its own time limit, so that one stuck job
-# cannot take the whole round; the last lines of each log are printed at the end. The GPU machine
+# cannot take the whole round; DEADLINE=S (seconds from the start, e.g. a device call's limit less a
+# margin) shortens the limits so that every job ends by then, and skips those with no time left; the last lines of each log are printed at the end. The GPU machine
 # has no network: the package is installed from this tree without dependencies.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,10 @@ B=scripts/benchmarks
 run() {  # run NAME LIMIT_S COMMAND...: the command's output into $OUT/NAME.log
     local name=$1 limit=$2 start=$SECONDS
     shift 2
+    if [ "${DEADLINE:-0}" -gt 0 ] && [ $((DEADLINE - SECONDS)) -lt "$limit" ]; then
+        limit=$((DEADLINE - SECONDS))
+        if [ "$limit" -lt 20 ]; then echo "$name: skipped, $limit s left before DEADLINE"; return; fi
+    fi
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
     echo "$name: exit $? in $((SECONDS - start)) s"
 }
