@@ -87,3 +87,11 @@ def test_command_line_filters_and_fails_in_one_line(tables, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "tables.py: no rows of the kinds asked match"
     assert tables.main([str(tmp_path / "missing.csv")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_heal_table_gives_the_step_rate_and_its_bound(tables):
+    rows = [_row("heal:bert-base", "sdpa", 97.1855, speedup_vs_best_sdpa=1.0),
+            _row("heal:bert-base", "attention-free", 69.6482, speedup_vs_best_sdpa=1.395),
+            _row("heal:bert-base", "monarch-triton", 75.3618, speedup_vs_best_sdpa=1.290)]
+    line = tables.tables(rows, ["heal"]).splitlines()[-1]
+    assert line == "| bert-base | float16 | 8 | 4096 | 97.19 | 75.36 | 1.29x | 1.40x |"

@@ -11,6 +11,7 @@ Kinds (default: every kind that has rows):
   host     bench_host_time.py: host time of one eager call, ours and SDPA's
   memory   bench_memory.py: peak memory of one call over the bytes of q, k, v and the output
   model    bench_models.py: whole encoders, eager, GPU time and compiled, with the attention-free bound
+  heal     bench_heal_step.py: ms per healing step on SDPA, with the student's attention free, converted
 One table per kind and code commit (rows of one run never mix with another's), each after a line
 giving the commit, GPU, versions and date of its rows.
 """
@@ -23,7 +24,7 @@ import sys
 from collections import defaultdict
 from typing import Callable, Iterable
 
-KINDS = ("op", "compare", "host", "memory", "model")
+KINDS = ("op", "compare", "host", "memory", "model", "heal")
 
 
 def kind_of(row: dict) -> str:
@@ -32,7 +33,7 @@ def kind_of(row: dict) -> str:
     if kernel == "host-time":
         return "host"
     prefix = kernel.split(":", 1)[0]
-    if prefix in ("compare", "memory", "model"):
+    if prefix in ("compare", "memory", "model", "heal"):
         return prefix
     return "op" if ":" not in kernel else ""
 
@@ -156,8 +157,21 @@ def model_table(rows: list[dict]) -> str:
     return markdown(header, body)
 
 
+def heal_table(rows: list[dict]) -> str:
+    cases: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        cases[(r["kernel"].removeprefix("heal:"), r["dtype"], int(r["batch"]), int(r["seq"]))][r["provider"]] = r
+    body = []
+    for (name, dtype, B, N), by in cases.items():
+        ms = [f"{float(by[p]['median_ms']):.2f}" if p in by else "-" for p in ("sdpa", "monarch-triton")]
+        body.append([name, dtype, str(B), str(N), *ms, *(_ratio(by[p]["speedup_vs_best_sdpa"]) if p in by else "-"
+                                                        for p in ("monarch-triton", "attention-free"))])
+    return markdown(["model", "dtype", "B", "N", "SDPA ms/step", "converted ms/step", "x", "bound x"], body)
+
+
 TABLES: dict[str, Callable[[list[dict]], str]] = {
-    "op": op_table, "compare": compare_table, "host": host_table, "memory": memory_table, "model": model_table}
+    "op": op_table, "compare": compare_table, "host": host_table, "memory": memory_table, "model": model_table,
+    "heal": heal_table}
 
 
 def tables(rows: list[dict], kinds: Iterable[str] = KINDS) -> str:
