@@ -57,6 +57,7 @@ def test_compare_table_gives_each_variants_change_against_old(tables):
 
 def test_rows_of_two_commits_make_two_tables(tables):
     rows = [_row("host-time", "monarch", 0.0213, commit="aaaaaaa"), _row("host-time", "sdpa", 0.0205, commit="aaaaaaa"),
+            _row("host-time", "monarch-old", "nan", commit="aaaaaaa"),  # no --old: a column of nan, left out
             _row("host-time", "monarch", 0.0301, commit="bbbbbbb", pad_frac=0.25)]
     text = tables.tables(rows, ["host"])
     first, second = text.split("\n\nCode ")

@@ -12,8 +12,8 @@ Kinds (default: every kind that has rows):
   memory   bench_memory.py: peak memory of one call over the bytes of q, k, v and the output
   model    bench_models.py: whole encoders, eager, GPU time and compiled, with the attention-free bound
   heal     bench_heal_step.py: ms per healing step on SDPA, with the student's attention free, converted
-One table per kind and code commit (rows of one run never mix with another's), each after a line
-giving the commit, GPU, versions and date of its rows.
+One table per kind and code commit, each after a line giving the commit, GPU, versions and date
+of its rows; where several runs of one commit timed a case, its later rows (in file order) win.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def provenance(rows: list[dict]) -> str:
 
 
 def markdown(header: list[str], body: list[list[str]]) -> str:
-    """A markdown table, without the columns that hold nothing ("-") in every row."""
+    """A markdown table, without the columns that hold nothing ("-" or "nan") in every row."""
+    body = [["-" if cell == "nan" else cell for cell in cells] for cells in body]
     keep = [i for i in range(len(header)) if not body or any(cells[i] != "-" for cells in body)]
     header, body = [header[i] for i in keep], [[cells[i] for i in keep] for cells in body]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
