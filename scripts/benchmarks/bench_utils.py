@@ -53,6 +53,10 @@ VARIANTS = {
     # anywhere (the default caps grouped 64-row, 4-warp tiles only: plan._register_cap, variant 26).
     "cap128": Knobs(maxnreg=128),
     "nocap": Knobs(maxnreg=0),
+    # aL never in the output (the scratch holds it, as before b394ef6), with and without the cap:
+    # which change since b9d6fa5 costs batch 8, N = 2048 about 10% without the cap (sixth H100 round).
+    "noalhome": Knobs(al_home=False),
+    "noalhome-nocap": Knobs(al_home=False, maxnreg=0),
 }
 
 

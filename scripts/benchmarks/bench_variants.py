@@ -16,7 +16,8 @@ from bench_utils import VARIANTS, Case, bench, environment, graphed, selected, w
 CASES = [Case("paper-short", 64, 256), Case("paper-short", 1024, 256), Case("T2-short", 1024, 256, steps=2),
          Case("short-512", 256, 512), Case("paper-long", 1, 4096), Case("paper-long", 1, 8192),
          Case("paper-long", 1, 16384), Case("T2-long", 1, 4096, steps=2), Case("T2-long", 1, 16384, steps=2),
-         Case("mid", 8, 2048), Case("unpadded", 8, 4096), Case("padded-50%", 8, 4096, pad_frac=0.5, mask="pad"),
+         Case("mid", 8, 1024), Case("mid", 8, 2048), Case("unpadded", 8, 4096),
+         Case("padded-50%", 8, 4096, pad_frac=0.5, mask="pad"),
          Case("ones-mask", 8, 4096, mask="ones"), Case("T2-padded-50%", 8, 4096, steps=2, pad_frac=0.5, mask="pad"),
          Case("padded-30%", 256, 512, pad_frac=0.3, mask="pad"), Case("paper-short", 4096, 256),
          Case("padded-short-30%", 1024, 256, pad_frac=0.3, mask="pad"), Case("T2-short", 256, 256, steps=2)]
