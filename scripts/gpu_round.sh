@@ -26,8 +26,11 @@
 #              (compare_versions.py)
 # Each job writes its log and CSV under $OUT and has its own time limit, so that one stuck job
 # cannot take the whole round; DEADLINE=S (seconds from the start, e.g. a device call's limit less a
-# margin) shortens the limits so that every job ends by then, and skips those with no time left; the last lines of each log are printed at the end. The GPU machine
-# has no network: the package is installed from this tree without dependencies.
+# margin) shortens the limits so that every job ends by then, and skips those with no time left.
+# The last lines of each log are printed at the end. The GPU machine has no network: the package is
+# installed from this tree without dependencies. The CSV rows are stamped with BENCH_COMMIT (default:
+# git's HEAD there, which lags the tree where the machine got a copy of a working tree with newer
+# commits or changes: pass the commit measured).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to a folder for the logs and CSVs}"

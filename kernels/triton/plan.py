@@ -1,6 +1,6 @@
 """How one call is tiled and launched: the strategy (on-chip, fused or tiled) and, per step kind,
-the tile shape, programs per head and warps. Measurements behind each choice: docs/benchmarks-log.md (variant
-numbers in brackets)."""
+the tile shape, programs per head and warps. Measurements behind each choice:
+docs/benchmarks-log.md (variant numbers in brackets)."""
 
 from __future__ import annotations
 

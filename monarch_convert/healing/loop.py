@@ -237,8 +237,8 @@ class Prefetcher:
     """Each step's inputs (CPU tensors), the next step's prepared on a worker thread while this one
     runs. Turning a batch into inputs is host work the device would otherwise wait for: tokenising
     one text of 4,096 words took 10 ms on the H200's host, a fifth of a BERT-base healing step there
-    (docs/benchmarks-log.md). The order of the data depends on the step alone (``step_indices``), so the
-    inputs of step ``s`` are the same whether they were prepared ahead or not."""
+    (docs/benchmarks-log.md). The order of the data depends on the step alone (``step_indices``), so
+    the inputs of step ``s`` are the same whether they were prepared ahead or not."""
 
     def __init__(self, run: Run):
         self.run = run

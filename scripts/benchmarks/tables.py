@@ -11,7 +11,7 @@ Kinds (default: every kind that has rows):
   host     bench_host_time.py: host time of one eager call, ours and SDPA's
   memory   bench_memory.py: peak memory of one call over the bytes of q, k, v and the output
   model    bench_models.py: whole encoders, eager, GPU time and compiled, with the attention-free bound
-  heal     bench_heal_step.py: ms per healing step on SDPA, with the student's attention free, converted
+  heal     bench_heal_step.py: ms per healing step on SDPA and converted, the rate over SDPA and its bound
 One table per kind and code commit, each after a line giving the commit, GPU, versions and date
 of its rows; where several runs of one commit timed a case, its later rows (in file order) win.
 """
@@ -28,7 +28,7 @@ KINDS = ("op", "compare", "host", "memory", "model", "heal")
 
 
 def kind_of(row: dict) -> str:
-    """Which table a row belongs to ("" for rows no table shows: variants, healing steps)."""
+    """Which table a row belongs to ("" for rows no table shows: ``variant:`` and ``variant-<commit>:`` rows)."""
     kernel = row["kernel"]
     if kernel == "host-time":
         return "host"
