@@ -50,3 +50,15 @@ def test_onchip_kernel_resources_for_sm90():
                             text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(" on-chip ") == 2 and result.stdout.count(" registers, ") == 2
+
+
+@pytest.mark.slow
+def test_al_home_and_register_cap_overrides_compile_for_sm90():
+    """``--al-home off --maxnreg 0`` compiles the tiled call's launches as ``Knobs(al_home=False,
+    maxnreg=0)`` makes them (what the sixth H100 round's compile counts used)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, RESOURCES, "--al-home", "off", "--maxnreg", "0", "1024"],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if " registers, " in line]
+    assert len(lines) == 2 and all("cap -" in line for line in lines), result.stdout

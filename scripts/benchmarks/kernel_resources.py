@@ -5,6 +5,7 @@ machine: no GPU needed.
     python scripts/benchmarks/kernel_resources.py [--warps W] [--mask] N[:T] ...   (default: 4096 16384 16384:2)
     python scripts/benchmarks/kernel_resources.py --onchip [--warps W] [--mask] 256 256:2   # N' <= 256
     python scripts/benchmarks/kernel_resources.py --mask --maxnreg 0 4096   # no register cap (Knobs(maxnreg=0))
+    python scripts/benchmarks/kernel_resources.py --al-home off 2048   # aL in the scratch (Knobs(al_home=False))
     python scripts/benchmarks/kernel_resources.py --every-variant      # compile each kernel variant once
     python scripts/benchmarks/kernel_resources.py --backward [N[:T[:b]] ...]  # the backward's kernels
     python scripts/benchmarks/kernel_resources.py --backward --rows 32 --warps 16 --stages 1 4096
@@ -94,14 +95,14 @@ def onchip_config(N: int, T: int, mask: bool):
                                           BN=max(16, pow2(N))), p.fused_warps
 
 
-def kernel_configs(N: int, T: int, mask: bool):
+def kernel_configs(N: int, T: int, mask: bool, al_home: Optional[bool] = None):
     """(name, kernel, constexprs, warps, None, register cap or None) of each launch of a tiled call at
-    this N."""
-    from monarch_convert.kernels.triton.plan import make_plan
+    this N. ``al_home``: ``Knobs(al_home=...)`` (None: the launcher's choice)."""
+    from monarch_convert.kernels.triton.plan import Knobs, make_plan
     from monarch_convert.kernels.triton.tiled import _l_out_kernel, _l_sum_kernel, _r_step_kernel
 
     b = math.isqrt(N - 1) + 1
-    p = make_plan(12, b, -(-N // b), 64, T, None, True, plain=True)
+    p = make_plan(12, b, -(-N // b), 64, T, None, True, Knobs(al_home=al_home), plain=True)
     rs, ls, ss = p.r_step, p.l_step, p.s_step
     home = dict(AL_HOME=p.al_home)  # T = 1: aL in the output tensor
     base = dict(D=64, HAS_MASK=mask, IEEE=False, BD=64, PDL=True)  # every launch but the first waits
@@ -238,6 +239,8 @@ def main(argv=None) -> None:
     p.add_argument("--every-variant", action="store_true", help="compile every kernel variant down to a cubin")
     p.add_argument("--backward", action="store_true", help="the backward's kernels instead of the forward's")
     p.add_argument("--onchip", action="store_true", help="the on-chip kernel (N <= 256) instead of the tiled ones")
+    p.add_argument("--al-home", choices=("on", "off"), default=None,
+                   help="aL in the output tensor or in the scratch (Knobs(al_home=...); default: the launcher's)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: this compiles the kernels")
@@ -254,7 +257,8 @@ def main(argv=None) -> None:
         parts = [int(x) for x in case.split(":")]
         N, T, b = parts[0], (parts[1:] or [1])[0], (parts[2:] or [0])[0]
         configs = (backward_configs(N, T, args.mask, b or None, args.rows) if args.backward
-                   else onchip_config(N, T, args.mask) if args.onchip else kernel_configs(N, T, args.mask))
+                   else onchip_config(N, T, args.mask) if args.onchip
+                   else kernel_configs(N, T, args.mask, None if args.al_home is None else args.al_home == "on"))
         for name, kernel, constexprs, warps, *chosen in configs:
             warps, stages = args.warps or warps, args.stages or (chosen and chosen[0]) or 3
             cap = args.maxnreg if args.maxnreg is not None else (chosen[1:] or [None])[0]
