@@ -71,23 +71,33 @@ def _ratio(x: str) -> str:
     return f"{float(x):.2f}x" if x else "-"
 
 
+def _ms(row: dict | None, digits: int) -> str:
+    return f"{float(row['median_ms']):.{digits}f}" if row else "-"
+
+
 def _shape(r: dict) -> tuple:
     return (r["dtype"], int(r["batch"]), int(r["seq"]), int(r["block"]), int(r["steps"]), float(r["pad_frac"]))
 
 
-def op_table(rows: list[dict]) -> str:
+def _by_case(rows: list[dict], case: Callable[[dict], tuple],
+             column: Callable[[dict], str] = lambda r: r["provider"]) -> dict[tuple, dict[str, dict]]:
+    """``rows`` by case, then by column (default: the provider); a later row of a cell wins."""
     cases: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        cases[(r["kernel"], *_shape(r))][r["provider"]] = r
+        cases[case(r)][column(r)] = r
+    return cases
+
+
+def op_table(rows: list[dict]) -> str:
     body = []
-    for (name, dtype, B, N, b, T, pad), by in cases.items():
+    for (name, dtype, B, N, b, T, pad), by in _by_case(rows, lambda r: (r["kernel"], *_shape(r))).items():
         graph, eager = by.get("triton+graph"), by.get("triton")
         if graph is None:
             continue
-        best = by.get(graph["best_sdpa"], {})
+        best = by.get(graph["best_sdpa"])
         best_name = graph["best_sdpa"].removesuffix("+graph")
-        body.append([name, dtype, str(B), str(N), str(b), str(T), f"{pad:.0%}", f"{float(graph['median_ms']):.4f}",
-                     f"{float(best['median_ms']):.4f} ({best_name})" if best else "-",
+        body.append([name, dtype, str(B), str(N), str(b), str(T), f"{pad:.0%}", _ms(graph, 4),
+                     f"{_ms(best, 4)} ({best_name})" if best else "-",
                      _ratio(graph["speedup_vs_best_sdpa"]), _ratio(eager["speedup_vs_best_sdpa"]) if eager else "-",
                      graph["floor_fraction"] or "-"])
     return markdown(["case", "dtype", "B", "N", "b", "T", "padding", "ours ms (graph)", "best SDPA ms (graph)",
@@ -95,35 +105,29 @@ def op_table(rows: list[dict]) -> str:
 
 
 def compare_table(rows: list[dict]) -> str:
-    cases: dict[tuple, dict[str, float]] = defaultdict(dict)
-    variants: dict[str, None] = {}
-    for r in rows:
-        _, variant, case = r["kernel"].split(":", 2)
-        cases[(case, *_shape(r))][variant] = float(r["median_ms"])
-        if variant != "old":
-            variants[variant] = None
+    """``compare:<variant>:<case>`` rows: the variants against ``old``."""
+    cases = _by_case(rows, lambda r: (r["kernel"].split(":", 2)[2], *_shape(r)), lambda r: r["kernel"].split(":")[1])
+    variants = [v for v in dict.fromkeys(r["kernel"].split(":")[1] for r in rows) if v != "old"]
     header = ["case", "B", "N", "T", "padding", "old ms"]
     for v in variants:
         header += [f"{v} ms", "change"]
     body = []
     for (case, _, B, N, _, T, pad), by in cases.items():
         old = by.get("old")
-        cells = [case, str(B), str(N), str(T), f"{pad:.0%}", f"{old:.4f}" if old else "-"]
+        cells = [case, str(B), str(N), str(T), f"{pad:.0%}", _ms(old, 4)]
         for v in variants:
-            ms = by.get(v)
-            cells += [f"{ms:.4f}" if ms else "-", f"{ms / old - 1:+.1%}" if ms and old else "-"]
+            new = by.get(v)
+            change = float(new["median_ms"]) / float(old["median_ms"]) - 1 if new and old else None
+            cells += [_ms(new, 4), "-" if change is None else f"{change:+.1%}"]
         body.append(cells)
     return markdown(header, body)
 
 
 def host_table(rows: list[dict]) -> str:
-    cases: dict[tuple, dict[str, float]] = defaultdict(dict)
-    for r in rows:
-        cases[(int(r["batch"]), int(r["seq"]), int(r["steps"]), float(r["pad_frac"]) > 0)][r["provider"]] = (
-            float(r["median_ms"]) * 1e3)
+    cases = _by_case(rows, lambda r: (int(r["batch"]), int(r["seq"]), int(r["steps"]), float(r["pad_frac"]) > 0))
     providers = list(dict.fromkeys(r["provider"] for r in rows))
     body = [[str(B), str(N), str(T), "yes" if masked else "no",
-             *(f"{by[p]:.1f}" if p in by else "-" for p in providers)]
+             *(f"{float(by[p]['median_ms']) * 1e3:.1f}" if p in by else "-" for p in providers)]
             for (B, N, T, masked), by in sorted(cases.items())]
     return markdown(["B", "N", "T", "mask", *(f"{p} µs" for p in providers)], body)
 
@@ -138,9 +142,7 @@ def memory_table(rows: list[dict]) -> str:
 
 
 def model_table(rows: list[dict]) -> str:
-    cases: dict[tuple, dict[str, dict]] = defaultdict(dict)
-    for r in rows:
-        cases[(r["kernel"].removeprefix("model:"), int(r["batch"]), int(r["seq"]))][r["provider"]] = r
+    cases = _by_case(rows, lambda r: (r["kernel"].removeprefix("model:"), int(r["batch"]), int(r["seq"])))
     header = ["model", "B", "N"]
     kinds = (("", "eager"), ("+gpu", "GPU"), ("+compile", "compiled"))
     for _, label in kinds:
@@ -150,23 +152,19 @@ def model_table(rows: list[dict]) -> str:
         cells = [name, str(B), str(N)]
         for suffix, _ in kinds:
             sdpa, ours, free = (by.get(p + suffix) for p in ("sdpa", "monarch-triton", "attention-free"))
-            cells += [f"{float(sdpa['median_ms']):.3f}" if sdpa else "-",
-                      f"{float(ours['median_ms']):.3f}" if ours else "-",
-                      _ratio(ours["speedup_vs_best_sdpa"]) if ours else "-",
+            cells += [_ms(sdpa, 3), _ms(ours, 3), _ratio(ours["speedup_vs_best_sdpa"]) if ours else "-",
                       _ratio(free["speedup_vs_best_sdpa"]) if free else "-"]
         body.append(cells)
     return markdown(header, body)
 
 
 def heal_table(rows: list[dict]) -> str:
-    cases: dict[tuple, dict[str, dict]] = defaultdict(dict)
-    for r in rows:
-        cases[(r["kernel"].removeprefix("heal:"), r["dtype"], int(r["batch"]), int(r["seq"]))][r["provider"]] = r
+    cases = _by_case(rows, lambda r: (r["kernel"].removeprefix("heal:"), r["dtype"], int(r["batch"]), int(r["seq"])))
     body = []
     for (name, dtype, B, N), by in cases.items():
-        ms = [f"{float(by[p]['median_ms']):.2f}" if p in by else "-" for p in ("sdpa", "monarch-triton")]
-        body.append([name, dtype, str(B), str(N), *ms, *(_ratio(by[p]["speedup_vs_best_sdpa"]) if p in by else "-"
-                                                        for p in ("monarch-triton", "attention-free"))])
+        body.append([name, dtype, str(B), str(N), _ms(by.get("sdpa"), 2), _ms(by.get("monarch-triton"), 2),
+                     *(_ratio(by[p]["speedup_vs_best_sdpa"]) if p in by else "-"
+                       for p in ("monarch-triton", "attention-free"))])
     return markdown(["model", "dtype", "B", "N", "SDPA ms/step", "converted ms/step", "x", "bound x"], body)
 
 
