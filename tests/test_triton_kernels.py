@@ -721,3 +721,19 @@ def test_register_cap_by_default_on_grouped_64_row_tiles_of_4_warps_only(kern):
                      caps(4096, maxnreg=0)):
         assert uncapped == (None, None, None)
     assert caps(16384, maxnreg=96) == (96, 96, 96)
+
+
+def test_al_in_output_by_default_on_32_row_tiles_only(kern):
+    """``make_plan``: aL in the output by default where the R-step's tiles and the L-step's grouped
+    ones have at most ``AL_HOME_ROWS`` (32) rows (N <= 1024 at b = ceil(sqrt N), head dims up to
+    64); not with 64-row ones (N 1025-4096: +6% to +20% measured) nor where an offset spans several tiles; on
+    request wherever an L-step program can own whole offsets; never with ``al_home=False``."""
+    def home(N, width=64, **knobs):
+        b = math.isqrt(N - 1) + 1
+        return kern.plan_module.make_plan(12, b, -(-N // b), width, 1, 132, True, Knobs(mode="tiles", **knobs),
+                                          plain=True).al_home
+
+    assert kern.plan_module.AL_HOME_ROWS == 32
+    assert [home(N) for N in (512, 1024, 1025, 2048, 4096, 16384)] == [True, True, False, False, False, False]
+    assert not home(1024, width=128)  # 64-row groups there
+    assert all(home(N, al_home=True) for N in (2048, 4096, 16384)) and not home(1024, al_home=False)

@@ -10,8 +10,8 @@ key-padding mask, each sequence's token index, length and offset are built first
 their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` chooses).
 
 A tiled T = 1 inference call may keep aL in its output tensor, not in the scratch
-(``LaunchPlan.al_home``, ``stages._al_rows``; by default where the L-step's tiles hold whole offsets,
-N' <= 4096; ``Knobs(al_home=True)`` also above): its intermediates are then Y and cL, 0.26x the bytes
+(``LaunchPlan.al_home``, ``stages._al_rows``; by default where the L-step's 32-row tiles hold whole
+offsets, N <= 1024; ``Knobs(al_home=True)`` also above): its intermediates are then Y and cL, 0.26x the bytes
 of q, k, v and the output instead of 0.51x. A tiled call whose intermediates are large runs its
 heads in chunks that reuse one scratch (``plan.heads_per_chunk``): its peak memory stays near the
 bytes of q, k, v and the output.

@@ -12,6 +12,9 @@ MODES = ("fused", "tiles", "onchip")
 # (``onchip.py``), and head dims (q, k and v) of at most ONCHIP_WIDTH.
 ONCHIP_EXTENT = 16
 ONCHIP_WIDTH = 64
+# Plans whose R- and (grouped) L-step tiles have at most this many rows keep aL in the output by
+# default (``make_plan``).
+AL_HOME_ROWS = 32
 # Whether a GPU runs the on-chip kernel by default where it applies. Measured on an H100 (code
 # 41f4a3e, float16, N = 256, graph replays): at 4 warps it beat the fused kernel by 1.27-1.38x at
 # batch 64-4096 (T = 1), 1.49-1.61x at T = 2, 1.40x on a 30%-padded batch (docs/benchmarks-log.md,
@@ -32,8 +35,9 @@ class Knobs:
     call runs its heads in chunks (``heads_per_chunk``). layout_in_grid: a masked tiled call lays out
     its sequences in its first grid, not in a launch of its own (``layout_kernel.py``). al_home: a
     T = 1 inference call keeps aL in its output tensor (``LaunchPlan.al_home``): by default where the
-    L-step's tiles hold whole offsets (grouped), True also where one program per offset loops over
-    its rows, False never.
+    L-step's tiles hold whole offsets (grouped) and both steps' tiles have at most ``AL_HOME_ROWS``
+    rows, True wherever an L-step program can own whole offsets (also where one program per offset
+    loops over its rows), False never.
     """
 
     mode: Optional[str] = None
@@ -205,11 +209,16 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     in_grid = knobs.layout_in_grid
     if in_grid is None:
         in_grid = mode == "tiles" and _one_wave(bh * r.tiles, sm_count)
-    # aL in the output (docs/benchmarks-log.md, variant 23; H100): -2.2% to +2.7% on grouped L-steps
-    # (N' <= 4096), so on by default there. Where an offset's rows span several L-step tiles, one
-    # program per offset loops over them: +3.5-3.8% at N = 16384 and +7.0-8.5% at 8192, batch 1 (two
-    # runs), so only on request.
-    home_fits = lo.grouped or (knobs.al_home is True and lo.one_col)
+    # aL in the output (docs/benchmarks-log.md, variants 23 and 29; H100): with both steps on tiles
+    # of at most 32 rows (N <= 1024 at b = ceil(sqrt N)) -4% to +1%, so on by default there; with
+    # 64-row tiles (N about 1025-4096) +6% to +20% at N = 1536-3600 (batch 1, 8 and 64), about +1% at
+    # 4096: the R-step's registers grow past its cap, so only on request. Where an offset's rows span
+    # several L-step tiles, one program per offset loops over them: +3.5-3.8% at N = 16384 and
+    # +7.0-8.5% at 8192, batch 1 (two runs), also only on request.
+    if knobs.al_home is True:
+        home_fits = lo.grouped or lo.one_col
+    else:
+        home_fits = lo.grouped and max(r.rows, lo.rows) <= AL_HOME_ROWS
     al_home = knobs.al_home is not False and plain and mode == "tiles" and num_steps == 1 and home_fits
     return LaunchPlan(mode, r, lo, s, fused_warps, knobs.stages, pdl if knobs.pdl is None else knobs.pdl, in_grid,
                       al_home)

@@ -41,9 +41,10 @@ VARIANTS = {
     "ingrid": Knobs(layout_in_grid=True),  # the mask's layout in the first grid, whatever its size
     "layoutlaunch": Knobs(layout_in_grid=False),  # the mask's layout in a launch of its own
     "g16w1": Knobs(group_rows=16, warps=1, r_warps=1, l_warps=1),  # 16-row tiles of one warp (variant 21)
-    # aL in the output wherever it can be (LaunchPlan.al_home; the default only where the L-step is
-    # grouped, N' <= 4096; above, one output L-step program per offset, looping over its rows), with 8 warps there
-    # or without software pipelining (3 stages keep 57 KB of shared memory, 1 stage 41 KB: kernel_resources.py).
+    # aL in the output wherever it can be (LaunchPlan.al_home; the default only where both steps'
+    # tiles have at most 32 rows, N <= 1024; above 4096, one output L-step program per offset, looping
+    # over its rows), with 8 warps there or without software pipelining (3 stages keep 57 KB of shared
+    # memory, 1 stage 41 KB: kernel_resources.py).
     "alhome": Knobs(al_home=True),
     "alhome-w8": Knobs(al_home=True, l_warps=8),
     "alhome-st1": Knobs(al_home=True, stages=1),
@@ -53,8 +54,9 @@ VARIANTS = {
     # anywhere (the default caps grouped 64-row, 4-warp tiles only: plan._register_cap, variant 26).
     "cap128": Knobs(maxnreg=128),
     "nocap": Knobs(maxnreg=0),
-    # aL never in the output (the scratch holds it, as before b394ef6), with and without the cap:
-    # which change since b9d6fa5 costs batch 8, N = 2048 about 10% without the cap (sixth H100 round).
+    # aL never in the output (the scratch holds it, as before b394ef6), with and without the cap
+    # (variant 29: aL in the output cost batch 8, N = 2048 about 11%, which made it the default only
+    # on 32-row tiles).
     "noalhome": Knobs(al_home=False),
     "noalhome-nocap": Knobs(al_home=False, maxnreg=0),
 }

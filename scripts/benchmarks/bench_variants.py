@@ -2,8 +2,10 @@
 """The launcher's knob sets (``bench_utils.VARIANTS``) on the variant cases, CUDA-graph replays.
 
     python scripts/benchmarks/bench_variants.py [--cases T2-long padded] [--variants default nopdl]
+    python scripts/benchmarks/bench_variants.py --seqs 1024 2048 --batches 1 8 [--steps 2] [--mask pad]
 
-Prints one line per case; writes CSV rows (kernel = ``variant:<name>:<case>``)."""
+The second form sweeps its own cases (named ``sweep``, ``sweep-T2``, ``sweep-pad`` ...) in place of the
+standard ones. Prints one line per case; writes CSV rows (kernel = ``variant:<name>:<case>``)."""
 
 from __future__ import annotations
 
@@ -23,18 +25,30 @@ CASES = [Case("paper-short", 64, 256), Case("paper-short", 1024, 256), Case("T2-
          Case("padded-short-30%", 1024, 256, pad_frac=0.3, mask="pad"), Case("T2-short", 256, 256, steps=2)]
 
 
+def sweep(args) -> list[Case]:
+    """The ``--seqs`` x ``--batches`` cases at ``--steps`` and ``--mask``."""
+    name = "sweep" + (f"-T{args.steps}" if args.steps > 1 else "") + ("" if args.mask == "none" else f"-{args.mask}")
+    pad = 0.3 if args.mask == "pad" else 0.0
+    return [Case(name, b, n, steps=args.steps, pad_frac=pad, mask=args.mask) for b in args.batches for n in args.seqs]
+
+
 def main(argv=None) -> None:
     from monarch_convert.kernels.triton.launch import monarch_attention_triton
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", nargs="+", metavar="NAME")
     p.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=sorted(VARIANTS), metavar="NAME")
+    p.add_argument("--seqs", nargs="+", type=int, metavar="N", help="sweep these sequence lengths")
+    p.add_argument("--batches", nargs="+", type=int, default=[8], metavar="B", help="the sweep's batch sizes")
+    p.add_argument("--steps", type=int, default=1, help="the sweep's T")
+    p.add_argument("--mask", choices=("none", "ones", "pad"), default="none",
+                   help="the sweep's key-padding mask (pad: 30%% right padding)")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_variants.py needs a CUDA GPU")
     env, rows = environment(), []
-    for case in selected(CASES, args.cases):
+    for case in sweep(args) if args.seqs else selected(CASES, args.cases):
         q, k, v, mask, n_real = case.inputs()
         line = []
         for name in args.variants:
