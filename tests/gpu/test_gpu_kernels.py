@@ -440,7 +440,9 @@ def test_al_in_output_matches_reference(kern, name, dtype, masked):
         assert (out.transpose(1, 2)[~mask] == 0).all()
 
 
-@pytest.mark.parametrize("B,N,b,knobs,most", [(1, 16384, 128, Knobs(al_home=True), 1.26),
+# 1.27, not 1.26, at N = 16384: it read above 1.26 once in a whole parallel GPU run (H100, 03c27ed) and
+# 1.2578 in the two reruns and alone; aL in the scratch would read 1.51.
+@pytest.mark.parametrize("B,N,b,knobs,most", [(1, 16384, 128, Knobs(al_home=True), 1.27),
                                                (1, 16384, 128, Knobs(al_home=True, chunk_bytes=16 << 20), 1.25),
                                                (8, 4096, 64, Knobs(al_home=True), 1.27), (8, 1024, 32, Knobs(), 1.27)])
 def test_peak_memory_with_al_in_output(kern, B, N, b, knobs, most):
