@@ -10,9 +10,9 @@ key-padding mask, each sequence's token index, length and offset are built first
 their own, or by the first grid's programs (``layout_kernel.py``; ``plan.py`` chooses).
 
 A tiled T = 1 inference call may keep aL in its output tensor, not in the scratch
-(``LaunchPlan.al_home``, ``stages._al_rows``; by default where the L-step's 32-row tiles hold whole
-offsets, N <= 1024; ``Knobs(al_home=True)`` also above): its intermediates are then Y and cL, 0.26x the bytes
-of q, k, v and the output instead of 0.51x. A tiled call whose intermediates are large runs its
+(``LaunchPlan.al_home``, ``stages._al_rows``; by default where both steps' tiles have at most 32 rows,
+N <= 1024, ``plan.AL_HOME_ROWS``; ``Knobs(al_home=True)`` also above): its intermediates are then Y
+and cL, 0.26x the bytes of q, k, v and the output instead of 0.51x. A tiled call whose intermediates are large runs its
 heads in chunks that reuse one scratch (``plan.heads_per_chunk``): its peak memory stays near the
 bytes of q, k, v and the output.
 A training call (``monarch_attention_triton_saving``) makes the same launches (but never the
