@@ -212,7 +212,8 @@ def make_plan(bh: int, b: int, m: int, width: int, num_steps: int, sm_count: Opt
     # aL in the output (docs/benchmarks-log.md, variants 23 and 29; H100): with both steps on tiles
     # of at most 32 rows (N <= 1024 at b = ceil(sqrt N)) -4% to +1%, so on by default there; with
     # 64-row tiles (N about 1025-4096) +6% to +20% at N = 1536-3600 (batch 1, 8 and 64), about +1% at
-    # 4096: the R-step's registers grow past its cap, so only on request. Where an offset's rows span
+    # 4096, where b = 64 fills the tiles (the same kernels spill 24 B and 16 B under the cap at both
+    # N, none without aL in the output), so only on request. Where an offset's rows span
     # several L-step tiles, one program per offset loops over them: +3.5-3.8% at N = 16384 and
     # +7.0-8.5% at 8192, batch 1 (two runs), also only on request.
     if knobs.al_home is True:
