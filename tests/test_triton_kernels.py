@@ -707,13 +707,18 @@ def test_register_cap_goes_to_the_tiled_steps_only(kern, monkeypatch):
     assert torch.equal(*outs)
 
 
+def _tiled_plan(kern, N: int, width: int = 64, T: int = 1, ieee: bool = False, **knobs):
+    """The tiled plan of a 12-head inference call at N, b = ceil(sqrt N), on a GPU of 132 SMs."""
+    b = math.isqrt(N - 1) + 1
+    return kern.plan_module.make_plan(12, b, -(-N // b), width, T, 132, True, Knobs(mode="tiles", **knobs),
+                                      plain=True, ieee=ieee)
+
+
 def test_register_cap_by_default_on_grouped_64_row_tiles_of_4_warps_only(kern):
     """``plan._register_cap``: 128 registers where they were measured to pay (grouped 64-row tiles of
     4 warps, head dims up to 64, half precision), on every step of such a plan; none elsewhere."""
-    def caps(N, width=64, T=1, ieee=False, **knobs):
-        b = math.isqrt(N - 1) + 1  # ceil(sqrt(N))
-        p = kern.plan_module.make_plan(12, b, -(-N // b), width, T, 132, True, Knobs(mode="tiles", **knobs),
-                                       plain=True, ieee=ieee)
+    def caps(N, **kw):
+        p = _tiled_plan(kern, N, **kw)
         return p.r_step.maxnreg, p.l_step.maxnreg, p.s_step.maxnreg
 
     assert caps(4096) == caps(2048) == caps(4096, T=2) == (128, 128, 128)
@@ -728,10 +733,8 @@ def test_al_in_output_by_default_on_32_row_tiles_only(kern):
     ones have at most ``AL_HOME_ROWS`` (32) rows (N <= 1024 at b = ceil(sqrt N), head dims up to
     64); not with 64-row ones (N 1025-4096: +6% to +20% measured) nor where an offset spans several tiles; on
     request wherever an L-step program can own whole offsets; never with ``al_home=False``."""
-    def home(N, width=64, **knobs):
-        b = math.isqrt(N - 1) + 1
-        return kern.plan_module.make_plan(12, b, -(-N // b), width, 1, 132, True, Knobs(mode="tiles", **knobs),
-                                          plain=True).al_home
+    def home(N, **kw):
+        return _tiled_plan(kern, N, **kw).al_home
 
     assert kern.plan_module.AL_HOME_ROWS == 32
     assert [home(N) for N in (512, 1024, 1025, 2048, 4096, 16384)] == [True, True, False, False, False, False]

@@ -106,8 +106,11 @@ def op_table(rows: list[dict]) -> str:
 
 def compare_table(rows: list[dict]) -> str:
     """``compare:<variant>:<case>`` rows: the variants against ``old``."""
-    cases = _by_case(rows, lambda r: (r["kernel"].split(":", 2)[2], *_shape(r)), lambda r: r["kernel"].split(":")[1])
-    variants = [v for v in dict.fromkeys(r["kernel"].split(":")[1] for r in rows) if v != "old"]
+    def variant(r: dict) -> str:
+        return r["kernel"].split(":")[1]
+
+    cases = _by_case(rows, lambda r: (r["kernel"].split(":", 2)[2], *_shape(r)), variant)
+    variants = [v for v in dict.fromkeys(map(variant, rows)) if v != "old"]
     header = ["case", "B", "N", "T", "padding", "old ms"]
     for v in variants:
         header += [f"{v} ms", "change"]
