@@ -80,6 +80,19 @@ def test_memory_table_reads_the_peak_from_the_note(tables):
     assert tables.tables(rows, ["memory"]).splitlines()[-1] == "| paper-long | 1 | 16384 | 1 | 0% | 1.2578 |"
 
 
+def test_memory_table_names_the_knobs_of_rows_not_run_by_default(tables):
+    note = "peak/(q,k,v,out) {}; old nan; chunk_bytes {}; variant {}"
+    rows = [_row("memory:paper-long", "triton", "", batch=1, seq=16384, note=note.format(1.5078, None, "default")),
+            _row("memory:paper-long", "triton", "", batch=1, seq=16384, commit="bbbbbbb",
+                 note=note.format(1.2578, None, "alhome")),
+            _row("memory:unpadded", "triton", "", batch=8, seq=4096, commit="bbbbbbb",
+                 note=note.format(1.17, 33554432, "default"))]
+    lines = tables.tables(rows, ["memory"]).splitlines()
+    assert "| paper-long | 1 | 16384 | 1 | 0% | 1.5078 |" in lines  # the default's table: no knobs column
+    assert "| paper-long | 1 | 16384 | 1 | 0% | variant alhome | 1.2578 |" in lines
+    assert "| unpadded | 8 | 4096 | 1 | 0% | chunk_bytes 33554432 | 1.17 |" in lines
+
+
 def test_command_line_filters_and_fails_in_one_line(tables, tmp_path, capsys):
     path = _write(tmp_path / "rows.csv", [_row("memory:paper-long", "triton", "", note="peak/(q,k,v,out) 1.1")])
     assert tables.main([path, "--gpu", "H200"]) == 0

@@ -59,6 +59,9 @@ VARIANTS = {
     # on 32-row tiles).
     "noalhome": Knobs(al_home=False),
     "noalhome-nocap": Knobs(al_home=False, maxnreg=0),
+    # aL in the output with 8 warps in both tiled steps: no spills under the cap (kernel_resources.py
+    # --warps 8), where 4 warps spill 16-24 B, but 1.1-2.1x the default's time (variant 30).
+    "alhome-rw8": Knobs(al_home=True, r_warps=8, l_warps=8),
 }
 
 

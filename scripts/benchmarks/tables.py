@@ -136,12 +136,18 @@ def host_table(rows: list[dict]) -> str:
 
 
 def memory_table(rows: list[dict]) -> str:
+    """The peak and the knobs it was measured under where they are not the default (``bench_memory.py
+    --variant`` and ``--chunk-bytes``: the note's ``variant`` and ``chunk_bytes``); that column only
+    where some row has such knobs."""
     body = []
     for r in rows:
-        peak = r["note"].split(";")[0].removeprefix("peak/(q,k,v,out) ")
+        fields = dict(f.strip().partition(" ")[::2] for f in r["note"].split(";"))
+        knobs = [f"variant {fields['variant']}" if fields.get("variant", "default") != "default" else "",
+                 f"chunk_bytes {fields['chunk_bytes']}" if fields.get("chunk_bytes", "None") != "None" else ""]
         body.append([r["kernel"].removeprefix("memory:"), r["batch"], r["seq"], r["steps"],
-                     f"{float(r['pad_frac']):.0%}", peak])
-    return markdown(["case", "B", "N", "T", "padding", "peak / bytes of q, k, v, out"], body)
+                     f"{float(r['pad_frac']):.0%}", ", ".join(filter(None, knobs)) or "-",
+                     fields["peak/(q,k,v,out)"]])
+    return markdown(["case", "B", "N", "T", "padding", "knobs", "peak / bytes of q, k, v, out"], body)
 
 
 def model_table(rows: list[dict]) -> str:
