@@ -141,7 +141,7 @@ def memory_table(rows: list[dict]) -> str:
     where some row has such knobs."""
     body = []
     for r in rows:
-        fields = dict(f.strip().partition(" ")[::2] for f in r["note"].split(";"))
+        fields = dict(field.strip().split(" ", 1) for field in r["note"].split(";") if " " in field.strip())
         knobs = [f"variant {fields['variant']}" if fields.get("variant", "default") != "default" else "",
                  f"chunk_bytes {fields['chunk_bytes']}" if fields.get("chunk_bytes", "None") != "None" else ""]
         body.append([r["kernel"].removeprefix("memory:"), r["batch"], r["seq"], r["steps"],
