@@ -135,17 +135,21 @@ def host_table(rows: list[dict]) -> str:
     return markdown(["B", "N", "T", "mask", *(f"{p} µs" for p in providers)], body)
 
 
+# bench_memory.py's note fields that name knobs, with the value each has by default.
+MEMORY_KNOB_DEFAULTS = (("variant", "default"), ("chunk_bytes", "None"))
+
+
 def memory_table(rows: list[dict]) -> str:
     """The peak and the knobs it was measured under where they are not the default (``bench_memory.py
     --variant`` and ``--chunk-bytes``: the note's ``variant`` and ``chunk_bytes``); that column only
     where some row has such knobs."""
     body = []
     for r in rows:
-        fields = dict(field.strip().split(" ", 1) for field in r["note"].split(";") if " " in field.strip())
-        knobs = [f"variant {fields['variant']}" if fields.get("variant", "default") != "default" else "",
-                 f"chunk_bytes {fields['chunk_bytes']}" if fields.get("chunk_bytes", "None") != "None" else ""]
+        fields = dict(field.split(" ", 1) for field in map(str.strip, r["note"].split(";")) if " " in field)
+        knobs = [f"{name} {fields[name]}" for name, default in MEMORY_KNOB_DEFAULTS
+                 if fields.get(name, default) != default]
         body.append([r["kernel"].removeprefix("memory:"), r["batch"], r["seq"], r["steps"],
-                     f"{float(r['pad_frac']):.0%}", ", ".join(filter(None, knobs)) or "-",
+                     f"{float(r['pad_frac']):.0%}", ", ".join(knobs) or "-",
                      fields["peak/(q,k,v,out)"]])
     return markdown(["case", "B", "N", "T", "padding", "knobs", "peak / bytes of q, k, v, out"], body)
 
