@@ -11,6 +11,7 @@ import torch
 from .layout import sequence_layout
 from .options import BACKENDS, MAX_BLOCK_SIZE, PAD_TYPES
 from .reference import monarch_attention_torch
+from .torch_inference import monarch_attention_inference
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -88,8 +89,10 @@ def monarch_attention(
     num_steps: alternating (R, L) update pairs T.
     pad_type: ``"post"`` pads each sequence at its end up to a multiple of b, ``"pre"`` at its front.
     scale: softmax scale, ``head_dim ** -0.5`` by default.
-    backend: ``"torch"`` (reference), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
-        tensors when triton is installed, the reference elsewhere). On Triton, inputs that need grad
+    backend: ``"torch"`` (PyTorch), ``"triton"`` (CUDA kernels), or ``"auto"`` (Triton for CUDA
+        tensors when triton is installed, PyTorch elsewhere). On PyTorch, eager inference without
+        the options runs ``torch_inference.py`` (the reference's arithmetic in fewer passes), the
+        rest the reference (``reference.py``). On Triton, inputs that need grad
         get the backward kernels (docs/algorithm.md, section 9): eager through an autograd Function
         (``triton_function.py``), under ``torch.compile`` through the custom op
         ``monarch_convert::monarch_attention_fwd`` (no graph break), the same launches.
@@ -121,9 +124,21 @@ def monarch_attention(
     if uses_triton(q, backend) and not (needs_grad and (exact_diagonal or global_keys)):
         return _triton(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale), variant, key,
                        needs_grad)
-    batch, _, seq_len, _ = q.shape
-    layout = sequence_layout(key_padding_mask, batch, seq_len, block_size, pad_type, q.device)
-    return monarch_attention_torch(q, k, v, layout, block_size, num_steps, float(scale), *variant)
+    return _torch(q, k, v, key_padding_mask, block_size, num_steps, pad_type, float(scale), variant, needs_grad)
+
+
+def _torch(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
+           needs_grad: bool) -> torch.Tensor:
+    """On PyTorch: eager inference without the options takes ``torch_inference.py``; the rest, and
+    traced calls (its layout check syncs; compiled, the reference's passes are fused anyway), the
+    reference."""
+    fast = not (needs_grad or any(variant) or torch.compiler.is_compiling()) and q.numel() > 0 and v.numel() > 0
+    if fast and mask is None:
+        return monarch_attention_inference(q, k, v, None, block_size, num_steps, scale, pad_type)
+    layout = sequence_layout(mask, q.shape[0], q.shape[2], block_size, pad_type, q.device)
+    if fast:
+        return monarch_attention_inference(q, k, v, layout, block_size, num_steps, scale, pad_type)
+    return monarch_attention_torch(q, k, v, layout, block_size, num_steps, scale, *variant)
 
 
 def _triton(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,

@@ -1,0 +1,97 @@
+"""The PyTorch inference path (``kernels/torch_inference.py``) against the reference, and when the
+entry point takes it. The semantic tests of ``test_op.py`` (exactness, batch invariance, no NaN,
+extreme logits, the FLOP count) run through it too: they call the op without grad."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from masks import key_padding_mask
+
+from monarch_convert import monarch_attention
+from monarch_convert.kernels import torch_inference
+from monarch_convert.kernels.layout import sequence_layout
+from monarch_convert.kernels.reference import monarch_attention_torch
+
+# (batch, heads, seq, head dim, value head dim): b dividing N or not, a value dim of its own, N < b.
+SHAPES = [(3, 2, 23, 16, 16), (2, 3, 64, 8, 12), (1, 1, 5, 4, 4)]
+MASKS = [None, "random", "right", "left", "empty_row"]
+
+
+def run_both(shape, block, steps, pad_type, kind, dtype, seed=0):
+    B, H, N, d, dv = shape
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, N, width, generator=g).to(dtype) for width in (d, d, dv))
+    mask = key_padding_mask(kind, B, N, g)
+    layout = sequence_layout(mask, B, N, block, pad_type, q.device)
+    ref = monarch_attention_torch(q, k, v, layout, block, steps, d**-0.5)
+    out = torch_inference.monarch_attention_inference(q, k, v, None if mask is None else layout, block, steps,
+                                                      d**-0.5, pad_type)
+    return out, ref
+
+
+@pytest.mark.parametrize("chunk", [1, 300, torch_inference.CHUNK_ELEMENTS], ids=["pair", "some", "default"])
+@pytest.mark.parametrize("kind", MASKS)
+@pytest.mark.parametrize("pad_type", ["post", "pre"])
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_equals_the_reference(steps, pad_type, kind, chunk, monkeypatch):
+    monkeypatch.setattr(torch_inference, "CHUNK_ELEMENTS", chunk)  # one (sequence, head) pair a chunk, some, all
+    for shape in SHAPES:
+        for block in (1, 3, 8):
+            out, ref = run_both(shape, block, steps, pad_type, kind, torch.float32)
+            assert out.shape == ref.shape and out.dtype == ref.dtype
+            assert torch.isfinite(out).all()
+            torch.testing.assert_close(out, ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_in_float32_like_the_reference(dtype):
+    out, ref = run_both((2, 3, 40, 16, 16), 6, 2, "post", "right", dtype)
+    assert out.dtype == dtype
+    # Both round one float32 result to the input dtype: at most one unit in the last place apart.
+    torch.testing.assert_close(out.float(), ref.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_output_is_the_layout_transformers_returns():
+    """(B, H, N, dv) as a transposed view of a contiguous (B, N, H, dv): transformers' transpose back
+    costs nothing."""
+    out, _ = run_both((2, 3, 23, 16, 8), 5, 1, "post", "left", torch.float32)
+    assert out.transpose(1, 2).is_contiguous()
+
+
+def test_padding_contents_do_not_reach_real_tokens():
+    """Inf and NaN at padding positions: the reference zeroes them; so does this path."""
+    B, H, N, d = 2, 2, 30, 8
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(B, H, N, d, generator=g) for _ in range(3))
+    mask = torch.arange(N)[None, :] < torch.tensor([[N], [17]])
+    for x, junk in ((q, float("nan")), (k, float("inf")), (v, float("nan"))):
+        x[1, :, 17:] = junk
+    for pad_type in ("post", "pre"):
+        out = monarch_attention(q, k, v, mask, block_size=4, num_steps=2, pad_type=pad_type, backend="torch")
+        assert torch.isfinite(out).all() and (out[1, :, 17:] == 0).all()
+
+
+def test_the_entry_point_takes_it_for_inference_only(monkeypatch):
+    """Inference without the options runs this path; inputs that need grad and the options run
+    the reference (it alone has the options and NaN-free gradients)."""
+    calls = []
+    original = torch_inference.monarch_attention_inference
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("monarch_convert.kernels.ops.monarch_attention_inference", spy)
+    q, k, v = (torch.randn(1, 2, 20, 8) for _ in range(3))
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    args = dict(block_size=4, backend="torch")
+    monarch_attention(q, k, v, mask, **args)
+    assert len(calls) == 1
+    monarch_attention(q, k, v, mask, exact_diagonal=True, **args)
+    monarch_attention(q, k, v, global_keys=2, **args)
+    monarch_attention(q.requires_grad_(), k, v, **args).sum().backward()
+    assert len(calls) == 1 and q.grad is not None
+    with torch.no_grad():
+        monarch_attention(q, k, v, **args)
+    assert len(calls) == 2
