@@ -101,3 +101,13 @@ def test_profile_cases_profiles_a_converted_model_forward(bench_models, capsys):
         profile_cases.profile_model("bert-base", 64, smoke=True)
     table = capsys.readouterr().out
     assert "Self CPU" in table and "aten::linear" in table
+
+
+def test_cpu_mode_times_eager_wall_only(bench_models):
+    """``--cpu`` (full shapes on the CPU): eager wall time of ``--reps`` forwards, no GPU kinds;
+    checked here on the smoke shapes."""
+    _, model, inputs = bench_models.build("bert-base", 64, 1, smoke=True)
+    times = bench_models.timings(model, inputs, "wall", smoke=False, cpu=True, reps=2)
+    assert set(times) == {""} and times[""] > 0
+    with pytest.raises(SystemExit):
+        bench_models.main(["--cpu", "--smoke"])  # one or the other

@@ -4,7 +4,7 @@ attention made free, float16, random weights built in code, an attention mask of
 tokenizer gives).
 
     python scripts/benchmarks/bench_models.py [--models bert-base bge-m3 ...] [--seqs 2048 4096] [--batch 1]
-                                         [--compile] [--csv FILE] [--smoke]
+                                         [--compile] [--csv FILE] [--cpu | --smoke]
 
 Models (``--models``; shapes as published, vocabularies included):
 
@@ -32,8 +32,10 @@ and a compiled run slows later eager calls too (until code fde3ac3 each variant'
 before the next variant's eager one).
 
 A model whose ``model_type`` is not in monarch_convert's registry is measured on SDPA and free
-attention only, with a line saying why. ``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in
-float32, eager wall time only, N = 64, to check the script itself (tests/test_bench_models.py).
+attention only, with a line saying why. ``--cpu``: the same shapes on the CPU in float32, eager
+wall time only (median of ``--reps`` forwards after one), the converted model on the PyTorch path
+(rows ``monarch-torch``). ``--smoke``: tiny shapes (2 layers, hidden 64) on the CPU in float32,
+eager wall time only, N = 64, to check the script itself (tests/test_bench_models.py).
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ def gpu_ms(fwd, reps: int = 5) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def timings(model, inputs: dict, kind: str, smoke: bool) -> dict[str, float]:
+def timings(model, inputs: dict, kind: str, smoke: bool, cpu: bool = False, reps: int = 3) -> dict[str, float]:
     """One forward's times of ``kind``: "wall" gives {"": eager wall ms}, "compile" {"+compile":
     wall ms of ``torch.compile(mode="reduce-overhead")``}, "gpu" {"+gpu": GPU ms}."""
 
@@ -233,8 +235,8 @@ def timings(model, inputs: dict, kind: str, smoke: bool) -> dict[str, float]:
     fwd()
     if kind == "gpu":
         return {"+gpu": gpu_ms(fwd)}
-    if smoke:
-        return {"": wall_ms(fwd)}
+    if smoke or cpu:
+        return {"": wall_ms(fwd, reps)}
     if kind == "wall":
         return {"": bench(fwd, rep=200)}
     torch._dynamo.reset()
@@ -247,10 +249,10 @@ def timings(model, inputs: dict, kind: str, smoke: bool) -> dict[str, float]:
 # ---------------------------------------------------------------------------------- one model
 
 
-def build(name: str, N: int, batch: int, smoke: bool) -> tuple[Any, Any, dict]:
+def build(name: str, N: int, batch: int, smoke: bool, cpu: bool = False) -> tuple[Any, Any, dict]:
     """(config, model on SDPA in eval mode, inputs) of ``name`` at length N, seeded."""
-    shape, device = SHAPES[name], "cpu" if smoke else "cuda"
-    dtype = torch.float32 if smoke else torch.float16
+    shape, device = SHAPES[name], "cpu" if smoke or cpu else "cuda"
+    dtype = torch.float32 if smoke or cpu else torch.float16
     torch.manual_seed(0)
     config = shape.config(N, smoke)
     with torch.device(device):  # initialised where it runs: the large vocabularies init fast there
@@ -276,15 +278,15 @@ class Measured:
             self.times[provider].update(times)
 
 
-def measure(name: str, N: int, batch: int, kind: str, smoke: bool) -> Measured:
+def measure(name: str, N: int, batch: int, kind: str, smoke: bool, cpu: bool = False, reps: int = 3) -> Measured:
     """``timings`` of ``kind`` of each variant of ``name`` at N, on one model built for them."""
     import monarch_convert
     from monarch_convert.patches.registry import get_patch
 
-    config, model, inputs = build(name, N, batch, smoke)
-    m = Measured(config, {"sdpa": timings(model, inputs, kind, smoke)})
+    config, model, inputs = build(name, N, batch, smoke, cpu)
+    m = Measured(config, {"sdpa": timings(model, inputs, kind, smoke, cpu, reps)})
     set_implementation(model, FREE)
-    m.times["attention-free"] = timings(model, inputs, kind, smoke)
+    m.times["attention-free"] = timings(model, inputs, kind, smoke, cpu, reps)
     set_implementation(model, "sdpa")
     m.notes["attention-free"] = "attention replaced by a no-op: what the rest of the model costs"
     model_type = SHAPES[name].model_type
@@ -295,8 +297,8 @@ def measure(name: str, N: int, batch: int, kind: str, smoke: bool) -> Measured:
     else:
         monarch_convert.convert(model, block_size="auto")
         report = monarch_convert.conversion_report(model)
-        provider = "monarch-torch" if smoke else "monarch-triton"
-        m.times[provider] = timings(model, inputs, kind, smoke)
+        provider = "monarch-torch" if smoke or cpu else "monarch-triton"
+        m.times[provider] = timings(model, inputs, kind, smoke, cpu, reps)
         m.block = report.settings.block_size
         m.notes[provider] = f"{len(report.converted)} of {len(report.modules)} attention modules converted"
     del model
@@ -305,9 +307,9 @@ def measure(name: str, N: int, batch: int, kind: str, smoke: bool) -> Measured:
     return m
 
 
-def rows_of(name: str, N: int, batch: int, env: Env, m: Measured, smoke: bool) -> list[Row]:
+def rows_of(name: str, N: int, batch: int, env: Env, m: Measured, on_cpu: bool) -> list[Row]:
     sdpa, heads = m.times["sdpa"], m.config.num_attention_heads
-    return [env.stamp(Row(kernel=f"model:{name}", provider=provider + suffix, dtype="float32" if smoke else "float16",
+    return [env.stamp(Row(kernel=f"model:{name}", provider=provider + suffix, dtype="float32" if on_cpu else "float16",
                           batch=batch, heads=heads, seq=N, head_dim=m.config.hidden_size // heads, block=m.block,
                           steps=1, pad_frac=0.0, median_ms=f"{ms:.4f}", speedup_vs_best_sdpa=f"{sdpa[suffix] / ms:.3f}",
                           best_sdpa="sdpa" + suffix, note=m.notes.get(provider, "")))
@@ -332,10 +334,13 @@ def main(argv=None) -> None:
                         "long-context models; whisper-large is always 1500)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="also torch.compile(mode='reduce-overhead')")
-    p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, eager only: checks the script")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--cpu", action="store_true", help="the same shapes on the CPU in float32, eager wall time only")
+    where.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, eager only: checks the script")
+    p.add_argument("--reps", type=int, default=3, help="forwards timed per variant on the CPU (the median is kept)")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
-    env = whole_model_environment("bench_models.py", args.smoke)
+    env = whole_model_environment("bench_models.py", args.smoke, args.cpu)
     register_free()
     cases = [(name, N) for name in args.models for N in lengths(name, args.seqs, args.smoke)]
     # Eager wall times of every case first, then compiled ones, then GPU times (torch.profiler): a
@@ -343,16 +348,16 @@ def main(argv=None) -> None:
     # docs/benchmarks-log.md, "Diagnostic round of 2026-12-07"), and so does a compiled model's run for
     # eager calls after it (until code fde3ac3 each provider's compiled run came before the next
     # one's eager run: the attention-free model read slower than SDPA's at batch 8, N = 512).
-    measured = {case: measure(*case, args.batch, "wall", args.smoke) for case in cases}
-    if args.compile and not args.smoke:
+    measured = {case: measure(*case, args.batch, "wall", args.smoke, args.cpu, args.reps) for case in cases}
+    if args.compile and not (args.smoke or args.cpu):
         for case, m in measured.items():
             m.update(measure(*case, args.batch, "compile", False))
     rows: list[Row] = []
     try:
         for (name, N), m in measured.items():
-            if not args.smoke:
+            if not (args.smoke or args.cpu):
                 m.update(measure(name, N, args.batch, "gpu", False))
-            rows += rows_of(name, N, args.batch, env, m, args.smoke)
+            rows += rows_of(name, N, args.batch, env, m, args.smoke or args.cpu)
             print(summary(name, args.batch, N, m.times), flush=True)
     finally:
         print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'bench_models.csv')}")

@@ -139,18 +139,31 @@ def environment(measure_copy: bool = True) -> Env:
     return Env(torch.cuda.get_device_name(), versions(), commit(), copy_bandwidth() if measure_copy else 0.0)
 
 
-def whole_model_environment(script: str, smoke: bool) -> Env:
-    """The environment of a whole-model benchmark: a CUDA GPU (exits without one), or with
-    ``smoke`` the CPU on one thread (a check of the script, not a measurement: one thread is
-    fastest on a shared CPU)."""
+def whole_model_environment(script: str, smoke: bool, cpu: bool = False) -> Env:
+    """The environment of a whole-model benchmark: a CUDA GPU (exits without one); with ``cpu``
+    the CPU, named with its thread count; with ``smoke`` the CPU on one thread (a check of the
+    script, not a measurement: one thread is fastest on a shared CPU)."""
     import sys
 
-    if not smoke and not torch.cuda.is_available():
-        sys.exit(f"{script} needs a CUDA GPU (or --smoke)")
+    if not (smoke or cpu) and not torch.cuda.is_available():
+        sys.exit(f"{script} needs a CUDA GPU (or --cpu, --smoke)")
     if smoke:
         torch.set_num_threads(1)
         return Env("cpu", versions(), commit(), 0.0)
+    if cpu:
+        return Env(f"cpu: {cpu_name()}, {torch.get_num_threads()} threads", versions(), commit(), 0.0)
     return environment(measure_copy=False)
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), or the platform's word for it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def sync() -> None:

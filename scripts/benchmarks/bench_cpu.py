@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""The op on the CPU, where converted models run on PyTorch: SDPA, the reference
+(``kernels/reference.py``) and the inference path that eager calls without grad take
+(``kernels/torch_inference.py``), float32, 12 heads, head dim 64, b = ceil(sqrt N), q/k/v as
+transformers passes them ((B, N, H, d) transposed).
+
+    python scripts/benchmarks/bench_cpu.py [--cases B:N[:right] ...] [--steps 1 2] [--rounds 7] [--csv FILE]
+
+``B:N:right``: a key-padding mask, sequence i of the batch ``N - i N / (2B)`` tokens long, right
+padded (what a tokenizer gives), passed to SDPA as a broadcast boolean mask. The three are timed in
+turn, round after round, so that a slow spell of a shared machine hits all of them; each time is the
+median over the rounds after the first. CSV rows (``bench_utils.Row``): kernel ``cpu``, provider
+``sdpa``, ``monarch-reference`` or ``monarch-torch``, ``speedup_vs_best_sdpa`` = SDPA's time over the
+row's, ``gpu`` the processor and its threads."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+from bench_utils import Env, Row, commit, cpu_name, versions, write_csv
+
+from monarch_convert import monarch_attention
+from monarch_convert.kernels.layout import sequence_layout
+from monarch_convert.kernels.reference import monarch_attention_torch
+
+DEFAULT_CASES = ["8:256", "8:512", "8:512:right", "1:1024", "1:2048", "1:4096", "4:4096:right", "1:8192"]
+
+
+def inputs(batch: int, seq: int, right: bool):
+    """q, k, v in transformers' layout and the mask (None without ``right``), seeded."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, seq, 12, 64, generator=g).transpose(1, 2) for _ in range(3))
+    if not right:
+        return q, k, v, None
+    lengths = torch.tensor([seq - i * seq // (2 * batch) for i in range(batch)])
+    return q, k, v, torch.arange(seq)[None, :] < lengths[:, None]
+
+
+def providers(q, k, v, mask, block: int, steps: int) -> dict:
+    """Name -> a call of it on these inputs."""
+    layout = sequence_layout(mask, q.shape[0], q.shape[2], block, "post", q.device)
+    sdpa_mask = None if mask is None else mask[:, None, None, :]
+    return {
+        "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask),
+        "monarch-reference": lambda: monarch_attention_torch(q, k, v, layout, block, steps, 0.125),
+        "monarch-torch": lambda: monarch_attention(q, k, v, mask, block_size=block, num_steps=steps, backend="torch"),
+    }
+
+
+def timed(calls: dict, rounds: int) -> dict[str, float]:
+    """Median ms of each call over ``rounds`` rounds (the first dropped), the calls taking turns."""
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t[1:]) for name, t in times.items()}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="B:N or B:N:right (default: %(default)s)")
+    p.add_argument("--steps", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--csv", default=None)
+    args = p.parse_args(argv)
+    env = Env(f"cpu: {cpu_name()}, {torch.get_num_threads()} threads", versions(), commit(), 0.0)
+    rows, lines = [], []
+    for case in args.cases:
+        batch, seq, *rest = case.split(":")
+        batch, seq, right = int(batch), int(seq), rest == ["right"]
+        q, k, v, mask = inputs(batch, seq, right)
+        block = math.ceil(math.sqrt(seq))
+        pad = 0.0 if mask is None else 1 - mask.float().mean().item()
+        for steps in args.steps:
+            with torch.inference_mode():
+                ms = timed(providers(q, k, v, mask, block, steps), args.rounds)
+            for name, t in ms.items():
+                rows.append(env.stamp(Row(kernel="cpu", provider=name, dtype="float32", batch=batch, heads=12, seq=seq,
+                                          head_dim=64, block=block, steps=steps, pad_frac=round(pad, 3),
+                                          median_ms=f"{t:.2f}", speedup_vs_best_sdpa=f"{ms['sdpa'] / t:.2f}",
+                                          best_sdpa="sdpa")))
+            lines.append(f"| {batch} | {seq} | {pad:.0%} | {steps} | {ms['sdpa']:.1f} | {ms['monarch-reference']:.1f} "
+                         f"({ms['sdpa'] / ms['monarch-reference']:.2f}x) | {ms['monarch-torch']:.1f} "
+                         f"({ms['sdpa'] / ms['monarch-torch']:.2f}x) | "
+                         f"{ms['monarch-reference'] / ms['monarch-torch']:.2f}x |")
+            print(lines[-1], flush=True)
+    print(f"\n{env.gpu}; {env.versions}; code {env.commit}\n")
+    print("| B | N | padding | T | SDPA ms | reference ms (x SDPA) | inference path ms (x SDPA) | path / reference |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+    print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'bench_cpu.csv')}")
+
+
+if __name__ == "__main__":
+    main()
