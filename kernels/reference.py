@@ -102,7 +102,7 @@ def monarch_attention_torch(
     L = None
     for _ in range(num_steps):
         # R-step. With L = identity (first step) the block summary of query (k, j) is q itself.
-        summary = q_blk if L is None else _summary(L, q_off, query_valid_off)
+        summary = q_blk if L is None else block_summary(L, q_off, query_valid_off)
         logits = scale * (summary @ k_blk.transpose(-1, -2))
         R, log_r = _masked_softmax(logits, key_valid)
         if exact_diagonal and L is None:
@@ -123,10 +123,11 @@ def monarch_attention_torch(
     return out.masked_fill(~layout.token_mask[:, None, :, None], 0.0).to(q.dtype)
 
 
-def _summary(L: torch.Tensor, q_off: torch.Tensor, query_valid_off: torch.Tensor) -> torch.Tensor:
-    """The R-step's row vectors aR / cR for a fixed L (docs/algorithm.md, section 2), by block."""
+def block_summary(L: torch.Tensor, q_off: torch.Tensor, query_valid_off: Optional[torch.Tensor]) -> torch.Tensor:
+    """The R-step's row vectors aR / cR for a fixed L (docs/algorithm.md, section 2), by block
+    (``query_valid_off`` None: no padding query; ``torch_inference.py`` shares it)."""
     # Padding queries put no weight anywhere: they must not shape any block's summary.
-    weights = L * query_valid_off  # (B, H, b, m_l, m_k)
+    weights = L if query_valid_off is None else L * query_valid_off  # (B, H, b, m_l, m_k)
     a_r = weights.transpose(-1, -2) @ q_off  # (B, H, b, m_k, d)
     c_r = weights.sum(dim=-2)  # (B, H, b, m_k)
     # c_r = 0: no real query looks at block k through offset j; a_r is 0 too and the row

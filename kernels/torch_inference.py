@@ -29,10 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from .layout import SequenceLayout, capped_block_size
+from .reference import block_summary
 from .variants import compute_dtype
 
-# Added to the logits of padding keys and empty blocks: far below any logit the inputs can give
-# (float16 inputs give |s q.k| < 1e11), and twice it is still finite in float32.
+# Added to the logits of padding keys and empty blocks: far below the logits of any float16 input
+# (|s q.k| < 1e11 at d = 64) or of float32 inputs up to ~1e13, and twice it is still finite in
+# float32. (Logits near 1e30 would let padding in: the reference, with ``where``, has no such limit.)
 EXCLUDED = -1e30
 
 
@@ -105,7 +107,7 @@ def _chunk(q, k, v, layout: SequenceLayout | None, b: int, m: int, num_steps: in
     L = None
     for _ in range(num_steps):
         # R-step. With L = identity (first step) the block summary of query (k, j) is q itself.
-        summary = q_blk if L is None else _summary(L, q_off, query_valid_off)
+        summary = q_blk if L is None else block_summary(L, q_off, query_valid_off)
         R, c_l = _softmax_and_entropy(summary @ k_blk.transpose(-1, -2), key_bias)  # the scale is in q
         # L-step: each query (j, l) chooses among blocks k through their summaries.
         a_l = (R @ k_blk).transpose(2, 3)  # (B, H, b, m_k, d), without the scale (it is in q)
@@ -195,12 +197,3 @@ def _softmax_and_entropy(logits: torch.Tensor, bias: torch.Tensor | None) -> tup
     total = R.sum(dim=-1, keepdim=True)
     R /= total
     return R, t.mul_(R).sum(dim=-1) - total.log_().squeeze(-1)
-
-
-def _summary(L: torch.Tensor, q_off: torch.Tensor, query_valid_off: torch.Tensor | None) -> torch.Tensor:
-    """The R-step's row vectors aR / cR for a fixed L (docs/algorithm.md, section 2), by block; as
-    ``reference._summary``, with no padding query to drop where ``query_valid_off`` is None."""
-    weights = L if query_valid_off is None else L * query_valid_off  # (B, H, b, m_l, m_k)
-    a_r = weights.transpose(-1, -2) @ q_off  # (B, H, b, m_k, d)
-    c_r = weights.sum(dim=-2)  # (B, H, b, m_k)
-    return (a_r / torch.where(c_r > 0, c_r, 1.0)[..., None]).transpose(2, 3)
