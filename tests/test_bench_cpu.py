@@ -29,6 +29,16 @@ def test_rows_per_case_and_provider(bench_cpu, tmp_path, capsys):
     padded = [r for r in rows if r["seq"] == "50"]
     assert all(0 < float(r["pad_frac"]) < 0.5 for r in padded) and all(r["block"] == "8" for r in padded)
     assert "| B | N | padding | T |" in capsys.readouterr().out
+    assert {r["note"] for r in rows} == {"pad_type post"}
+
+
+def test_pre_padding_is_passed_on(bench_cpu):
+    q, k, v, mask = bench_cpu.inputs(2, 30, right=True)
+    with torch.inference_mode():
+        for pad_type in ("post", "pre"):
+            calls = bench_cpu.providers(q, k, v, mask, 4, 1, pad_type)
+            torch.testing.assert_close(calls["monarch-torch"](), calls["monarch-reference"](), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(calls["monarch-torch"](), bench_cpu.providers(q, k, v, mask, 4, 1)["monarch-torch"]())
 
 
 def test_the_providers_compute_the_same_attention(bench_cpu):

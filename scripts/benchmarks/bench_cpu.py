@@ -4,7 +4,8 @@
 (``kernels/torch_inference.py``), float32, 12 heads, head dim 64, b = ceil(sqrt N), q/k/v as
 transformers passes them ((B, N, H, d) transposed).
 
-    python scripts/benchmarks/bench_cpu.py [--cases B:N[:right] ...] [--steps 1 2] [--rounds 7] [--csv FILE]
+    python scripts/benchmarks/bench_cpu.py [--cases B:N[:right] ...] [--steps 1 2] [--pad-type post|pre]
+                                           [--rounds 7] [--csv FILE]
 
 ``B:N:right``: a key-padding mask, sequence i of the batch ``N - i N / (2B)`` tokens long, right
 padded (what a tokenizer gives), passed to SDPA as a broadcast boolean mask. The three are timed in
@@ -40,14 +41,15 @@ def inputs(batch: int, seq: int, right: bool):
     return q, k, v, torch.arange(seq)[None, :] < lengths[:, None]
 
 
-def providers(q, k, v, mask, block: int, steps: int) -> dict:
+def providers(q, k, v, mask, block: int, steps: int, pad_type: str = "post") -> dict:
     """Name -> a call of it on these inputs."""
-    layout = sequence_layout(mask, q.shape[0], q.shape[2], block, "post", q.device)
+    layout = sequence_layout(mask, q.shape[0], q.shape[2], block, pad_type, q.device)
     sdpa_mask = None if mask is None else mask[:, None, None, :]
     return {
         "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask),
         "monarch-reference": lambda: monarch_attention_torch(q, k, v, layout, block, steps, 0.125),
-        "monarch-torch": lambda: monarch_attention(q, k, v, mask, block_size=block, num_steps=steps, backend="torch"),
+        "monarch-torch": lambda: monarch_attention(q, k, v, mask, block_size=block, num_steps=steps, pad_type=pad_type,
+                                                   backend="torch"),
     }
 
 
@@ -66,6 +68,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="B:N or B:N:right (default: %(default)s)")
     p.add_argument("--steps", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--pad-type", choices=["post", "pre"], default="post")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
@@ -79,18 +82,18 @@ def main(argv=None) -> None:
         pad = 0.0 if mask is None else 1 - mask.float().mean().item()
         for steps in args.steps:
             with torch.inference_mode():
-                ms = timed(providers(q, k, v, mask, block, steps), args.rounds)
+                ms = timed(providers(q, k, v, mask, block, steps, args.pad_type), args.rounds)
             for name, t in ms.items():
                 rows.append(env.stamp(Row(kernel="cpu", provider=name, dtype="float32", batch=batch, heads=12, seq=seq,
                                           head_dim=64, block=block, steps=steps, pad_frac=round(pad, 3),
                                           median_ms=f"{t:.2f}", speedup_vs_best_sdpa=f"{ms['sdpa'] / t:.2f}",
-                                          best_sdpa="sdpa")))
+                                          best_sdpa="sdpa", note=f"pad_type {args.pad_type}")))
             lines.append(f"| {batch} | {seq} | {pad:.0%} | {steps} | {ms['sdpa']:.1f} | {ms['monarch-reference']:.1f} "
                          f"({ms['sdpa'] / ms['monarch-reference']:.2f}x) | {ms['monarch-torch']:.1f} "
                          f"({ms['sdpa'] / ms['monarch-torch']:.2f}x) | "
                          f"{ms['monarch-reference'] / ms['monarch-torch']:.2f}x |")
             print(lines[-1], flush=True)
-    print(f"\n{env.gpu}; {env.versions}; code {env.commit}\n")
+    print(f"\n{env.gpu}; {env.versions}; code {env.commit}; pad_type {args.pad_type}\n")
     print("| B | N | padding | T | SDPA ms | reference ms (x SDPA) | inference path ms (x SDPA) | path / reference |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(lines))
