@@ -38,6 +38,18 @@ class SequenceLayout:
     offsets: torch.Tensor
     num_blocks: int
 
+    def slot_sources(self, n_pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source, valid), each (B, N'): slot p of sequence s holds its real token of rank
+        ``p - offsets[s]``, the input position ``source[s, p]``, where ``valid[s, p]``."""
+        rank = torch.arange(n_pad, device=self.offsets.device)[None, :] - self.offsets[:, None]
+        valid = (rank >= 0) & (rank < self.lengths[:, None])
+        return self.token_index.gather(1, rank.clamp(0, self.token_mask.shape[1] - 1)), valid
+
+    def token_slots(self, n_pad: int) -> torch.Tensor:
+        """(B, N): the slot of each input token, ``offsets + (its rank among real tokens)``
+        (padding tokens get a slot in range, whose output is then zeroed)."""
+        return (self.offsets[:, None] + self.token_mask.cumsum(dim=1) - 1).clamp(0, n_pad - 1)
+
 
 def capped_block_size(block_size: int, seq_len: int) -> int:
     """The block size a call on ``seq_len`` tokens runs with: ``block_size``, but at most the

@@ -82,10 +82,7 @@ def monarch_attention_torch(
     b, m = capped_block_size(block_size, N), layout.num_blocks
     n_pad = m * b
 
-    # Slot p of sequence s holds its real token of rank p - offsets[s], if there is one.
-    rank = torch.arange(n_pad, device=q.device)[None, :] - layout.offsets[:, None]
-    valid = (rank >= 0) & (rank < layout.lengths[:, None])  # (B, N')
-    source = layout.token_index.gather(1, rank.clamp(0, N - 1))
+    source, valid = layout.slot_sources(n_pad)  # (B, N')
     q_blk, k_blk, v_blk = (
         _to_layout(x.to(compute_dtype(x)), source, valid).view(B, H, m, b, x.shape[-1]) for x in (q, k, v)
     )
@@ -117,9 +114,8 @@ def monarch_attention_torch(
     y = (R @ v_blk).transpose(2, 3)  # (B, H, b, m_k, dv)
     z = _output(L, y, w_diag, w_glob, extra).transpose(2, 3).reshape(B, H, n_pad, dv)
 
-    # Back to the input's positions: token n sits at slot offset + (its rank among real tokens).
-    slot = layout.offsets[:, None] + layout.token_mask.cumsum(dim=1) - 1
-    out = z.gather(2, slot.clamp(0, n_pad - 1)[:, None, :, None].expand(B, H, N, dv))
+    # Back to the input's positions.
+    out = z.gather(2, layout.token_slots(n_pad)[:, None, :, None].expand(B, H, N, dv))
     return out.masked_fill(~layout.token_mask[:, None, :, None], 0.0).to(q.dtype)
 
 

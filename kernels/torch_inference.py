@@ -74,13 +74,15 @@ def monarch_attention_inference(
         for h in range(0, H, heads):
             at = (slice(s, s + seqs), slice(h, h + heads))
             out[at[0], :, at[1]] = _chunk(q[at], k[at], v[at], part, b, m, num_steps, scale, pad_type, in_place)
+    if layout is not None:  # the rows of padding tokens, once for the whole call
+        out.masked_fill_(~layout.token_mask[:, :, None, None], 0.0)
     return out.transpose(1, 2)
 
 
 def _chunk(q, k, v, layout: SequenceLayout | None, b: int, m: int, num_steps: int, scale: float, pad_type: str,
            in_place: bool) -> torch.Tensor:
-    """The output of some sequences and heads, (B, N, H, dv) in the compute dtype (``in_place``:
-    slot p holds token p)."""
+    """The output of some sequences and heads, (B, N, H, dv) in the compute dtype, padding rows not
+    yet zeroed (``in_place``: slot p holds token p)."""
     B, H, N, _ = q.shape
     dv = v.shape[-1]
     n_pad = m * b
@@ -90,9 +92,7 @@ def _chunk(q, k, v, layout: SequenceLayout | None, b: int, m: int, num_steps: in
         token_valid = None if layout is None else layout.token_mask
         qs, k, v = (_padded(x, dtype, n_pad, pad_type, token_valid) for x in (q, k, v))
     else:
-        rank = torch.arange(n_pad, device=q.device)[None, :] - layout.offsets[:, None]
-        valid = (rank >= 0) & (rank < layout.lengths[:, None])  # (B, N')
-        source = layout.token_index.gather(1, rank.clamp(0, N - 1))
+        source, valid = layout.slot_sources(n_pad)  # (B, N')
         qs, k, v = (_placed(x, dtype, source, valid) for x in (q, k, v))
     qs *= scale
 
@@ -121,14 +121,11 @@ def _chunk(q, k, v, layout: SequenceLayout | None, b: int, m: int, num_steps: in
         z = z.permute(0, 3, 2, 1, 4).reshape(B, n_pad, H, dv)  # (B, N', H, dv)
         out = z[:, :N] if pad_type == "post" else z[:, n_pad - N:]
     else:
-        # Token n of sequence s sits at slot offsets[s] + (its rank among real tokens): row
-        # ((s H + h) b + j) m + l of z.
-        slot = (layout.offsets[:, None] + layout.token_mask.cumsum(dim=1) - 1).clamp(0, n_pad - 1)
+        # Token n of sequence s sits at slot l b + j: row ((s H + h) b + j) m + l of z.
+        slot = layout.token_slots(n_pad)
         s_h = torch.arange(B * H, device=q.device).view(B, 1, H)
         rows = (s_h * b + (slot % b)[:, :, None]) * m + (slot // b)[:, :, None]  # (B, N, H)
         out = z.reshape(-1, dv).index_select(0, rows.view(-1)).view(B, N, H, dv)
-    if layout is not None:
-        out = out.masked_fill(~layout.token_mask[:, :, None, None], 0.0)
     return out
 
 
