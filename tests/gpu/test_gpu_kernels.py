@@ -562,3 +562,24 @@ def test_register_cap_changes_no_output(kern, T, mask_kind):
         uncapped = kern.monarch_attention_triton(q, k, v, mask, 48, T, "post", 0.125, knobs=Knobs(maxnreg=0))
         assert torch.equal(capped, uncapped)
     _check(kern, 2, 12, 2000, 64, 64, 48, T, "post", mask_kind, torch.float16, strided=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mask_kind", [None, "right", "left", "random"])
+@pytest.mark.parametrize("pad_type", ["post", "pre"])
+def test_torch_inference_path_on_cuda_equals_the_reference(dtype, mask_kind, pad_type):
+    """The PyTorch inference path (kernels/torch_inference.py), which no-grad calls with
+    backend="torch" take, at BERT-base's heads on the GPU: equal to the reference run in float32."""
+    from monarch_convert.kernels import torch_inference
+    from monarch_convert.kernels.layout import sequence_layout
+    from monarch_convert.kernels.reference import monarch_attention_torch
+
+    B, H, N, d = 3, 12, 500, 64
+    q, k, v = _qkv(B, H, N, d, d, dtype, strided=True)
+    mask = _mask(mask_kind, B, N)
+    layout = sequence_layout(mask, B, N, 23, pad_type, q.device)
+    ref = monarch_attention_torch(q.float(), k.float(), v.float(), layout, 23, 2, d**-0.5)
+    out = torch_inference.monarch_attention_inference(q, k, v, None if mask is None else layout, 23, 2, d**-0.5,
+                                                      pad_type)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert _rel(out, ref) < TOL[dtype]
