@@ -14,6 +14,8 @@ calls that need no gradient and use neither option of section 7, with
 - padding keys and blocks with no real key excluded by adding a large negative number (finite,
   so that ``0 log 0`` needs no ``where``: their weights underflow to exactly 0), only where the
   call has any;
+- a few sequences and heads at a time, each chunk on the blocks its longest sequence fills (a
+  padded sequence costs what its real tokens do);
 - the softmax scale folded into q, and both softmaxes computed in place;
 - the output written in the (batch, seq, heads, dim) layout that transformers' attention modules
   return, so that their transpose back costs nothing.
@@ -68,15 +70,28 @@ def monarch_attention_inference(
     out = torch.empty((B, N, H, dv), dtype=q.dtype, device=q.device)
     pairs = max(1, CHUNK_ELEMENTS // (m * b * max(b, m, d, dv)))  # (sequence, head) pairs per chunk
     seqs, heads = (max(1, pairs // H), H) if pairs >= H else (1, pairs)
+    # A sequence fills its first ceil(L / b) blocks only (kernels/layout.py): each chunk runs on the
+    # blocks of its longest sequence, so that a padded sequence costs what its real tokens do.
+    lengths = None if layout is None else layout.lengths.tolist()
     for s in range(0, B, seqs):
-        part = None if layout is None else SequenceLayout(*(x[s:s + seqs] for x in (
-            layout.token_mask, layout.lengths, layout.token_index, layout.offsets)), layout.num_blocks)
+        m_c = m if lengths is None else -(-max(lengths[s:s + seqs]) // b)
+        if m_c == 0:  # no real token: every row is padding, zeroed below
+            continue
+        # Right padding in place: the chunk's real tokens are among its first m_c * b positions.
+        n = min(N, m_c * b) if in_place else N
+        part = None if layout is None else _sequences(layout, slice(s, s + seqs), n)
         for h in range(0, H, heads):
-            at = (slice(s, s + seqs), slice(h, h + heads))
-            out[at[0], :, at[1]] = _chunk(q[at], k[at], v[at], part, b, m, num_steps, scale, pad_type, in_place)
+            at = (slice(s, s + seqs), slice(h, h + heads), slice(0, n))
+            out[at[0], :n, at[1]] = _chunk(q[at], k[at], v[at], part, b, m_c, num_steps, scale, pad_type, in_place)
     if layout is not None:  # the rows of padding tokens, once for the whole call
         out.masked_fill_(~layout.token_mask[:, :, None, None], 0.0)
     return out.transpose(1, 2)
+
+
+def _sequences(layout: SequenceLayout, seqs: slice, n: int) -> SequenceLayout:
+    """The layout of sequences ``seqs``, their first ``n`` tokens (all where placed by index)."""
+    return SequenceLayout(layout.token_mask[seqs, :n], layout.lengths[seqs], layout.token_index[seqs],
+                          layout.offsets[seqs], layout.num_blocks)
 
 
 def _chunk(q, k, v, layout: SequenceLayout | None, b: int, m: int, num_steps: int, scale: float, pad_type: str,

@@ -72,6 +72,33 @@ def test_padding_contents_do_not_reach_real_tokens():
         assert torch.isfinite(out).all() and (out[1, :, 17:] == 0).all()
 
 
+@pytest.mark.parametrize("kind", ["right", "left"])
+def test_a_padded_sequence_runs_on_its_own_blocks(kind, monkeypatch):
+    """Each chunk runs on the blocks its longest sequence fills: lengths 40, 10 and 0 at b = 8 run
+    on 5 blocks, 2 blocks and not at all (right padding also reads only the first 16 tokens of the
+    second sequence), and the outputs are still the reference's."""
+    seen = []
+    original = torch_inference._chunk
+
+    def spy(q, k, v, layout, b, m, *args):
+        seen.append((q.shape[0], q.shape[2], m))
+        return original(q, k, v, layout, b, m, *args)
+
+    monkeypatch.setattr(torch_inference, "_chunk", spy)
+    monkeypatch.setattr(torch_inference, "CHUNK_ELEMENTS", 1)  # a chunk per (sequence, head) pair
+    B, H, N, d = 3, 2, 40, 8
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(B, H, N, d, generator=g) for _ in range(3))
+    lengths = torch.tensor([[40], [10], [0]])
+    pos = torch.arange(N)[None, :]
+    mask = pos < lengths if kind == "right" else pos >= N - lengths
+    layout = sequence_layout(mask, B, N, 8, "post", q.device)
+    out = torch_inference.monarch_attention_inference(q, k, v, layout, 8, 2, d**-0.5, "post")
+    assert seen == [(1, 40, 5)] * H + [(1, 16 if kind == "right" else 40, 2)] * H
+    torch.testing.assert_close(out, monarch_attention_torch(q, k, v, layout, 8, 2, d**-0.5), rtol=2e-5, atol=2e-5)
+    assert (out[2] == 0).all() and (out[1, :, ~mask[1]] == 0).all()  # rows no chunk wrote: zeros
+
+
 def test_the_entry_point_takes_it_for_inference_only(monkeypatch):
     """Inference without the options runs this path; inputs that need grad and the options run
     the reference (it alone has the options and NaN-free gradients)."""
