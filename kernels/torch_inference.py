@@ -71,7 +71,8 @@ def monarch_attention_inference(
     pairs = max(1, CHUNK_ELEMENTS // (m * b * max(b, m, d, dv)))  # (sequence, head) pairs per chunk
     seqs, heads = (max(1, pairs // H), H) if pairs >= H else (1, pairs)
     # A sequence fills its first ceil(L / b) blocks only (kernels/layout.py): each chunk runs on the
-    # blocks of its longest sequence, so that a padded sequence costs what its real tokens do.
+    # blocks of its longest sequence, so that a padded sequence costs what its real tokens do (the
+    # lengths read on the host: a device sync, as ``_right_padded``'s; the caller is not compiled).
     lengths = None if layout is None else layout.lengths.tolist()
     for s in range(0, B, seqs):
         m_c = m if lengths is None else -(-max(lengths[s:s + seqs]) // b)
