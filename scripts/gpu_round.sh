@@ -53,7 +53,7 @@ for job in "${@:-tests backward heal-step host}"; do
     for j in $job; do
         case $j in
         # -P: the repository root off sys.path (README, "Repository layout").
-        tests) run tests 200 python -P -m pytest -m gpu tests/gpu -n 8 -q -p no:cacheprovider --tb=short -rf ;;
+        tests) run tests 300 python -P -m pytest -m gpu tests/gpu -n 8 -q -p no:cacheprovider --tb=short -rf ;;
         backward) run backward 150 python $B/bench_backward.py --profile --steps 1 2 --out "$OUT/backward.csv" ;;
         tiles)
             for k in _r_bwd _l_bwd; do
