@@ -129,10 +129,16 @@ def monarch_attention(
 
 def _torch(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
            needs_grad: bool) -> torch.Tensor:
-    """On PyTorch: eager inference without the options takes ``torch_inference.py``; the rest, and
-    traced calls (its layout check syncs; compiled, the reference's passes are fused anyway), the
-    reference."""
-    fast = not (needs_grad or any(variant) or torch.compiler.is_compiling()) and q.numel() > 0 and v.numel() > 0
+    """On PyTorch: inference without the options takes ``torch_inference.py`` (traced on the CPU, as
+    the custom op of ``torch_inference_op.py``; traced on CUDA, where its host sync could not be
+    captured in a CUDA graph, the reference); the rest, the reference."""
+    fast = not (needs_grad or any(variant)) and q.numel() > 0 and v.numel() > 0
+    if fast and torch.compiler.is_compiling():
+        if q.device.type == "cpu":
+            from .torch_inference_op import monarch_attention_cpu_inference
+
+            return monarch_attention_cpu_inference(q, k, v, mask, block_size, num_steps, pad_type, scale)
+        fast = False
     if fast and mask is None:
         return monarch_attention_inference(q, k, v, None, block_size, num_steps, scale, pad_type)
     layout = sequence_layout(mask, q.shape[0], q.shape[2], block_size, pad_type, q.device)

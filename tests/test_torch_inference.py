@@ -122,3 +122,37 @@ def test_the_entry_point_takes_it_for_inference_only(monkeypatch):
     with torch.no_grad():
         monarch_attention(q, k, v, **args)
     assert len(calls) == 2
+
+
+def test_compiled_calls_run_it_as_one_custom_op(monkeypatch):
+    """Under torch.compile on the CPU, inference runs this path as one opaque custom op
+    (``torch_inference_op.py``: no graph break, fullgraph=True holds) with the eager call's output;
+    a compiled call that needs grad still runs the reference, and its gradients flow."""
+    calls = []
+    original = torch_inference.monarch_attention_inference
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch_inference, "monarch_attention_inference", spy)
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 40, 8, generator=g) for _ in range(3))
+    mask = torch.arange(40)[None, :] < torch.tensor([[40], [17]])
+
+    def f(q, k, v, mask):
+        return monarch_attention(q, k, v, mask, block_size=8, num_steps=2, backend="torch")
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    with torch.no_grad():
+        for m in (mask, None):
+            expected = f(q, k, v, m)
+            calls.clear()
+            torch.testing.assert_close(compiled(q, k, v, m), expected, rtol=0, atol=0)
+            assert len(calls) == 1
+    calls.clear()
+    q.requires_grad_()
+    torch._dynamo.reset()  # aot_eager: the same routing as Inductor, without its C++ build of the backward
+    torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v, mask).sum().backward()
+    assert not calls and q.grad is not None and torch.isfinite(q.grad).all()
