@@ -49,3 +49,21 @@ def test_the_providers_compute_the_same_attention(bench_cpu):
         calls = bench_cpu.providers(q, k, v, mask, 50, 1)  # one block: exact softmax attention
         sdpa = calls["sdpa"]().masked_fill(~mask[:, None, :, None], 0.0)
         torch.testing.assert_close(calls["monarch-reference"](), sdpa, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_adds_the_compiled_calls(bench_cpu, tmp_path, capsys):
+    """--compile: the entry point and the reference under torch.compile, with the eager calls'
+    results, their rows and a second table."""
+    path = tmp_path / "cpu.csv"
+    bench_cpu.main(["--cases", "2:40:right", "--steps", "1", "--rounds", "2", "--compile", "--csv", str(path)])
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["provider"] for r in rows] == ["sdpa", "monarch-reference", "monarch-torch", "monarch-reference+compile",
+                                             "monarch-torch+compile"]
+    assert "| path eager ms | reference compiled ms | path compiled ms |" in capsys.readouterr().out
+    q, k, v, mask = bench_cpu.inputs(2, 40, right=True)
+    with torch.inference_mode():
+        calls = bench_cpu.providers(q, k, v, mask, 7, 1, compiled=True)
+        torch.testing.assert_close(calls["monarch-torch+compile"](), calls["monarch-torch"](), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(calls["monarch-reference+compile"](), calls["monarch-reference"](), rtol=1e-5,
+                                   atol=1e-5)

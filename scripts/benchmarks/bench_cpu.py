@@ -5,14 +5,17 @@
 transformers passes them ((B, N, H, d) transposed).
 
     python scripts/benchmarks/bench_cpu.py [--cases B:N[:right] ...] [--steps 1 2] [--pad-type post|pre]
-                                           [--rounds 7] [--csv FILE]
+                                           [--rounds 7] [--compile] [--csv FILE]
 
 ``B:N:right``: a key-padding mask, sequence i of the batch ``N - i N / (2B)`` tokens long, right
 padded (what a tokenizer gives), passed to SDPA as a broadcast boolean mask. The three are timed in
 turn, round after round, so that a slow spell of a shared machine hits all of them; each time is the
 median over the rounds after the first. CSV rows (``bench_utils.Row``): kernel ``cpu``, provider
 ``sdpa``, ``monarch-reference`` or ``monarch-torch``, ``speedup_vs_best_sdpa`` = SDPA's time over the
-row's, ``gpu`` the processor and its threads."""
+row's, ``gpu`` the processor and its threads. ``--compile`` also times, under ``torch.compile`` (Inductor,
+static shapes, compiled afresh for each case), the entry point (``monarch-torch+compile``: the path as
+one custom op, ``kernels/torch_inference_op.py``) and the reference (``monarch-reference+compile``:
+what compiled calls ran before code ``7f1f389``), and prints a second table."""
 
 from __future__ import annotations
 
@@ -41,16 +44,39 @@ def inputs(batch: int, seq: int, right: bool):
     return q, k, v, torch.arange(seq)[None, :] < lengths[:, None]
 
 
-def providers(q, k, v, mask, block: int, steps: int, pad_type: str = "post") -> dict:
-    """Name -> a call of it on these inputs."""
+def providers(q, k, v, mask, block: int, steps: int, pad_type: str = "post", compiled: bool = False) -> dict:
+    """Name -> a call of it on these inputs (``compiled``: also the two compiled calls)."""
     layout = sequence_layout(mask, q.shape[0], q.shape[2], block, pad_type, q.device)
     sdpa_mask = None if mask is None else mask[:, None, None, :]
-    return {
+
+    def reference(q, k, v):
+        return monarch_attention_torch(q, k, v, layout, block, steps, 0.125)
+
+    def path(q, k, v):
+        return monarch_attention(q, k, v, mask, block_size=block, num_steps=steps, pad_type=pad_type, backend="torch")
+
+    calls = {
         "sdpa": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask),
-        "monarch-reference": lambda: monarch_attention_torch(q, k, v, layout, block, steps, 0.125),
-        "monarch-torch": lambda: monarch_attention(q, k, v, mask, block_size=block, num_steps=steps, pad_type=pad_type,
-                                                   backend="torch"),
+        "monarch-reference": lambda: reference(q, k, v),
+        "monarch-torch": lambda: path(q, k, v),
     }
+    if compiled:
+        torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no dynamic shapes
+        for name, fn in (("monarch-reference+compile", reference), ("monarch-torch+compile", path)):
+            calls[name] = lambda fn=torch.compile(fn, dynamic=False): fn(q, k, v)  # the first round compiles
+    return calls
+
+
+def table_lines(batch: int, seq: int, pad: float, steps: int, ms: dict) -> list[str]:
+    """This case's row of the op table and, with the compiled calls, of the compiled table."""
+    ref, path = ms["monarch-reference"], ms["monarch-torch"]
+    lines = [f"| {batch} | {seq} | {pad:.0%} | {steps} | {ms['sdpa']:.1f} | {ref:.1f} ({ms['sdpa'] / ref:.2f}x) | "
+             f"{path:.1f} ({ms['sdpa'] / path:.2f}x) | {ref / path:.2f}x |"]
+    if "monarch-torch+compile" in ms:
+        ref_c, path_c = ms["monarch-reference+compile"], ms["monarch-torch+compile"]
+        lines.append(f"| {batch} | {seq} | {pad:.0%} | {steps} | {path:.1f} | {ref_c:.1f} | {path_c:.1f} | "
+                     f"{ref_c / path_c:.2f}x |")
+    return lines
 
 
 def timed(calls: dict, rounds: int) -> dict[str, float]:
@@ -70,10 +96,11 @@ def main(argv=None) -> None:
     p.add_argument("--steps", nargs="+", type=int, default=[1, 2])
     p.add_argument("--pad-type", choices=["post", "pre"], default="post")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--compile", action="store_true", help="also the entry point and the reference compiled")
     p.add_argument("--csv", default=None)
     args = p.parse_args(argv)
     env = Env(f"cpu: {cpu_name()}, {torch.get_num_threads()} threads", versions(), commit(), 0.0)
-    rows, lines = [], []
+    rows, lines, compiled_lines = [], [], []
     for case in args.cases:
         batch, seq, *rest = case.split(":")
         batch, seq, right = int(batch), int(seq), rest == ["right"]
@@ -82,21 +109,25 @@ def main(argv=None) -> None:
         pad = 0.0 if mask is None else 1 - mask.float().mean().item()
         for steps in args.steps:
             with torch.inference_mode():
-                ms = timed(providers(q, k, v, mask, block, steps, args.pad_type), args.rounds)
+                ms = timed(providers(q, k, v, mask, block, steps, args.pad_type, args.compile), args.rounds)
             for name, t in ms.items():
                 rows.append(env.stamp(Row(kernel="cpu", provider=name, dtype="float32", batch=batch, heads=12, seq=seq,
                                           head_dim=64, block=block, steps=steps, pad_frac=round(pad, 3),
                                           median_ms=f"{t:.2f}", speedup_vs_best_sdpa=f"{ms['sdpa'] / t:.2f}",
                                           best_sdpa="sdpa", note=f"pad_type {args.pad_type}")))
-            lines.append(f"| {batch} | {seq} | {pad:.0%} | {steps} | {ms['sdpa']:.1f} | {ms['monarch-reference']:.1f} "
-                         f"({ms['sdpa'] / ms['monarch-reference']:.2f}x) | {ms['monarch-torch']:.1f} "
-                         f"({ms['sdpa'] / ms['monarch-torch']:.2f}x) | "
-                         f"{ms['monarch-reference'] / ms['monarch-torch']:.2f}x |")
-            print(lines[-1], flush=True)
+            line, *compiled_line = table_lines(batch, seq, pad, steps, ms)
+            lines.append(line)
+            compiled_lines += compiled_line
+            print(line, *compiled_line, sep="\n", flush=True)
     print(f"\n{env.gpu}; {env.versions}; code {env.commit}; pad_type {args.pad_type}\n")
     print("| B | N | padding | T | SDPA ms | reference ms (x SDPA) | inference path ms (x SDPA) | path / reference |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(lines))
+    if compiled_lines:
+        print("\n| B | N | padding | T | path eager ms | reference compiled ms | path compiled ms | "
+              "path compiled / reference compiled |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(compiled_lines))
     print(f"{len(rows)} rows -> {write_csv(rows, args.csv, 'bench_cpu.csv')}")
 
 
