@@ -129,12 +129,13 @@ def monarch_attention(
 
 def _torch(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale: float, variant: tuple,
            needs_grad: bool) -> torch.Tensor:
-    """On PyTorch: inference without the options takes ``torch_inference.py`` (traced on the CPU, as
-    the custom op of ``torch_inference_op.py``; traced on CUDA, where its host sync could not be
-    captured in a CUDA graph, the reference); the rest, the reference."""
+    """On PyTorch: inference without the options takes ``torch_inference.py`` (compiled on the CPU,
+    as the custom op of ``torch_inference_op.py``; traced on CUDA, where its host sync could not be
+    captured in a CUDA graph, and exported, whose graph must hold aten ops only, the reference); the
+    rest, the reference."""
     fast = not (needs_grad or any(variant)) and q.numel() > 0 and v.numel() > 0
     if fast and torch.compiler.is_compiling():
-        if q.device.type == "cpu":
+        if q.device.type == "cpu" and not torch.compiler.is_exporting():
             from .torch_inference_op import monarch_attention_cpu_inference
 
             return monarch_attention_cpu_inference(q, k, v, mask, block_size, num_steps, pad_type, scale)

@@ -6,7 +6,8 @@ its loop over chunks would be unrolled: Inductor took 97-133 s to compile one ca
 N = 512. The reference, which compiled calls ran until now, traces whole but ran slower compiled
 than the path eager (2 CPU cores, float32, B = 1, N = 4096, 12 heads, T = 1: 86 against 55 ms).
 CPU only: on CUDA the path's host sync could not be captured in a CUDA graph (compiled calls with
-``backend="torch"`` on CUDA keep the reference).
+``backend="torch"`` on CUDA keep the reference). Not for ``torch.export``, whose graphs keep the
+reference's aten ops: an exported model needs no custom op from this package to run.
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ def test_the_entry_point_takes_it_for_inference_only(monkeypatch):
 def test_compiled_calls_run_it_as_one_custom_op(monkeypatch):
     """Under torch.compile on the CPU, inference runs this path as one opaque custom op
     (``torch_inference_op.py``: no graph break, fullgraph=True holds) with the eager call's output;
-    a compiled call that needs grad still runs the reference, and its gradients flow."""
+    a compiled call that needs grad still runs the reference, and its gradients flow; an exported
+    graph holds aten ops only (the reference's)."""
     calls = []
     original = torch_inference.monarch_attention_inference
 
@@ -156,3 +157,12 @@ def test_compiled_calls_run_it_as_one_custom_op(monkeypatch):
     torch._dynamo.reset()  # aot_eager: the same routing as Inductor, without its C++ build of the backward
     torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v, mask).sum().backward()
     assert not calls and q.grad is not None and torch.isfinite(q.grad).all()
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v, mask):
+            return f(q, k, v, mask)
+
+    with torch.no_grad():
+        exported = torch.export.export(Attention(), (q.detach(), k, v, mask))
+        assert not [n for n in exported.graph.nodes if "monarch" in str(n.target)]
+        torch.testing.assert_close(exported.module()(q.detach(), k, v, mask), f(q.detach(), k, v, mask))
