@@ -11,7 +11,7 @@ import torch
 from .layout import sequence_layout
 from .options import BACKENDS, MAX_BLOCK_SIZE, PAD_TYPES
 from .reference import monarch_attention_torch
-from .torch_inference import monarch_attention_inference
+from .torch_inference import from_mask as inference_from_mask
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -140,11 +140,9 @@ def _torch(q, k, v, mask, block_size: int, num_steps: int, pad_type: str, scale:
 
             return monarch_attention_cpu_inference(q, k, v, mask, block_size, num_steps, pad_type, scale)
         fast = False
-    if fast and mask is None:
-        return monarch_attention_inference(q, k, v, None, block_size, num_steps, scale, pad_type)
-    layout = sequence_layout(mask, q.shape[0], q.shape[2], block_size, pad_type, q.device)
     if fast:
-        return monarch_attention_inference(q, k, v, layout, block_size, num_steps, scale, pad_type)
+        return inference_from_mask(q, k, v, mask, block_size, num_steps, scale, pad_type)
+    layout = sequence_layout(mask, q.shape[0], q.shape[2], block_size, pad_type, q.device)
     return monarch_attention_torch(q, k, v, layout, block_size, num_steps, scale, *variant)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .layout import SequenceLayout, capped_block_size
+from .layout import SequenceLayout, capped_block_size, sequence_layout
 from .reference import block_summary
 from .variants import compute_dtype
 
@@ -87,6 +87,15 @@ def monarch_attention_inference(
     if layout is not None:  # the rows of padding tokens, once for the whole call
         out.masked_fill_(~layout.token_mask[:, :, None, None], 0.0)
     return out.transpose(1, 2)
+
+
+def from_mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+              block_size: int, num_steps: int, scale: float, pad_type: str) -> torch.Tensor:
+    """``monarch_attention_inference`` on the key-padding mask itself (None: no mask), as the op's
+    entry point and its CPU custom op (``torch_inference_op.py``) take it."""
+    layout = None if key_padding_mask is None else sequence_layout(key_padding_mask, q.shape[0], q.shape[2],
+                                                                   block_size, pad_type, q.device)
+    return monarch_attention_inference(q, k, v, layout, block_size, num_steps, scale, pad_type)
 
 
 def _sequences(layout: SequenceLayout, seqs: slice, n: int) -> SequenceLayout:

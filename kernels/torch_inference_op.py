@@ -17,7 +17,6 @@ from typing import Optional
 import torch
 
 from . import torch_inference
-from .layout import sequence_layout
 
 OP_NAME = "monarch_convert::monarch_attention_cpu_inference"
 
@@ -33,11 +32,7 @@ def monarch_attention_cpu_inference(
     pad_type: str,
     scale: float,
 ) -> torch.Tensor:
-    B, _, N, _ = q.shape
-    layout = None if key_padding_mask is None else sequence_layout(key_padding_mask, B, N, block_size, pad_type,
-                                                                   q.device)
-    # Looked up at call time: tests count the path's calls through this attribute.
-    return torch_inference.monarch_attention_inference(q, k, v, layout, block_size, num_steps, scale, pad_type)
+    return torch_inference.from_mask(q, k, v, key_padding_mask, block_size, num_steps, scale, pad_type)
 
 
 @monarch_attention_cpu_inference.register_fake

@@ -99,17 +99,24 @@ def test_a_padded_sequence_runs_on_its_own_blocks(kind, monkeypatch):
     assert (out[2] == 0).all() and (out[1, :, ~mask[1]] == 0).all()  # rows no chunk wrote: zeros
 
 
-def test_the_entry_point_takes_it_for_inference_only(monkeypatch):
-    """Inference without the options runs this path; inputs that need grad and the options run
-    the reference (it alone has the options and NaN-free gradients)."""
-    calls = []
+@pytest.fixture
+def calls(monkeypatch):
+    """One entry per call of the path (the entry point and the CPU custom op reach it through this
+    module's attribute)."""
+    made = []
     original = torch_inference.monarch_attention_inference
 
     def spy(*args, **kwargs):
-        calls.append(1)
+        made.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("monarch_convert.kernels.ops.monarch_attention_inference", spy)
+    monkeypatch.setattr(torch_inference, "monarch_attention_inference", spy)
+    return made
+
+
+def test_the_entry_point_takes_it_for_inference_only(calls):
+    """Inference without the options runs this path; inputs that need grad and the options run
+    the reference (it alone has the options and NaN-free gradients)."""
     q, k, v = (torch.randn(1, 2, 20, 8) for _ in range(3))
     mask = torch.ones(1, 20, dtype=torch.bool)
     args = dict(block_size=4, backend="torch")
@@ -124,19 +131,11 @@ def test_the_entry_point_takes_it_for_inference_only(monkeypatch):
     assert len(calls) == 2
 
 
-def test_compiled_calls_run_it_as_one_custom_op(monkeypatch):
+def test_compiled_calls_run_it_as_one_custom_op(calls):
     """Under torch.compile on the CPU, inference runs this path as one opaque custom op
     (``torch_inference_op.py``: no graph break, fullgraph=True holds) with the eager call's output;
     a compiled call that needs grad still runs the reference, and its gradients flow; an exported
     graph holds aten ops only (the reference's)."""
-    calls = []
-    original = torch_inference.monarch_attention_inference
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch_inference, "monarch_attention_inference", spy)
     g = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(2, 3, 40, 8, generator=g) for _ in range(3))
     mask = torch.arange(40)[None, :] < torch.tensor([[40], [17]])
